@@ -1,0 +1,181 @@
+"""Memory-bounded per-token statistics: log p_k, H, S_k and E_p[S] in one pass over the logits.
+
+The definitions are those of :mod:`entropy_dynamics.theory`; this module computes all four at once
+for a batch of positions, chunked over rows so that at most one chunk of ``[N, V]`` exists in the
+compute dtype (float32, or float64 for float64 input) at any time — in the forward pass and in the
+backward pass, which recomputes each chunk instead of saving it (custom autograd).
+
+Gradients: ``logprobs`` is differentiable with respect to the logits; ``entropy`` is too when
+``entropy_grad=True`` (for entropy bonuses); ``discriminator`` and ``expected_discriminator`` are
+always detached — the filters use them as constants, as in the reference implementation.
+
+Precision: bfloat16 / float16 logits are upcast chunk by chunk, so the statistics of the
+distribution they define are exact to float32 rounding (relative error ~1e-6); the difference to
+the statistics of the unrounded float32 logits is the rounding of the logits themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["TokenStats", "default_chunk_size", "token_stats"]
+
+_CHUNK_BYTES = 1 << 26  # 64 MiB of float32 per chunk of [rows, V] by default
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per-position statistics of ``p = softmax(z / T)`` at the sampled tokens; all shapes ``(...)``.
+
+    Attributes:
+        logprobs: ``log p_k`` of the sampled token (differentiable).
+        entropy: ``H`` (differentiable only if requested).
+        discriminator: ``S_k = p_k (H + log p_k)`` (detached).
+        expected_discriminator: ``E_{i~p}[S_i] = Σ_i p_i² (H + log p_i)`` (detached).
+    """
+
+    logprobs: Tensor
+    entropy: Tensor
+    discriminator: Tensor
+    expected_discriminator: Tensor
+
+    @property
+    def deviation(self) -> Tensor:
+        """``S_k - E_p[S]``: Theorem 3.3's driver of the entropy change (detached)."""
+        return self.discriminator - self.expected_discriminator
+
+    def detach(self) -> TokenStats:
+        return TokenStats(
+            self.logprobs.detach(),
+            self.entropy.detach(),
+            self.discriminator,
+            self.expected_discriminator,
+        )
+
+
+def default_chunk_size(vocab_size: int) -> int:
+    """Rows per chunk so that one float32 ``[rows, V]`` block is about 64 MiB."""
+    return max(1, _CHUNK_BYTES // (4 * max(vocab_size, 1)))
+
+
+def _chunk_forward(
+    logits: Tensor, tokens: Tensor, temperature: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Statistics of one chunk of rows. ``logits`` ``(n, V)``, ``tokens`` ``(n,)``.
+
+    Returns ``(log p_k, H, S_k, E_p[S], logsumexp(z / T))``, each ``(n,)``.
+    """
+    scaled = logits.to(dtype) / temperature  # (n, V)
+    lse = torch.logsumexp(scaled, dim=-1)  # (n,)
+    log_p = scaled - lse.unsqueeze(-1)  # (n, V)
+    p = log_p.exp()
+    p_log_p = torch.where(p > 0, p * log_p, torch.zeros_like(p))  # limit 0 at p = 0
+    h = -p_log_p.sum(-1)  # (n,)
+    log_p_k = log_p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (n,)
+    p_k = log_p_k.exp()
+    s_k = torch.where(p_k > 0, p_k * (h + log_p_k), torch.zeros_like(p_k))
+    # E_p[S] = H Σ p² + Σ p² log p  (theory.expected_discriminator)
+    e_s = h * (p * p).sum(-1) + (p * p_log_p).sum(-1)
+    return log_p_k, h, s_k, e_s, lse
+
+
+class _ChunkedTokenStats(torch.autograd.Function):
+    """Forward over row chunks; backward recomputes each chunk's softmax from the saved logits."""
+
+    @staticmethod
+    def forward(ctx, logits, tokens, temperature, chunk_size, dtype):  # type: ignore[override]
+        outs = [torch.empty(logits.shape[0], dtype=dtype, device=logits.device) for _ in range(5)]
+        for start in range(0, logits.shape[0], chunk_size):
+            rows = slice(start, start + chunk_size)
+            for out, value in zip(
+                outs, _chunk_forward(logits[rows], tokens[rows], temperature, dtype), strict=True
+            ):
+                out[rows] = value
+        log_p_k, h, s_k, e_s, lse = outs
+        ctx.save_for_backward(logits, tokens, lse, h)
+        ctx.temperature, ctx.chunk_size, ctx.dtype = temperature, chunk_size, dtype
+        ctx.mark_non_differentiable(s_k, e_s)
+        return log_p_k, h, s_k, e_s
+
+    @staticmethod
+    def backward(ctx, grad_log_p_k, grad_h, _grad_s, _grad_e):  # type: ignore[override]
+        logits, tokens, lse, h = ctx.saved_tensors
+        temperature, chunk_size, dtype = ctx.temperature, ctx.chunk_size, ctx.dtype
+        grad_logits = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], chunk_size):
+            rows = slice(start, start + chunk_size)
+            log_p = logits[rows].to(dtype) / temperature - lse[rows].unsqueeze(-1)  # (n, V)
+            p = log_p.exp()
+            grad = torch.zeros_like(p)
+            if grad_log_p_k is not None:
+                # ∂ log p_k / ∂z = (e_k - p) / T
+                g = grad_log_p_k[rows].to(dtype).unsqueeze(-1)  # (n, 1)
+                grad -= g * p
+                grad.scatter_add_(-1, tokens[rows].unsqueeze(-1), g)
+            if grad_h is not None:
+                # ∂H / ∂z_i = -p_i (log p_i + H) / T   (Theorem 3.2's first-order form)
+                g = grad_h[rows].to(dtype).unsqueeze(-1)
+                s = torch.where(p > 0, p * (log_p + h[rows].unsqueeze(-1)), torch.zeros_like(p))
+                grad -= g * s
+            grad_logits[rows] = (grad / temperature).to(logits.dtype)
+        return grad_logits, None, None, None, None
+
+
+def token_stats(
+    logits: Tensor,
+    tokens: Tensor,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+    entropy_grad: bool = False,
+) -> TokenStats:
+    """Compute :class:`TokenStats` of ``softmax(logits / T)`` at the sampled ``tokens``.
+
+    Args:
+        logits: ``(..., V)`` logits, any float dtype; ``-inf`` entries (padded vocabulary) are
+            entries with ``p = 0`` and are handled exactly.
+        tokens: ``(...)`` integer ids of the sampled tokens, each in ``[0, V)``.
+        temperature: sampling temperature ``T > 0``; all statistics are of the scaled distribution.
+        chunk_size: rows per chunk; ``None`` picks :func:`default_chunk_size` of ``V``.
+        entropy_grad: make ``entropy`` differentiable (needed for an entropy bonus).
+
+    Returns:
+        :class:`TokenStats` with fields of shape ``(...)`` in float32 (float64 for float64 input).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
+    if logits.shape[:-1] != tokens.shape:
+        raise ValueError(
+            f"tokens must have the shape of logits without the vocabulary dimension: "
+            f"logits {tuple(logits.shape)} needs tokens {tuple(logits.shape[:-1])}, "
+            f"got {tuple(tokens.shape)}"
+        )
+    vocab = logits.shape[-1]
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+        raise ValueError(
+            f"token ids must lie in [0, {vocab}) (the logits' vocabulary), "
+            f"got ids in [{int(tokens.min())}, {int(tokens.max())}]"
+        )
+    if chunk_size is None:
+        chunk_size = default_chunk_size(vocab)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    batch_shape = tokens.shape
+    flat_logits = logits.reshape(-1, vocab)  # (N, V)
+    flat_tokens = tokens.reshape(-1).long()  # (N,)
+    log_p_k, h, s_k, e_s = _ChunkedTokenStats.apply(
+        flat_logits, flat_tokens, float(temperature), int(chunk_size), dtype
+    )
+    if not entropy_grad:
+        h = h.detach()
+    return TokenStats(
+        logprobs=log_p_k.reshape(batch_shape),
+        entropy=h.reshape(batch_shape),
+        discriminator=s_k.reshape(batch_shape),
+        expected_discriminator=e_s.reshape(batch_shape),
+    )
