@@ -28,7 +28,7 @@ _CHUNK_BYTES = 1 << 26  # 64 MiB of float32 per chunk of [rows, V] by default
 
 @dataclass(frozen=True)
 class TokenStats:
-    """Per-position statistics of ``p = softmax(z / T)`` at the sampled tokens; all shapes ``(...)``.
+    """Statistics of ``p = softmax(z / T)`` at the sampled tokens; all shapes ``(...)``.
 
     Attributes:
         logprobs: ``log p_k`` of the sampled token (differentiable).

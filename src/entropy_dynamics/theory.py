@@ -42,7 +42,7 @@ def _check_temperature(temperature: float) -> None:
 
 
 def _log_probs(logits: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-    """Return ``(p, log p)`` of ``softmax(logits / T)`` in the compute dtype; shapes ``(..., V)``."""
+    """``(p, log p)`` of ``softmax(logits / T)`` in the compute dtype; shapes ``(..., V)``."""
     _check_temperature(temperature)
     scaled = logits.to(_compute_dtype(logits)) / temperature
     log_p = torch.log_softmax(scaled, dim=-1)  # (..., V), -inf where logits are -inf
