@@ -7,8 +7,9 @@ on the step's own samples), this module reports
 - ``dynamics/delta_h_first_order``: mean of ``⟨∂H/∂z, Δz⟩`` with the *measured* logit change
   ``Δz`` (Theorem 3.2's general first-order form) — exact up to O(|Δz|²);
 - ``dynamics/delta_h_thm33``: Theorem 3.3's prediction ``-α̂ w_t A_t (S_t - E_p[S]_t) / T²``,
-  where the network's logit change is modelled as the GRPO direction ``u_t = w_t A_t (e_k - p_t) / T``
-  times one scalar ``α̂`` (the effective logit step, ``dynamics/effective_logit_lr``), fitted by
+  where the network's logit change is modelled as the GRPO direction
+  ``u_t = w_t A_t (e_k - p_t) / T`` times one scalar ``α̂``
+  (the effective logit step, ``dynamics/effective_logit_lr``), fitted by
   least squares ``α̂ = Σ_t ⟨Δz_t, u_t⟩ / Σ_t |u_t|²``. The shape of the prediction is pure theory;
   only its scale is measured. A neural network couples positions, so this prediction is expected to
   be good in sign and correlation, not exact — which is what users want to measure;
