@@ -112,8 +112,10 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{prefix}.{exc}" if prefix else str(exc)) from None
+    except ConfigError:
+        raise  # messages of our own configs already name the full field path
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

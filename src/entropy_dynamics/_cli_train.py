@@ -1,0 +1,172 @@
+"""``entropy-dynamics train`` and ``entropy-dynamics eval``: rich progress around the trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from entropy_dynamics._config_io import ConfigError, to_dict
+
+console = Console()
+
+SUMMARY_KEYS = (
+    ("entropy/mean", "rollout entropy"),
+    ("reward/accuracy", "train accuracy"),
+    ("dynamics/delta_h_actual", "ΔH actual"),
+    ("dynamics/delta_h_first_order", "ΔH first order"),
+    ("dynamics/delta_h_thm33", "ΔH Thm 3.3"),
+    ("perf/tokens_per_s", "tokens/s"),
+)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _summary(history: list[dict[str, float]], eval_rows: list[dict[str, float]]) -> Table:
+    table = Table(title="Run summary")
+    table.add_column("metric")
+    table.add_column("first", justify="right")
+    table.add_column("last", justify="right")
+    for key, label in SUMMARY_KEYS:
+        values = [row[key] for row in history if key in row]
+        if values:
+            table.add_row(label, f"{values[0]:.4g}", f"{values[-1]:.4g}")
+    eval_keys = sorted({k for row in eval_rows for k in row if k.startswith("eval/")})
+    for key in eval_keys:
+        values = [row[key] for row in eval_rows if key in row]
+        table.add_row(key, f"{values[0]:.4g}", f"{values[-1]:.4g}")
+    return table
+
+
+def train_command(
+    overrides: list[str] = typer.Argument(
+        None, help="Config overrides, e.g. rollout.group_size=16"
+    ),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config file."),
+    method: str = typer.Option(None, "--method", "-m", help="Method: grpo, clip_b, clip_v, ..."),
+    name: str = typer.Option(None, "--name", help="Run name (directory under output_dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run's last checkpoint."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate config, model and data only."),
+) -> None:
+    """Train with GRPO (or any registered method) and show entropy dynamics live."""
+    from entropy_dynamics.config import load_config
+
+    extra = list(overrides or [])
+    if method:
+        extra.append(f"algorithm.method={method}")
+    if name:
+        extra.append(f"name={name}")
+    try:
+        cfg = load_config(config, extra)
+    except (ConfigError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if dry_run:
+        _dry_run(cfg)
+        return
+    from entropy_dynamics.report import plot_run
+    from entropy_dynamics.trainer import Trainer
+
+    try:
+        trainer = Trainer(cfg, cfg.run_dir, resume=resume)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"run directory: [bold]{cfg.run_dir}[/]  method: [bold]{cfg.algorithm.method}[/]")
+    history: list[dict[str, float]] = []
+    eval_rows: list[dict[str, float]] = []
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("train", total=cfg.steps, completed=trainer.step, status="")
+
+        def callback(event: str, step: int, metrics: dict[str, float]) -> None:
+            if any(k.startswith("eval/") for k in metrics):
+                eval_rows.append(metrics)
+            if event != "step":
+                return
+            history.append(metrics)
+            status = (
+                f"H={metrics['entropy/mean']:.3f} acc={metrics['reward/accuracy']:.3f} "
+                f"ΔH={metrics.get('dynamics/delta_h_actual', float('nan')):+.2e}"
+            )
+            progress.update(bar, completed=step, status=status)
+
+        trainer.train(callback)
+    plots = plot_run(cfg.run_dir)
+    if history:
+        console.print(_summary(history, eval_rows))
+    console.print(f"metrics: {cfg.run_dir / 'metrics.jsonl'}")
+    console.print("plots: " + ", ".join(str(p) for p in plots))
+
+
+def _dry_run(cfg) -> None:
+    from entropy_dynamics.models.loading import load_model_and_tokenizer
+    from entropy_dynamics.tasks import build_task
+
+    try:
+        model, _ = load_model_and_tokenizer(cfg.model.resolved_path(), cfg.model.dtype, "cpu")
+        task = build_task(cfg.task)
+        n_train, n_eval = len(task.train_problems()), len(task.eval_problems())
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    params = sum(p.numel() for p in model.parameters())
+    console.print(
+        f"[green]ok[/]: model {cfg.model.resolved_path()} ({params:,} parameters), "
+        f"task {cfg.task.name} ({n_train} train / {n_eval} held-out problems), "
+        f"policy loss {cfg.algorithm.policy_loss()}"
+    )
+
+
+def eval_command(
+    model: Path = typer.Option(None, "--model", help="Model directory (default: embedded)."),
+    run: Path = typer.Option(None, "--run", help="Run directory: evaluate its last checkpoint."),
+    k: int = typer.Option(16, "--k", min=1, help="Samples per problem (Avg@k, Pass@k)."),
+    problems: int = typer.Option(200, "--problems", min=1, help="Held-out problems."),
+    temperature: float = typer.Option(1.0, "--temperature", min=1e-6, help="Sampling temperature."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+) -> None:
+    """Evaluate a model on the held-out split: Avg@k and unbiased Pass@k."""
+    import torch
+
+    from entropy_dynamics.checkpoint import latest_checkpoint
+    from entropy_dynamics.config import TaskConfig
+    from entropy_dynamics.evaluate import evaluate
+    from entropy_dynamics.models.loading import load_model_and_tokenizer
+    from entropy_dynamics.tasks import build_task
+
+    if run is not None:
+        checkpoint = latest_checkpoint(run)
+        if checkpoint is None:
+            _fail(f"--run: no checkpoint under {run}")
+        model = checkpoint / "model"
+    if model is None:
+        from entropy_dynamics.models import default_model_path
+
+        model = default_model_path()
+    try:
+        policy, tokenizer = load_model_and_tokenizer(model)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    torch.manual_seed(seed)
+    task = build_task(TaskConfig())
+    held_out = task.eval_problems()[:problems]
+    with console.status(f"sampling {len(held_out)} × {k} answers"):
+        result = evaluate(policy, tokenizer, task, held_out, k=k, temperature=temperature)
+    table = Table(title=f"Held-out evaluation of {model}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.to_metrics("eval").items():
+        table.add_row(key, f"{value:.4f}")
+    console.print(table)

@@ -1,0 +1,222 @@
+"""Typed training configuration: one default per option, documented with its source.
+
+A config is built from defaults, then an optional YAML file, then ``section.field=value``
+overrides (``rollout.group_size=16``, ``algorithm.loss.eps_high=0.28``). Invalid values are refused
+before any work starts, with a message naming the field. The policy-loss options live in one place,
+:class:`entropy_dynamics.losses.PolicyLossConfig`; ``algorithm.loss`` holds only the user's
+overrides of the chosen method's preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from entropy_dynamics._config_io import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from entropy_dynamics.tasks.countdown import CountdownConfig
+
+__all__ = [
+    "AlgorithmConfig",
+    "ConfigError",
+    "EvalConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RolloutConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "load_config",
+    "save_config",
+]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    """Local Hugging Face model directory; empty: the embedded Countdown model."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype; ``auto`` = bfloat16 on CUDA, float32 on CPU."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` uses CUDA when present."""
+
+    def resolved_path(self) -> Path:
+        if self.path:
+            return Path(self.path).expanduser()
+        from entropy_dynamics.models import default_model_path
+
+        return default_model_path()
+
+
+@dataclass
+class TaskConfig:
+    name: Literal["countdown"] = "countdown"
+    """The task; Countdown (TinyZero) is the embedded default."""
+    countdown: CountdownConfig = field(default_factory=CountdownConfig)
+    """Countdown generator and reward options."""
+
+
+@dataclass
+class RolloutConfig:
+    prompts_per_step: int = 16
+    """Prompts per step ``B`` (paper: 64)."""
+    group_size: int = 8
+    """Samples per prompt ``G`` (paper: 16 for Clip_B, 8 for Clip_V)."""
+    temperature: float = 1.0
+    """Sampling temperature; all statistics are of the scaled distribution (paper: 1.0)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (paper: 1.0)."""
+    max_new_tokens: int = 24
+    """Maximum response length in tokens (paper: 7,168; a Countdown answer needs < 20)."""
+
+    def __post_init__(self) -> None:
+        _require(self.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1")
+        _require(self.group_size >= 2, "rollout.group_size must be >= 2 (GRPO needs a group)")
+        _require(self.temperature > 0, "rollout.temperature must be > 0")
+        _require(0 < self.top_p <= 1, "rollout.top_p must be in (0, 1]")
+        _require(self.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    """AdamW learning rate, constant after warm-up (paper: 1e-6 for 7B; tiny models need more)."""
+    beta1: float = 0.9
+    """AdamW β1 (PyTorch default)."""
+    beta2: float = 0.999
+    """AdamW β2 (PyTorch default)."""
+    eps: float = 1e-8
+    """AdamW ε (PyTorch default)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (paper: none)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (paper: 1.0)."""
+    warmup_steps: int = 0
+    """Linear warm-up optimizer steps (paper: none)."""
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "optim.lr must be > 0")
+        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2 must be in [0, 1)")
+        _require(self.grad_clip > 0, "optim.grad_clip must be > 0")
+        _require(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+
+
+@dataclass
+class AlgorithmConfig:
+    method: str = "grpo"
+    """Registered method (grpo, clip_b, clip_v, clip_higher, entropy_bonus, clip_cov, kl_cov,
+    high_entropy, ...): a policy-loss preset from ``entropy_dynamics.losses``."""
+    loss: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the method's loss options (fields of ``losses.PolicyLossConfig``)."""
+    advantage: str = "grpo"
+    """Advantage estimator: grpo (paper), dr_grpo, batch."""
+    updates_per_step: int = 1
+    """Epochs over each rollout batch ``K`` (paper: 1)."""
+    mini_batches: int = 1
+    """Optimizer steps per epoch; >1 makes the PPO ratio and clipping active (paper: 1)."""
+
+    def __post_init__(self) -> None:
+        from entropy_dynamics.advantages import available_advantages
+
+        _require(self.updates_per_step >= 1, "algorithm.updates_per_step must be >= 1")
+        _require(self.mini_batches >= 1, "algorithm.mini_batches must be >= 1")
+        _require(
+            self.advantage in available_advantages(),
+            f"algorithm.advantage: unknown {self.advantage!r}; use one of "
+            f"{', '.join(available_advantages())}",
+        )
+        self.policy_loss()  # validates method and loss overrides now, not mid-run
+
+    def policy_loss(self):
+        """The resolved :class:`~entropy_dynamics.losses.PolicyLossConfig`."""
+        from entropy_dynamics.losses import resolve_method
+
+        try:
+            return resolve_method(self.method, **self.loss)
+        except (KeyError, TypeError, ValueError) as exc:
+            message = exc.args[0] if exc.args else str(exc)
+            raise ConfigError(f"algorithm.method / algorithm.loss: {message}") from None
+
+
+@dataclass
+class EvalConfig:
+    every: int = 10
+    """Evaluate every N steps, at step 0 and at the end (0 disables)."""
+    problems: int = 64
+    """Held-out problems used for evaluation."""
+    k: int = 8
+    """Samples per problem: Avg@k and unbiased Pass@k (paper: 32)."""
+    temperature: float = 1.0
+    """Evaluation sampling temperature (paper: 0.7 on real benchmarks)."""
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "eval.every must be >= 0")
+        _require(self.problems >= 1, "eval.problems must be >= 1")
+        _require(self.k >= 1, "eval.k must be >= 1")
+        _require(self.temperature > 0, "eval.temperature must be > 0")
+
+
+@dataclass
+class TrainConfig:
+    name: str = ""
+    """Run name; empty: ``<method>-seed<seed>``. The run lives in ``output_dir/name``."""
+    output_dir: str = "runs"
+    """Parent directory of run directories."""
+    seed: int = 0
+    """Seed of sampling, data order and everything random."""
+    steps: int = 40
+    """Training steps (one rollout batch each)."""
+    checkpoint_every: int = 10
+    """Write a checkpoint every N steps and at the end."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept per run."""
+    dynamics: bool = True
+    """Re-measure the batch after each update: actual vs predicted ΔH (costs one forward)."""
+    dynamics_max_tokens: int = 4096
+    """Response positions used by the dynamics measurement."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files."""
+    threads: int = 0
+    """torch CPU threads; 0 keeps torch's default."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1, "steps must be >= 1")
+        _require(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        _require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+        _require(self.dynamics_max_tokens >= 1, "dynamics_max_tokens must be >= 1")
+        _require(self.threads >= 0, "threads must be >= 0")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.algorithm.method}-seed{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_name
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults ← YAML file ← ``key=value`` overrides, validated."""
+    data = load_yaml(path) if path else {}
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        return from_dict(TrainConfig, data)
+    except ConfigError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

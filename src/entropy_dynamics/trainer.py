@@ -1,0 +1,325 @@
+"""GRPO trainer for one machine, instrumented for entropy dynamics (arXiv 2602.03392).
+
+Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.config`):
+
+- rollout: ``B`` prompts × ``G`` samples from the current policy at temperature ``T`` (top-p 1);
+- reward: outcome reward of the task (Countdown: 1 if the expression hits the target), no KL;
+- advantage: GRPO group-relative ``A = (R - mean_group) / (std_group + 1e-6)``, broadcast to tokens;
+- "old" policy: the rollout policy, recomputed by a teacher-forced forward before any update;
+- statistics: ``H``, ``S_k``, ``E_p[S]`` of the temperature-scaled rollout distribution;
+- update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each;
+- loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
+  filter such as Clip_B / Clip_V, token-mean aggregation by default);
+- optimizer: AdamW, constant learning rate after an optional linear warm-up, grad clip 1.0;
+- dynamics: entropy of the step's batch re-measured after the update (actual ΔH) next to the
+  first-order prediction from the measured logit change and Theorem 3.3's prediction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from entropy_dynamics import checkpoint as ckpt
+from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
+from entropy_dynamics.config import TrainConfig, save_config
+from entropy_dynamics.dynamics import entropy_dynamics_metrics
+from entropy_dynamics.evaluate import evaluate
+from entropy_dynamics.losses import PolicyLossInputs, compute_policy_loss, keep_mask_for
+from entropy_dynamics.metrics import MetricsWriter, to_floats
+from entropy_dynamics.models.loading import load_model_and_tokenizer
+from entropy_dynamics.rollout import Rollout, generate
+from entropy_dynamics.stats import TokenStats, token_stats
+from entropy_dynamics.tasks import build_task
+
+__all__ = ["Trainer", "masked_mean"]
+
+Callback = Callable[[str, int, dict[str, float]], None]
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over ``mask`` (both ``(B, T)``); 0 for an empty mask."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+@dataclass
+class _DataCursor:
+    """Position in the training prompts: epoch and index into that epoch's permutation."""
+
+    seed: int
+    size: int
+    epoch: int = 0
+    index: int = 0
+    _order: list[int] = field(default_factory=list, repr=False)
+
+    def _permutation(self) -> list[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.size, generator=gen).tolist()
+
+    def take(self, n: int) -> list[int]:
+        out = []
+        while len(out) < n:
+            if not self._order:
+                self._order = self._permutation()
+            if self.index >= self.size:
+                self.epoch, self.index = self.epoch + 1, 0
+                self._order = self._permutation()
+            out.append(self._order[self.index])
+            self.index += 1
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load(self, state: dict[str, int]) -> None:
+        self.epoch, self.index, self._order = state["epoch"], state["index"], []
+
+
+class Trainer:
+    """Runs :class:`TrainConfig` in ``run_dir``; ``resume=True`` continues its last checkpoint."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.task = build_task(config.task)
+        self.train_problems = self.task.train_problems()
+        self.eval_problems = self.task.eval_problems()[: config.eval.problems]
+        self.loss_config = config.algorithm.policy_loss()
+        self.advantage_fn = get_advantage_fn(config.algorithm.advantage)
+        self.cursor = _DataCursor(config.seed, len(self.train_problems))
+        self.step = 0
+
+        checkpoint = ckpt.latest_checkpoint(self.run_dir) if resume else None
+        if resume and checkpoint is None:
+            raise FileNotFoundError(f"--resume: no checkpoint found under {self.run_dir}")
+        model_path = checkpoint / "model" if checkpoint else config.model.resolved_path()
+        self.model, self.tokenizer = load_model_and_tokenizer(
+            model_path, config.model.dtype, config.model.device
+        )
+        self.device = next(self.model.parameters()).device
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=optim.lr,
+            betas=(optim.beta1, optim.beta2),
+            eps=optim.eps,
+            weight_decay=optim.weight_decay,
+        )
+        warmup = max(optim.warmup_steps, 0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
+        if checkpoint is not None:
+            state = ckpt.load_checkpoint(checkpoint)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.cursor.load(state["data"])
+            self.step = state["step"]
+            ckpt.restore_rng_state(state["rng"])
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, self.run_dir / "config.yaml")
+
+    # ------------------------------------------------------------------ one step
+    def _response_logits(self, rollout: Rollout, rows: slice | Tensor | None = None) -> Tensor:
+        """Logits predicting each response token: ``(n, R, V)`` for the selected rows."""
+        ids, attention = rollout.input_ids, rollout.attention_mask
+        if rows is not None:
+            ids, attention = ids[rows], attention[rows]
+        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding
+        logits = self.model(
+            input_ids=ids, attention_mask=attention, position_ids=position_ids
+        ).logits  # (n, P + R, V)
+        p = rollout.prompt_length
+        return logits[:, p - 1 : -1]  # position t predicts token t + 1
+
+    def _stats(self, rollout: Rollout, rows=None, entropy_grad: bool = False) -> TokenStats:
+        tokens = rollout.response_ids if rows is None else rollout.response_ids[rows]
+        logits = self._response_logits(rollout, rows)
+        return token_stats(
+            logits, tokens, self.config.rollout.temperature, entropy_grad=entropy_grad
+        )
+
+    def _rewards(self, problems: list, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
+        scores = [
+            self.task.score(problems[int(i)], text)
+            for i, text in zip(rollout.prompt_index, rollout.completions, strict=True)
+        ]
+        reward = torch.tensor([s.reward for s in scores], dtype=torch.float32)
+        correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
+        fmt = torch.tensor([s.format for s in scores], dtype=torch.float32)
+        metrics = {
+            "reward/mean": reward.mean(),
+            "reward/accuracy": correct.mean(),
+            "reward/format": fmt.mean(),
+        }
+        return reward, metrics
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.config
+        start = time.perf_counter()
+        indices = self.cursor.take(cfg.rollout.prompts_per_step)
+        problems = [self.train_problems[i] for i in indices]
+        rollout = generate(
+            self.model,
+            self.tokenizer,
+            [self.task.prompt(p) for p in problems],
+            num_samples=cfg.rollout.group_size,
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+        )
+        rollout_time = time.perf_counter() - start
+        mask = rollout.response_mask
+        reward, metrics = self._rewards(problems, rollout)
+        seq_adv = self.advantage_fn(reward, rollout.prompt_index).to(self.device)
+        advantages = broadcast_to_tokens(seq_adv, mask)  # (N, R)
+
+        with torch.no_grad():
+            old_logits = self._response_logits(rollout)
+            old = token_stats(old_logits, rollout.response_ids, cfg.rollout.temperature)
+        keep = keep_mask_for(self.loss_config, old, advantages, mask)
+        metrics.update(self._rollout_metrics(rollout, old, advantages))
+
+        n = mask.shape[0]
+        batches = torch.arange(n).chunk(cfg.algorithm.mini_batches)
+        update_metrics: list[dict[str, Tensor]] = []
+        for _ in range(cfg.algorithm.updates_per_step):
+            for rows in batches:
+                update_metrics.append(self._update(rollout, rows, old, advantages))
+        for key in update_metrics[0]:
+            metrics[key] = torch.stack([m[key].float() for m in update_metrics]).mean()
+
+        if cfg.dynamics:
+            metrics.update(self._dynamics(rollout, old_logits, advantages, keep))
+        elapsed = time.perf_counter() - start
+        metrics.update(
+            {
+                "perf/step_time": elapsed,
+                "perf/rollout_time": rollout_time,
+                "perf/tokens_per_s": float(mask.sum()) / elapsed,
+                "optim/lr": self.scheduler.get_last_lr()[0],
+            }
+        )
+        self.step += 1
+        return to_floats(metrics)
+
+    def _update(self, rollout: Rollout, rows: Tensor, old: TokenStats, advantages: Tensor):
+        cfg = self.config
+        stats = self._stats(rollout, rows, entropy_grad=self.loss_config.entropy_coef != 0)
+        inputs = PolicyLossInputs(
+            logprobs=stats.logprobs,
+            old_logprobs=old.logprobs[rows],
+            advantages=advantages[rows],
+            response_mask=rollout.response_mask[rows],
+            # Filters read S_k and E_p[S] of the rollout policy, as in the reference code.
+            stats=TokenStats(
+                stats.logprobs,
+                stats.entropy,
+                old.discriminator[rows],
+                old.expected_discriminator[rows],
+            ),
+        )
+        loss, metrics = compute_policy_loss(self.loss_config, inputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {**metrics, "actor/loss": loss.detach(), "actor/grad_norm": grad_norm}
+
+    def _rollout_metrics(self, rollout: Rollout, old: TokenStats, advantages: Tensor):
+        mask = rollout.response_mask
+        s = old.discriminator
+        s_mean = masked_mean(s, mask)
+        return {
+            "entropy/mean": masked_mean(old.entropy, mask),
+            "discriminator/mean": s_mean,
+            "discriminator/std": masked_mean((s - s_mean) ** 2, mask).sqrt(),
+            "discriminator/frac_positive": masked_mean((s > 0).float(), mask),
+            "discriminator/deviation_mean": masked_mean(old.deviation, mask),
+            "advantage/abs_mean": masked_mean(advantages.abs(), mask),
+            "response/length_mean": mask.sum(-1).float().mean(),
+            "response/truncated_frac": rollout.truncated.float().mean(),
+            "rollout/logprob_mismatch": masked_mean(
+                (rollout.sampling_logprobs.to(old.logprobs) - old.logprobs).abs(), mask
+            ),
+        }
+
+    @torch.no_grad()
+    def _dynamics(self, rollout: Rollout, before: Tensor, advantages: Tensor, keep: Tensor):
+        mask = rollout.response_mask
+        after = self._response_logits(rollout)
+        positions = mask.nonzero(as_tuple=True)
+        limit = self.config.dynamics_max_tokens
+        rows, cols = positions[0][:limit], positions[1][:limit]
+        return entropy_dynamics_metrics(
+            before[rows, cols],
+            after[rows, cols],
+            rollout.response_ids[rows, cols],
+            advantages[rows, cols],
+            keep[rows, cols].float(),
+            self.config.rollout.temperature,
+        )
+
+    # ------------------------------------------------------------------ loop
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.config.eval
+        result = evaluate(
+            self.model,
+            self.tokenizer,
+            self.task,
+            self.eval_problems,
+            k=cfg.k,
+            temperature=cfg.temperature,
+            max_new_tokens=self.config.rollout.max_new_tokens,
+        )
+        self.model.train()
+        return result.to_metrics("eval")
+
+    def save(self) -> Path:
+        state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "data": self.cursor.state(),
+        }
+        return ckpt.save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.model,
+            self.tokenizer,
+            state,
+            keep=self.config.keep_checkpoints,
+        )
+
+    def train(self, callback: Callback | None = None) -> list[dict[str, float]]:
+        """Run until ``config.steps``; call ``callback(event, step, metrics)`` after each step."""
+        cfg = self.config
+        history = []
+        with MetricsWriter(self.run_dir, cfg.tensorboard, resume_step=self.step) as writer:
+            if self.step == 0 and cfg.eval.every > 0:
+                initial = self.evaluate()
+                writer.write(0, initial)
+                if callback:
+                    callback("eval", 0, initial)
+            while self.step < cfg.steps:
+                metrics = self.train_step()
+                last = self.step == cfg.steps
+                if cfg.eval.every > 0 and (self.step % cfg.eval.every == 0 or last):
+                    metrics.update(self.evaluate())
+                writer.write(self.step, metrics)
+                history.append(metrics)
+                if callback:
+                    callback("step", self.step, metrics)
+                if self.step % cfg.checkpoint_every == 0 or last:
+                    self.save()
+        return history
