@@ -1,0 +1,75 @@
+"""Metric sinks: JSONL contents, resume truncation, malformed files, plots."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from entropy_dynamics.metrics import MetricsWriter, read_metrics, to_floats
+from entropy_dynamics.report import pearson, plot_run
+
+
+def test_to_floats_syncs_tensors_and_maps_non_finite_to_nan() -> None:
+    out = to_floats({"a": torch.tensor(1.5), "b": 2, "c": torch.tensor(float("inf"))})
+    assert out["a"] == 1.5 and out["b"] == 2.0 and math.isnan(out["c"])
+
+
+def test_writer_resume_drops_lines_after_the_checkpoint(tmp_path) -> None:
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        for step in range(1, 6):
+            writer.write(step, {"x": float(step)})
+    with MetricsWriter(tmp_path, tensorboard=False, resume_step=3) as writer:
+        writer.write(4, {"x": 40.0})
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [(r["step"], r["x"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+
+
+def test_fresh_writer_replaces_an_old_file(tmp_path) -> None:
+    (tmp_path / "metrics.jsonl").write_text('{"step": 9}\n')
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(1, {"x": 1.0})
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1]
+
+
+def test_tensorboard_events_are_written(tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    with MetricsWriter(tmp_path, tensorboard=True) as writer:
+        writer.write(1, {"entropy/mean": 1.0})
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_malformed_line_names_file_and_line(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\nnot json\n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2"):
+        read_metrics(path)
+
+
+def test_pearson_against_hand_values() -> None:
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # x = (0, 1, 2), y = (0, 1, 0): cov = 0 -> r = 0.
+    assert pearson([0, 1, 2], [0, 1, 0]) == pytest.approx(0.0)
+    assert math.isnan(pearson([1.0], [2.0]))
+
+
+def test_plot_run_writes_pngs(tmp_path) -> None:
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        for step in range(1, 5):
+            writer.write(
+                step,
+                {
+                    "entropy/mean": 1.0 / step,
+                    "reward/mean": 0.1 * step,
+                    "reward/accuracy": 0.1 * step,
+                    "dynamics/delta_h_actual": -0.01 * step,
+                    "dynamics/delta_h_first_order": -0.011 * step,
+                    "dynamics/delta_h_thm33": -0.009 * step,
+                },
+            )
+    paths = plot_run(tmp_path)
+    assert [p.name for p in paths] == ["entropy.png", "reward.png", "dynamics.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
