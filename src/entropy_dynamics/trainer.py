@@ -31,7 +31,7 @@ from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.config import TrainConfig, save_config
 from entropy_dynamics.dynamics import entropy_dynamics_metrics
 from entropy_dynamics.evaluate import evaluate
-from entropy_dynamics.losses import PolicyLossInputs, compute_policy_loss, keep_mask_for
+from entropy_dynamics.losses import PolicyLossInputs, compute_policy_loss, select_tokens
 from entropy_dynamics.metrics import MetricsWriter, to_floats
 from entropy_dynamics.models.loading import load_model_and_tokenizer
 from entropy_dynamics.rollout import Rollout, generate
@@ -187,15 +187,17 @@ class Trainer:
         with torch.no_grad():
             old_logits = self._response_logits(rollout)
             old = token_stats(old_logits, rollout.response_ids, cfg.rollout.temperature)
-        keep = keep_mask_for(self.loss_config, old, advantages, mask)
         metrics.update(self._rollout_metrics(rollout, old, advantages))
+        # The filter sees the whole rollout batch (its batch statistics), as the reference code.
+        keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)
+        metrics.update(filter_metrics)
 
         n = mask.shape[0]
         batches = torch.arange(n).chunk(cfg.algorithm.mini_batches)
         update_metrics: list[dict[str, Tensor]] = []
         for _ in range(cfg.algorithm.updates_per_step):
             for rows in batches:
-                update_metrics.append(self._update(rollout, rows, old, advantages))
+                update_metrics.append(self._update(rollout, rows, old, advantages, keep))
         for key in update_metrics[0]:
             metrics[key] = torch.stack([m[key].float() for m in update_metrics]).mean()
 
@@ -213,7 +215,7 @@ class Trainer:
         self.step += 1
         return to_floats(metrics)
 
-    def _update(self, rollout: Rollout, rows: Tensor, old: TokenStats, advantages: Tensor):
+    def _update(self, rollout: Rollout, rows, old: TokenStats, advantages: Tensor, keep: Tensor):
         cfg = self.config
         stats = self._stats(rollout, rows, entropy_grad=self.loss_config.entropy_coef != 0)
         inputs = PolicyLossInputs(
@@ -228,8 +230,10 @@ class Trainer:
                 old.discriminator[rows],
                 old.expected_discriminator[rows],
             ),
+            keep_mask=keep[rows],
         )
-        loss, metrics = compute_policy_loss(self.loss_config, inputs)
+        out = compute_policy_loss(self.loss_config, inputs)
+        loss, metrics = out.loss, out.metrics
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
