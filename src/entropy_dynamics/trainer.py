@@ -34,7 +34,7 @@ from entropy_dynamics.evaluate import evaluate
 from entropy_dynamics.losses import PolicyLossInputs, compute_policy_loss, select_tokens
 from entropy_dynamics.metrics import MetricsWriter, to_floats
 from entropy_dynamics.models.loading import load_model_and_tokenizer
-from entropy_dynamics.rollout import Rollout, generate
+from entropy_dynamics.rollout import Rollout, generate, response_logits
 from entropy_dynamics.stats import TokenStats, token_stats
 from entropy_dynamics.tasks import build_task
 
@@ -131,16 +131,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _response_logits(self, rollout: Rollout, rows: slice | Tensor | None = None) -> Tensor:
-        """Logits predicting each response token: ``(n, R, V)`` for the selected rows."""
-        ids, attention = rollout.input_ids, rollout.attention_mask
-        if rows is not None:
-            ids, attention = ids[rows], attention[rows]
-        position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding
-        logits = self.model(
-            input_ids=ids, attention_mask=attention, position_ids=position_ids
-        ).logits  # (n, P + R, V)
-        p = rollout.prompt_length
-        return logits[:, p - 1 : -1]  # position t predicts token t + 1
+        return response_logits(self.model, rollout, rows)
 
     def _stats(self, rollout: Rollout, rows=None, entropy_grad: bool = False) -> TokenStats:
         tokens = rollout.response_ids if rows is None else rollout.response_ids[rows]
