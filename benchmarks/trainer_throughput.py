@@ -1,0 +1,177 @@
+"""Trainer throughput: ours vs TRL's GRPOTrainer, and Clip_B / Clip_V overhead over plain GRPO.
+
+Same embedded model, Countdown task, prompts per step, group size, response length and learning
+rate for both trainers; no KL term, one optimizer step per rollout batch, CPU. Tokens/s counts
+response tokens (sampled and trained on) per second of wall time over the timed steps, after one
+untimed warm-up step. Writes JSON (default ``benchmarks/results/trainer_throughput.json``).
+
+    python benchmarks/trainer_throughput.py --steps 5 --prompts 8 --group 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from entropy_dynamics.config import load_config
+from entropy_dynamics.trainer import Trainer
+
+
+def _ours(method: str, args: argparse.Namespace, run_dir: Path) -> dict[str, float]:
+    cfg = load_config(
+        None,
+        [
+            f"algorithm.method={method}",
+            f"steps={args.steps + 1}",
+            f"seed={args.seed}",
+            f"rollout.prompts_per_step={args.prompts}",
+            f"rollout.group_size={args.group}",
+            f"rollout.max_new_tokens={args.max_new_tokens}",
+            f"optim.lr={args.lr}",
+            "eval.every=0",
+            f"dynamics={str(args.dynamics).lower()}",
+            "tensorboard=false",
+            f"checkpoint_every={10**6}",
+        ],
+    )
+    trainer = Trainer(cfg, run_dir)
+    trainer.train_step()  # warm-up, untimed
+    tokens, update_time, start = 0.0, 0.0, time.perf_counter()
+    for _ in range(args.steps):
+        metrics = trainer.train_step()
+        tokens += metrics["perf/tokens_per_s"] * metrics["perf/step_time"]
+        update_time += metrics["perf/step_time"] - metrics["perf/rollout_time"]
+    elapsed = time.perf_counter() - start
+    return {
+        "tokens_per_s": tokens / elapsed,
+        "step_time_s": elapsed / args.steps,
+        "update_time_s": update_time / args.steps,
+        "response_tokens": tokens,
+    }
+
+
+def _trl(args: argparse.Namespace, out_dir: Path) -> dict[str, float] | dict[str, str]:
+    try:
+        from datasets import Dataset
+        from transformers import TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as exc:
+        return {"skipped": f"trl not importable: {exc}"}
+    from entropy_dynamics.config import TaskConfig
+    from entropy_dynamics.models import default_model_path
+    from entropy_dynamics.models.loading import load_model_and_tokenizer
+    from entropy_dynamics.tasks import build_task
+
+    task = build_task(TaskConfig())
+    problems = task.train_problems()
+    by_prompt = {task.prompt(p): p for p in problems}
+    dataset = Dataset.from_dict({"prompt": list(by_prompt)})
+    counted = {"tokens": 0}
+
+    def reward(prompts, completions, completion_ids=None, **_):
+        if completion_ids is not None:
+            counted["tokens"] += sum(len(ids) for ids in completion_ids)
+        return [
+            task.score(by_prompt[p], c).reward for p, c in zip(prompts, completions, strict=True)
+        ]
+
+    class Timer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.tokens: list[int] = []
+
+        def on_step_begin(self, *_, **__):
+            self._start, self._tokens = time.perf_counter(), counted["tokens"]
+
+        def on_step_end(self, *_, **__):
+            self.times.append(time.perf_counter() - self._start)
+            self.tokens.append(counted["tokens"] - self._tokens)
+
+    model, tokenizer = load_model_and_tokenizer(default_model_path(), "float32", "cpu")
+    config = GRPOConfig(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=args.prompts * args.group,
+        num_generations=args.group,
+        steps_per_generation=1,
+        gradient_accumulation_steps=1,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        beta=0.0,
+        num_iterations=1,
+        learning_rate=args.lr,
+        max_steps=args.steps + 1,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        seed=args.seed,
+        shuffle_dataset=True,
+        disable_tqdm=True,
+    )
+    timer = Timer()
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+    trainer.train()
+    times, tokens = timer.times[1:], timer.tokens[1:]  # drop the warm-up step
+    return {
+        "tokens_per_s": sum(tokens) / sum(times),
+        "step_time_s": sum(times) / len(times),
+        "response_tokens": float(sum(tokens)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (after 1 warm-up)")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dynamics", action="store_true", help="include our ΔH measurement")
+    parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument(
+        "--output", type=Path, default=Path(__file__).parent / "results/trainer_throughput.json"
+    )
+    args = parser.parse_args()
+    results: dict[str, object] = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = {m: _ours(m, args, Path(tmp) / m) for m in ("grpo", "clip_b", "clip_v")}
+        results["ours"] = ours
+        results["trl"] = (
+            {"skipped": "--skip-trl"} if args.skip_trl else _trl(args, Path(tmp) / "trl")
+        )
+    grpo = ours["grpo"]
+    results["ratios"] = {
+        f"{m}_update_overhead": ours[m]["update_time_s"] / grpo["update_time_s"] - 1.0
+        for m in ("clip_b", "clip_v")
+    } | {
+        f"{m}_step_overhead": ours[m]["step_time_s"] / grpo["step_time_s"] - 1.0
+        for m in ("clip_b", "clip_v")
+    }
+    if "tokens_per_s" in results["trl"]:
+        results["ratios"]["ours_vs_trl_tokens_per_s"] = (
+            grpo["tokens_per_s"] / results["trl"]["tokens_per_s"]
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results["ratios"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

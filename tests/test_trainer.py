@@ -1,0 +1,111 @@
+"""The GRPO trainer: exact resume, outputs, and the paper's §4 sign-intervention directions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from entropy_dynamics.config import load_config
+from entropy_dynamics.metrics import read_metrics
+from entropy_dynamics.trainer import Trainer
+
+SMALL = [
+    "rollout.prompts_per_step=2",
+    "rollout.group_size=4",
+    "rollout.max_new_tokens=6",
+    "eval.every=3",
+    "eval.problems=2",
+    "eval.k=2",
+    "checkpoint_every=3",
+    "tensorboard=false",
+    "task.countdown.n_train=40",
+    "task.countdown.n_eval=10",
+]
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory, tiny_lm):
+    """The session's tiny random model saved as a Hugging Face directory."""
+    model, tokenizer = tiny_lm
+    path = tmp_path_factory.mktemp("tiny-random")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _config(tmp_path, model_dir, name: str, extra: list[str]):
+    # An entropy bonus gives non-zero gradients even when a random model earns no reward.
+    overrides = [
+        f"model.path={model_dir}",
+        f"output_dir={tmp_path}",
+        f"name={name}",
+        "algorithm.method=entropy_bonus",
+        "algorithm.loss={entropy_coef: 0.05}",
+        "optim.lr=1e-3",
+        *SMALL,
+        *extra,
+    ]
+    return load_config(None, overrides)
+
+
+def _comparable(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+
+
+def _weights(run_dir, step: int):
+    return load_file(run_dir / "checkpoints" / f"step_{step:06d}" / "model" / "model.safetensors")
+
+
+def test_resume_is_exact(tmp_path, random_model_dir) -> None:
+    full = _config(tmp_path, random_model_dir, "full", ["steps=6"])
+    Trainer(full, full.run_dir).train()
+
+    part = _config(tmp_path, random_model_dir, "part", ["steps=3"])
+    Trainer(part, part.run_dir).train()
+    more = _config(tmp_path, random_model_dir, "part", ["steps=6"])
+    Trainer(more, more.run_dir, resume=True).train()
+
+    rows_full = _comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    rows_part = _comparable(read_metrics(more.run_dir / "metrics.jsonl"))
+    assert [r["step"] for r in rows_part] == [0, 1, 2, 3, 4, 5, 6]
+    assert rows_part == rows_full
+    weights_full, weights_part = _weights(full.run_dir, 6), _weights(more.run_dir, 6)
+    assert weights_full.keys() == weights_part.keys()
+    for key, value in weights_full.items():
+        assert torch.equal(value, weights_part[key]), key
+    # The weights did move: step 3 differs from step 6.
+    assert any(not torch.equal(v, _weights(full.run_dir, 3)[k]) for k, v in weights_full.items())
+
+
+def test_run_directory_contents(tmp_path, random_model_dir) -> None:
+    config = _config(tmp_path, random_model_dir, "outputs", ["steps=2", "checkpoint_every=1"])
+    history = Trainer(config, config.run_dir).train()
+    run = config.run_dir
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_000002"
+    assert not list((run / "checkpoints").glob("*.tmp"))
+    assert len(history) == 2
+    for key in (
+        "entropy/mean",
+        "reward/accuracy",
+        "discriminator/mean",
+        "actor/grad_norm",
+        "actor/pg_clipfrac",
+        "response/length_mean",
+        "perf/tokens_per_s",
+        "dynamics/delta_h_actual",
+        "dynamics/delta_h_first_order",
+        "dynamics/delta_h_thm33",
+    ):
+        assert key in history[-1], key
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert "eval/pass@2" in json.loads(lines[-1])
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, random_model_dir) -> None:
+    config = _config(tmp_path, random_model_dir, "empty", ["steps=1"])
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(config, config.run_dir, resume=True)
