@@ -1,0 +1,64 @@
+"""TrainConfig: defaults, YAML + overrides, validation messages that name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from entropy_dynamics.config import ConfigError, TrainConfig, load_config, save_config
+
+
+def test_defaults_resolve_to_plain_grpo() -> None:
+    config = load_config()
+    loss = config.algorithm.policy_loss()
+    assert config.algorithm.method == "grpo" and loss.filter == "none"
+    assert loss.eps_low == loss.eps_high == 0.2
+    assert config.run_name == "grpo-seed0"
+
+
+def test_method_and_loss_overrides() -> None:
+    config = load_config(None, ["algorithm.method=clip_b", "algorithm.loss.filter_options={mu: 2}"])
+    loss = config.algorithm.policy_loss()
+    assert loss.filter == "clip_b" and loss.filter_options == {"mu": 2}
+    higher = load_config(None, ["algorithm.method=clip_higher"]).algorithm.policy_loss()
+    assert higher.eps_high == 0.28
+
+
+def test_yaml_then_overrides_and_round_trip(tmp_path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("steps: 7\nrollout:\n  group_size: 4\n")
+    config = load_config(path, ["rollout.group_size=6"])
+    assert config.steps == 7 and config.rollout.group_size == 6
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["rollout.group_size=1"], r"rollout\.group_size must be >= 2"),
+        (["rollout.top_p=0"], r"rollout\.top_p"),
+        (["algorithm.method=nope"], r"algorithm\.method.*clip_b"),
+        (["algorithm.loss={eps: 1}"], r"unknown loss option 'eps'"),
+        (["algorithm.advantage=nope"], r"algorithm\.advantage.*grpo"),
+        (["optim.lr=-1"], r"optim\.lr must be > 0"),
+        (["model.dtype=int8"], r"model\.dtype: must be one of"),
+        (["task.countdown.n_train=0"], r"task\.countdown: n_train must be >= 1"),
+        (["rollout.group_sise=4"], r"did you mean 'group_size'"),
+        (["steps=many"], r"steps: expected an integer"),
+    ],
+)
+def test_invalid_values_name_the_field(overrides: list[str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, overrides)
+
+
+def test_yaml_errors_name_the_file(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("rollout:\n  group_size: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: rollout\.group_size"):
+        load_config(path)
+
+
+def test_default_model_path_is_the_embedded_model() -> None:
+    path = TrainConfig().model.resolved_path()
+    assert path.name == "countdown-tiny"
