@@ -1,0 +1,418 @@
+"""Token statistics straight from hidden states, in one streaming pass over the vocabulary.
+
+For each row ``h`` of ``hidden`` the logits are ``z = h Wᵀ + b`` and ``p = softmax(z / T)``. This
+module returns the four fields of :class:`~entropy_dynamics.stats.TokenStats` — ``log p_k``,
+``H``, ``S_k`` and ``E_p[S]`` — without ever holding ``[N, V]`` logits: it walks the vocabulary in
+chunks of ``vocab_chunk`` rows of ``W`` and the positions in chunks of ``row_chunk``, so at most a
+``[row_chunk, vocab_chunk]`` block (and one temporary of that size) exists at any time.
+
+Derivation of the streamed sums (one row, ``x = z / T``, ``m`` any reference, e.g. the running
+max, so every ``e^{x_i - m} ≤ 1`` and nothing overflows)::
+
+    A = Σ_i e^{x_i - m}                B = Σ_i (x_i - m) e^{x_i - m}
+    C = Σ_i e^{2(x_i - m)}             D = Σ_i (x_i - m) e^{2(x_i - m)}
+
+With ``p_i = e^{x_i - m} / A`` and ``log p_i = (x_i - m) - log A``::
+
+    logsumexp(x)   = m + log A
+    H              = -Σ p_i log p_i            = log A - B / A
+    Σ p_i²         = C / A²
+    Σ p_i² log p_i = (D - C log A) / A²
+    E_p[S]         = H Σ p² + Σ p² log p      = (D - C · B / A) / A²      (log A cancels)
+
+The last line is ``Σ_i p_i² (x_i - x̄)`` with ``x̄ = E_p[x] = m + B / A``, since
+``log p_i + H = x_i - x̄``. Moving the reference from ``m`` to ``m'`` (``δ = m - m'``)::
+
+    A' = e^δ A     B' = e^δ (B + δ A)     C' = e^{2δ} C     D' = e^{2δ} (D + δ C)
+
+so two partial sums are merged by rebasing both onto the larger max and adding (online softmax,
+extended to the three extra power sums). ``x_k`` is picked out of whichever chunk holds token
+``k``; then ``log p_k = x_k - logsumexp(x)`` and ``S_k = p_k (H + log p_k)``.
+
+Backward (custom autograd): with ``∂ log p_k / ∂x_i = 1[i = k] - p_i`` and
+``∂H / ∂x_i = -p_i (log p_i + H)`` (Theorem 3.2's first-order form), the upstream gradients
+``g1`` (of ``log p_k``) and ``g2`` (of ``H``) give, per block,
+``grad_z = [g1 (e_k - p) - g2 p (log p + H)] / T``; the block's logits are recomputed from
+``hidden`` and ``W`` (saving only ``logsumexp`` and ``H`` per row), then
+``grad_hidden += grad_z @ W_chunk``, ``grad_W_chunk += grad_zᵀ @ hidden``, ``grad_b += Σ grad_z``.
+The vocabulary is the outer loop so each ``grad_W`` chunk is finished before the next begins.
+
+``valid_vocab``: a lm_head padded beyond the tokenizer (Qwen: 151,936 rows for 151,665 tokens)
+has rows ``≥ valid_vocab`` that are not tokens; they are skipped, which is exactly ``p = 0`` there
+(their ``W`` and ``b`` gradients are zero).
+
+Precision: float32 accumulation for bf16 / fp16 / fp32 inputs, float64 for float64 inputs. On the
+torch path, half-precision logits are computed in the input dtype (as the model's own lm_head
+would) and upcast per block; the Triton path keeps the matmul's float32 accumulator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from entropy_dynamics.stats import TokenStats
+
+__all__ = ["DEFAULT_ROW_CHUNK", "DEFAULT_VOCAB_CHUNK", "token_stats_from_hidden", "triton_usable"]
+
+DEFAULT_VOCAB_CHUNK = 4096
+DEFAULT_ROW_CHUNK = 1024
+
+_Sums = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]  # (m, A, B, C, D), each (n,)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _rebase(sums: _Sums, new_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(A, B, C, D)`` of ``sums`` moved from reference ``sums[0]`` to ``new_max >= sums[0]``."""
+    m, a, b, c, d = sums
+    delta = m - new_max  # (...,) ≤ 0
+    scale = delta.exp()
+    scale2 = scale * scale
+    return scale * a, scale * (b + delta * a), scale2 * c, scale2 * (d + delta * c)
+
+
+def _merge(left: _Sums, right: _Sums) -> _Sums:
+    """Online-softmax merge of two partial sums over disjoint vocabulary ranges."""
+    new_max = torch.maximum(left[0], right[0])
+    merged = [x + y for x, y in zip(_rebase(left, new_max), _rebase(right, new_max), strict=True)]
+    return (new_max, *merged)
+
+
+def merge_splits(sums: _Sums) -> _Sums:
+    """Merge partial sums stacked along dim 0 (``(S, n)`` each) into one ``(n,)`` set."""
+    new_max = sums[0].max(0).values  # (n,)
+    return (new_max, *(x.sum(0) for x in _rebase(sums, new_max)))
+
+
+def finalize(sums: _Sums, x_k: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(log p_k, H, S_k, E_p[S], logsumexp)`` from the merged sums (module docstring)."""
+    m, a, b, c, d = sums
+    log_a = a.log()
+    lse = m + log_a
+    mean_shift = b / a  # E_p[x] - m
+    entropy = log_a - mean_shift
+    expected_s = (d - c * mean_shift) / (a * a)
+    log_p_k = x_k - lse
+    discriminator = log_p_k.exp() * (entropy + log_p_k)
+    return log_p_k, entropy, discriminator, expected_s, lse
+
+
+def _block_logits(
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, inv_t: float, dtype: torch.dtype
+) -> Tensor:
+    """``(hidden @ weightᵀ + bias) / T`` as a fresh ``(n, v)`` tensor in the compute ``dtype``."""
+    if hidden.dtype == dtype:  # float32 / float64: scale inside the GEMM, no extra pass
+        if bias is None:
+            out = hidden @ weight.T
+            return out if inv_t == 1.0 else out.mul_(inv_t)
+        return torch.addmm(bias, hidden, weight.T, beta=inv_t, alpha=inv_t)
+    z = hidden @ weight.T if bias is None else torch.addmm(bias, hidden, weight.T)
+    out = z.to(dtype)  # half-precision logits as the lm_head produces them, upcast per block
+    return out if inv_t == 1.0 else out.mul_(inv_t)
+
+
+def _block_sums(x: Tensor, new_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(A, B, C, D)`` of one block ``x`` ``(n, v)`` relative to ``new_max``; clobbers ``x``."""
+    rel = x.sub_(new_max.unsqueeze(-1))  # (n, v) ≤ 0
+    e = rel.exp()
+    a = e.sum(-1)
+    b = torch.linalg.vecdot(rel, e)  # Σ (x - m) e^{x - m}
+    e.square_()
+    return a, b, e.sum(-1), torch.linalg.vecdot(rel, e)
+
+
+def _pick(x: Tensor, tokens: Tensor, start: int, x_k: Tensor) -> Tensor:
+    """``x_k`` updated with ``x[row, token - start]`` for rows whose token lies in this block."""
+    inside = (tokens >= start) & (tokens < start + x.shape[-1])
+    column = (tokens - start).clamp_(0, x.shape[-1] - 1).unsqueeze(-1)
+    return torch.where(inside, x.gather(-1, column).squeeze(-1), x_k)
+
+
+def _forward_torch(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    tokens: Tensor,
+    inv_t: float,
+    vocab: int,
+    vocab_chunk: int,
+    row_chunk: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Streaming forward; ``hidden`` ``(N, d)``, ``weight`` ``(V, d)``, ``tokens`` ``(N,)``."""
+    n = hidden.shape[0]
+    dtype = _compute_dtype(hidden.dtype)
+    state: list[_Sums | None] = [None] * ((n + row_chunk - 1) // row_chunk)
+    x_k = torch.zeros(n, dtype=dtype, device=hidden.device)
+    for v0 in range(0, vocab, vocab_chunk):
+        v1 = min(v0 + vocab_chunk, vocab)
+        w = weight[v0:v1]  # (v, d)
+        b = None if bias is None else bias[v0:v1]
+        for i, r0 in enumerate(range(0, n, row_chunk)):
+            rows = slice(r0, r0 + row_chunk)
+            x = _block_logits(hidden[rows], w, b, inv_t, dtype)  # (r, v)
+            x_k[rows] = _pick(x, tokens[rows], v0, x_k[rows])
+            block_max = x.max(-1).values  # (r,)
+            prev = state[i]
+            new_max = block_max if prev is None else torch.maximum(prev[0], block_max)
+            sums = _block_sums(x, new_max)
+            if prev is not None:
+                sums = tuple(s + p for s, p in zip(sums, _rebase(prev, new_max), strict=True))
+            state[i] = (new_max, *sums)
+    merged = tuple(torch.cat(parts) for parts in zip(*state, strict=True))
+    return finalize(merged, x_k)  # type: ignore[arg-type]
+
+
+GradTile = Callable[[slice, int, int], Tensor]
+
+
+def _torch_grad_tile(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    tokens: Tensor,
+    lse: Tensor,
+    entropy: Tensor,
+    g1: Tensor | None,
+    g2: Tensor | None,
+    inv_t: float,
+) -> GradTile:
+    """``grad_z`` of one ``[rows, v0:v1]`` block (compute dtype), recomputing its logits."""
+    dtype = lse.dtype
+
+    def tile(rows: slice, v0: int, v1: int) -> Tensor:
+        b = None if bias is None else bias[v0:v1]
+        log_p = _block_logits(hidden[rows], weight[v0:v1], b, inv_t, dtype)  # (r, v)
+        log_p.sub_(lse[rows].unsqueeze(-1))
+        p = log_p.exp()
+        # grad_x = g1 (e_k - p) - g2 p (log p + H);  coefficient of -p is g1 + g2 (log p + H)
+        if g2 is None:
+            grad = p.mul_(-g1[rows].unsqueeze(-1))  # type: ignore[index]
+        else:
+            coef = log_p.add_(entropy[rows].unsqueeze(-1)).mul_(g2[rows].unsqueeze(-1))
+            if g1 is not None:
+                coef.add_(g1[rows].unsqueeze(-1))
+            grad = p.mul_(coef).neg_()
+        if g1 is not None:
+            tok = tokens[rows]
+            inside = ((tok >= v0) & (tok < v1)).nonzero().squeeze(-1)
+            grad.index_put_((inside, tok[inside] - v0), g1[rows][inside], accumulate=True)
+        return grad.mul_(inv_t) if inv_t != 1.0 else grad
+
+    return tile
+
+
+def _backward_loop(
+    tile: GradTile,
+    hidden: Tensor,
+    weight: Tensor,
+    vocab: int,
+    vocab_chunk: int,
+    row_chunk: int,
+    needs: tuple[bool, bool, bool],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Accumulate ``grad_hidden``, ``grad_W``, ``grad_b`` from the ``grad_z`` tiles."""
+    need_h, need_w, need_b = needs
+    dtype = _compute_dtype(hidden.dtype)
+    n, dim = hidden.shape
+    grad_h = torch.zeros(n, dim, dtype=dtype, device=hidden.device) if need_h else None
+    grad_w = torch.zeros_like(weight) if need_w else None
+    grad_b = (
+        torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device) if need_b else None
+    )
+    for v0 in range(0, vocab, vocab_chunk):
+        v1 = min(v0 + vocab_chunk, vocab)
+        w = weight[v0:v1]  # (v, d)
+        acc_w = torch.zeros(v1 - v0, dim, dtype=dtype, device=weight.device) if need_w else None
+        acc_b = torch.zeros(v1 - v0, dtype=dtype, device=weight.device) if need_b else None
+        for r0 in range(0, n, row_chunk):
+            rows = slice(r0, r0 + row_chunk)
+            grad = tile(rows, v0, v1)  # (r, v) grad_z
+            if acc_b is not None:
+                acc_b += grad.sum(0, dtype=dtype)
+            grad = grad.to(hidden.dtype)  # matmuls in the input dtype, accumulated in `dtype`
+            if grad_h is not None:
+                grad_h[rows] += grad @ w  # (r, v) x (v, d) -> (r, d)
+            if acc_w is not None:
+                acc_w += grad.T @ hidden[rows]  # (v, r) x (r, d) -> (v, d)
+        if grad_w is not None:
+            grad_w[v0:v1] = acc_w
+        if grad_b is not None:
+            grad_b[v0:v1] = acc_b
+    return None if grad_h is None else grad_h.to(hidden.dtype), grad_w, grad_b
+
+
+class _FusedTokenStats(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, hidden, weight, bias, tokens, temperature, vocab, vocab_chunk, row_chunk, use_triton
+    ):
+        inv_t = 1.0 / temperature
+        if use_triton:
+            from entropy_dynamics import _triton_stats
+
+            outs = _triton_stats.forward(hidden, weight, bias, tokens, inv_t, vocab)
+        else:
+            outs = _forward_torch(
+                hidden, weight, bias, tokens, inv_t, vocab, vocab_chunk, row_chunk
+            )
+        log_p_k, entropy, discriminator, expected_s, lse = outs
+        ctx.save_for_backward(hidden, weight, bias, tokens, lse, entropy)
+        ctx.config = (inv_t, vocab, vocab_chunk, row_chunk, use_triton)
+        ctx.mark_non_differentiable(discriminator, expected_s)
+        ctx.set_materialize_grads(False)
+        return log_p_k, entropy, discriminator, expected_s
+
+    @staticmethod
+    def backward(ctx, g1, g2, _g_s, _g_e):  # type: ignore[override]
+        hidden, weight, bias, tokens, lse, entropy = ctx.saved_tensors
+        inv_t, vocab, vocab_chunk, row_chunk, use_triton = ctx.config
+        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        if (g1 is None and g2 is None) or not any(needs):
+            return (None,) * 9
+        g1 = None if g1 is None else g1.to(lse.dtype)
+        g2 = None if g2 is None else g2.to(lse.dtype)
+        args = (hidden, weight, bias, tokens, lse, entropy, g1, g2, inv_t)
+        if use_triton:
+            from entropy_dynamics import _triton_stats
+
+            tile = _triton_stats.grad_tile(*args)
+        else:
+            tile = _torch_grad_tile(*args)
+        grads = _backward_loop(tile, hidden, weight, vocab, vocab_chunk, row_chunk, needs)
+        return (*grads, None, None, None, None, None, None)
+
+
+def triton_usable(device: torch.device, interpreter: bool = False) -> bool:
+    """Whether the Triton kernel can run on ``device``: CUDA + triton (or, with ``interpreter``,
+    any device under ``TRITON_INTERPRET=1``, Triton's CPU interpreter used by the tests)."""
+    interpret = interpreter and os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if device.type != "cuda" and not interpret:
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check(hidden, weight, tokens, temperature, bias, vocab_chunk, row_chunk, valid_vocab) -> int:
+    """Validate the arguments; return the number of vocabulary rows to use."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not hidden.is_floating_point():
+        raise TypeError(f"hidden must be a floating-point tensor, got {hidden.dtype}")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"weight must be the lm_head weight of shape (V, d) with d = hidden.shape[-1] = "
+            f"{hidden.shape[-1]}, got {tuple(weight.shape)}"
+        )
+    if weight.dtype != hidden.dtype or weight.device != hidden.device:
+        raise ValueError(
+            f"weight and hidden must share dtype and device, got weight {weight.dtype} on "
+            f"{weight.device} and hidden {hidden.dtype} on {hidden.device}"
+        )
+    vocab = weight.shape[0]
+    if bias is not None:
+        if bias.shape != (vocab,) or bias.dtype != weight.dtype:
+            raise ValueError(
+                f"bias must have shape ({vocab},) and dtype {weight.dtype}, "
+                f"got {tuple(bias.shape)} {bias.dtype}"
+            )
+        if not torch.isfinite(bias).all():
+            raise ValueError("bias must be finite; mask a padded vocabulary with valid_vocab")
+    if hidden.shape[:-1] != tokens.shape:
+        raise ValueError(
+            f"tokens must have the shape of hidden without its last dimension: hidden "
+            f"{tuple(hidden.shape)} needs tokens {tuple(hidden.shape[:-1])}, "
+            f"got {tuple(tokens.shape)}"
+        )
+    if tokens.is_floating_point() or tokens.is_complex():
+        raise TypeError(f"tokens must be integer ids, got {tokens.dtype}")
+    if valid_vocab is None:
+        valid_vocab = vocab
+    if not 1 <= valid_vocab <= vocab:
+        raise ValueError(
+            f"valid_vocab must lie in [1, {vocab}] (rows of weight), got {valid_vocab}"
+        )
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= valid_vocab):
+        raise ValueError(
+            f"token ids must lie in [0, {valid_vocab}) (valid_vocab), "
+            f"got ids in [{int(tokens.min())}, {int(tokens.max())}]"
+        )
+    for name, value in (("vocab_chunk", vocab_chunk), ("row_chunk", row_chunk)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    return valid_vocab
+
+
+def token_stats_from_hidden(
+    hidden: Tensor,
+    weight: Tensor,
+    tokens: Tensor,
+    temperature: float = 1.0,
+    *,
+    bias: Tensor | None = None,
+    vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
+    row_chunk: int = DEFAULT_ROW_CHUNK,
+    entropy_grad: bool = False,
+    valid_vocab: int | None = None,
+    backend: str = "auto",
+) -> TokenStats:
+    """:class:`TokenStats` of ``softmax((hidden @ weightᵀ + bias) / T)``, streamed (module doc).
+
+    Args:
+        hidden: ``(..., d)`` final hidden states (bf16 / fp16 / fp32 / fp64).
+        weight: ``(V, d)`` lm_head weight, same dtype and device as ``hidden``.
+        tokens: ``(...)`` sampled token ids in ``[0, valid_vocab)``.
+        temperature: sampling temperature ``T > 0``.
+        bias: optional ``(V,)`` finite lm_head bias.
+        vocab_chunk: vocabulary rows per block.
+        row_chunk: positions per block (torch path; the Triton kernel tiles on its own).
+        entropy_grad: make ``H`` differentiable (entropy bonus).
+        valid_vocab: rows of ``weight`` that are real tokens; later rows get ``p = 0``.
+        backend: ``"auto"`` (Triton on CUDA when importable, else torch), ``"torch"``, ``"triton"``.
+
+    Returns:
+        :class:`TokenStats` with fields of shape ``(...)`` in float32 (float64 for float64 input);
+        ``logprobs`` (and ``entropy`` if ``entropy_grad``) carry gradients to ``hidden``,
+        ``weight`` and ``bias``.
+    """
+    vocab = _check(hidden, weight, tokens, temperature, bias, vocab_chunk, row_chunk, valid_vocab)
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    usable = triton_usable(hidden.device, interpreter=backend == "triton")
+    usable = usable and hidden.dtype != torch.float64
+    if backend == "triton" and not usable:
+        raise ValueError(
+            "backend='triton' needs the triton package and a CUDA tensor (or TRITON_INTERPRET=1 "
+            "for the CPU interpreter), and does not take float64; use backend='torch'"
+        )
+    use_triton = usable if backend == "auto" else backend == "triton"
+    batch_shape = tokens.shape
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
+    flat_tokens = tokens.reshape(-1).long()  # (N,)
+    log_p_k, entropy, discriminator, expected_s = _FusedTokenStats.apply(
+        flat_hidden,
+        weight,
+        bias,
+        flat_tokens,
+        float(temperature),
+        vocab,
+        int(vocab_chunk),
+        int(row_chunk),
+        use_triton,
+    )
+    if not entropy_grad:
+        entropy = entropy.detach()
+    return TokenStats(
+        logprobs=log_p_k.reshape(batch_shape),
+        entropy=entropy.reshape(batch_shape),
+        discriminator=discriminator.reshape(batch_shape),
+        expected_discriminator=expected_s.reshape(batch_shape),
+    )
