@@ -1,0 +1,51 @@
+"""Tasks: problems, prompts and outcome rewards behind the :class:`~.base.Task` protocol.
+
+``build_task(config.task)`` is what the trainer calls; Countdown (TinyZero) is the embedded task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from entropy_dynamics.tasks.base import Task, TaskReward
+from entropy_dynamics.tasks.countdown import (
+    PROMPT_TEMPLATE,
+    CountdownConfig,
+    CountdownProblem,
+    CountdownReward,
+    CountdownTask,
+    format_prompt,
+    generate_problems,
+    score,
+    solve,
+)
+
+__all__ = [
+    "PROMPT_TEMPLATE",
+    "TASKS",
+    "CountdownConfig",
+    "CountdownProblem",
+    "CountdownReward",
+    "CountdownTask",
+    "Task",
+    "TaskReward",
+    "build_task",
+    "format_prompt",
+    "generate_problems",
+    "score",
+    "solve",
+]
+
+TASKS: dict[str, Callable[[Any], Task]] = {
+    "countdown": lambda task_config: CountdownTask(task_config.countdown),
+}
+"""Task builders by name; each takes the ``task`` section of the training config."""
+
+
+def build_task(task_config: Any) -> Task:
+    """The task named ``task_config.name``, built from its section of ``task_config``."""
+    name = getattr(task_config, "name", None)
+    if name not in TASKS:
+        raise ValueError(f"task.name: unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name](task_config)

@@ -1,0 +1,59 @@
+"""The ``Task`` protocol: what the trainer needs from a task (problems, prompts, an outcome reward).
+
+A task is a fixed pair of splits of problems plus a deterministic scorer of completion text. The
+trainer never looks inside a problem: it passes problems back to the task that made them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["Task", "TaskReward"]
+
+
+@runtime_checkable
+class TaskReward(Protocol):
+    """The score of one completion; all three values lie in ``[0, 1]``."""
+
+    @property
+    def reward(self) -> float:
+        """The scalar the advantage estimator sees."""
+        ...
+
+    @property
+    def correct(self) -> float:
+        """1.0 if the answer is right (accuracy, Avg@k and Pass@k count this), else 0.0."""
+        ...
+
+    @property
+    def format(self) -> float:
+        """1.0 if the completion is a well-formed answer, right or wrong, else 0.0."""
+        ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A source of problems and a reward function over completions."""
+
+    name: str
+    """Registry name (``countdown``)."""
+
+    def train_problems(self) -> list[Any]:
+        """The training split (deterministic, cached; a fresh list on each call)."""
+        ...
+
+    def eval_problems(self) -> list[Any]:
+        """The held-out split, disjoint from the training split."""
+        ...
+
+    def prompt(self, problem: Any) -> str:
+        """The text the policy continues; the completion is scored by :meth:`score`."""
+        ...
+
+    def score(self, problem: Any, completion: str) -> TaskReward:
+        """Score the generated text that follows :meth:`prompt` (without the EOS token)."""
+        ...
+
+    def reference_solutions(self, problem: Any) -> list[str]:
+        """Completions that score as correct (for supervised pretraining and tests)."""
+        ...

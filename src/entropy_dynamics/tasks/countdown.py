@@ -1,0 +1,553 @@
+"""Countdown (the TinyZero task): reach a target number from given numbers with + − × ÷.
+
+Rules, shared by the generator, the solver and the reward:
+- an answer is a bare arithmetic expression of integer literals, ``+ - * /`` and parentheses
+  (no unary minus, no ``**``, no other syntax), e.g. ``(8-5)*7+1``;
+- each literal is one of the given numbers, each number used at most once
+  (exactly once with ``use_all_numbers=True``);
+- arithmetic is exact over the rationals (:class:`fractions.Fraction`): ``/`` is true division and
+  non-integer intermediate values are allowed (``(1+7/2)*2``); negative intermediates too;
+- the answer is correct iff its exact value equals the target; division by zero is an error.
+
+Prompt (one definition, :data:`PROMPT_TEMPLATE`): ``"3 5 7 8 -> 22: "``; the expected completion is
+the expression followed by the model's EOS. The reward reads the completion only: it strips
+surrounding whitespace and ignores everything after the first newline.
+
+Distinct solutions (``solve``, ``num_solutions``) are counted up to the rewriting rules of
+commutativity and associativity of ``+`` and ``×``, together with the sign and reciprocal rules
+``a-(b-c) = a-b+c`` and ``a/(b/c) = a*c/b``: every expression is flattened into a sum of signed
+terms or a product of factors over a divisor, and both multisets are sorted. Distributivity is
+*not* applied, so ``2*(3+4)`` and ``2*3+2*4`` would be distinct (the latter needs two 2s).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from itertools import combinations
+from typing import Literal
+
+__all__ = [
+    "MAX_PAREN_DEPTH",
+    "PROMPT_TEMPLATE",
+    "CountdownConfig",
+    "CountdownProblem",
+    "CountdownReward",
+    "CountdownTask",
+    "format_prompt",
+    "generate_problems",
+    "score",
+    "solve",
+]
+
+PROMPT_TEMPLATE = "{numbers} -> {target}: "
+"""The prompt: space-separated numbers, ``->``, the target, ``": "`` (plain ASCII, char-level)."""
+
+MAX_PAREN_DEPTH = 16
+"""Answers nested deeper than this are refused before parsing (no recursion, no hang)."""
+
+MAX_SOLVER_NUMBERS = 6
+"""The exhaustive solver's limit; its cost grows super-exponentially with the count of numbers."""
+
+_EVAL_SHARE = 4  # one key in 4 (by hash) belongs to the held-out split, the rest to train
+
+
+@dataclass
+class CountdownConfig:
+    """Countdown generator and reward options (defaults: 3–4 numbers in 1..20, targets 1..100)."""
+
+    min_numbers: int = 3
+    """Fewest numbers in a problem (TinyZero: 3)."""
+    max_numbers: int = 4
+    """Most numbers in a problem (TinyZero: 4; at most 6, the solver is exhaustive)."""
+    min_value: int = 1
+    """Smallest operand."""
+    max_value: int = 20
+    """Largest operand (TinyZero: 99; small values keep the embedded model's task learnable)."""
+    max_target: int = 100
+    """Targets are drawn uniformly from ``1..max_target`` (TinyZero: 1..100)."""
+    use_all_numbers: bool = False
+    """False: each number at most once (TinyZero); True: every number exactly once."""
+    seed: int = 0
+    """Seed of the problem generator; the splits are a deterministic function of the config."""
+    n_train: int = 2000
+    """Problems in the training split."""
+    n_eval: int = 200
+    """Problems in the held-out split (disjoint from training by (sorted numbers, target))."""
+    min_solutions: int = 1
+    """Keep problems with at least this many distinct solutions (1: every solvable problem)."""
+    max_solutions: int | None = None
+    """Keep problems with at most this many distinct solutions (None: no limit); fewer = harder."""
+    format_weight: float = 0.0
+    """Reward of a well-formed wrong answer: ``reward = correct + format_weight·format·(1−correct)``
+    (0: the pure outcome reward of the paper)."""
+    max_answer_chars: int = 64
+    """Answers longer than this (after stripping) are refused unparsed, as ``too long``."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "min_numbers",
+            "max_numbers",
+            "min_value",
+            "max_value",
+            "max_target",
+            "seed",
+            "n_train",
+            "n_eval",
+            "min_solutions",
+            "max_answer_chars",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if not isinstance(self.use_all_numbers, bool):
+            raise ValueError(f"use_all_numbers must be true or false, got {self.use_all_numbers!r}")
+        _check(self.min_numbers >= 2, f"min_numbers must be >= 2, got {self.min_numbers}")
+        _check(
+            self.min_numbers <= self.max_numbers <= MAX_SOLVER_NUMBERS,
+            f"max_numbers must be in [min_numbers={self.min_numbers}, {MAX_SOLVER_NUMBERS}], "
+            f"got {self.max_numbers}",
+        )
+        _check(self.min_value >= 1, f"min_value must be >= 1, got {self.min_value}")
+        _check(
+            self.max_value >= self.min_value,
+            f"max_value must be >= min_value={self.min_value}, got {self.max_value}",
+        )
+        _check(self.max_target >= 1, f"max_target must be >= 1, got {self.max_target}")
+        _check(self.n_train >= 1, f"n_train must be >= 1, got {self.n_train}")
+        _check(self.n_eval >= 0, f"n_eval must be >= 0, got {self.n_eval}")
+        _check(self.min_solutions >= 1, f"min_solutions must be >= 1, got {self.min_solutions}")
+        if self.max_solutions is not None:
+            _check(
+                isinstance(self.max_solutions, int)
+                and not isinstance(self.max_solutions, bool)
+                and self.max_solutions >= self.min_solutions,
+                f"max_solutions must be None or an integer >= min_solutions={self.min_solutions}, "
+                f"got {self.max_solutions!r}",
+            )
+        _check(
+            isinstance(self.format_weight, int | float) and 0.0 <= self.format_weight <= 1.0,
+            f"format_weight must be in [0, 1], got {self.format_weight!r}",
+        )
+        _check(
+            1 <= self.max_answer_chars <= 1024,
+            f"max_answer_chars must be in [1, 1024], got {self.max_answer_chars}",
+        )
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def format_prompt(numbers: tuple[int, ...] | list[int], target: int) -> str:
+    """The prompt of a problem: ``format_prompt((3, 5, 7, 8), 22) == "3 5 7 8 -> 22: "``."""
+    return PROMPT_TEMPLATE.format(numbers=" ".join(map(str, numbers)), target=target)
+
+
+@dataclass(frozen=True)
+class CountdownProblem:
+    """One problem: reach ``target`` from ``numbers`` (in the order shown in the prompt)."""
+
+    numbers: tuple[int, ...]
+    target: int
+    num_solutions: int
+    """Distinct canonical solutions under the generating config's rules (see module docstring)."""
+
+    @property
+    def prompt(self) -> str:
+        return format_prompt(self.numbers, self.target)
+
+
+@dataclass(frozen=True)
+class CountdownReward:
+    """The score of one completion (see :func:`score`)."""
+
+    format: float
+    """1.0 if the answer is a well-formed expression of integer literals, ``+ - * /``, parens."""
+    correct: float
+    """1.0 if it uses only the given numbers under the rules and its exact value is the target."""
+    reward: float
+    """``correct + format_weight · format · (1 − correct)``."""
+    error: str | None
+    """Why it is not correct: ``malformed``, ``too long``, ``too deep``, ``number not available``,
+    ``number reused``, ``not all numbers used``, ``division by zero``, ``wrong value``; None if
+    correct."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Solver. An expression in canonical form is a tuple ``(order, text, kind, plus, minus)``:
+# a leaf (``plus = minus = ()``), a sum of terms ``Σ plus − Σ minus`` whose terms are leaves or
+# products, or a product of factors ``Π plus / Π minus`` whose factors are leaves or sums.
+# ``plus`` and ``minus`` are sorted by ``order`` (compound sub-expressions first, then numbers in
+# decreasing order), so the text, printed with minimal parentheses, identifies the class.
+
+_LEAF, _SUM, _PRODUCT = 0, 1, 2
+_Expr = tuple  # (order, text, kind, plus, minus)
+
+
+def _leaf(n: int) -> _Expr:
+    return ((1, -n), str(n), _LEAF, (), ())
+
+
+def _order(expr: _Expr) -> tuple:
+    return expr[0]
+
+
+def _make(kind: int, plus: tuple, minus: tuple) -> _Expr:
+    plus = tuple(sorted(plus, key=_order))
+    minus = tuple(sorted(minus, key=_order))
+    if kind == _SUM:
+        text = "+".join(e[1] for e in plus) + "".join("-" + e[1] for e in minus)
+    else:
+        parts = [f"({e[1]})" if e[2] == _SUM else e[1] for e in plus + minus]
+        text = "*".join(parts[: len(plus)]) + "".join("/" + p for p in parts[len(plus) :])
+    return ((0, text), text, kind, plus, minus)
+
+
+def _parts(expr: _Expr, kind: int) -> tuple[tuple, tuple]:
+    return (expr[3], expr[4]) if expr[2] == kind else ((expr,), ())
+
+
+def _combine(a: _Expr, b: _Expr, op: str) -> _Expr:
+    """Canonical form of ``a op b``: flatten sums into signed terms, products into num / den."""
+    kind = _SUM if op in "+-" else _PRODUCT
+    a_plus, a_minus = _parts(a, kind)
+    b_plus, b_minus = _parts(b, kind)
+    if op in "+*":
+        return _make(kind, a_plus + b_plus, a_minus + b_minus)
+    return _make(kind, a_plus + b_minus, a_minus + b_plus)  # a − b, a / b: b's signs flip
+
+
+def _splits(multiset: tuple[int, ...]):
+    """Unordered partitions of a sorted multiset into two non-empty sorted sub-multisets."""
+    n, seen = len(multiset), set()
+    for mask in range(1, 1 << (n - 1)):  # the last element always goes right: each pair once
+        left = tuple(multiset[i] for i in range(n) if mask >> i & 1)
+        right = tuple(multiset[i] for i in range(n) if not mask >> i & 1)
+        if (left, right) not in seen and (right, left) not in seen:
+            seen.add((left, right))
+            yield left, right
+
+
+_CACHED_SIZE = 3  # sub-multisets this small are shared across calls (≈ 50 MB for 1..20)
+
+
+@lru_cache(maxsize=4096)
+def _small_expressions(multiset: tuple[int, ...]) -> dict[Fraction, dict[str, _Expr]]:
+    return _enumerate(multiset, _small_expressions)
+
+
+def _expressions(multiset: tuple[int, ...], memo: dict) -> dict[Fraction, dict[str, _Expr]]:
+    """Every canonical expression using each element of the sorted ``multiset`` exactly once,
+    grouped by exact value: ``{value: {text: expr}}``. Small multisets are cached globally, larger
+    ones in the caller's ``memo`` (their tables are large and rarely shared)."""
+    if len(multiset) <= _CACHED_SIZE:
+        return _small_expressions(multiset)
+    if multiset not in memo:
+        memo[multiset] = _enumerate(multiset, lambda sub: _expressions(sub, memo))
+    return memo[multiset]
+
+
+def _enumerate(multiset: tuple[int, ...], lookup) -> dict[Fraction, dict[str, _Expr]]:
+    if len(multiset) == 1:
+        return {Fraction(multiset[0]): {str(multiset[0]): _leaf(multiset[0])}}
+    out: dict[Fraction, dict[str, _Expr]] = {}
+    for left, right in _splits(multiset):
+        for va, exprs_a in lookup(left).items():
+            for vb, exprs_b in lookup(right).items():
+                results = [
+                    (va + vb, "+", False),
+                    (va - vb, "-", False),
+                    (vb - va, "-", True),
+                    (va * vb, "*", False),
+                ]
+                if vb:
+                    results.append((va / vb, "/", False))
+                if va:
+                    results.append((vb / va, "/", True))
+                for value, op, swap in results:
+                    bucket = out.setdefault(value, {})
+                    for ea in exprs_a.values():
+                        for eb in exprs_b.values():
+                            expr = _combine(eb, ea, op) if swap else _combine(ea, eb, op)
+                            bucket[expr[1]] = expr
+    return out
+
+
+def _reaching(multiset: tuple[int, ...], target: Fraction, memo: dict) -> list[_Expr]:
+    """Canonical expressions over all of ``multiset`` worth ``target``, by looking up the value
+    the second operand needs for each value of the first (no enumeration of the whole set)."""
+    if len(multiset) <= 1:
+        return list(_expressions(multiset, memo).get(target, {}).values())
+    found: list[_Expr] = []
+    for left, right in _splits(multiset):
+        by_a, by_b = _expressions(left, memo), _expressions(right, memo)
+        if len(by_a) > len(by_b):
+            by_a, by_b = by_b, by_a  # iterate the side with fewer values
+        for va, exprs_a in by_a.items():
+            # (needed value of b, op, swap): a+b, a−b, b−a, a·b, a/b, b/a equal to the target
+            needs: list[tuple[Fraction | None, str, bool]] = [
+                (target - va, "+", False),
+                (va - target, "-", False),
+                (target + va, "-", True),
+            ]
+            if va:
+                needs += [(target / va, "*", False), (target * va, "/", True)]
+                if target:
+                    needs.append((va / target, "/", False))
+            elif not target:
+                needs += [(None, "*", False), (None, "/", False)]  # 0·b = 0, 0/b = 0 for b ≠ 0
+            for vb, op, swap in needs:
+                if vb is None:
+                    groups = [g for v, g in by_b.items() if op == "*" or v]
+                else:
+                    groups = [by_b[vb]] if vb in by_b else []
+                for exprs_b in groups:
+                    for ea in exprs_a.values():
+                        for eb in exprs_b.values():
+                            found.append(_combine(eb, ea, op) if swap else _combine(ea, eb, op))
+    return found
+
+
+def _sub_multisets(multiset: tuple[int, ...]) -> set[tuple[int, ...]]:
+    return {sub for k in range(1, len(multiset) + 1) for sub in combinations(multiset, k)}
+
+
+def solve(
+    numbers: tuple[int, ...] | list[int],
+    target: int,
+    use_all: bool = False,
+    limit: int | None = None,
+) -> list[str]:
+    """All distinct solutions of a Countdown problem, shortest first (ties: alphabetical).
+
+    Exhaustive search over (sub-)multisets of ``numbers`` and every binary expression tree with
+    ``+ - * /`` in exact rational arithmetic, memoised by multiset. Solutions are deduplicated up
+    to the canonicalisation in the module docstring and printed with minimal parentheses; each
+    one scores as correct under :func:`score` with the same ``use_all``.
+
+    Args:
+        numbers: the available numbers (non-negative integers, at most 6; repeats allowed).
+        target: the value to reach.
+        use_all: every number exactly once (True) or at most once (False).
+        limit: return at most this many (the first ones of the sorted list).
+    """
+    numbers = tuple(numbers)
+    if not numbers or len(numbers) > MAX_SOLVER_NUMBERS:
+        raise ValueError(f"numbers must hold 1..{MAX_SOLVER_NUMBERS} integers, got {numbers!r}")
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in numbers):
+        raise ValueError(f"numbers must be non-negative integers, got {numbers!r}")
+    if not isinstance(target, int) or isinstance(target, bool):
+        raise ValueError(f"target must be an integer, got {target!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be None or >= 0, got {limit}")
+    multiset = tuple(sorted(numbers))
+    subsets = [multiset] if use_all else sorted(_sub_multisets(multiset))
+    value = Fraction(target)
+    texts: set[str] = set()
+    memo: dict = {}
+    for sub in subsets:
+        if sub == multiset:
+            texts.update(e[1] for e in _reaching(sub, value, memo))
+        else:  # proper sub-multisets are enumerated anyway as parts of the full one
+            texts.update(_expressions(sub, memo).get(value, {}))
+    solutions = sorted(texts, key=lambda t: (len(t), t))
+    return solutions if limit is None else solutions[:limit]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reward.
+
+_ANSWER_CHARS = re.compile(r"[0-9+\-*/() ]+")
+_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_DEFAULT_CONFIG = CountdownConfig()
+
+
+class _Refused(Exception):
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _paren_depth(text: str) -> int:
+    depth = deepest = 0
+    for char in text:
+        if char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
+
+
+def _parse(answer: str, max_chars: int) -> ast.expr:
+    """The syntax tree of a whitelisted expression, or :class:`_Refused` (cheap checks first)."""
+    if len(answer) > max_chars:
+        raise _Refused("too long")
+    if not _ANSWER_CHARS.fullmatch(answer):
+        raise _Refused("malformed")
+    if _paren_depth(answer) > MAX_PAREN_DEPTH:
+        raise _Refused("too deep")
+    try:
+        tree = ast.parse(answer, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise _Refused("malformed") from None
+    for node in ast.walk(tree):  # iterative: no recursion on deep trees
+        if isinstance(node, ast.BinOp):
+            if type(node.op) not in _OPERATORS:
+                raise _Refused("malformed")  # ** // % and bit operators
+        elif isinstance(node, ast.Constant):
+            if type(node.value) is not int:
+                raise _Refused("malformed")
+        elif not isinstance(node, ast.operator):
+            raise _Refused("malformed")  # unary minus, names, calls, ...
+    return tree
+
+
+def _literals(tree: ast.expr) -> list[int]:
+    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)]
+
+
+def _value(node: ast.expr) -> Fraction:
+    """Exact value; recursion depth is at most the number of literals (≤ the numbers given)."""
+    if isinstance(node, ast.Constant):
+        return Fraction(node.value)
+    left, right = _value(node.left), _value(node.right)
+    op = _OPERATORS[type(node.op)]
+    if op == "+":
+        return left + right
+    if op == "-":
+        return left - right
+    if op == "*":
+        return left * right
+    if not right:
+        raise _Refused("division by zero")
+    return left / right
+
+
+def _answer_text(completion: str) -> str:
+    return completion.strip().split("\n", 1)[0].strip()
+
+
+def score(
+    problem: CountdownProblem, completion: str, config: CountdownConfig | None = None
+) -> CountdownReward:
+    """Score a completion (the text after the prompt) under the rules in the module docstring.
+
+    The answer is the first line of the stripped completion. It is refused unparsed if longer
+    than ``config.max_answer_chars``, if it holds any character outside ``0-9 + - * / ( )`` and
+    space, or if parentheses nest deeper than :data:`MAX_PAREN_DEPTH`; then it is parsed with
+    ``ast.parse(mode="eval")`` against a whitelist (binary ``+ - * /`` and integer literals) and
+    evaluated exactly with :class:`fractions.Fraction`. Nothing is ever ``eval``-ed.
+    """
+    config = _DEFAULT_CONFIG if config is None else config
+    answer = _answer_text(completion)
+    well_formed = 0.0
+    try:
+        tree = _parse(answer, config.max_answer_chars)
+        well_formed = 1.0
+        available = Counter(problem.numbers)
+        literals = _literals(tree)
+        if any(n not in available for n in literals):
+            raise _Refused("number not available")
+        used = Counter(literals)
+        if any(used[n] > available[n] for n in used):
+            raise _Refused("number reused")
+        if config.use_all_numbers and used != available:
+            raise _Refused("not all numbers used")
+        if _value(tree) != problem.target:
+            raise _Refused("wrong value")
+    except _Refused as refused:
+        reward = config.format_weight * well_formed
+        return CountdownReward(format=well_formed, correct=0.0, reward=reward, error=refused.error)
+    return CountdownReward(format=1.0, correct=1.0, reward=1.0, error=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator.
+
+
+def _split_of(numbers: tuple[int, ...], target: int, seed: int) -> str:
+    """Deterministic split assignment of a problem key: disjoint splits by construction."""
+    key = f"{seed}|{sorted(numbers)}|{target}".encode()
+    digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+    return "eval" if digest % _EVAL_SHARE == 0 else "train"
+
+
+def generate_problems(
+    config: CountdownConfig, split: Literal["train", "eval"]
+) -> list[CountdownProblem]:
+    """The ``split`` of the problem set of ``config`` (deterministic in the config).
+
+    Draws the count of numbers uniformly in ``[min_numbers, max_numbers]``, the numbers uniformly
+    with replacement in ``[min_value, max_value]`` and the target uniformly in ``1..max_target``;
+    keeps a draw if its key ``(sorted numbers, target)`` hashes into ``split`` (one key in
+    ``_EVAL_SHARE`` is held out, so the splits are disjoint whatever their sizes), is new in the
+    split, has no target among its numbers (a one-number answer is no puzzle) and has between
+    ``min_solutions`` and ``max_solutions`` distinct solutions.
+    """
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    wanted = config.n_train if split == "train" else config.n_eval
+    rng = random.Random(f"countdown|{config.seed}|{split}")
+    max_draws = 1000 * wanted + 10_000
+    problems: list[CountdownProblem] = []
+    seen: set[tuple[tuple[int, ...], int]] = set()
+    for _ in range(max_draws):
+        if len(problems) == wanted:
+            return problems
+        count = rng.randint(config.min_numbers, config.max_numbers)
+        numbers = tuple(rng.randint(config.min_value, config.max_value) for _ in range(count))
+        target = rng.randint(1, config.max_target)
+        key = (tuple(sorted(numbers)), target)
+        if target in numbers or key in seen or _split_of(numbers, target, config.seed) != split:
+            continue
+        seen.add(key)
+        solutions = len(solve(numbers, target, use_all=config.use_all_numbers))
+        if solutions < config.min_solutions:
+            continue
+        if config.max_solutions is not None and solutions > config.max_solutions:
+            continue
+        problems.append(CountdownProblem(numbers=numbers, target=target, num_solutions=solutions))
+    if len(problems) == wanted:
+        return problems
+    raise ValueError(
+        f"n_{split}: found only {len(problems)} of {wanted} distinct problems in {max_draws} "
+        "draws; widen min_value..max_value, max_target or the solution-count window"
+    )
+
+
+class CountdownTask:
+    """Countdown as a :class:`~entropy_dynamics.tasks.base.Task` (splits generated on first use)."""
+
+    name = "countdown"
+
+    def __init__(self, config: CountdownConfig | None = None) -> None:
+        self.config = CountdownConfig() if config is None else config
+        self._splits: dict[str, list[CountdownProblem]] = {}
+
+    def _split(self, split: Literal["train", "eval"]) -> list[CountdownProblem]:
+        if split not in self._splits:
+            self._splits[split] = generate_problems(self.config, split)
+        return list(self._splits[split])
+
+    def train_problems(self) -> list[CountdownProblem]:
+        return self._split("train")
+
+    def eval_problems(self) -> list[CountdownProblem]:
+        return self._split("eval")
+
+    def prompt(self, problem: CountdownProblem) -> str:
+        return problem.prompt
+
+    def score(self, problem: CountdownProblem, completion: str) -> CountdownReward:
+        return score(problem, completion, self.config)
+
+    def reference_solutions(self, problem: CountdownProblem) -> list[str]:
+        return solve(problem.numbers, problem.target, use_all=self.config.use_all_numbers)

@@ -1,0 +1,357 @@
+"""Countdown: reward (rules, hostile input), solver vs an independent brute force, generator."""
+
+from __future__ import annotations
+
+import ast
+import random
+import time
+from fractions import Fraction
+from itertools import permutations
+from types import SimpleNamespace
+
+import pytest
+
+from entropy_dynamics.tasks import (
+    CountdownConfig,
+    CountdownProblem,
+    CountdownTask,
+    Task,
+    TaskReward,
+    build_task,
+    format_prompt,
+    generate_problems,
+    score,
+    solve,
+)
+
+
+def problem(numbers, target):
+    return CountdownProblem(numbers=tuple(numbers), target=target, num_solutions=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Independent reference: every fully parenthesised expression over every ordered selection of the
+# numbers, evaluated with Fraction; equivalence classes by flattening +/− and ×/÷ chains into
+# sorted signed multisets (the canonicalisation the solver documents, implemented on the AST).
+
+
+def _ordered_expressions(values):
+    if len(values) == 1:
+        return [(Fraction(values[0]), str(values[0]))]
+    out = []
+    for i in range(1, len(values)):
+        for va, ta in _ordered_expressions(values[:i]):
+            for vb, tb in _ordered_expressions(values[i:]):
+                out += [(va + vb, f"({ta}+{tb})"), (va - vb, f"({ta}-{tb})")]
+                out.append((va * vb, f"({ta}*{tb})"))
+                if vb != 0:
+                    out.append((va / vb, f"({ta}/{tb})"))
+    return out
+
+
+def brute_force(numbers, target, use_all):
+    sizes = [len(numbers)] if use_all else range(1, len(numbers) + 1)
+    hits = set()
+    for k in sizes:
+        for order in permutations(range(len(numbers)), k):
+            for value, text in _ordered_expressions([numbers[i] for i in order]):
+                if value == target:
+                    hits.add(text)
+    return hits
+
+
+def canon(node):
+    if isinstance(node, ast.Expression):
+        return canon(node.body)
+    if isinstance(node, ast.Constant):
+        return ("n", node.value)
+    is_sum = isinstance(node.op, ast.Add | ast.Sub)
+
+    def flatten(n, sign):
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add | ast.Sub) == is_sum:
+            flip = isinstance(n.op, ast.Sub | ast.Div)
+            return flatten(n.left, sign) + flatten(n.right, -sign if flip else sign)
+        return [(sign, canon(n))]
+
+    return ("sum" if is_sum else "product", tuple(sorted(flatten(node, 1), key=repr)))
+
+
+def classes(texts):
+    return {canon(ast.parse(t, mode="eval")) for t in texts}
+
+
+# ----------------------------------------------------------------------------------------------
+# Reward.
+
+
+def test_prompt_format():
+    assert format_prompt((3, 5, 7, 8), 22) == "3 5 7 8 -> 22: "
+    assert problem((3, 5, 7, 8), 22).prompt == "3 5 7 8 -> 22: "
+
+
+@pytest.mark.parametrize("answer", ["(8-5)*7+1", "1+7*(8-5)", "8*3-(7-5)", "((8-5))*7+1"])
+def test_correct_answers(answer):
+    # (8-5)*7+1 = 22; 8*3-(7-5) = 24-2 = 22
+    result = score(problem((3, 5, 7, 8, 1), 22), answer)
+    assert (result.format, result.correct, result.reward, result.error) == (1.0, 1.0, 1.0, None)
+
+
+def test_non_integer_intermediates_are_allowed():
+    # (1 + 7/2) * 2 = 9/2 * 2 = 9 exactly
+    assert score(problem((1, 7, 2, 2), 9), "(1+7/2)*2").correct == 1.0
+    # 7/2 + 1 = 4.5, not an integer target
+    assert score(problem((1, 7, 2), 4), "7/2+1").error == "wrong value"
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ("3+5", "wrong value"),  # 8 != 22
+        ("8+8", "number reused"),
+        ("8+9", "number not available"),
+        ("22", "number not available"),
+        ("8/(5-5)", "number reused"),
+    ],
+)
+def test_rule_violations_are_well_formed_but_wrong(answer, error):
+    result = score(problem((3, 5, 7, 8), 22), answer)
+    assert (result.format, result.correct, result.reward, result.error) == (1.0, 0.0, 0.0, error)
+
+
+def test_repeated_numbers_may_be_used_as_often_as_given():
+    assert score(problem((5, 5, 2), 12), "5+5+2").correct == 1.0
+    assert score(problem((5, 5, 2), 17), "5+5+5+2").error == "number reused"
+
+
+def test_division_by_zero():
+    result = score(problem((3, 3, 5), 1), "5/(3-3)")
+    assert (result.format, result.correct, result.error) == (1.0, 0.0, "division by zero")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "abc",
+        "3+",
+        "3 5",
+        "(3+5",
+        "3+5)",
+        "-3+5",
+        "3+-5",
+        "+3",
+        "2**3",
+        "8//2",
+        "8%3",
+        "3.0+5",
+        "1e3",
+        "0x10",
+        "03+5",
+        "3_0",
+        "[3]",
+        "__import__('os')",
+        "()",
+    ],
+)
+def test_malformed(answer):
+    result = score(problem((3, 5, 8, 30, 10), 8), answer)
+    assert (result.format, result.correct, result.reward, result.error) == (
+        0.0,
+        0.0,
+        0.0,
+        "malformed",
+    )
+
+
+def test_huge_exponent_is_rejected_fast():
+    start = time.perf_counter()
+    result = score(problem((2, 999999), 4), "2**999999")
+    assert result.error == "malformed" and result.correct == 0.0
+    assert time.perf_counter() - start < 0.1
+
+
+def test_deep_nesting_and_long_garbage_are_refused_fast():
+    config = CountdownConfig(max_answer_chars=1024)
+    p = problem((1, 2, 3), 1)
+    start = time.perf_counter()
+    assert score(p, "(" * 10000 + "1" + ")" * 10000).error == "too long"
+    assert score(p, "(" * 10000 + "1" + ")" * 10000, config).error == "too long"
+    assert score(p, "(" * 17 + "1" + ")" * 17, config).error == "too deep"
+    assert score(p, "(" * 500 + "1" + ")" * 500, config).error == "too deep"
+    assert score(p, "(" * 16 + "1" + ")" * 16, config).correct == 1.0  # the depth limit is 16
+    assert score(p, "9" * 1_000_000).error == "too long"
+    assert score(p, "x" * 65).error == "too long"
+    # 500 literals in a left-deep chain: parsed without recursion trouble, then refused by count
+    assert score(p, "+".join(["1"] * 500), config).error == "number reused"
+    assert time.perf_counter() - start < 1.0
+
+
+def test_length_limit_applies_to_the_stripped_first_line():
+    config = CountdownConfig(max_answer_chars=5)
+    p = problem((3, 5), 8)
+    assert score(p, "   3+5   \n" + "x" * 100, config).correct == 1.0
+    assert score(p, "3 + 5 ", config).correct == 1.0  # "3 + 5" after stripping: 5 chars
+    assert score(p, "3  + 5", config).error == "too long"  # 6 chars
+
+
+def test_whitespace_and_newlines():
+    p = problem((3, 5, 7), 15)
+    assert score(p, " 3 + 5 + 7 ").correct == 1.0
+    assert score(p, "3+5+7\nthat is 15, so 3+5+7 works").correct == 1.0
+    assert score(p, "\n\n  3+5+7\r\n").correct == 1.0  # leading blank lines are stripped
+    assert score(p, "3+5\n+7").error == "wrong value"  # only the first line counts
+    assert score(p, "3+\n5+7").error == "malformed"
+    assert score(p, "   \n ").error == "malformed"
+
+
+def test_use_all_numbers():
+    config = CountdownConfig(use_all_numbers=True)
+    p = problem((3, 5, 7, 1), 15)
+    assert score(p, "3+5+7").correct == 1.0  # at most once: fine by default
+    assert score(p, "3+5+7", config).error == "not all numbers used"
+    assert score(p, "(3+5+7)*1", config).correct == 1.0
+
+
+def test_format_weight_shapes_the_reward():
+    config = CountdownConfig(format_weight=0.25)
+    p = problem((3, 5), 8)
+    assert score(p, "3+5", config).reward == 1.0
+    assert score(p, "3*5", config).reward == 0.25  # well-formed, wrong value
+    assert score(p, "3+3", config).reward == 0.25  # well-formed, number reused
+    assert score(p, "3+", config).reward == 0.0  # malformed
+
+
+# ----------------------------------------------------------------------------------------------
+# Solver.
+
+
+def test_solver_hand_counted_instance():
+    # 6 from {1, 2, 3}: 3*2, 3+2+1, 3*2*1, 3*2/1 (3/(1/2) = 3*2/1, (3-1)*... needs a second 3);
+    # with every number: the last three.
+    assert sorted(solve((1, 2, 3), 6)) == sorted(["3*2", "3+2+1", "3*2*1", "3*2/1"])
+    assert sorted(solve((1, 2, 3), 6, use_all=True)) == sorted(["3+2+1", "3*2*1", "3*2/1"])
+    assert solve((1, 2, 3), 6, limit=2) == ["3*2", "3*2*1"]  # shortest first, then by text
+    assert solve((2, 3), 7) == []
+
+
+@pytest.mark.parametrize("use_all", [False, True])
+def test_solver_matches_brute_force_on_three_numbers(use_all):
+    rng = random.Random(1)
+    cases = [((2, 2, 3), 1), ((4, 4, 4), 1), ((1, 5, 6), 11), ((3, 7, 9), 30)]
+    cases += [(tuple(rng.randint(1, 12) for _ in range(3)), rng.randint(1, 40)) for _ in range(40)]
+    for numbers, target in cases:
+        found = solve(numbers, target, use_all=use_all)
+        reference = brute_force(numbers, target, use_all)
+        assert classes(found) == classes(reference), (numbers, target)
+        assert len(classes(found)) == len(found), (numbers, target)  # no duplicate class
+        config = CountdownConfig(use_all_numbers=use_all)
+        for text in found:
+            assert score(problem(numbers, target), text, config).correct == 1.0, text
+
+
+def test_solver_matches_brute_force_on_four_numbers():
+    for numbers, target in [((3, 5, 7, 8), 22), ((2, 2, 6, 9), 24), ((1, 3, 4, 6), 24)]:
+        found = solve(numbers, target)
+        assert classes(found) == classes(brute_force(numbers, target, use_all=False))
+        assert len(classes(found)) == len(found)
+        for text in found:
+            assert score(problem(numbers, target), text).correct == 1.0, text
+
+
+def test_solver_handles_zero_and_validates_input():
+    # 0 from {0, 5}: 0 alone, 0*5, 0/5 (5/0 is undefined, 5-0 and 0-5 miss)
+    assert solve((0, 5), 0) == ["0", "0/5", "5*0"]
+    with pytest.raises(ValueError, match="numbers"):
+        solve((), 3)
+    with pytest.raises(ValueError, match="numbers"):
+        solve((1, -2), 3)
+    with pytest.raises(ValueError, match="numbers"):
+        solve(tuple(range(1, 8)), 3)
+    with pytest.raises(ValueError, match="target"):
+        solve((1, 2), 1.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generator and task.
+
+SMALL = CountdownConfig(n_train=150, n_eval=60, seed=3)
+
+
+def test_generator_is_deterministic_and_splits_are_disjoint():
+    train, held_out = generate_problems(SMALL, "train"), generate_problems(SMALL, "eval")
+    assert train == generate_problems(SMALL, "train")
+    assert (len(train), len(held_out)) == (150, 60)
+    keys = [(tuple(sorted(p.numbers)), p.target) for p in train]
+    eval_keys = {(tuple(sorted(p.numbers)), p.target) for p in held_out}
+    assert len(set(keys)) == len(keys) and not set(keys) & eval_keys
+    other = generate_problems(CountdownConfig(n_train=150, n_eval=60, seed=4), "train")
+    assert other != train
+
+
+def test_generated_problems_follow_the_config_and_are_solvable():
+    for p in generate_problems(SMALL, "train") + generate_problems(SMALL, "eval"):
+        assert 3 <= len(p.numbers) <= 4 and all(1 <= n <= 20 for n in p.numbers)
+        assert 1 <= p.target <= 100 and p.target not in p.numbers
+        solutions = solve(p.numbers, p.target)
+        assert p.num_solutions == len(solutions) >= 1
+        assert score(p, solutions[-1]).correct == 1.0
+
+
+def test_solution_count_window():
+    config = CountdownConfig(n_train=40, n_eval=5, min_solutions=2, max_solutions=3)
+    assert all(2 <= p.num_solutions <= 3 for p in generate_problems(config, "train"))
+
+
+def test_too_small_problem_space_is_reported():
+    config = CountdownConfig(min_numbers=2, max_numbers=2, max_value=2, max_target=4, n_train=50)
+    with pytest.raises(ValueError, match="n_train"):
+        generate_problems(config, "train")
+    with pytest.raises(ValueError, match="split"):
+        generate_problems(SMALL, "test")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("min_numbers", 1),
+        ("max_numbers", 2),
+        ("max_numbers", 7),
+        ("min_value", 0),
+        ("max_value", 0),
+        ("max_target", 0),
+        ("n_train", 0),
+        ("n_eval", -1),
+        ("min_solutions", 0),
+        ("max_solutions", 0),
+        ("format_weight", 1.5),
+        ("max_answer_chars", 0),
+        ("use_all_numbers", "yes"),
+        ("seed", 1.5),
+    ],
+)
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        CountdownConfig(**{field: value})
+
+
+def test_task_and_build_task():
+    task = build_task(SimpleNamespace(name="countdown", countdown=SMALL))
+    assert isinstance(task, CountdownTask) and isinstance(task, Task)
+    assert task.name == "countdown" and task.config is SMALL
+    train = task.train_problems()
+    assert train == generate_problems(SMALL, "train")
+    assert task.train_problems()[0] is train[0]  # cached, not regenerated
+    assert len(task.eval_problems()) == 60
+    p = train[0]
+    assert task.prompt(p) == p.prompt
+    result = task.score(p, task.reference_solutions(p)[0])
+    assert isinstance(result, TaskReward) and result.correct == 1.0
+    with pytest.raises(ValueError, match="countdown"):
+        build_task(SimpleNamespace(name="gsm8k", countdown=SMALL))
+
+
+def test_build_task_from_the_training_config():
+    from entropy_dynamics.config import TaskConfig
+
+    task = build_task(TaskConfig(countdown=SMALL))
+    assert isinstance(task, CountdownTask) and task.config == SMALL
