@@ -274,17 +274,17 @@ def test_solver_handles_zero_and_validates_input():
 # ----------------------------------------------------------------------------------------------
 # Generator and task.
 
-SMALL = CountdownConfig(n_train=150, n_eval=60, seed=3)
+SMALL = CountdownConfig(n_train=100, n_eval=40, seed=3)
 
 
 def test_generator_is_deterministic_and_splits_are_disjoint():
     train, held_out = generate_problems(SMALL, "train"), generate_problems(SMALL, "eval")
     assert train == generate_problems(SMALL, "train")
-    assert (len(train), len(held_out)) == (150, 60)
+    assert (len(train), len(held_out)) == (100, 40)
     keys = [(tuple(sorted(p.numbers)), p.target) for p in train]
     eval_keys = {(tuple(sorted(p.numbers)), p.target) for p in held_out}
     assert len(set(keys)) == len(keys) and not set(keys) & eval_keys
-    other = generate_problems(CountdownConfig(n_train=150, n_eval=60, seed=4), "train")
+    other = generate_problems(CountdownConfig(n_train=100, n_eval=40, seed=4), "train")
     assert other != train
 
 
@@ -341,7 +341,7 @@ def test_task_and_build_task():
     train = task.train_problems()
     assert train == generate_problems(SMALL, "train")
     assert task.train_problems()[0] is train[0]  # cached, not regenerated
-    assert len(task.eval_problems()) == 60
+    assert len(task.eval_problems()) == 40
     p = train[0]
     assert task.prompt(p) == p.prompt
     result = task.score(p, task.reference_solutions(p)[0])

@@ -16,8 +16,9 @@ surrounding whitespace and ignores everything after the first newline.
 Distinct solutions (``solve``, ``num_solutions``) are counted up to the rewriting rules of
 commutativity and associativity of ``+`` and ``×``, together with the sign and reciprocal rules
 ``a-(b-c) = a-b+c`` and ``a/(b/c) = a*c/b``: every expression is flattened into a sum of signed
-terms or a product of factors over a divisor, and both multisets are sorted. Distributivity is
-*not* applied, so ``2*(3+4)`` and ``2*3+2*4`` would be distinct (the latter needs two 2s).
+terms or a product of factors over a divisor, and both multisets are sorted. Nothing else is
+applied: ``x*1`` and ``x/1`` are distinct from each other and from ``x``, signs do not move
+through products (``8-(3-5)*7`` and ``(5-3)*7+8``), and distributivity is not used.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from itertools import combinations
+from operator import itemgetter
 from typing import Literal
 
 __all__ = [
@@ -91,59 +93,37 @@ class CountdownConfig:
     """Answers longer than this (after stripping) are refused unparsed, as ``too long``."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "min_numbers",
-            "max_numbers",
-            "min_value",
-            "max_value",
-            "max_target",
-            "seed",
-            "n_train",
-            "n_eval",
-            "min_solutions",
-            "max_answer_chars",
-        ):
+        # field: (lowest, highest) allowed, None = unbounded; checked in order, so a bound that
+        # names an earlier field (max_numbers >= min_numbers) is already a valid integer
+        bounds: dict[str, tuple[int | None, int | None]] = {
+            "min_numbers": (2, MAX_SOLVER_NUMBERS),
+            "max_numbers": (self.min_numbers, MAX_SOLVER_NUMBERS),
+            "min_value": (1, None),
+            "max_value": (self.min_value, None),
+            "max_target": (1, None),
+            "seed": (None, None),
+            "n_train": (1, None),
+            "n_eval": (0, None),
+            "min_solutions": (1, None),
+            "max_solutions": (self.min_solutions, None),
+            "max_answer_chars": (1, 1024),
+        }
+        for name, (lowest, highest) in bounds.items():
             value = getattr(self, name)
+            if name == "max_solutions" and value is None:
+                continue
+            extra = " (or None: no limit)" if name == "max_solutions" else ""
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
+                raise ValueError(f"{name} must be an integer{extra}, got {value!r}")
+            too_low = lowest is not None and value < lowest
+            if too_low or (highest is not None and value > highest):
+                rule = f">= {lowest}" if highest is None else f"in [{lowest}, {highest}]"
+                raise ValueError(f"{name} must be {rule}{extra}, got {value}")
         if not isinstance(self.use_all_numbers, bool):
             raise ValueError(f"use_all_numbers must be true or false, got {self.use_all_numbers!r}")
-        _check(self.min_numbers >= 2, f"min_numbers must be >= 2, got {self.min_numbers}")
-        _check(
-            self.min_numbers <= self.max_numbers <= MAX_SOLVER_NUMBERS,
-            f"max_numbers must be in [min_numbers={self.min_numbers}, {MAX_SOLVER_NUMBERS}], "
-            f"got {self.max_numbers}",
-        )
-        _check(self.min_value >= 1, f"min_value must be >= 1, got {self.min_value}")
-        _check(
-            self.max_value >= self.min_value,
-            f"max_value must be >= min_value={self.min_value}, got {self.max_value}",
-        )
-        _check(self.max_target >= 1, f"max_target must be >= 1, got {self.max_target}")
-        _check(self.n_train >= 1, f"n_train must be >= 1, got {self.n_train}")
-        _check(self.n_eval >= 0, f"n_eval must be >= 0, got {self.n_eval}")
-        _check(self.min_solutions >= 1, f"min_solutions must be >= 1, got {self.min_solutions}")
-        if self.max_solutions is not None:
-            _check(
-                isinstance(self.max_solutions, int)
-                and not isinstance(self.max_solutions, bool)
-                and self.max_solutions >= self.min_solutions,
-                f"max_solutions must be None or an integer >= min_solutions={self.min_solutions}, "
-                f"got {self.max_solutions!r}",
-            )
-        _check(
-            isinstance(self.format_weight, int | float) and 0.0 <= self.format_weight <= 1.0,
-            f"format_weight must be in [0, 1], got {self.format_weight!r}",
-        )
-        _check(
-            1 <= self.max_answer_chars <= 1024,
-            f"max_answer_chars must be in [1, 1024], got {self.max_answer_chars}",
-        )
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+        weight = self.format_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise ValueError(f"format_weight must be a number in [0, 1], got {weight!r}")
 
 
 def format_prompt(numbers: tuple[int, ...] | list[int], target: int) -> str:
@@ -190,19 +170,16 @@ class CountdownReward:
 
 _LEAF, _SUM, _PRODUCT = 0, 1, 2
 _Expr = tuple  # (order, text, kind, plus, minus)
+_ORDER = itemgetter(0)
 
 
 def _leaf(n: int) -> _Expr:
     return ((1, -n), str(n), _LEAF, (), ())
 
 
-def _order(expr: _Expr) -> tuple:
-    return expr[0]
-
-
 def _make(kind: int, plus: tuple, minus: tuple) -> _Expr:
-    plus = tuple(sorted(plus, key=_order))
-    minus = tuple(sorted(minus, key=_order))
+    plus = tuple(sorted(plus, key=_ORDER))
+    minus = tuple(sorted(minus, key=_ORDER))
     if kind == _SUM:
         text = "+".join(e[1] for e in plus) + "".join("-" + e[1] for e in minus)
     else:
@@ -223,6 +200,13 @@ def _combine(a: _Expr, b: _Expr, op: str) -> _Expr:
     if op in "+*":
         return _make(kind, a_plus + b_plus, a_minus + b_minus)
     return _make(kind, a_plus + b_minus, a_minus + b_plus)  # a − b, a / b: b's signs flip
+
+
+def _combinations(exprs_a: dict, exprs_b: dict, op: str, swap: bool):
+    """``a op b`` (``b op a`` if ``swap``) for every pair of expressions of the two groups."""
+    for ea in exprs_a.values():
+        for eb in exprs_b.values():
+            yield _combine(eb, ea, op) if swap else _combine(ea, eb, op)
 
 
 def _splits(multiset: tuple[int, ...]):
@@ -274,10 +258,8 @@ def _enumerate(multiset: tuple[int, ...], lookup) -> dict[Fraction, dict[str, _E
                     results.append((vb / va, "/", True))
                 for value, op, swap in results:
                     bucket = out.setdefault(value, {})
-                    for ea in exprs_a.values():
-                        for eb in exprs_b.values():
-                            expr = _combine(eb, ea, op) if swap else _combine(ea, eb, op)
-                            bucket[expr[1]] = expr
+                    for expr in _combinations(exprs_a, exprs_b, op, swap):
+                        bucket[expr[1]] = expr
     return out
 
 
@@ -310,9 +292,7 @@ def _reaching(multiset: tuple[int, ...], target: Fraction, memo: dict) -> list[_
                 else:
                     groups = [by_b[vb]] if vb in by_b else []
                 for exprs_b in groups:
-                    for ea in exprs_a.values():
-                        for eb in exprs_b.values():
-                            found.append(_combine(eb, ea, op) if swap else _combine(ea, eb, op))
+                    found.extend(_combinations(exprs_a, exprs_b, op, swap))
     return found
 
 
