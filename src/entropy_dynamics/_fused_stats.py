@@ -120,11 +120,11 @@ def _block_logits(
 def _block_sums(x: Tensor, new_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(A, B, C, D)`` of one block ``x`` ``(n, v)`` relative to ``new_max``; clobbers ``x``."""
     rel = x.sub_(new_max.unsqueeze(-1))  # (n, v) ≤ 0
-    e = rel.exp()
+    e = rel.exp()  # the only other block-sized tensor
     a = e.sum(-1)
-    b = torch.linalg.vecdot(rel, e)  # Σ (x - m) e^{x - m}
-    e.square_()
-    return a, b, e.sum(-1), torch.linalg.vecdot(rel, e)
+    b = rel.mul_(e).sum(-1)  # rel := (x - m) e^{x - m}, in place
+    d = rel.mul_(e).sum(-1)  # rel := (x - m) e^{2(x - m)}
+    return a, b, e.square_().sum(-1), d
 
 
 def _pick(x: Tensor, tokens: Tensor, start: int, x_k: Tensor) -> Tensor:
@@ -164,6 +164,7 @@ def _forward_torch(
             if prev is not None:
                 sums = tuple(s + p for s, p in zip(sums, _rebase(prev, new_max), strict=True))
             state[i] = (new_max, *sums)
+            del x
     merged = tuple(torch.cat(parts) for parts in zip(*state, strict=True))
     return finalize(merged, x_k)  # type: ignore[arg-type]
 
@@ -235,11 +236,19 @@ def _backward_loop(
             grad = tile(rows, v0, v1)  # (r, v) grad_z
             if acc_b is not None:
                 acc_b += grad.sum(0, dtype=dtype)
-            grad = grad.to(hidden.dtype)  # matmuls in the input dtype, accumulated in `dtype`
+            if grad.dtype == hidden.dtype:  # float32 / float64: accumulate inside the GEMM
+                if grad_h is not None:
+                    grad_h[rows].addmm_(grad, w)  # (r, v) x (v, d) -> (r, d)
+                if acc_w is not None:
+                    acc_w.addmm_(grad.T, hidden[rows])  # (v, r) x (r, d) -> (v, d)
+                del grad  # free the tile before the next one is formed: two blocks at most
+                continue
+            grad = grad.to(hidden.dtype)  # half: matmuls in the input dtype, sums in float32
             if grad_h is not None:
-                grad_h[rows] += grad @ w  # (r, v) x (v, d) -> (r, d)
+                grad_h[rows] += grad @ w
             if acc_w is not None:
-                acc_w += grad.T @ hidden[rows]  # (v, r) x (r, d) -> (v, d)
+                acc_w += grad.T @ hidden[rows]
+            del grad
         if grad_w is not None:
             grad_w[v0:v1] = acc_w
         if grad_b is not None:
