@@ -1,0 +1,373 @@
+"""Token statistics from hidden states: time and peak memory, ours vs the peers, one run.
+
+Every method starts from the same final hidden states ``(N, d)`` and lm_head weight ``(V, d)``
+and returns ``log p_k`` and the entropy ``H`` of ``softmax(h Wᵀ)``; the backward pass is that of
+``Σ g1·log p_k + g2·H`` with fixed random ``g1, g2``, to ``hidden`` and ``weight``.
+
+- ``matmul``: the bare lm_head matmul ``h Wᵀ`` (and its two backward matmuls) — the floor.
+- ``naive``: materialised float32 logits, ``log_softmax``, ``exp``, entropy, gather.
+- ``verl``: materialised logits + verl's ``logprobs_from_logits`` and
+  ``entropy_from_logits_with_chunking`` (skipped when verl is not importable).
+- ``trl``: materialised logits + TRL's ``selective_log_softmax`` and ``entropy_from_logits``
+  (TRL switches to its own Triton kernel on CUDA).
+- ``ours``: :func:`entropy_dynamics.stats.token_stats_from_hidden` — also returns ``S_k`` and
+  ``E_p[S]``; ``ours_no_es`` (forward only) is the same pass without the two extra power sums,
+  to price ``E_p[S]``.
+
+Forward time is taken with autograd on, as in training; "fwd+bwd" includes it. Peak memory is the
+peak of live allocations above the level at the call's start (CPU: replay of the profiler's
+allocator events in a separate, untimed run; CUDA: ``torch.cuda.max_memory_allocated``); the
+fwd+bwd peak includes the gradients of ``hidden`` and ``weight`` that every method returns.
+
+    python benchmarks/token_stats.py                     # quick shape
+    python benchmarks/token_stats.py --full              # N=4096, d=1536, V=151936 (minutes on CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from entropy_dynamics import _fused_stats
+
+QUICK = {"n": 1024, "d": 512, "v": 32768}
+FULL = {"n": 4096, "d": 1536, "v": 151936}
+METHODS = ("matmul", "naive", "verl", "trl", "ours", "ours_no_es")
+
+Outputs = tuple[torch.Tensor, torch.Tensor | None]  # (log p_k or logits, H or None)
+
+
+def _matmul(h, w, tokens) -> Outputs:
+    return h @ w.T, None
+
+
+def _naive(h, w, tokens) -> Outputs:
+    logits = (h @ w.T).float()  # (N, V)
+    log_p = torch.log_softmax(logits, -1)
+    p = log_p.exp()
+    return log_p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), -(p * log_p).sum(-1)
+
+
+def _verl() -> Callable[..., Outputs]:
+    from verl.utils.torch_functional import (
+        entropy_from_logits_with_chunking,
+        logprobs_from_logits,
+    )
+
+    def run(h, w, tokens) -> Outputs:
+        logits = (h @ w.T).float()
+        return logprobs_from_logits(logits, tokens), entropy_from_logits_with_chunking(logits)
+
+    return run
+
+
+def _trl() -> Callable[..., Outputs]:
+    from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+    def run(h, w, tokens) -> Outputs:
+        logits = (h @ w.T).float()
+        return selective_log_softmax(logits, tokens), entropy_from_logits(logits)
+
+    return run
+
+
+def _ours(h, w, tokens) -> Outputs:
+    out = _fused_stats.token_stats_from_hidden(h, w, tokens, entropy_grad=True)
+    return out.logprobs, out.entropy
+
+
+def _sums_without_es(x, new_max):
+    """``_block_sums`` computing only A and B (log p_k and H), to price the C, D sums."""
+    rel = x.sub_(new_max.unsqueeze(-1))
+    e = rel.exp()
+    a = e.sum(-1)
+    zeros = torch.zeros_like(a)
+    return a, rel.mul_(e).sum(-1), zeros, zeros
+
+
+def _ours_no_es(h, w, tokens) -> Outputs:
+    original = _fused_stats._block_sums
+    _fused_stats._block_sums = _sums_without_es
+    try:
+        return _ours(h, w, tokens)
+    finally:
+        _fused_stats._block_sums = original
+
+
+def _method(name: str) -> Callable[..., Outputs]:
+    plain = {"matmul": _matmul, "naive": _naive, "ours": _ours, "ours_no_es": _ours_no_es}
+    return plain[name] if name in plain else {"verl": _verl, "trl": _trl}[name]()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _backward(outputs: Outputs, g1: torch.Tensor, g2: torch.Tensor) -> None:
+    first, entropy = outputs
+    if entropy is None:  # the matmul floor: backward with its own output as gradient
+        first.backward(first.detach())
+        return
+    ((g1 * first).sum() + (g2 * entropy).sum()).backward()
+
+
+def _timed(fn, inputs, g1, g2, backward: bool) -> tuple[float, float]:
+    h, w, tokens = inputs
+    h.grad = w.grad = None
+    device = h.device
+    _sync(device)
+    start = time.perf_counter()
+    outputs = fn(h, w, tokens)
+    _sync(device)
+    forward_s = time.perf_counter() - start
+    if backward:
+        _backward(outputs, g1, g2)
+        _sync(device)
+    total_s = time.perf_counter() - start
+    del outputs
+    h.grad = w.grad = None
+    return forward_s, total_s
+
+
+def _values(outputs: Outputs) -> Outputs | None:
+    """Detached ``(log p_k, H)`` to compare with the naive values (``None`` for the matmul)."""
+    first, entropy = outputs
+    return None if entropy is None else (first.detach().float(), entropy.detach().float())
+
+
+def _cpu_peaks(fn, inputs, g1, g2, backward: bool) -> tuple[int, int, Outputs | None]:
+    """Forward and fwd+bwd peak bytes above the start (profiler's allocator events), values."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    h, w, tokens = inputs
+    h.grad = w.grad = None
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        outputs = fn(h, w, tokens)
+        with record_function("benchmark_backward"):
+            if backward:
+                _backward(outputs, g1, g2)
+        values = _values(outputs)
+        del outputs
+    h.grad = w.grad = None
+    events = prof.profiler.kineto_results.events()
+    boundary = min(e.start_ns() for e in events if e.name() == "benchmark_backward")
+    memory = sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    level = forward_peak = peak = 0
+    for event in memory:
+        level += event.nbytes()
+        peak = max(peak, level)
+        if event.start_ns() < boundary:
+            forward_peak = peak
+    return forward_peak, peak, values
+
+
+def _cuda_peaks(fn, inputs, g1, g2, backward: bool) -> tuple[int, int, Outputs | None]:
+    h, w, tokens = inputs
+    h.grad = w.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    outputs = fn(h, w, tokens)
+    torch.cuda.synchronize()
+    forward_peak = torch.cuda.max_memory_allocated() - base
+    if backward:
+        _backward(outputs, g1, g2)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    values = _values(outputs)
+    del outputs
+    h.grad = w.grad = None
+    return forward_peak, peak, values
+
+
+def _estimated_bytes(name: str, n: int, v: int, d: int) -> int:
+    """Rough peak for the materialising methods (float32 copies of [N, V]), to skip, not OOM."""
+    copies = {"naive": 6, "verl": 6, "trl": 6, "matmul": 2}.get(name, 0)
+    return copies * n * v * 4 + 2 * v * d * 4
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        return 1 << 62
+
+
+def run(args: argparse.Namespace) -> dict:
+    shape = FULL if args.full else QUICK
+    if args.shape is not None:
+        shape = dict(zip(("n", "d", "v"), args.shape, strict=True))
+    n, d, v = shape["n"], shape["d"], shape["v"]
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    gen = torch.Generator().manual_seed(0)
+    # Hidden states of unit RMS and a weight giving logits of spread ~3: peaked, realistic rows.
+    hidden = torch.randn(n, d, generator=gen).to(device, dtype).requires_grad_(True)
+    weight = (torch.randn(v, d, generator=gen) * 3 / d**0.5).to(device, dtype).requires_grad_(True)
+    tokens = torch.randint(0, v, (n,), generator=gen).to(device)
+    g1, g2 = torch.randn(2, n, generator=gen).to(device)
+    inputs = (hidden, weight, tokens)
+    peaks = _cuda_peaks if device.type == "cuda" else _cpu_peaks
+    results: dict[str, dict] = {}
+    with torch.no_grad():
+        reference = tuple(t.float() for t in _naive(hidden, weight, tokens))
+    for name in args.methods:
+        try:
+            fn = _method(name)
+        except ImportError as error:
+            results[name] = {"skipped": f"not importable: {error}"}
+            continue
+        need = _estimated_bytes(name, n, v, d)
+        if need > 0.8 * _available_bytes(device):
+            results[name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, not available"}
+            continue
+        backward = name != "ours_no_es"
+        times = [_timed(fn, inputs, g1, g2, backward) for _ in range(args.warmup + args.repeat)]
+        times = times[args.warmup :]
+        forward_peak, peak, values = peaks(fn, inputs, g1, g2, backward)
+        entry = {
+            "forward_s": min(t[0] for t in times),
+            "forward_peak_bytes": forward_peak,
+        }
+        if backward:
+            entry |= {
+                "forward_backward_s": min(t[1] for t in times),
+                "forward_backward_peak_bytes": peak,
+            }
+        if values is not None:
+            entry["max_abs_diff_vs_naive"] = max(
+                (got - expected).abs().max().item()
+                for got, expected in zip(values, reference, strict=True)
+            )
+        results[name] = entry
+        print(name, json.dumps(entry), flush=True)
+    return {
+        "shape": shape,
+        "dtype": args.dtype,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeat": args.repeat,
+        "naive_logits_bytes": n * v * 4,
+        "gradient_output_bytes": (n * d + v * d) * torch.finfo(dtype).bits // 8,
+        "results": results,
+        "ratios": _ratios(results, (n * d + v * d) * torch.finfo(dtype).bits // 8),
+    }
+
+
+def _ratios(results: dict, grad_bytes: int) -> dict[str, float]:
+    ours, naive, floor = (
+        results.get("ours", {}),
+        results.get("naive", {}),
+        results.get("matmul", {}),
+    )
+    ratios: dict[str, float] = {}
+    if "forward_s" in ours and "forward_s" in floor:
+        ratios["ours_forward_over_matmul"] = ours["forward_s"] / floor["forward_s"]
+        ratios["ours_fwd_bwd_over_matmul_fwd_bwd"] = (
+            ours["forward_backward_s"] / floor["forward_backward_s"]
+        )
+    if "forward_s" in ours and "forward_s" in naive:
+        ratios["ours_fwd_bwd_over_naive"] = ours["forward_backward_s"] / naive["forward_backward_s"]
+        ratios["ours_forward_over_naive"] = ours["forward_s"] / naive["forward_s"]
+        ratios["ours_forward_peak_over_naive"] = (
+            ours["forward_peak_bytes"] / naive["forward_peak_bytes"]
+        )
+        ratios["ours_fwd_bwd_peak_over_naive"] = (
+            ours["forward_backward_peak_bytes"] / naive["forward_backward_peak_bytes"]
+        )
+        ratios["ours_fwd_bwd_peak_over_naive_excluding_gradients"] = (
+            ours["forward_backward_peak_bytes"] - grad_bytes
+        ) / (naive["forward_backward_peak_bytes"] - grad_bytes)
+    no_es = results.get("ours_no_es", {})
+    if "forward_s" in ours and "forward_s" in no_es:
+        ratios["expected_discriminator_forward_overhead"] = (
+            ours["forward_s"] / no_es["forward_s"] - 1
+        )
+    return ratios
+
+
+def markdown(report: dict) -> str:
+    """The results as a Markdown table (times in s, memory in MiB, ratios vs matmul / naive)."""
+    res = report["results"]
+    floor, naive = res.get("matmul", {}), res.get("naive", {})
+    lines = [
+        "| method | forward s | fwd+bwd s | fwd ÷ matmul | fwd+bwd ÷ naive | fwd peak MiB "
+        "| fwd+bwd peak MiB | fwd peak ÷ naive |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    mib = 2**20
+
+    def fmt(value, spec):
+        return "–" if value is None else format(value, spec)
+
+    for name, entry in res.items():
+        if "skipped" in entry:
+            lines.append(f"| {name} | skipped: {entry['skipped']} |||||||")
+            continue
+        fwd, total = entry.get("forward_s"), entry.get("forward_backward_s")
+        fpk, pk = entry.get("forward_peak_bytes"), entry.get("forward_backward_peak_bytes")
+        cells = [
+            fmt(fwd, ".3f"),
+            fmt(total, ".3f"),
+            fmt(fwd / floor["forward_s"] if "forward_s" in floor else None, ".2f"),
+            fmt(
+                total / naive["forward_backward_s"] if total and "forward_s" in naive else None,
+                ".2f",
+            ),
+            fmt(fpk / mib, ".1f"),
+            fmt(None if pk is None else pk / mib, ".1f"),
+            fmt(
+                fpk / naive["forward_peak_bytes"] if naive.get("forward_peak_bytes") else None,
+                ".3f",
+            ),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="N=4096, d=1536, V=151936")
+    parser.add_argument("--shape", type=int, nargs=3, metavar=("N", "D", "V"), default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, help="float32 on CPU, bfloat16 on CUDA")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs (min is kept)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/token_stats.json"))
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args()
+    if args.dtype is None:
+        args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+    if args.repeat is None:
+        args.repeat = 1 if args.full and args.device == "cpu" else 3
+    if args.warmup is None:
+        args.warmup = 0 if args.full and args.device == "cpu" else 1
+    report = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    if args.markdown is not None:
+        args.markdown.write_text(table)
+    print(json.dumps(report["ratios"], indent=2))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
