@@ -16,11 +16,12 @@ All computations are in float32 (float64 for float64 rewards); integer or bool r
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from entropy_dynamics._registry import Registry
 
 __all__ = [
     "AdvantageFn",
@@ -39,34 +40,12 @@ class AdvantageFn(Protocol):
     def __call__(self, rewards: Tensor, group_ids: Tensor, *, eps: float = 1e-6) -> Tensor: ...
 
 
-_ADVANTAGES: dict[str, AdvantageFn] = {}
-
-
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator registering an advantage estimator under ``name``."""
-
-    def decorator(fn: AdvantageFn) -> AdvantageFn:
-        if name in _ADVANTAGES:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        _ADVANTAGES[name] = fn
-        return fn
-
-    return decorator
-
-
-def get_advantage_fn(name: str) -> AdvantageFn:
-    """The estimator registered under ``name``; the error lists the registered names."""
-    try:
-        return _ADVANTAGES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown advantage estimator {name!r}; "
-            f"registered estimators: {', '.join(sorted(_ADVANTAGES))}"
-        ) from None
-
-
-def available_advantages() -> list[str]:
-    return sorted(_ADVANTAGES)
+_ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
+register_advantage = _ADVANTAGES.register
+"""Decorator registering an advantage estimator under a name."""
+get_advantage_fn = _ADVANTAGES.get
+"""The estimator registered under a name; the error lists the registered names."""
+available_advantages = _ADVANTAGES.names
 
 
 def contiguous_group_ids(

@@ -19,12 +19,12 @@ Filters are registered by name with :func:`register_filter` and looked up with :
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from entropy_dynamics._registry import Registry
 from entropy_dynamics.stats import TokenStats
 
 __all__ = [
@@ -49,33 +49,12 @@ class FilterFn(Protocol):
     ) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
-_FILTERS: dict[str, FilterFn] = {}
-
-
-def register_filter(name: str) -> Callable[[FilterFn], FilterFn]:
-    """Decorator registering a filter under ``name``."""
-
-    def decorator(fn: FilterFn) -> FilterFn:
-        if name in _FILTERS:
-            raise ValueError(f"filter {name!r} is already registered")
-        _FILTERS[name] = fn
-        return fn
-
-    return decorator
-
-
-def get_filter(name: str) -> FilterFn:
-    """The filter registered under ``name``; the error lists the registered names."""
-    try:
-        return _FILTERS[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown filter {name!r}; registered filters: {', '.join(sorted(_FILTERS))}"
-        ) from None
-
-
-def available_filters() -> list[str]:
-    return sorted(_FILTERS)
+_FILTERS: Registry[FilterFn] = Registry("filter")
+register_filter = _FILTERS.register
+"""Decorator registering a filter under a name: ``@register_filter("clip_b")``."""
+get_filter = _FILTERS.get
+"""The filter registered under a name; the error lists the registered names."""
+available_filters = _FILTERS.names
 
 
 # ---------------------------------------------------------------------------------------------
