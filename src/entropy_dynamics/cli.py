@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from entropy_dynamics._cli_train import eval_command, train_command
+
 app = typer.Typer(
     help="Study and control entropy in reinforcement fine-tuning of LLMs (arXiv 2602.03392).",
     no_args_is_help=True,
@@ -115,6 +117,10 @@ def pretrain_command(
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
+
+
+app.command("train")(train_command)
+app.command("eval")(eval_command)
 
 
 def main() -> None:
