@@ -1,19 +1,30 @@
 """Policy losses over per-token log-probabilities, and the methods built from them.
 
-One loss, many methods. The registered policy loss ``ppo`` is the PPO-clip surrogate (Schulman
-et al. 2017) of GRPO, per response token ``t`` with ratio ``r_t = exp(log p_t - log p_old_t)``:
+Two registered losses, many methods. Per response token ``t``, with the importance ratio
+``r_t = exp(log p_t - log p_old_t)`` and token-level advantage ``A_t``:
 
-    pg_loss1 = -A_t · r_t
-    pg_loss2 = -A_t · clamp(r_t, 1 - eps_low, 1 + eps_high)       # clip-higher: eps_high > eps_low
-    pg_loss  = max(pg_loss1, pg_loss2)                              # min of the surrogates
-    pg_loss  = min(pg_loss, -A_t · c)  for A_t < 0                  # dual clip (optional)
+- ``ppo`` — the PPO-clip surrogate of GRPO (Schulman et al. 2017, arXiv 1707.06347):
+  ``pg_loss1 = -A·r``, ``pg_loss2 = -A·clamp(r, 1 - eps_low, 1 + eps_high)``,
+  ``pg_loss = max(pg_loss1, pg_loss2)``; for ``A < 0`` optionally ``min(pg_loss, -A·c)`` (dual
+  clip, Ye et al. 2020, arXiv 1912.09729). Clipped tokens get zero gradient, as the paper's
+  analysis assumes (§3).
+- ``kl_cov`` — KL-Cov (Cui et al., arXiv 2505.22617, as in verl): the unclipped surrogate
+  ``-A·r`` plus ``coef·|log p - log p_old|`` on the few tokens with the largest centred covariance
+  ``(A - mean A)(log p - mean log p)``.
 
-then multiplied by a token filter's keep mask (Clip_B, Clip_V, ...: a dropped token's weight is 0,
-so it also leaves the token-mean denominator, paper §5), aggregated, minus an optional entropy
-bonus, plus an optional KL-Cov penalty. Each *method* (``grpo``, ``clip_b``, ``clip_v``,
-``clip_higher``, ``entropy_bonus``, ``clip_cov``, ``kl_cov``, ``high_entropy``) is one row of
-:data:`METHODS`: overrides of :class:`PolicyLossConfig`, whose fields hold the single default of
-each option. A new method is a table row, or one ``@register_policy_loss`` function.
+Both then share one tail (:func:`_assemble`):
+
+- a token filter by name (Clip_B, Clip_V, ...; :mod:`entropy_dynamics.filters`) zeroes the loss
+  weight of dropped tokens, so under token-mean they also leave the denominator (paper §5);
+- aggregation as verl's ``agg_loss`` (:func:`aggregate`; default token-mean, DAPO);
+- an optional entropy bonus ``loss -= entropy_coef · agg(H)`` over all valid tokens;
+- no KL-to-reference term, no ``.item()``: metrics are 0-d tensors under ``actor/`` plus the
+  filter's own namespace.
+
+A *method* (``grpo``, ``clip_b``, ``clip_v``, ``clip_higher``, ``entropy_bonus``, ``clip_cov``,
+``kl_cov``, ``high_entropy``, ``sign_intervention``) is one row of :data:`METHODS`: overrides of
+:class:`PolicyLossConfig`, whose fields hold the single default of each option. A new method is a
+table row (or :func:`register_method`), or one ``@register_policy_loss`` function.
 """
 
 from __future__ import annotations
@@ -27,7 +38,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from entropy_dynamics._registry import Registry
 from entropy_dynamics.filters import available_filters, get_filter, kl_cov_selection
 from entropy_dynamics.stats import TokenStats
 
@@ -42,12 +52,16 @@ __all__ = [
     "available_policy_losses",
     "compute_policy_loss",
     "get_policy_loss",
+    "kl_cov_token_loss",
+    "ppo_clip_token_loss",
+    "register_method",
     "register_policy_loss",
     "resolve_method",
     "select_tokens",
 ]
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+_LOG_RATIO_BOUND = 20.0  # exp(±20) keeps the ratio finite in float32 (verl clamps the same way)
 
 
 @dataclass(frozen=True)
@@ -55,31 +69,41 @@ class PolicyLossConfig:
     """Options of the policy loss; one default each, with its source."""
 
     loss: str = "ppo"
-    """Registered policy-loss function (see :func:`available_policy_losses`)."""
+    """Registered policy-loss function: ``ppo`` (PPO-clip) or ``kl_cov`` (see
+    :func:`available_policy_losses`)."""
     eps_low: float = 0.2
-    """Lower clip range: ratio floor ``1 - eps_low`` (PPO, Schulman et al. 2017; verl 0.2)."""
+    """Lower clip range of ``ppo``: ratio floor ``1 - eps_low`` (PPO, arXiv 1707.06347; verl
+    ``clip_ratio_low`` 0.2)."""
     eps_high: float = 0.2
-    """Upper clip range: ratio ceiling ``1 + eps_high``; clip-higher (DAPO, arXiv 2503.14476)
-    uses 0.28."""
+    """Upper clip range of ``ppo``: ratio ceiling ``1 + eps_high``; clip-higher (DAPO, arXiv
+    2503.14476) uses 0.28."""
     dual_clip_c: float | None = None
-    """Dual-clip bound ``c > 1`` for negative advantages (Ye et al. 2020; verl uses 3.0);
-    ``None`` disables it."""
+    """Dual-clip bound ``c > 1`` of ``ppo`` for ``A < 0`` (arXiv 1912.09729; verl
+    ``clip_ratio_c`` 3.0); ``None`` disables it (the paper's runs use plain PPO-clip)."""
     agg_mode: str = "token-mean"
-    """Loss aggregation, as verl's ``agg_loss``: token-mean (DAPO), seq-mean-token-mean (GRPO
-    paper), seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO)."""
-    agg_norm: float | None = None
-    """Divisor of seq-mean-token-sum-norm; ``None``: the response length ``T`` (verl)."""
+    """Loss aggregation, as verl's ``agg_loss``: token-mean (DAPO, verl default, the paper's
+    runs), seq-mean-token-mean (GRPO paper), seq-mean-token-sum, seq-mean-token-sum-norm
+    (Dr. GRPO, arXiv 2503.20783)."""
+    loss_agg_norm: float | None = None
+    """Constant divisor of seq-mean-token-sum-norm (verl's ``loss_scale_factor``). ``None``: the
+    padded response width ``T`` of the batch, verl's default; Dr. GRPO divides by the generation
+    budget (max new tokens), which is constant across batches — set it to that."""
     entropy_coef: float = 0.0
-    """Entropy bonus coefficient: ``loss -= coef · agg(H)`` (verl's ``entropy_coeff``)."""
+    """Entropy bonus ``loss -= entropy_coef · agg(H)`` over valid tokens (verl
+    ``entropy_coeff``, default 0); needs a differentiable ``stats.entropy``. Negative values
+    penalise entropy."""
     filter: str = "none"
-    """Token filter by name (none, clip_b, clip_v, high_entropy, clip_cov, sign_intervention...)."""
+    """Token filter by name (none, clip_b, clip_v, high_entropy, clip_cov, sign_intervention,
+    ...; see ``filters.available_filters()``)."""
     filter_options: dict[str, Any] = field(default_factory=dict)
-    """Keyword options of the filter (e.g. ``{"mu": 2.5}`` for clip_b)."""
-    kl_cov_ratio: float = 0.0
-    """KL-Cov: fraction of tokens with the largest Cov(A, log p) that get the KL penalty
-    (arXiv 2505.22617; verl 2e-4); 0 disables it."""
+    """Keyword options of the filter (e.g. ``{"mu": 2.5}`` for clip_b); unset options keep the
+    filter's own documented defaults."""
+    kl_cov_ratio: float = 2e-4
+    """``kl_cov`` loss: fraction of valid tokens, those with the largest covariance, that get the
+    penalty (arXiv 2505.22617; verl ``kl_cov_ratio`` 2e-4)."""
     kl_cov_coef: float = 1.0
-    """KL-Cov penalty coefficient on ``|log p - log p_old|`` (verl's ``ppo_kl_coef``: 1.0)."""
+    """``kl_cov`` loss: coefficient of ``|log p - log p_old|`` on the selected tokens (verl
+    ``ppo_kl_coef`` 1.0)."""
 
     def __post_init__(self) -> None:
         def require(ok: bool, message: str) -> None:
@@ -90,24 +114,38 @@ class PolicyLossConfig:
             self.loss in _POLICY_LOSSES,
             f"loss: unknown {self.loss!r}; registered: {', '.join(available_policy_losses())}",
         )
-        require(self.eps_low >= 0 and self.eps_high >= 0, "eps_low and eps_high must be >= 0")
+        for name in ("eps_low", "eps_high"):
+            value = getattr(self, name)
+            require(value >= 0, f"{name} must be >= 0 (e.g. 0.2), got {value}")
         require(
             self.dual_clip_c is None or self.dual_clip_c > 1,
-            f"dual_clip_c must be > 1 (or null to disable), got {self.dual_clip_c}",
+            f"dual_clip_c must be > 1 (e.g. 3.0) or null to disable, got {self.dual_clip_c}",
         )
         require(
             self.agg_mode in AGG_MODES,
             f"agg_mode: unknown {self.agg_mode!r}; use one of {', '.join(AGG_MODES)}",
         )
-        require(self.agg_norm is None or self.agg_norm > 0, "agg_norm must be > 0 or null")
-        require(math.isfinite(self.entropy_coef), "entropy_coef must be finite")
+        if self.loss_agg_norm is not None:
+            require(self.loss_agg_norm > 0, f"loss_agg_norm must be > 0, got {self.loss_agg_norm}")
+            require(
+                self.agg_mode == "seq-mean-token-sum-norm",
+                f"loss_agg_norm only applies to agg_mode 'seq-mean-token-sum-norm' (agg_mode is "
+                f"{self.agg_mode!r}); remove it or change agg_mode",
+            )
+        require(
+            math.isfinite(self.entropy_coef),
+            f"entropy_coef must be finite, got {self.entropy_coef}",
+        )
         require(
             self.filter in available_filters(),
             f"filter: unknown {self.filter!r}; "
             f"registered filters: {', '.join(available_filters())}",
         )
-        require(0 <= self.kl_cov_ratio <= 1, "kl_cov_ratio must be in [0, 1]")
-        require(self.kl_cov_coef >= 0, "kl_cov_coef must be >= 0")
+        require(
+            0 < self.kl_cov_ratio <= 1,
+            f"kl_cov_ratio must be in (0, 1] (e.g. 2e-4), got {self.kl_cov_ratio}",
+        )
+        require(self.kl_cov_coef >= 0, f"kl_cov_coef must be >= 0, got {self.kl_cov_coef}")
         self._check_filter_options()
 
     def _check_filter_options(self) -> None:
@@ -116,23 +154,24 @@ class PolicyLossConfig:
         for key in self.filter_options:
             if key not in accepted:
                 raise ValueError(
-                    f"filter_options: {self.filter!r} has no option {key!r}; "
+                    f"filter_options: filter {self.filter!r} has no option {key!r}; "
                     f"its options: {', '.join(accepted) or 'none'}"
                 )
 
 
 @dataclass
 class PolicyLossInputs:
-    """Per-token inputs of a policy loss; every tensor has shape ``(B, T)``.
+    """Per-token inputs of a policy loss; every tensor has shape ``(B, T)`` (B responses,
+    T padded response positions).
 
     Attributes:
         logprobs: ``log p_t`` of the sampled tokens under the current policy (differentiable).
         old_logprobs: ``log p_old_t`` under the rollout policy (constant).
-        advantages: token-level advantages ``A_t`` (0 on padding).
-        response_mask: 1 / True on valid response tokens.
-        stats: statistics the filters read (``discriminator``, ``expected_discriminator``,
-            ``entropy``, ``logprobs``); ``stats.entropy`` must be differentiable for an entropy
-            bonus.
+        advantages: token-level advantages ``A_t`` (sequence advantage broadcast; 0 on padding).
+        response_mask: bool or 0/1, true on valid response tokens.
+        stats: :class:`TokenStats` of the same positions. Filters read its detached fields
+            (``discriminator``, ``expected_discriminator``, ``entropy``, ``logprobs``);
+            ``stats.entropy`` must be differentiable when ``entropy_coef != 0``.
         keep_mask: optional precomputed filter mask (e.g. over the whole rollout batch, as the
             reference code does before mini-batching); ``None`` runs ``config.filter`` here.
     """
@@ -147,8 +186,13 @@ class PolicyLossInputs:
 
 @dataclass
 class PolicyLossOutput:
-    """``loss`` (0-d), ``metrics`` (0-d tensors, slash-namespaced) and the filter's ``keep_mask``
-    ``(B, T)`` bool (the tokens that carried gradient)."""
+    """Result of a policy loss.
+
+    Attributes:
+        loss: 0-d tensor to minimise.
+        metrics: 0-d tensors, slash-namespaced (``actor/...`` and the filter's own keys).
+        keep_mask: ``(B, T)`` bool, the tokens that carried policy-gradient weight.
+    """
 
     loss: Tensor
     metrics: dict[str, Tensor]
@@ -156,29 +200,64 @@ class PolicyLossOutput:
 
 
 PolicyLossFn = Callable[[PolicyLossConfig, PolicyLossInputs], PolicyLossOutput]
-_POLICY_LOSSES: Registry[PolicyLossFn] = Registry("policy loss")
-register_policy_loss = _POLICY_LOSSES.register
-"""Decorator registering ``fn(config, inputs) -> PolicyLossOutput`` under a name."""
-get_policy_loss = _POLICY_LOSSES.get
-"""The policy loss registered under a name; the error lists the registered names."""
-available_policy_losses = _POLICY_LOSSES.names
+_POLICY_LOSSES: dict[str, PolicyLossFn] = {}
+
+
+def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
+    """Decorator registering ``fn(config, inputs) -> PolicyLossOutput`` under ``name``."""
+
+    def decorator(fn: PolicyLossFn) -> PolicyLossFn:
+        if name in _POLICY_LOSSES:
+            raise ValueError(f"policy loss {name!r} is already registered")
+        _POLICY_LOSSES[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_policy_loss(name: str) -> PolicyLossFn:
+    """The policy loss registered under ``name``; the error lists the registered names."""
+    try:
+        return _POLICY_LOSSES[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown policy loss {name!r}; registered: {', '.join(available_policy_losses())}"
+        ) from None
+
+
+def available_policy_losses() -> list[str]:
+    return sorted(_POLICY_LOSSES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure tensor functions: aggregation and the per-token losses
+# ---------------------------------------------------------------------------------------------
 
 
 def aggregate(loss_mat: Tensor, mask: Tensor, agg_mode: str, norm: float | None = None) -> Tensor:
-    """Reduce a ``(B, T)`` per-token loss to a scalar over ``mask`` (verl's ``agg_loss``).
+    """Reduce a per-token loss to a scalar over ``mask``, with verl's ``agg_loss`` semantics.
 
-    - ``token-mean``: ``Σ_{b,t} m·l / Σ_{b,t} m`` (each token counts once);
+    - ``token-mean``: ``Σ_{b,t} m·l / Σ_{b,t} m`` — every token counts once;
     - ``seq-mean-token-mean``: mean over sequences of each sequence's token mean;
     - ``seq-mean-token-sum``: mean over sequences of each sequence's token sum;
     - ``seq-mean-token-sum-norm``: ``Σ_{b,t} m·l / norm``, ``norm`` defaulting to ``T``.
 
-    Sequence means run over sequences with at least one masked-in token; an empty mask gives 0.
+    Sequence means run over the sequences with at least one token in ``mask`` (as current verl);
+    an empty mask gives 0.
+
+    Args:
+        loss_mat: ``(B, T)`` per-token values.
+        mask: ``(B, T)`` bool or 0/1 weights.
+        agg_mode: one of :data:`AGG_MODES`.
+        norm: constant divisor of ``seq-mean-token-sum-norm`` (ignored by the other modes).
+
+    Returns:
+        0-d tensor.
     """
     m = mask.to(loss_mat.dtype)
     token_sum = (loss_mat * m).sum(-1)  # (B,)
     token_count = m.sum(-1)  # (B,)
-    has_tokens = (token_count > 0).to(loss_mat.dtype)
-    num_seqs = has_tokens.sum().clamp(min=1)
+    num_seqs = (token_count > 0).sum().clamp(min=1)  # sequences with a token in the mask
     if agg_mode == "token-mean":
         return token_sum.sum() / token_count.sum().clamp(min=1)
     if agg_mode == "seq-mean-token-mean":
@@ -190,6 +269,66 @@ def aggregate(loss_mat: Tensor, mask: Tensor, agg_mode: str, norm: float | None 
     raise ValueError(f"agg_mode: unknown {agg_mode!r}; use one of {', '.join(AGG_MODES)}")
 
 
+def ppo_clip_token_loss(
+    ratio: Tensor,
+    advantages: Tensor,
+    *,
+    eps_low: float,
+    eps_high: float,
+    dual_clip_c: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token PPO-clip loss (negated clipped surrogate), with optional dual clip.
+
+    ``max(-A·r, -A·clamp(r, 1-eps_low, 1+eps_high))``, then for ``A < 0`` ``min(·, -A·c)``.
+
+    Args:
+        ratio: ``(B, T)`` importance ratio ``r = p / p_old`` (differentiable).
+        advantages: ``(B, T)``.
+        eps_low, eps_high: clip ranges; dual_clip_c: ``c > 1`` or ``None``.
+
+    Returns:
+        ``(pg_losses (B, T), clipped (B, T) bool, dual_clipped (B, T) bool)``: ``clipped`` where
+        the clipped surrogate is the active (constant) one, ``dual_clipped`` where the dual clip
+        is (both masks over all positions; restrict them to valid tokens yourself).
+    """
+    pg_loss1 = -advantages * ratio  # (B, T)
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # (B, T)
+    pg_losses = torch.maximum(pg_loss1, pg_loss2)
+    clipped = pg_loss2 > pg_loss1
+    dual_clipped = torch.zeros_like(clipped)
+    if dual_clip_c is not None:
+        pg_loss3 = -advantages * dual_clip_c  # (B, T) constant
+        negative = advantages < 0
+        dual_clipped = negative & (pg_losses > pg_loss3)
+        pg_losses = torch.where(negative, torch.minimum(pg_losses, pg_loss3), pg_losses)
+    return pg_losses, clipped, dual_clipped
+
+
+def kl_cov_token_loss(
+    ratio: Tensor, log_ratio: Tensor, advantages: Tensor, selected: Tensor, *, coef: float
+) -> Tensor:
+    """Per-token KL-Cov loss (arXiv 2505.22617): ``-A·r``, plus ``coef·|log r|`` where
+    ``selected``.
+
+    Args:
+        ratio: ``(B, T)`` importance ratio (differentiable).
+        log_ratio: ``(B, T)`` ``log p - log p_old`` (differentiable).
+        advantages: ``(B, T)``.
+        selected: ``(B, T)`` bool, the penalised tokens.
+        coef: penalty coefficient ``>= 0``.
+
+    Returns:
+        ``(B, T)`` per-token loss.
+    """
+    pg_losses = -advantages * ratio  # (B, T), no clipping
+    return torch.where(selected, pg_losses + coef * log_ratio.abs(), pg_losses)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registered losses and their shared tail
+# ---------------------------------------------------------------------------------------------
+
+
 def select_tokens(
     config: PolicyLossConfig,
     stats: TokenStats,
@@ -197,10 +336,10 @@ def select_tokens(
     response_mask: Tensor,
     ratio_clipped: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Run ``config.filter`` with its options: ``(keep_mask (B, T) bool, metrics)``.
+    """Run ``config.filter`` with ``config.filter_options``: ``(keep_mask (B, T) bool, metrics)``.
 
-    Filters that take an ``exclude_mask`` (Clip-Cov) receive ``ratio_clipped``, the tokens whose
-    PPO ratio is already clipped, as verl does.
+    Filters that take an ``exclude_mask`` (Clip-Cov) receive ``ratio_clipped`` ``(B, T)``, the
+    tokens whose PPO ratio is already clipped, as verl does (unless the options set one).
     """
     filter_fn = get_filter(config.filter)
     options = dict(config.filter_options)
@@ -214,72 +353,104 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * m).sum() / m.sum().clamp(min=1)
 
 
-@register_policy_loss("ppo")
-def ppo_policy_loss(config: PolicyLossConfig, inputs: PolicyLossInputs) -> PolicyLossOutput:
-    """PPO-clip surrogate with optional dual clip, token filter, entropy bonus and KL-Cov.
+def _log_ratio(inputs: PolicyLossInputs) -> Tensor:
+    return inputs.logprobs - inputs.old_logprobs  # (B, T)
 
-    At ratio 1 with token-mean aggregation, the descent direction on one position's logits is
-    ``A (e_k - p) / n_tokens`` — the logit update Theorem 3.3 analyses.
-    """
-    valid = inputs.response_mask.bool()
-    adv = inputs.advantages.to(inputs.logprobs.dtype)
-    log_ratio = (inputs.logprobs - inputs.old_logprobs).clamp(-20.0, 20.0)  # overflow guard
-    ratio = torch.exp(log_ratio)  # (B, T)
-    pg_loss1 = -adv * ratio
-    pg_loss2 = -adv * torch.clamp(ratio, 1.0 - config.eps_low, 1.0 + config.eps_high)
-    pg_loss = torch.maximum(pg_loss1, pg_loss2)
-    clipped = valid & (pg_loss2 > pg_loss1)
-    dual_clipped = torch.zeros_like(valid)
-    if config.dual_clip_c is not None:
-        pg_loss3 = -adv * config.dual_clip_c
-        dual_clipped = valid & (adv < 0) & (pg_loss > pg_loss3)
-        pg_loss = torch.where(adv < 0, torch.minimum(pg_loss, pg_loss3), pg_loss)
 
+def _assemble(
+    config: PolicyLossConfig,
+    inputs: PolicyLossInputs,
+    pg_losses: Tensor,
+    clipped: Tensor,
+    dual_clipped: Tensor,
+    metrics: dict[str, Tensor],
+) -> PolicyLossOutput:
+    """Filter, aggregate, add the entropy bonus and the ``actor/`` metrics (shared tail)."""
+    valid = inputs.response_mask != 0  # (B, T)
+    clipped, dual_clipped = clipped & valid, dual_clipped & valid
     if inputs.keep_mask is None:
-        keep, metrics = select_tokens(
+        keep, filter_metrics = select_tokens(
             config, inputs.stats, inputs.advantages, inputs.response_mask, clipped
         )
+        metrics = {**metrics, **filter_metrics}
     else:
-        keep, metrics = inputs.keep_mask.bool(), {}
-    keep = keep & valid
+        keep = inputs.keep_mask.bool()
+    keep = keep & valid  # dropped tokens: weight 0, out of the token-mean denominator
 
-    if config.kl_cov_ratio > 0:
-        selected, kl_metrics = kl_cov_selection(
-            inputs.stats, inputs.advantages, inputs.response_mask, kl_cov_ratio=config.kl_cov_ratio
+    pg_loss = aggregate(pg_losses, keep, config.agg_mode, config.loss_agg_norm)
+    # The bonus covers every valid token (filters select policy-gradient tokens only), as verl.
+    entropy = aggregate(inputs.stats.entropy, valid, config.agg_mode, config.loss_agg_norm)
+    loss = pg_loss - config.entropy_coef * entropy if config.entropy_coef != 0 else pg_loss
+    with torch.no_grad():  # diagnostics, as verl's actor metrics
+        metrics.update(
+            {
+                "actor/pg_loss": pg_loss.detach(),
+                "actor/pg_clipfrac": _masked_mean(clipped.float(), valid),
+                "actor/pg_clipfrac_lower": _masked_mean(dual_clipped.float(), valid),
+                "actor/ppo_kl": _masked_mean(-_log_ratio(inputs).detach(), valid),
+                "actor/entropy": entropy.detach(),
+                "actor/frac_kept": _masked_mean(keep.float(), valid),
+            }
         )
-        metrics.update(kl_metrics)
-        penalty = config.kl_cov_coef * (inputs.logprobs - inputs.old_logprobs).abs()
-        pg_loss = torch.where(selected, pg_loss + penalty, pg_loss)
-
-    loss = aggregate(pg_loss, keep, config.agg_mode, config.agg_norm)
-    entropy = aggregate(inputs.stats.entropy, valid, config.agg_mode, config.agg_norm)
-    if config.entropy_coef != 0:
-        loss = loss - config.entropy_coef * entropy
-    metrics.update(
-        {
-            "actor/pg_loss": loss.detach(),
-            "actor/pg_clipfrac": _masked_mean(clipped.float(), valid),
-            "actor/pg_clipfrac_lower": _masked_mean(dual_clipped.float(), valid),
-            "actor/ppo_kl": _masked_mean((inputs.old_logprobs - inputs.logprobs).detach(), valid),
-            "actor/entropy": entropy.detach(),
-            "actor/frac_kept": _masked_mean(keep.float(), valid),
-        }
-    )
     return PolicyLossOutput(loss, metrics, keep)
 
 
+@register_policy_loss("ppo")
+def ppo_policy_loss(config: PolicyLossConfig, inputs: PolicyLossInputs) -> PolicyLossOutput:
+    """GRPO's PPO-clip surrogate (symmetric, clip-higher or dual-clip) with a token filter.
+
+    At ratio 1 with token-mean aggregation, the descent direction on one position's logits is
+    ``A (e_k - p) / n_tokens``: the GRPO logit update Theorem 3.3 analyses, with step
+    ``η = 1 / n_tokens`` per unit learning rate.
+    """
+    log_ratio = _log_ratio(inputs).clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND)
+    ratio = torch.exp(log_ratio)  # (B, T)
+    advantages = inputs.advantages.to(ratio.dtype)
+    pg_losses, clipped, dual_clipped = ppo_clip_token_loss(
+        ratio,
+        advantages,
+        eps_low=config.eps_low,
+        eps_high=config.eps_high,
+        dual_clip_c=config.dual_clip_c,
+    )
+    return _assemble(config, inputs, pg_losses, clipped, dual_clipped, {})
+
+
+@register_policy_loss("kl_cov")
+def kl_cov_policy_loss(config: PolicyLossConfig, inputs: PolicyLossInputs) -> PolicyLossOutput:
+    """KL-Cov (Cui et al., arXiv 2505.22617, as verl's ``kl_cov`` loss mode).
+
+    Vanilla policy gradient ``-A·r`` (no ratio clipping) on every token, plus
+    ``kl_cov_coef·|log p - log p_old|`` on the ``kl_cov_ratio`` fraction of valid tokens with the
+    largest ``(A - mean A)(log p - mean log p)`` (:func:`filters.kl_cov_selection`, computed on
+    ``stats.logprobs`` of this batch): it restrains exactly the updates that drive
+    ``Cov(log p, A)``, hence entropy, down.
+    """
+    log_ratio = _log_ratio(inputs)  # (B, T)
+    ratio = torch.exp(log_ratio.clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND))
+    selected, metrics = kl_cov_selection(
+        inputs.stats, inputs.advantages, inputs.response_mask, kl_cov_ratio=config.kl_cov_ratio
+    )
+    advantages = inputs.advantages.to(ratio.dtype)
+    pg_losses = kl_cov_token_loss(ratio, log_ratio, advantages, selected, coef=config.kl_cov_coef)
+    never = torch.zeros_like(selected)
+    return _assemble(config, inputs, pg_losses, never, never, metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods: presets of PolicyLossConfig
+# ---------------------------------------------------------------------------------------------
+
 METHODS: dict[str, dict[str, Any]] = {
-    "grpo": {},
-    "clip_higher": {"eps_high": 0.28},  # DAPO
-    "clip_b": {"filter": "clip_b"},  # paper §5, μ = 2.5
-    "clip_v": {"filter": "clip_v"},  # paper §5, μ = 8.5, max_frac = 1e-4
-    "high_entropy": {"filter": "high_entropy"},  # arXiv 2506.01939, top 20 % entropy tokens
-    "entropy_bonus": {"entropy_coef": 1e-3},  # verl's former default entropy_coeff
+    "grpo": {},  # PPO-clip, eps 0.2, token-mean, no filter (the paper's baseline)
+    "clip_higher": {"eps_high": 0.28},  # DAPO, arXiv 2503.14476
+    "clip_b": {"filter": "clip_b"},  # paper §5, released code: μ = 2.5
+    "clip_v": {"filter": "clip_v"},  # paper §5, released run: μ = 8.5, max_frac = 1e-4
+    "high_entropy": {"filter": "high_entropy"},  # arXiv 2506.01939: top 20 % entropy tokens
+    "entropy_bonus": {"entropy_coef": 1e-3},  # verl's former default entropy_coeff (0.001)
     "clip_cov": {"filter": "clip_cov"},  # arXiv 2505.22617, verl defaults
-    # KL-Cov as in verl: vanilla policy gradient (no ratio clipping) + |Δ log p| penalty on the
-    # top-covariance tokens.
-    "kl_cov": {"kl_cov_ratio": 2e-4, "eps_low": math.inf, "eps_high": math.inf},
-    "sign_intervention": {"filter": "sign_intervention"},  # paper §4 validation
+    "kl_cov": {"loss": "kl_cov"},  # arXiv 2505.22617, verl defaults
+    "sign_intervention": {"filter": "sign_intervention"},  # paper §4 sign validation
 }
 """Method name → overrides of :class:`PolicyLossConfig` (everything else keeps its default)."""
 
@@ -288,24 +459,57 @@ def available_methods() -> list[str]:
     return sorted(METHODS)
 
 
-def resolve_method(method: str, **overrides: Any) -> PolicyLossConfig:
-    """The :class:`PolicyLossConfig` of ``method`` with the user's ``overrides`` applied."""
-    if method not in METHODS:
-        raise KeyError(f"unknown method {method!r}; available: {', '.join(available_methods())}")
+def _check_option_names(options: dict[str, Any]) -> None:
     known = {f.name for f in fields(PolicyLossConfig)}
-    for key in overrides:
+    for key in options:
         if key not in known:
             raise ValueError(f"unknown loss option {key!r}; options: {', '.join(sorted(known))}")
+
+
+def register_method(name: str, **overrides: Any) -> None:
+    """Add a method preset: ``name`` → ``overrides`` of :class:`PolicyLossConfig` (validated)."""
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is already registered")
+    _check_option_names(overrides)
+    PolicyLossConfig(**overrides)  # fail now, not at training time
+    METHODS[name] = dict(overrides)
+
+
+def resolve_method(method: str, **overrides: Any) -> PolicyLossConfig:
+    """The :class:`PolicyLossConfig` of ``method`` with the user's ``overrides`` on top (a user's
+    ``eps_high`` wins over clip_higher's 0.28)."""
+    if method not in METHODS:
+        raise ValueError(f"method: unknown {method!r}; available: {', '.join(available_methods())}")
+    _check_option_names(overrides)
     return PolicyLossConfig(**{**METHODS[method], **overrides})
 
 
 def compute_policy_loss(config: PolicyLossConfig, inputs: PolicyLossInputs) -> PolicyLossOutput:
-    """Run the configured policy loss; validates that all inputs share one ``(B, T)`` shape."""
+    """Run the configured policy loss after checking that the inputs share one ``(B, T)`` shape
+    and that an entropy bonus has a differentiable entropy."""
     shape = inputs.response_mask.shape
-    for name in ("logprobs", "old_logprobs", "advantages"):
-        value = getattr(inputs, name)
-        if value.shape != shape:
+    if inputs.response_mask.dim() != 2:
+        raise ValueError(f"response_mask must be (B, T), got shape {tuple(shape)}")
+    tensors = {
+        "logprobs": inputs.logprobs,
+        "old_logprobs": inputs.old_logprobs,
+        "advantages": inputs.advantages,
+        "stats.entropy": inputs.stats.entropy,
+        "keep_mask": inputs.keep_mask,
+    }
+    for name, value in tensors.items():
+        if value is not None and value.shape != shape:
             raise ValueError(
-                f"{name} has shape {tuple(value.shape)} but response_mask has {tuple(shape)}"
+                f"{name} has shape {tuple(value.shape)} but response_mask has {tuple(shape)}; "
+                "all policy-loss inputs are token-level (B, T)"
             )
+    if (
+        config.entropy_coef != 0
+        and inputs.logprobs.requires_grad
+        and not inputs.stats.entropy.requires_grad
+    ):
+        raise ValueError(
+            "entropy_coef != 0 but stats.entropy is not differentiable, so the bonus would have "
+            "no gradient: compute stats with token_stats(..., entropy_grad=True)"
+        )
     return get_policy_loss(config.loss)(config, inputs)
