@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from entropy_dynamics._registry import Registry
 from entropy_dynamics.filters import available_filters, get_filter, kl_cov_selection
 from entropy_dynamics.stats import TokenStats
 
@@ -200,33 +201,12 @@ class PolicyLossOutput:
 
 
 PolicyLossFn = Callable[[PolicyLossConfig, PolicyLossInputs], PolicyLossOutput]
-_POLICY_LOSSES: dict[str, PolicyLossFn] = {}
-
-
-def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
-    """Decorator registering ``fn(config, inputs) -> PolicyLossOutput`` under ``name``."""
-
-    def decorator(fn: PolicyLossFn) -> PolicyLossFn:
-        if name in _POLICY_LOSSES:
-            raise ValueError(f"policy loss {name!r} is already registered")
-        _POLICY_LOSSES[name] = fn
-        return fn
-
-    return decorator
-
-
-def get_policy_loss(name: str) -> PolicyLossFn:
-    """The policy loss registered under ``name``; the error lists the registered names."""
-    try:
-        return _POLICY_LOSSES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown policy loss {name!r}; registered: {', '.join(available_policy_losses())}"
-        ) from None
-
-
-def available_policy_losses() -> list[str]:
-    return sorted(_POLICY_LOSSES)
+_POLICY_LOSSES: Registry[PolicyLossFn] = Registry("policy loss")
+register_policy_loss = _POLICY_LOSSES.register
+"""Decorator registering ``fn(config, inputs) -> PolicyLossOutput`` under a name."""
+get_policy_loss = _POLICY_LOSSES.get
+"""The policy loss registered under a name; the error lists the registered names."""
+available_policy_losses = _POLICY_LOSSES.names
 
 
 # ---------------------------------------------------------------------------------------------
