@@ -1,0 +1,253 @@
+"""``entropy-dynamics compare``, ``validate-signs`` and ``report``: grids of runs, their report."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from entropy_dynamics._config_io import ConfigError
+
+console = Console()
+
+_OVERRIDES_HELP = (
+    "key=value overrides for every run; key=v1,v2,... sweeps over the values (commas inside "
+    "[...] or {...} do not split); method:key=v1,v2 sweeps for that method only."
+)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"3"`` → seeds 0, 1, 2; ``"0,5,7"`` → those seeds."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        message = f"--seeds: expected a count or a comma list of integers, got {text!r}"
+        raise ValueError(message) from None
+    if len(values) == 1 and "," not in text:
+        if values[0] < 1:
+            raise ValueError(f"--seeds: the number of seeds must be >= 1, got {values[0]}")
+        return list(range(values[0]))
+    return values
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise ValueError(f"--ks: expected comma-separated integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise ValueError(f"--ks: need positive integers, got {text!r}")
+    return ks
+
+
+class GridProgress:
+    """Rich display: one bar for the whole grid, one per run in progress."""
+
+    def __init__(self, progress: Progress, total: int):
+        self.progress = progress
+        self.overall = progress.add_task("[bold]grid", total=total, status="")
+        self.bars: dict[str, TaskID] = {}
+        self.failed: list[str] = []
+
+    def __call__(self, event) -> None:
+        progress, name = self.progress, event.run
+        if event.kind == "start":
+            self.bars[name] = progress.add_task(
+                name, total=event.total, completed=event.step, status=""
+            )
+        elif event.kind == "step" and name in self.bars:
+            m = event.metrics
+            status = f"H={m.get('entropy/mean', float('nan')):.3f} "
+            status += f"acc={m.get('reward/accuracy', float('nan')):.3f}"
+            progress.update(self.bars[name], completed=event.step, status=status)
+        elif event.kind == "evaluate" and name in self.bars:
+            progress.update(self.bars[name], status="final evaluation")
+        elif event.kind in ("done", "skipped", "failed"):
+            if name in self.bars:
+                progress.remove_task(self.bars.pop(name))
+            if event.kind == "failed":
+                self.failed.append(name)
+                progress.console.print(f"[red]failed[/] {name}: {event.message}")
+            elif event.kind == "skipped":
+                progress.console.print(f"[dim]skipped {name} (already complete)[/]")
+            progress.advance(self.overall)
+
+
+@contextmanager
+def _grid_display(total: int):
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=console) as progress:
+        yield GridProgress(progress, total)
+
+
+def _results_table(results) -> Table:
+    table = Table(title="Runs")
+    for column in ("run", "status", "directory"):
+        table.add_column(column)
+    for r in results:
+        style = "red" if r.status == "failed" else ""
+        table.add_row(r.name, f"[{style}]{r.status}[/]" if style else r.status, str(r.run_dir))
+    return table
+
+
+def compare_command(
+    overrides: list[str] = typer.Argument(None, help=_OVERRIDES_HELP),
+    methods: str = typer.Option("grpo,clip_b,clip_v", "--methods", "-m", help="Comma list."),
+    seeds: str = typer.Option("3", "--seeds", help="Number of seeds (0..N-1) or a comma list."),
+    output_dir: Path = typer.Option(
+        Path("runs/compare"), "--output-dir", "-o", help="Parent of the run directories."
+    ),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config all runs start from."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+    final_eval: bool = typer.Option(
+        True, "--final-eval/--no-final-eval", help="Evaluate final models (final_eval.json)."
+    ),
+    report: bool = typer.Option(
+        True, "--report/--no-report", help="Write OUTPUT_DIR/report when the grid is done."
+    ),
+    ks: str = typer.Option("1,8", "--ks", help="Pass@k values of the report."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state only."),
+) -> None:
+    """Run a grid of methods × seeds × swept values (resumable), then report it."""
+    from entropy_dynamics.experiments import parse_grid_args, plan_grid, run_grid, run_status
+
+    try:
+        fixed, sweeps = parse_grid_args(list(overrides or []))
+        method_list = [m.strip() for m in methods.split(",") if m.strip()]
+        seed_list = parse_seeds(seeds)
+        k_list = parse_ks(ks)
+        specs = plan_grid(method_list, seed_list, sweeps, fixed, output_dir, config)
+        states = [run_status(spec) for spec in specs]
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    if dry_run:
+        table = Table(title=f"{len(specs)} runs under {output_dir}")
+        for column in ("run", "state", "steps"):
+            table.add_column(column)
+        for spec, state in zip(specs, states, strict=True):
+            table.add_row(spec.name, state, str(spec.config.steps))
+        console.print(table)
+        return
+    console.print(f"{len(specs)} runs under [bold]{output_dir}[/] with {workers} worker(s)")
+    with _grid_display(len(specs)) as display:
+        results = run_grid(
+            method_list,
+            seed_list,
+            sweeps,
+            fixed,
+            output_dir,
+            workers,
+            display,
+            config_path=config,
+            final_eval=final_eval,
+        )
+    console.print(_results_table(results))
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        console.print(f"[red]{r.name}[/]:\n{r.error}")
+    if report and not failed:
+        _write_report([output_dir], output_dir / "report", k_list)
+    if failed:
+        raise typer.Exit(1)
+
+
+def validate_signs_command(
+    overrides: list[str] = typer.Argument(None, help="key=value overrides for the four runs."),
+    seeds: str = typer.Option("1", "--seeds", help="Number of seeds (0..N-1) or a comma list."),
+    output_dir: Path = typer.Option(
+        Path("runs/signs"), "--output-dir", "-o", help="Parent of the four run directories."
+    ),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config the runs start from."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+) -> None:
+    """The paper's §4 sign intervention: observed entropy direction vs Theorem 3.2 (4 runs)."""
+    from entropy_dynamics.signs import validate_signs
+
+    try:
+        seed_list = parse_seeds(seeds)
+        with _grid_display(4 * len(seed_list)) as display:
+            rows = validate_signs(
+                list(overrides or []), output_dir, seed_list, workers, display, config
+            )
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    table = Table(title="Sign intervention vs Theorem 3.2")
+    columns = ("samples", "tokens kept", "predicted", "observed", "Σ actual ΔH", "entropy change")
+    for column in (*columns, "agrees"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.sample_sign,
+            "S_k > 0" if r.keep == "s_positive" else "S_k < 0",
+            r.predicted,
+            r.observed,
+            f"{r.delta_h_sum:+.3e}",
+            f"{r.entropy_first:.4f} → {r.entropy_last:.4f} ({r.entropy_change:+.4f})",
+            "[green]yes[/]" if r.agrees else "[red]NO[/]",
+        )
+    console.print(table)
+    console.print(f"{sum(r.agrees for r in rows)}/{len(rows)} directions agree with Theorem 3.2")
+    console.print(f"table: {output_dir / 'signs.md'}, numbers: {output_dir / 'signs.json'}")
+
+
+def _write_report(run_dirs: list[Path], out: Path, ks: list[int]) -> None:
+    from entropy_dynamics.report_compare import write_report
+
+    with console.status("writing the report"):
+        result = write_report(run_dirs, out, ks)
+    console.print(f"report: [bold]{result.markdown}[/] and [bold]{result.html}[/]")
+
+
+def report_command(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories or folders of runs."),
+    output: Path = typer.Option(Path("report"), "--output", "-o", help="Report directory."),
+    ks: str = typer.Option("1,8", "--ks", help="Pass@k values, e.g. 1,8."),
+    evaluate_missing: bool = typer.Option(
+        False,
+        "--evaluate-missing",
+        help="Evaluate final checkpoints of runs without final_eval.json first (needs the "
+        "checkpoints; used for the per-problem pass-rate histogram).",
+    ),
+) -> None:
+    """Markdown + self-contained HTML report comparing runs (grouped by config, over seeds)."""
+    try:
+        k_list = parse_ks(ks)
+        if evaluate_missing:
+            _evaluate_missing(run_dirs)
+        _write_report(run_dirs, output, k_list)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
+def _evaluate_missing(run_dirs: list[Path]) -> None:
+    from entropy_dynamics.config import load_config
+    from entropy_dynamics.experiments import FINAL_EVAL_FILE, final_evaluation
+    from entropy_dynamics.report_compare import find_runs
+
+    for run_dir in find_runs(run_dirs):
+        if (run_dir / FINAL_EVAL_FILE).is_file():
+            continue
+        with console.status(f"evaluating {run_dir}"):
+            final_evaluation(run_dir, load_config(run_dir / "config.yaml"))

@@ -1,0 +1,498 @@
+"""Grids of training runs: methods × seeds × swept config values, one run directory each.
+
+``run_grid(["grpo", "clip_b"], [0, 1, 2], {"optim.lr": ["1e-4", "2e-4"]})`` plans one run per
+combination, named ``{method}-{key=value...}-seed{seed}`` under ``output_dir``, and runs them
+sequentially or in worker processes (``spawn``; each worker runs whole runs). The grid is
+resumable: a run whose newest checkpoint is its last step and whose ``metrics.jsonl`` holds every
+step exactly once is skipped; a run with an earlier checkpoint is resumed from it (the trainer's
+resume is exact); a run without a checkpoint starts afresh. A run directory that holds a run of a
+*different* config is refused rather than silently mixed.
+
+A sweep key may be scoped to one method with ``method:key`` (``clip_b:algorithm.loss.filter_options
+.mu``), so one grid can sweep Clip_B's μ next to unswept baselines. After training, each run's
+final model is evaluated once more on the held-out problems and the per-problem pass counts are
+written to ``final_eval.json`` (the report's pass-rate histogram needs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import multiprocessing
+import os
+import queue as queue_module
+import re
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from entropy_dynamics._config_io import ConfigError, to_dict
+from entropy_dynamics.config import TrainConfig, load_config
+
+__all__ = [
+    "RunEvent",
+    "RunResult",
+    "RunSpec",
+    "final_evaluation",
+    "metrics_complete",
+    "parse_grid_args",
+    "plan_grid",
+    "run_grid",
+    "run_status",
+    "split_top_level",
+]
+
+FINAL_EVAL_FILE = "final_eval.json"
+MANIFEST_FILE = "grid.json"
+_RESERVED = {
+    "name": "the grid names its runs",
+    "output_dir": "pass output_dir to the grid instead",
+    "seed": "pass seeds to the grid instead",
+    "algorithm.method": "pass methods to the grid instead",
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One planned run: its name, method, seed, swept values and the full config."""
+
+    name: str
+    method: str
+    seed: int
+    sweep: dict[str, str]
+    """Swept key → raw value, for the keys this run's method sweeps over more than one value."""
+    config: TrainConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.run_dir
+
+
+@dataclass
+class RunEvent:
+    """Progress of one run: ``kind`` is start, step, evaluate, done, skipped or failed."""
+
+    run: str
+    kind: str
+    step: int
+    total: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class RunResult:
+    """Outcome of one run: ``status`` is completed, resumed, skipped or failed."""
+
+    name: str
+    run_dir: Path
+    status: str
+    error: str = ""
+
+
+Progress = Callable[[RunEvent], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and planning
+# ---------------------------------------------------------------------------------------------
+
+
+def split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split at ``sep`` outside brackets, braces and quotes: ``"1,{a: 1, b: 2}"`` → 2 parts."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts]
+
+
+def parse_grid_args(args: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Split CLI ``key=value`` arguments into fixed overrides and sweeps.
+
+    A value with a top-level comma (``optim.lr=1e-4,2e-4``) is a sweep over its parts; commas
+    inside ``[...]``/``{...}`` or quotes do not split (write a list-valued field as ``[a, b]``).
+    A key prefixed ``method:`` applies to that method only and is always kept as a sweep entry
+    (with one value if it has no comma).
+    """
+    fixed: list[str] = []
+    sweeps: dict[str, list[str]] = {}
+    for arg in args:
+        key, sep, raw = arg.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"argument {arg!r}: expected key=value or key=v1,v2,...")
+        values = split_top_level(raw)
+        if len(values) > 1 and any(not v for v in values):
+            raise ValueError(f"argument {arg!r}: empty value in the comma-separated sweep")
+        if len(values) > 1 or ":" in key:
+            if key in sweeps:
+                raise ValueError(f"argument {arg!r}: {key} is given twice")
+            sweeps[key] = values
+        else:
+            fixed.append(f"{key}={raw}")
+    return fixed, sweeps
+
+
+def _scope(key: str) -> tuple[str | None, str]:
+    method, sep, rest = key.partition(":")
+    return (method.strip(), rest.strip()) if sep else (None, key.strip())
+
+
+def _short_names(keys: Sequence[str]) -> dict[str, str]:
+    """Last dotted component of each key, or the whole key where two keys share it."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+
+
+def _name_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_")
+
+
+def plan_grid(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    sweeps: Mapping[str, Sequence[str]] | None = None,
+    base_overrides: Sequence[str] = (),
+    output_dir: str | Path = "runs",
+    config_path: str | Path | None = None,
+) -> list[RunSpec]:
+    """Every (method × seed × sweep combination) as a validated :class:`RunSpec`.
+
+    Args:
+        methods: registered method names (``losses.available_methods()``).
+        seeds: seeds, each run once per combination.
+        sweeps: ``key`` or ``method:key`` → values (raw strings, parsed as YAML like overrides).
+        base_overrides: ``key=value`` overrides for every run (after ``config_path``).
+        output_dir: parent directory of the run directories.
+        config_path: optional YAML config all runs start from.
+    """
+    from entropy_dynamics.losses import available_methods
+
+    methods, seeds = list(methods), list(seeds)
+    if not methods:
+        raise ValueError("methods: give at least one method")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods: duplicates in {methods}")
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise ValueError(
+            f"methods: unknown {', '.join(unknown)}; available: {', '.join(available_methods())}"
+        )
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: need at least one seed and no duplicates, got {seeds}")
+    for override in base_overrides:
+        key = override.partition("=")[0].strip()
+        if key in _RESERVED:
+            raise ValueError(f"override {override!r}: {key} is set by the grid; {_RESERVED[key]}")
+    axes: list[tuple[str | None, str, list[str]]] = []
+    for raw_key, values in (sweeps or {}).items():
+        method, key = _scope(raw_key)
+        values = [str(v) for v in values]
+        if not key or not values:
+            raise ValueError(f"sweeps: {raw_key!r} needs a key and at least one value")
+        if key in _RESERVED:
+            raise ValueError(f"sweeps: {key} is set by the grid; {_RESERVED[key]}")
+        if method is not None and method not in methods:
+            raise ValueError(f"sweeps: {raw_key!r} is scoped to {method!r}, not in methods")
+        if len(set(values)) != len(values):
+            raise ValueError(f"sweeps: {raw_key!r} has duplicate values {values}")
+        axes.append((method, key, values))
+    names = _short_names(sorted({key for _, key, values in axes if len(values) > 1}))
+
+    specs: list[RunSpec] = []
+    for method in methods:
+        mine = [(key, values) for scope, key, values in axes if scope in (None, method)]
+        keys = [key for key, _ in mine]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"sweeps: a key is swept twice for method {method!r}: {keys}")
+        for combo in itertools.product(*(values for _, values in mine)):
+            sweep = {k: v for (k, values), v in zip(mine, combo, strict=True) if len(values) > 1}
+            label = "-".join(_name_part(f"{names[k]}={v}") for k, v in sweep.items())
+            for seed in seeds:
+                name = "-".join(p for p in (method, label, f"seed{seed}") if p)
+                overrides = [
+                    *base_overrides,
+                    *(f"{k}={v}" for k, v in zip(keys, combo, strict=True)),
+                    f"algorithm.method={method}",
+                    f"seed={seed}",
+                    f"name={name}",
+                    f"output_dir={output_dir}",
+                ]
+                try:
+                    config = load_config(config_path, overrides)
+                except ConfigError as exc:
+                    raise ConfigError(f"run {name}: {exc}") from None
+                specs.append(RunSpec(name, method, int(seed), sweep, config))
+    return specs
+
+
+# ---------------------------------------------------------------------------------------------
+# Run state
+# ---------------------------------------------------------------------------------------------
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    from entropy_dynamics.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir)
+    return None if checkpoint is None else int(checkpoint.name.rsplit("_", 1)[-1])
+
+
+def metrics_complete(run_dir: str | Path, steps: int, eval_at_start: bool) -> bool:
+    """``metrics.jsonl`` holds steps ``1..steps`` (and step 0 iff ``eval_at_start``) once each."""
+    from entropy_dynamics.metrics import read_metrics
+
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        logged = [int(row["step"]) for row in read_metrics(path)]
+    except (OSError, ValueError, KeyError):
+        return False
+    expected = list(range(0 if eval_at_start else 1, steps + 1))
+    return logged == expected
+
+
+def _config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list:
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        path = f"{prefix}{key}"
+        a, b = saved.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_config_differences(a, b, f"{path}."))
+        elif a != b and path != "steps":  # more steps extend a finished run
+            out.append(f"{path}: {a!r} → {b!r}")
+    return out
+
+
+def run_status(spec: RunSpec) -> str:
+    """``new``, ``partial`` (resume it) or ``done``; refuses a directory of another config."""
+    config, run_dir = spec.config, spec.run_dir
+    step = _checkpoint_step(run_dir)
+    if step is None:
+        return "new"
+    saved_path = run_dir / "config.yaml"
+    if saved_path.is_file():
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+        diffs = _config_differences(saved, to_dict(config))
+        if diffs:
+            raise ValueError(
+                f"{run_dir} holds a run of a different config ({'; '.join(diffs[:4])}); choose "
+                "another output directory or delete that run directory"
+            )
+    if step > config.steps:
+        raise ValueError(
+            f"{run_dir} already has {step} steps but steps={config.steps}; raise steps or use "
+            "another output directory"
+        )
+    if step < config.steps:
+        return "partial"
+    return "done" if metrics_complete(run_dir, step, config.eval.every > 0) else "new"
+
+
+def _repair_metrics(run_dir: Path) -> None:
+    """Drop a torn last line (a kill during a write) so the trainer's resume can read the file."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    while lines:
+        try:
+            json.loads(lines[-1])
+            break
+        except json.JSONDecodeError:
+            lines.pop()
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def final_evaluation(run_dir: str | Path, config: TrainConfig, model=None, tokenizer=None) -> dict:
+    """Evaluate the run's final model on its held-out problems; write ``final_eval.json``.
+
+    Uses ``config.eval`` (problems, ``k`` samples each, temperature). The file records, per
+    problem, the number of correct samples out of ``k`` — enough for Pass@k at any k' ≤ k.
+    """
+    import torch
+
+    from entropy_dynamics.checkpoint import latest_checkpoint
+    from entropy_dynamics.evaluate import evaluate
+    from entropy_dynamics.models.loading import load_model_and_tokenizer
+    from entropy_dynamics.tasks import build_task
+
+    run_dir = Path(run_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to evaluate")
+    if model is None:
+        model, tokenizer = load_model_and_tokenizer(
+            checkpoint / "model", config.model.dtype, config.model.device
+        )
+    task = build_task(config.task)
+    problems = task.eval_problems()[: config.eval.problems]
+    torch.manual_seed(config.seed)
+    result = evaluate(
+        model,
+        tokenizer,
+        task,
+        problems,
+        k=config.eval.k,
+        temperature=config.eval.temperature,
+        max_new_tokens=config.rollout.max_new_tokens,
+    )
+    payload = {
+        "step": int(checkpoint.name.rsplit("_", 1)[-1]),
+        "k": result.k,
+        "problems": len(problems),
+        "temperature": config.eval.temperature,
+        "avg_at_k": result.avg_at_k,
+        "pass_at": {str(k): v for k, v in result.pass_at.items()},
+        "correct": [round(rate * result.k) for rate in result.per_problem_pass_rate],
+        "format_rate": result.format_rate,
+        "mean_entropy": result.mean_entropy,
+    }
+    tmp = run_dir / (FINAL_EVAL_FILE + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, run_dir / FINAL_EVAL_FILE)
+    return payload
+
+
+def _final_eval_current(run_dir: Path, steps: int) -> bool:
+    try:
+        return json.loads((run_dir / FINAL_EVAL_FILE).read_text())["step"] == steps
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+
+def execute_run(spec: RunSpec, progress: Progress | None = None, final_eval: bool = True):
+    """Run (or resume, or skip) one planned run; exceptions propagate."""
+    from entropy_dynamics.trainer import Trainer
+
+    emit = progress or (lambda event: None)
+    config, run_dir = spec.config, spec.run_dir
+    status = run_status(spec)
+    trainer = None
+    if status == "done":
+        emit(RunEvent(spec.name, "skipped", config.steps, config.steps))
+    else:
+        if status == "partial":
+            _repair_metrics(run_dir)
+        trainer = Trainer(config, run_dir, resume=status == "partial")
+        emit(RunEvent(spec.name, "start", trainer.step, config.steps))
+
+        def callback(event: str, step: int, metrics: dict[str, float]) -> None:
+            if event == "step":
+                emit(RunEvent(spec.name, "step", step, config.steps, metrics))
+
+        trainer.train(callback)
+    if final_eval and not _final_eval_current(run_dir, config.steps):
+        emit(RunEvent(spec.name, "evaluate", config.steps, config.steps))
+        model = trainer.model if trainer else None
+        final_evaluation(run_dir, config, model, trainer.tokenizer if trainer else None)
+    result = {"done": "skipped", "partial": "resumed", "new": "completed"}[status]
+    if trainer is not None:
+        emit(RunEvent(spec.name, "done", config.steps, config.steps))
+    return RunResult(spec.name, run_dir, result)
+
+
+_WORKER_QUEUE: Any = None
+
+
+def _init_worker(events, threads: int) -> None:
+    global _WORKER_QUEUE
+    _WORKER_QUEUE = events
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _worker_run(args: tuple[RunSpec, bool]) -> RunResult:
+    spec, final_eval = args
+    try:
+        return execute_run(spec, _WORKER_QUEUE.put, final_eval)
+    except Exception as exc:
+        _WORKER_QUEUE.put(RunEvent(spec.name, "failed", 0, spec.config.steps, message=str(exc)))
+        return RunResult(spec.name, spec.run_dir, "failed", traceback.format_exc())
+
+
+def write_manifest(output_dir: str | Path, specs: Sequence[RunSpec]) -> Path:
+    """``grid.json``: every planned run's name, method, seed and swept values."""
+    path = Path(output_dir) / MANIFEST_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs = [{"name": s.name, "method": s.method, "seed": s.seed, "sweep": s.sweep} for s in specs]
+    path.write_text(json.dumps({"runs": runs}, indent=1))
+    return path
+
+
+def run_grid(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    sweeps: Mapping[str, Sequence[str]] | None = None,
+    base_overrides: Sequence[str] = (),
+    output_dir: str | Path = "runs",
+    workers: int = 1,
+    progress: Progress | None = None,
+    *,
+    config_path: str | Path | None = None,
+    final_eval: bool = True,
+) -> list[RunResult]:
+    """Plan (see :func:`plan_grid`) and run the grid; return one :class:`RunResult` per run.
+
+    Every run's config and existing directory are checked before any training starts. With
+    ``workers > 1`` runs go to that many ``spawn`` processes (each with ``cpu_count // workers``
+    torch threads unless the config sets ``threads``); ``progress`` receives every
+    :class:`RunEvent` in this process. A failed run is reported (status ``failed`` with its
+    traceback) and the others go on; ``KeyboardInterrupt`` stops the grid, and a rerun resumes.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    specs = plan_grid(methods, seeds, sweeps, base_overrides, output_dir, config_path)
+    for spec in specs:
+        run_status(spec)  # refuse a directory of another config before any work
+    write_manifest(output_dir, specs)
+    emit = progress or (lambda event: None)
+    if workers == 1 or len(specs) == 1:
+        results = []
+        for spec in specs:
+            try:
+                results.append(execute_run(spec, emit, final_eval))
+            except Exception as exc:
+                emit(RunEvent(spec.name, "failed", 0, spec.config.steps, message=str(exc)))
+                results.append(RunResult(spec.name, spec.run_dir, "failed", traceback.format_exc()))
+        return results
+    return _run_parallel(specs, min(workers, len(specs)), emit, final_eval)
+
+
+def _run_parallel(specs, workers: int, emit: Progress, final_eval: bool) -> list[RunResult]:
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    by_name: dict[str, RunResult] = {}
+    with context.Pool(workers, _init_worker, (events, threads)) as pool:
+        pending = [pool.apply_async(_worker_run, ((spec, final_eval),)) for spec in specs]
+        while pending or not events.empty():
+            with contextlib.suppress(queue_module.Empty):
+                emit(events.get(timeout=0.2))
+            for handle in [h for h in pending if h.ready()]:
+                pending.remove(handle)
+                result = handle.get()
+                by_name[result.name] = result
+    return [by_name[spec.name] for spec in specs]
