@@ -8,6 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from entropy_dynamics._cli_experiments import (
+    compare_command,
+    report_command,
+    validate_signs_command,
+)
 from entropy_dynamics._cli_train import eval_command, train_command
 
 app = typer.Typer(
@@ -121,6 +126,9 @@ def pretrain_command(
 
 app.command("train")(train_command)
 app.command("eval")(eval_command)
+app.command("compare")(compare_command)
+app.command("validate-signs")(validate_signs_command)
+app.command("report")(report_command)
 
 
 def main() -> None:
