@@ -14,10 +14,12 @@ and returns ``log p_k`` and the entropy ``H`` of ``softmax(h Wᵀ)``; the backwa
   ``E_p[S]``; ``ours_no_es`` (forward only) is the same pass without the two extra power sums,
   to price ``E_p[S]``.
 
-Forward time is taken with autograd on, as in training; "fwd+bwd" includes it. Peak memory is the
-peak of live allocations above the level at the call's start (CPU: replay of the profiler's
-allocator events in a separate, untimed run; CUDA: ``torch.cuda.max_memory_allocated``); the
-fwd+bwd peak includes the gradients of ``hidden`` and ``weight`` that every method returns.
+Forward time is taken with autograd on, as in training; "fwd+bwd" includes it; each is the
+minimum over ``--repeat`` runs taken round robin over the methods (so a shared machine's load
+drift hits all alike). Peak memory is the peak of live allocations above the level at the call's
+start, from a separate untimed run that also serves as warm-up (CPU: replay of the profiler's
+allocator events; CUDA: ``torch.cuda.max_memory_allocated``); the fwd+bwd peak includes the
+gradients of ``hidden`` and ``weight`` that every method returns.
 
     python benchmarks/token_stats.py                     # quick shape
     python benchmarks/token_stats.py --full              # N=4096, d=1536, V=151936 (minutes on CPU)
@@ -118,22 +120,24 @@ def _backward(outputs: Outputs, g1: torch.Tensor, g2: torch.Tensor) -> None:
     ((g1 * first).sum() + (g2 * entropy).sum()).backward()
 
 
-def _timed(fn, inputs, g1, g2, backward: bool) -> tuple[float, float]:
+def _timed(fn, inputs, g1, g2, backward: bool) -> dict[str, float]:
+    """Wall and process-CPU seconds of the forward and of forward+backward."""
     h, w, tokens = inputs
     h.grad = w.grad = None
     device = h.device
     _sync(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     outputs = fn(h, w, tokens)
     _sync(device)
-    forward_s = time.perf_counter() - start
+    out = {"forward_s": time.perf_counter() - wall, "forward_cpu_s": time.process_time() - cpu}
     if backward:
         _backward(outputs, g1, g2)
         _sync(device)
-    total_s = time.perf_counter() - start
+        out["forward_backward_s"] = time.perf_counter() - wall
+        out["forward_backward_cpu_s"] = time.process_time() - cpu
     del outputs
     h.grad = w.grad = None
-    return forward_s, total_s
+    return out
 
 
 def _values(outputs: Outputs) -> Outputs | None:
@@ -223,7 +227,8 @@ def run(args: argparse.Namespace) -> dict:
     results: dict[str, dict] = {}
     with torch.no_grad():
         reference = tuple(t.float() for t in _naive(hidden, weight, tokens))
-    for name in args.methods:
+    runnable: dict[str, Callable[..., Outputs]] = {}
+    for name in args.methods:  # memory pass (untimed; also the warm-up) and value check
         try:
             fn = _method(name)
         except ImportError as error:
@@ -233,26 +238,28 @@ def run(args: argparse.Namespace) -> dict:
         if need > 0.8 * _available_bytes(device):
             results[name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, not available"}
             continue
-        backward = name != "ours_no_es"
-        times = [_timed(fn, inputs, g1, g2, backward) for _ in range(args.warmup + args.repeat)]
-        times = times[args.warmup :]
-        forward_peak, peak, values = peaks(fn, inputs, g1, g2, backward)
-        entry = {
-            "forward_s": min(t[0] for t in times),
-            "forward_peak_bytes": forward_peak,
-        }
-        if backward:
-            entry |= {
-                "forward_backward_s": min(t[1] for t in times),
-                "forward_backward_peak_bytes": peak,
-            }
+        forward_peak, peak, values = peaks(fn, inputs, g1, g2, name != "ours_no_es")
+        entry: dict = {"forward_peak_bytes": forward_peak}
+        if name != "ours_no_es":
+            entry["forward_backward_peak_bytes"] = peak
         if values is not None:
             entry["max_abs_diff_vs_naive"] = max(
                 (got - expected).abs().max().item()
                 for got, expected in zip(values, reference, strict=True)
             )
-        results[name] = entry
-        print(name, json.dumps(entry), flush=True)
+        results[name], runnable[name] = entry, fn
+    times: dict[str, list[dict[str, float]]] = {name: [] for name in runnable}
+    for _ in range(args.warmup + args.repeat):  # round robin: load drift hits every method alike
+        for name, fn in runnable.items():
+            times[name].append(_timed(fn, inputs, g1, g2, name != "ours_no_es"))
+    for name, samples in times.items():
+        samples = samples[args.warmup :]
+        for key in samples[0]:
+            results[name][key] = min(sample[key] for sample in samples)
+        print(name, json.dumps(results[name]), flush=True)
+    # On a shared CPU, process CPU time is the robust measure of work (wall time counts other
+    # users' load); on CUDA, wall time with synchronisation.
+    clock = "cpu_s" if device.type == "cpu" else "s"
     return {
         "shape": shape,
         "dtype": args.dtype,
@@ -265,26 +272,26 @@ def run(args: argparse.Namespace) -> dict:
         "repeat": args.repeat,
         "naive_logits_bytes": n * v * 4,
         "gradient_output_bytes": (n * d + v * d) * torch.finfo(dtype).bits // 8,
+        "ratio_clock": clock,
         "results": results,
-        "ratios": _ratios(results, (n * d + v * d) * torch.finfo(dtype).bits // 8),
+        "ratios": _ratios(results, (n * d + v * d) * torch.finfo(dtype).bits // 8, clock),
     }
 
 
-def _ratios(results: dict, grad_bytes: int) -> dict[str, float]:
+def _ratios(results: dict, grad_bytes: int, clock: str) -> dict[str, float]:
     ours, naive, floor = (
         results.get("ours", {}),
         results.get("naive", {}),
         results.get("matmul", {}),
     )
+    fwd, total = f"forward_{clock}", f"forward_backward_{clock}"
     ratios: dict[str, float] = {}
-    if "forward_s" in ours and "forward_s" in floor:
-        ratios["ours_forward_over_matmul"] = ours["forward_s"] / floor["forward_s"]
-        ratios["ours_fwd_bwd_over_matmul_fwd_bwd"] = (
-            ours["forward_backward_s"] / floor["forward_backward_s"]
-        )
-    if "forward_s" in ours and "forward_s" in naive:
-        ratios["ours_fwd_bwd_over_naive"] = ours["forward_backward_s"] / naive["forward_backward_s"]
-        ratios["ours_forward_over_naive"] = ours["forward_s"] / naive["forward_s"]
+    if fwd in ours and fwd in floor:
+        ratios["ours_forward_over_matmul"] = ours[fwd] / floor[fwd]
+        ratios["ours_fwd_bwd_over_matmul_fwd_bwd"] = ours[total] / floor[total]
+    if fwd in ours and fwd in naive:
+        ratios["ours_forward_over_naive"] = ours[fwd] / naive[fwd]
+        ratios["ours_fwd_bwd_over_naive"] = ours[total] / naive[total]
         ratios["ours_forward_peak_over_naive"] = (
             ours["forward_peak_bytes"] / naive["forward_peak_bytes"]
         )
@@ -295,47 +302,44 @@ def _ratios(results: dict, grad_bytes: int) -> dict[str, float]:
             ours["forward_backward_peak_bytes"] - grad_bytes
         ) / (naive["forward_backward_peak_bytes"] - grad_bytes)
     no_es = results.get("ours_no_es", {})
-    if "forward_s" in ours and "forward_s" in no_es:
-        ratios["expected_discriminator_forward_overhead"] = (
-            ours["forward_s"] / no_es["forward_s"] - 1
-        )
+    if fwd in ours and fwd in no_es:
+        ratios["expected_discriminator_forward_overhead"] = ours[fwd] / no_es[fwd] - 1
     return ratios
 
 
 def markdown(report: dict) -> str:
     """The results as a Markdown table (times in s, memory in MiB, ratios vs matmul / naive)."""
-    res = report["results"]
+    res, clock = report["results"], report["ratio_clock"]
+    fwd_key, total_key = f"forward_{clock}", f"forward_backward_{clock}"
     floor, naive = res.get("matmul", {}), res.get("naive", {})
+    unit = "CPU s" if clock == "cpu_s" else "s"
     lines = [
-        "| method | forward s | fwd+bwd s | fwd ÷ matmul | fwd+bwd ÷ naive | fwd peak MiB "
-        "| fwd+bwd peak MiB | fwd peak ÷ naive |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| method | forward {unit} | fwd+bwd {unit} | fwd ÷ matmul | fwd+bwd ÷ naive "
+        "| fwd peak MiB | fwd+bwd peak MiB | fwd peak ÷ naive | fwd+bwd peak ÷ naive |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    mib = 2**20
 
-    def fmt(value, spec):
+    def ratio(value, base):
+        return "–" if value is None or not base else f"{value / base:.3g}"
+
+    def num(value, spec):
         return "–" if value is None else format(value, spec)
 
     for name, entry in res.items():
         if "skipped" in entry:
-            lines.append(f"| {name} | skipped: {entry['skipped']} |||||||")
+            lines.append(f"| {name} | skipped: {entry['skipped']} ||||||||")
             continue
-        fwd, total = entry.get("forward_s"), entry.get("forward_backward_s")
+        fwd, total = entry.get(fwd_key), entry.get(total_key)
         fpk, pk = entry.get("forward_peak_bytes"), entry.get("forward_backward_peak_bytes")
         cells = [
-            fmt(fwd, ".3f"),
-            fmt(total, ".3f"),
-            fmt(fwd / floor["forward_s"] if "forward_s" in floor else None, ".2f"),
-            fmt(
-                total / naive["forward_backward_s"] if total and "forward_s" in naive else None,
-                ".2f",
-            ),
-            fmt(fpk / mib, ".1f"),
-            fmt(None if pk is None else pk / mib, ".1f"),
-            fmt(
-                fpk / naive["forward_peak_bytes"] if naive.get("forward_peak_bytes") else None,
-                ".3f",
-            ),
+            num(fwd, ".3g"),
+            num(total, ".3g"),
+            ratio(fwd, floor.get(fwd_key)),
+            ratio(total, naive.get(total_key)),
+            num(fpk / 2**20, ".1f"),
+            num(None if pk is None else pk / 2**20, ".1f"),
+            ratio(fpk, naive.get("forward_peak_bytes")),
+            ratio(pk, naive.get("forward_backward_peak_bytes")),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -348,7 +352,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="float32 on CPU, bfloat16 on CUDA")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs (min is kept)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed runs after the memory pass")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/token_stats.json"))
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
@@ -356,9 +360,7 @@ def main() -> None:
     if args.dtype is None:
         args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     if args.repeat is None:
-        args.repeat = 1 if args.full and args.device == "cpu" else 3
-    if args.warmup is None:
-        args.warmup = 0 if args.full and args.device == "cpu" else 1
+        args.repeat = 2 if args.full and args.device == "cpu" else 3
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -35,6 +35,10 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"  # tf32 is ignored for half inputs
 
 
+def _stages(dtype: torch.dtype) -> int:
+    return 2 if dtype == torch.float32 else 3  # float32 tiles are twice the shared memory
+
+
 @triton.jit
 def _logits_tile(
     hidden_ptr,
@@ -225,7 +229,8 @@ def forward(
         n_rows, vocab, dim, split_size, inv_t,
         hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
         HAS_BIAS=bias is not None, PRECISION=_precision(hidden.dtype),
-        BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N, BLOCK_K=_BLOCK_K, num_warps=_NUM_WARPS,
+        BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N, BLOCK_K=_BLOCK_K,
+        num_warps=_NUM_WARPS, num_stages=_stages(hidden.dtype),
     )  # fmt: skip
     sums = merge_splits(tuple(partial[:5]))  # type: ignore[arg-type]
     return finalize(sums, partial[5].sum(0))
@@ -259,6 +264,7 @@ def grad_tile(
             HAS_BIAS=bias is not None, HAS_G1=g1 is not None, HAS_G2=g2 is not None,
             PRECISION=_precision(hidden.dtype),
             BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N, BLOCK_K=_BLOCK_K, num_warps=_NUM_WARPS,
+            num_stages=_stages(hidden.dtype),
         )  # fmt: skip
         return out
 
