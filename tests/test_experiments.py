@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 import typer
@@ -214,6 +217,34 @@ def test_grid_refuses_a_directory_of_another_config(grid, model_dir) -> None:
     # More steps extend a finished run: it is resumed, not refused.
     spec = plan_grid(["grpo"], [0], {}, [f"model.path={model_dir}", *FAST, "steps=3"], out)[0]
     assert run_status(spec) == "partial"
+
+
+def test_grid_killed_by_sigkill_resumes(tmp_path, model_dir) -> None:
+    overrides = [f"model.path={model_dir}", *FAST, "steps=3"]
+    script = (
+        "from entropy_dynamics.experiments import run_grid\n"
+        f"run_grid(['grpo', 'clip_b'], [0], {{}}, {overrides!r}, {str(tmp_path)!r})\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    first_checkpoint = tmp_path / "clip_b-seed0" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 300
+    while not first_checkpoint.exists():  # the second run has saved step 1
+        assert child.poll() is None, "the grid ended before it could be killed"
+        assert time.monotonic() < deadline, "the grid did not reach its second run in time"
+        time.sleep(0.02)
+    child.kill()
+    child.wait()
+    assert not (tmp_path / "clip_b-seed0" / "final_eval.json").exists()
+    results = run_grid(["grpo", "clip_b"], [0], {}, overrides, tmp_path)
+    assert [(r.name, r.status) for r in results] == [
+        ("grpo-seed0", "skipped"),
+        ("clip_b-seed0", "resumed"),
+    ]
+    for r in results:
+        assert [row["step"] for row in read_metrics(r.run_dir / "metrics.jsonl")] == [0, 1, 2, 3]
+        assert json.loads((r.run_dir / "final_eval.json").read_text())["step"] == 3
 
 
 def _app() -> typer.Typer:

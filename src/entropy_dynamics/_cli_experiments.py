@@ -151,18 +151,22 @@ def compare_command(
         console.print(table)
         return
     console.print(f"{len(specs)} runs under [bold]{output_dir}[/] with {workers} worker(s)")
-    with _grid_display(len(specs)) as display:
-        results = run_grid(
-            method_list,
-            seed_list,
-            sweeps,
-            fixed,
-            output_dir,
-            workers,
-            display,
-            config_path=config,
-            final_eval=final_eval,
-        )
+    try:
+        with _grid_display(len(specs)) as display:
+            results = run_grid(
+                method_list,
+                seed_list,
+                sweeps,
+                fixed,
+                output_dir,
+                workers,
+                display,
+                config_path=config,
+                final_eval=final_eval,
+            )
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: rerun the same command to resume the grid")
+        raise typer.Exit(130) from None
     console.print(_results_table(results))
     failed = [r for r in results if r.status == "failed"]
     for r in failed:

@@ -16,7 +16,6 @@ written to ``final_eval.json`` (the report's pass-rate histogram needs them).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import multiprocessing
@@ -25,6 +24,7 @@ import queue as queue_module
 import re
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -482,17 +482,37 @@ def run_grid(
 
 
 def _run_parallel(specs, workers: int, emit: Progress, final_eval: bool) -> list[RunResult]:
+    # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (killed, out of memory)
+    # fails its run instead of hanging the grid.
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
-    by_name: dict[str, RunResult] = {}
-    with context.Pool(workers, _init_worker, (events, threads)) as pool:
-        pending = [pool.apply_async(_worker_run, ((spec, final_eval),)) for spec in specs]
-        while pending or not events.empty():
-            with contextlib.suppress(queue_module.Empty):
-                emit(events.get(timeout=0.2))
-            for handle in [h for h in pending if h.ready()]:
-                pending.remove(handle)
-                result = handle.get()
-                by_name[result.name] = result
-    return [by_name[spec.name] for spec in specs]
+    executor = ProcessPoolExecutor(workers, context, _init_worker, (events, threads))
+    results: dict[str, RunResult] = {}
+    try:
+        futures = {executor.submit(_worker_run, (spec, final_eval)): spec for spec in specs}
+        pending, ended, idle = set(futures), 0, 0.0
+        # Every run ends with one terminal event; after the last result, wait briefly for them.
+        while pending or (ended < len(specs) and idle < 5.0):
+            try:
+                event = events.get(timeout=0.2)
+            except queue_module.Empty:
+                idle += 0.0 if pending else 0.2
+            else:
+                emit(event)
+                ended += event.kind in ("done", "skipped", "failed")
+            for future in [f for f in pending if f.done()]:
+                pending.remove(future)
+                spec = futures[future]
+                if future.exception() is not None:
+                    message = f"worker process died: {future.exception()!r}"
+                    emit(RunEvent(spec.name, "failed", 0, spec.config.steps, message=message))
+                    ended += 1
+                    results[spec.name] = RunResult(spec.name, spec.run_dir, "failed", message)
+                else:
+                    results[spec.name] = future.result()
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown()
+    return [results[spec.name] for spec in specs]
