@@ -459,8 +459,10 @@ def run_grid(
     Every run's config and existing directory are checked before any training starts. With
     ``workers > 1`` runs go to that many ``spawn`` processes (each with ``cpu_count // workers``
     torch threads unless the config sets ``threads``); ``progress`` receives every
-    :class:`RunEvent` in this process. A failed run is reported (status ``failed`` with its
-    traceback) and the others go on; ``KeyboardInterrupt`` stops the grid, and a rerun resumes.
+    :class:`RunEvent` in this process (a script that calls this with workers needs an
+    ``if __name__ == "__main__":`` guard, as for any spawned process). A failed run is reported
+    (status ``failed`` with its traceback) and the others go on; ``KeyboardInterrupt`` stops the
+    grid, and a rerun resumes it.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -505,7 +507,10 @@ def _run_parallel(specs, workers: int, emit: Progress, final_eval: bool) -> list
                 pending.remove(future)
                 spec = futures[future]
                 if future.exception() is not None:
-                    message = f"worker process died: {future.exception()!r}"
+                    message = (
+                        f"worker process died ({future.exception()!r}): killed, out of memory, "
+                        "or a script calling run_grid without an `if __name__ == '__main__':` guard"
+                    )
                     emit(RunEvent(spec.name, "failed", 0, spec.config.steps, message=message))
                     ended += 1
                     results[spec.name] = RunResult(spec.name, spec.run_dir, "failed", message)

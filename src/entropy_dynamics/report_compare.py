@@ -15,8 +15,6 @@ groups (a μ sweep). ``summary.json`` holds every number of the tables.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from collections.abc import Sequence
@@ -476,42 +474,6 @@ _SECTIONS = (
 )
 
 
-def _markdown(title: str, sections: list[Section], out: Path) -> str:
-    lines = [f"# {title}", ""]
-    for s in sections:
-        lines += [f"## {s.title}", ""] + ([s.text, ""] if s.text else [])
-        for header, rows in s.tables:
-            lines.append("| " + " | ".join(header) + " |")
-            lines.append("|" + "---|" * len(header))
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-            lines.append("")
-        lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})\n" for p in s.figures]
-    return "\n".join(lines)
-
-
-def _html(title: str, sections: list[Section]) -> str:
-    esc = html.escape
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
-        "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-        "img{max-width:100%}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
-    ]
-    for s in sections:
-        parts.append(f"<h2>{esc(s.title)}</h2>" + (f"<p>{esc(s.text)}</p>" if s.text else ""))
-        for header, rows in s.tables:
-            head = "".join(f"<th>{esc(c)}</th>" for c in header)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows
-            )
-            parts.append(f"<table><tr>{head}</tr>{body}</table>")
-        for path in s.figures:
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-            parts.append(f"<img alt='{esc(path.stem)}' src='data:image/png;base64,{data}'>")
-    return "\n".join([*parts, "</body></html>"])
-
-
 def write_report(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -538,13 +500,13 @@ def write_report(
         },
         "prediction": {},
     }
-    from entropy_dynamics import _report_figures as figures
+    from entropy_dynamics import _report_render as render
 
-    ctx = _Context(groups, ks, out / "figures", summary, figures, figures.pyplot())
+    ctx = _Context(groups, ks, out / "figures", summary, render, render.pyplot())
     sections = [section for build in _SECTIONS for section in build(ctx)]
     markdown, page = out / "report.md", out / "report.html"
-    markdown.write_text(_markdown(title, sections, out))
-    page.write_text(_html(title, sections))
+    markdown.write_text(render.markdown(title, sections, out))
+    page.write_text(render.page(title, sections))
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     figures = [p for s in sections for p in s.figures]
     return ReportResult(markdown, page, figures, summary)

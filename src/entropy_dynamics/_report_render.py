@@ -1,7 +1,10 @@
-"""Figures of the comparison report (matplotlib, PNG, no display needed)."""
+"""Rendering of the comparison report: PNG figures (matplotlib, no display) and the Markdown
+and self-contained HTML pages (images embedded as base64)."""
 
 from __future__ import annotations
 
+import base64
+import html
 import math
 from pathlib import Path
 
@@ -151,3 +154,39 @@ def sweep(groups, key: str, short: str, pass_key: str, ks, out: Path, plt) -> Pa
     for ax in (left, right):
         ax.legend(fontsize=7)
     return _save(fig, out / f"sweep_{short.replace('.', '_')}.png", plt)
+
+
+def markdown(title: str, sections: list, out: Path) -> str:
+    lines = [f"# {title}", ""]
+    for s in sections:
+        lines += [f"## {s.title}", ""] + ([s.text, ""] if s.text else [])
+        for header, rows in s.tables:
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+            lines.append("")
+        lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})\n" for p in s.figures]
+    return "\n".join(lines)
+
+
+def page(title: str, sections: list) -> str:
+    esc = html.escape
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+        "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+        "img{max-width:100%}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
+    for s in sections:
+        parts.append(f"<h2>{esc(s.title)}</h2>" + (f"<p>{esc(s.text)}</p>" if s.text else ""))
+        for header, rows in s.tables:
+            head = "".join(f"<th>{esc(c)}</th>" for c in header)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows
+            )
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        for path in s.figures:
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            parts.append(f"<img alt='{esc(path.stem)}' src='data:image/png;base64,{data}'>")
+    return "\n".join([*parts, "</body></html>"])
