@@ -262,8 +262,14 @@ def test_cli_compare_dry_run_and_report(grid, model_dir, tmp_path) -> None:
     result = runner.invoke(_app(), [*args, f"model.path={model_dir}", *FAST])
     assert result.exit_code == 0, result.output
     assert result.output.count("done") == 4
-    result = runner.invoke(_app(), ["report", str(out), "-o", str(tmp_path), "--ks", "1,2"])
+    # --evaluate-missing recomputes a deleted final_eval.json (seeded: the same numbers).
+    final = out / "grpo-seed1" / "final_eval.json"
+    saved = final.read_text()
+    final.unlink()
+    args = ["report", str(out), "-o", str(tmp_path), "--ks", "1,2", "--evaluate-missing"]
+    result = runner.invoke(_app(), args)
     assert result.exit_code == 0, result.output
+    assert json.loads(final.read_text()) == json.loads(saved)
     text = (tmp_path / "report.md").read_text()
     assert "| grpo | 2 |" in text and "| clip_b | 2 |" in text
     bad = runner.invoke(_app(), ["compare", "--methods", "nope", "-o", str(tmp_path)])
