@@ -1,11 +1,15 @@
-"""Rollout: masks, sampling log-probs vs a teacher-forced forward, determinism, left padding."""
+"""Rollout: masks, sampling statistics vs an unpadded forward, top-p, determinism, padding."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 
 from entropy_dynamics.rollout import generate, response_logits, response_mask_from_ids
+
+PROMPTS = ["100 200 300 -> 600: ", "7 -> 7: "]  # different lengths: the second is left-padded
 
 
 def test_response_mask_runs_through_the_first_eos() -> None:
@@ -21,73 +25,221 @@ def test_response_mask_runs_through_the_first_eos() -> None:
         dtype=torch.bool,
     )
     assert torch.equal(response_mask_from_ids(ids, eos), expected)
-    assert torch.equal(response_mask_from_ids(ids, [1, 9])[2], torch.ones(5, dtype=torch.bool))
+    # Several EOS ids: 9 ends row 2 at its last token, row 1 still ends at its first 1.
+    assert torch.equal(response_mask_from_ids(ids, [1, 9]), expected)
+    assert torch.equal(response_mask_from_ids(ids, [9])[1], torch.ones(5, dtype=torch.bool))
 
 
-def test_sampling_logprobs_match_teacher_forced_forward(tiny_lm) -> None:
+@pytest.fixture(scope="module")
+def eos_prone_lm(tiny_lm):
+    """The tiny model with +3 on the EOS logit, so that some responses end early and some not."""
     model, tokenizer = tiny_lm
+    model = copy.deepcopy(model)
+    bias = torch.zeros(model.config.vocab_size)
+    bias[tokenizer.eos_token_id] = 3.0
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + bias)
+    return model, tokenizer
+
+
+def _unpadded_logits(model, tokenizer, prompt: str, response: torch.Tensor) -> torch.Tensor:
+    """``(len(response), V)`` float64 logits predicting ``response`` after an unpadded prompt."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    ids = torch.tensor([prompt_ids + response.tolist()])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double()
+    return logits[len(prompt_ids) - 1 : -1]
+
+
+def test_rollout_layout_and_sampling_statistics(eos_prone_lm) -> None:
+    model, tokenizer = eos_prone_lm
+    eos, pad, temperature = tokenizer.eos_token_id, tokenizer.pad_token_id, 0.7
     torch.manual_seed(0)
     rollout = generate(
         model,
         tokenizer,
-        ["1 2 3 -> 6: ", "10 -> 10: "],
-        num_samples=3,
-        temperature=0.7,
+        PROMPTS,
+        num_samples=4,
+        temperature=temperature,
+        top_p=0.9,
         max_new_tokens=8,
     )
     n, r = rollout.response_ids.shape
-    assert n == 6 and r <= 8
-    assert rollout.input_ids.shape == (6, rollout.prompt_length + r)
-    assert torch.equal(rollout.prompt_index, torch.tensor([0, 0, 0, 1, 1, 1]))
+    p = rollout.prompt_length
+    assert n == 8 and r == 8  # some row is truncated, so R is max_new_tokens
+    assert rollout.truncated.any() and (~rollout.truncated).any()  # both cases are exercised
+    assert torch.equal(rollout.prompt_index, torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
+    assert rollout.input_ids.shape == rollout.attention_mask.shape == (n, p + r)
+    assert torch.equal(rollout.input_ids[:, p:], rollout.response_ids)
+    mask = rollout.response_mask
+    assert torch.equal(mask, response_mask_from_ids(rollout.response_ids, eos))
+    assert torch.equal(rollout.attention_mask[:, p:].bool(), mask)
+    assert (rollout.response_ids[~mask] == pad).all()
+    ends_with_eos = rollout.response_ids.gather(1, mask.sum(-1, keepdim=True) - 1)[:, 0] == eos
+    assert torch.equal(rollout.truncated, ~ends_with_eos)
+
+    for i in range(n):
+        prompt = PROMPTS[int(rollout.prompt_index[i])]
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        # Left padding: pad, then the prompt's own tokens, attended exactly where real.
+        assert rollout.input_ids[i, p - len(prompt_ids) : p].tolist() == prompt_ids
+        assert rollout.attention_mask[i, :p].tolist() == [0] * (p - len(prompt_ids)) + [1] * len(
+            prompt_ids
+        )
+        length = int(mask[i].sum())
+        response = rollout.response_ids[i, :length]
+        logits = _unpadded_logits(model, tokenizer, prompt, response) / temperature
+        log_p = torch.log_softmax(logits, -1)  # (length, V) float64
+        expected_logprobs = log_p.gather(-1, response[:, None])[:, 0]
+        expected_entropy = -(log_p.exp() * log_p).sum(-1)
+        torch.testing.assert_close(
+            rollout.sampling_logprobs[i, :length].double(), expected_logprobs, rtol=0, atol=1e-4
+        )
+        torch.testing.assert_close(
+            rollout.sampling_entropy[i, :length].double(), expected_entropy, rtol=0, atol=1e-4
+        )
+        assert (rollout.sampling_logprobs[i, length:] == 0).all()
+        assert (rollout.sampling_entropy[i, length:] == 0).all()
+        # The completion is the text before the EOS.
+        answer = response[:-1] if not rollout.truncated[i] else response
+        tokens = tokenizer.convert_ids_to_tokens(answer)
+        assert rollout.completions[i] == "".join(
+            t for t in tokens if t not in tokenizer.all_special_tokens
+        )
+    assert rollout.sampling_logprobs.dtype == rollout.sampling_entropy.dtype == torch.float32
+
+
+def test_response_logits_match_an_unpadded_forward(eos_prone_lm) -> None:
+    model, tokenizer = eos_prone_lm
+    torch.manual_seed(1)
+    rollout = generate(model, tokenizer, PROMPTS, num_samples=2, max_new_tokens=6)
     with torch.no_grad():
-        logits = response_logits(model, rollout).float() / 0.7
-    expected = torch.log_softmax(logits, -1).gather(-1, rollout.response_ids[..., None])[..., 0]
-    expected = expected * rollout.response_mask
-    torch.testing.assert_close(rollout.sampling_logprobs, expected, rtol=0, atol=1e-4)
-    assert rollout.sampling_entropy.shape == (n, r)
-    # Attention covers the prompt's real tokens and exactly the masked response tokens.
-    assert torch.equal(
-        rollout.attention_mask[:, rollout.prompt_length :].bool(), rollout.response_mask
+        logits = response_logits(model, rollout, rows=slice(1, 4)).double()  # rows 1, 2, 3
+    assert logits.shape == (3, rollout.response_ids.shape[1], model.config.vocab_size)
+    for row in range(1, 4):
+        length = int(rollout.response_mask[row].sum())
+        prompt = PROMPTS[int(rollout.prompt_index[row])]
+        expected = _unpadded_logits(model, tokenizer, prompt, rollout.response_ids[row, :length])
+        torch.testing.assert_close(logits[row - 1, :length], expected, rtol=0, atol=1e-4)
+
+
+def test_top_p_samples_only_from_the_nucleus(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    top_p, temperature = 0.3, 1.3
+
+    def outside_nucleus(rollout) -> int:
+        """Sampled tokens outside the smallest set of most likely tokens with mass >= top_p."""
+        count = 0
+        for i in range(rollout.response_ids.shape[0]):
+            length = int(rollout.response_mask[i].sum())
+            response = rollout.response_ids[i, :length]
+            logits = _unpadded_logits(model, tokenizer, PROMPTS[0], response) / temperature
+            probs = torch.softmax(logits, -1)  # (length, V) float64
+            sampled = probs.gather(-1, response[:, None])  # (length, 1)
+            mass_above = (probs * (probs > sampled)).sum(-1)  # mass of more likely tokens
+            count += int((mass_above >= top_p).sum())
+        return count
+
+    torch.manual_seed(2)
+    nucleus = generate(
+        model,
+        tokenizer,
+        PROMPTS[:1],
+        num_samples=6,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=6,
     )
-    # The decoded completion is the text of the masked tokens.
-    for i, text in enumerate(rollout.completions):
-        ids = rollout.response_ids[i][rollout.response_mask[i]]
-        assert text == tokenizer.decode(ids, skip_special_tokens=True)
+    assert outside_nucleus(nucleus) == 0
+    torch.manual_seed(2)
+    full = generate(
+        model, tokenizer, PROMPTS[:1], num_samples=6, temperature=temperature, max_new_tokens=6
+    )
+    assert outside_nucleus(full) > 0  # without top-p the check does fail
+
+
+def test_greedy_decoding_follows_the_argmax_and_ignores_padding(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    short = PROMPTS[1]
+    alone = generate(model, tokenizer, [short], do_sample=False, max_new_tokens=6)
+    batched = generate(model, tokenizer, PROMPTS, do_sample=False, max_new_tokens=6)
+    assert batched.completions[1] == alone.completions[0]
+    length = int(alone.response_mask[0].sum())
+    response = alone.response_ids[0, :length]
+    logits = _unpadded_logits(model, tokenizer, short, response)
+    assert torch.equal(logits.argmax(-1), response)
 
 
 def test_same_seed_same_rollout(tiny_lm) -> None:
     model, tokenizer = tiny_lm
     outs = []
-    for _ in range(2):
-        torch.manual_seed(123)
-        outs.append(generate(model, tokenizer, ["7 8 -> 15: "], num_samples=4, max_new_tokens=6))
+    for seed in (123, 123, 124):
+        torch.manual_seed(seed)
+        outs.append(generate(model, tokenizer, PROMPTS, num_samples=4, max_new_tokens=6))
     assert torch.equal(outs[0].response_ids, outs[1].response_ids)
+    assert torch.equal(outs[0].sampling_logprobs, outs[1].sampling_logprobs)
     assert outs[0].completions == outs[1].completions
+    assert not torch.equal(outs[0].response_ids, outs[2].response_ids)
 
 
-def test_left_padding_does_not_change_greedy_output(tiny_lm) -> None:
+def test_model_generation_config_does_not_leak_in(tiny_lm) -> None:
     model, tokenizer = tiny_lm
-    short = "3 -> 3: "
-    alone = generate(model, tokenizer, [short], do_sample=False, max_new_tokens=6)
-    batched = generate(
-        model, tokenizer, ["100 200 300 400 -> 1000: ", short], do_sample=False, max_new_tokens=6
-    )
-    assert batched.completions[1] == alone.completions[0]
+    poisoned = copy.deepcopy(model)
+    config = poisoned.generation_config
+    config.top_k, config.repetition_penalty, config.min_p, config.top_p = 1, 5.0, 0.5, 0.1
+    outs = []
+    for m in (model, poisoned):
+        torch.manual_seed(7)
+        outs.append(generate(m, tokenizer, PROMPTS, num_samples=3, max_new_tokens=6))
+    assert torch.equal(outs[0].response_ids, outs[1].response_ids)
+    assert poisoned.generation_config is config and config.repetition_penalty == 5.0
 
 
-def test_model_mode_is_restored(tiny_lm) -> None:
+def test_caller_state_is_restored(tiny_lm) -> None:
     model, tokenizer = tiny_lm
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.padding_side = "right"  # ignored: prompts are always left-padded
     model.train()
-    generate(model, tokenizer, ["1 -> 1: "], max_new_tokens=2)
-    assert model.training
+    try:
+        rollout = generate(model, tokenizer, PROMPTS, max_new_tokens=2)
+        assert model.training and tokenizer.padding_side == "right"
+        assert rollout.attention_mask[1, 0] == 0  # the short prompt is padded on the left
+    finally:
+        model.eval()
+
+
+def test_tokenizer_without_pad_pads_with_eos(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None
+    bare = copy.deepcopy(model)
+    bare.generation_config.pad_token_id = None
+    assert no_pad.pad_token_id is None
+    with_pad = generate(model, tokenizer, PROMPTS, do_sample=False, max_new_tokens=5)
+    without = generate(bare, no_pad, PROMPTS, do_sample=False, max_new_tokens=5)
+    assert without.completions == with_pad.completions
+    assert without.input_ids[1, 0] == tokenizer.eos_token_id  # padded with EOS, masked out
+
+
+def test_tokenizer_without_eos_is_refused(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    no_eos = copy.deepcopy(tokenizer)
+    no_eos.pad_token, no_eos.eos_token = None, None
+    bare = copy.deepcopy(model)
+    bare.generation_config.eos_token_id = None
+    bare.generation_config.pad_token_id = None
+    with pytest.raises(ValueError, match="EOS"):
+        generate(bare, no_eos, PROMPTS)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"prompts": []}, "at least one prompt"),
+        ({"prompts": "1 -> 1: "}, "list of strings"),
+        ({"prompts": ["1 -> 1: ", ""]}, "prompt 1 encodes to no tokens"),
         ({"num_samples": 0}, "num_samples"),
         ({"temperature": 0.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
         ({"top_p": 1.5}, "top_p"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
     ],
