@@ -17,7 +17,16 @@ __all__ = ["EvalResult", "evaluate", "pass_at_k"]
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
-    """Unbiased Pass@k, computed as ``1 - Π_{i=n-c+1}^{n} (1 - k / i)`` (numerically stable)."""
+    """Unbiased Pass@k ``1 - C(n - c, k) / C(n, k)`` of ``c`` correct among ``n`` samples.
+
+    The ratio of binomials is the product ``Π_{i=n-c+1}^{n} (1 - k / i)`` (Chen et al. 2021,
+    Fig. 3), which never forms the huge binomials themselves.
+
+    Args:
+        num_samples: ``n >= 1`` samples drawn for the problem.
+        num_correct: ``c`` of them correct, ``0 <= c <= n``.
+        k: ``1 <= k <= n``.
+    """
     n, c = num_samples, num_correct
     if not 0 <= c <= n:
         raise ValueError(f"need 0 <= num_correct <= num_samples, got c={c}, n={n}")
@@ -33,6 +42,20 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
 
 @dataclass
 class EvalResult:
+    """Scores of ``k`` samples on each of the held-out problems.
+
+    Attributes:
+        k: samples per problem.
+        avg_at_k: mean correctness over all samples (Avg@k).
+        pass_at: ``{k': Pass@k'}``, the unbiased estimator averaged over problems.
+        per_problem_correct: correct samples of each problem, out of ``k``.
+        per_problem_pass_rate: ``per_problem_correct / k`` (for the pass-rate histogram).
+        format_rate: mean format score over all samples.
+        mean_response_length: mean response tokens per sample (EOS included).
+        mean_entropy: mean token entropy of ``softmax(z / T)`` over all response tokens.
+        truncated_rate: fraction of samples that reached ``max_new_tokens`` without EOS.
+    """
+
     k: int
     avg_at_k: float
     pass_at: dict[int, float]
@@ -40,8 +63,11 @@ class EvalResult:
     format_rate: float
     mean_response_length: float
     mean_entropy: float
+    per_problem_correct: list[int] = field(default_factory=list, repr=False)
+    truncated_rate: float = 0.0
 
     def to_metrics(self, prefix: str = "eval") -> dict[str, float]:
+        """Flat metrics: ``{prefix}/avg@k``, ``{prefix}/pass@k'`` for each k', and the rest."""
         metrics = {f"{prefix}/avg@{self.k}": self.avg_at_k}
         metrics.update({f"{prefix}/pass@{k}": v for k, v in sorted(self.pass_at.items())})
         metrics[f"{prefix}/format_rate"] = self.format_rate
@@ -61,49 +87,60 @@ def evaluate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     max_new_tokens: int = 32,
-    batch_size: int = 256,
+    batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Sample ``k`` answers per problem and score them with ``task.score``.
 
+    A sample counts as correct when ``score.correct >= 0.5`` (the Task protocol's values are 0 and
+    1). Sampling draws from torch's global RNG: seed it for a reproducible evaluation.
+
     Args:
+        model: Hugging Face causal LM (its train/eval mode is restored after each batch).
+        tokenizer: its tokenizer.
         task: a :class:`~entropy_dynamics.tasks.base.Task` (``prompt``, ``score``).
         problems: held-out problems.
-        ks: Pass@k values to report (each ≤ ``k``); default ``(1, k)``.
-        batch_size: sequences per ``generate`` call (rounded down to whole problems).
-        progress: called as ``progress(done, total)`` after each batch of problems.
+        k: samples per problem ``n`` (Avg@k, and the ``n`` of the Pass@k estimator).
+        ks: Pass@k values to report (each in ``[1, k]``); default ``(1, k)``.
+        temperature, top_p, max_new_tokens: sampling options, as in :func:`generate`.
+        batch_size: sequences per ``generate`` call, rounded down to whole problems (at least one).
+        progress: called as ``progress(problems_done, problems_total)`` after each batch.
     """
-    if not problems:
+    if len(problems) == 0:
         raise ValueError("problems: need at least one problem to evaluate")
-    ks = tuple(sorted(set(ks or (1, k))))
-    if any(not 1 <= x <= k for x in ks):
-        raise ValueError(f"every Pass@k value must be in [1, k={k}], got {ks}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1 (samples per problem), got {k}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ks = tuple(sorted(set(ks if ks is not None else (1, k))))
+    if not ks or any(not 1 <= x <= k for x in ks):
+        raise ValueError(f"ks: every Pass@k value must be in [1, k={k}], got {ks}")
     per_batch = max(1, batch_size // k)
-    correct_counts, formats, lengths, entropy_sum, token_count = [], 0.0, 0.0, 0.0, 0
+    correct_counts: list[int] = []
+    formats, tokens, truncated, entropy_sum = 0.0, 0, 0, 0.0
     for start in range(0, len(problems), per_batch):
         chunk = problems[start : start + per_batch]
         rollout = generate(
             model,
             tokenizer,
-            [task.prompt(p) for p in chunk],
+            [task.prompt(problem) for problem in chunk],
             num_samples=k,
             temperature=temperature,
             top_p=top_p,
             max_new_tokens=max_new_tokens,
         )
         scores = [
-            task.score(chunk[int(i)], text)
-            for i, text in zip(rollout.prompt_index, rollout.completions, strict=True)
+            task.score(chunk[i], text)
+            for i, text in zip(rollout.prompt_index.tolist(), rollout.completions, strict=True)
         ]
         for j in range(len(chunk)):
-            correct_counts.append(sum(int(s.correct > 0) for s in scores[j * k : (j + 1) * k]))
-        formats += sum(s.format for s in scores)
-        mask = rollout.response_mask
-        lengths += float(mask.sum())
-        entropy_sum += float(rollout.sampling_entropy.sum())
-        token_count += int(mask.sum())
+            correct_counts.append(sum(float(s.correct) >= 0.5 for s in scores[j * k : (j + 1) * k]))
+        formats += sum(float(s.format) for s in scores)
+        tokens += int(rollout.response_mask.sum())
+        truncated += int(rollout.truncated.sum())
+        entropy_sum += float(rollout.sampling_entropy.sum())  # 0 on padding
         if progress is not None:
-            progress(min(start + per_batch, len(problems)), len(problems))
+            progress(start + len(chunk), len(problems))
     n_samples = len(problems) * k
     return EvalResult(
         k=k,
@@ -111,6 +148,8 @@ def evaluate(
         pass_at={x: sum(pass_at_k(k, c, x) for c in correct_counts) / len(problems) for x in ks},
         per_problem_pass_rate=[c / k for c in correct_counts],
         format_rate=formats / n_samples,
-        mean_response_length=lengths / n_samples,
-        mean_entropy=entropy_sum / max(token_count, 1),
+        mean_response_length=tokens / n_samples,
+        mean_entropy=entropy_sum / tokens,
+        per_problem_correct=correct_counts,
+        truncated_rate=truncated / n_samples,
     )
