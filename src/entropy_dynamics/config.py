@@ -85,7 +85,7 @@ class RolloutConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4
+    lr: float = 5e-4
     """AdamW learning rate, constant after warm-up (paper: 1e-6 for 7B; tiny models need more)."""
     beta1: float = 0.9
     """AdamW β1 (PyTorch default)."""
@@ -146,7 +146,7 @@ class AlgorithmConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = 10
+    every: int = 20
     """Evaluate every N steps, at step 0 and at the end (0 disables)."""
     problems: int = 64
     """Held-out problems used for evaluation."""
@@ -170,7 +170,7 @@ class TrainConfig:
     """Parent directory of run directories."""
     seed: int = 0
     """Seed of sampling, data order and everything random."""
-    steps: int = 40
+    steps: int = 60
     """Training steps (one rollout batch each)."""
     checkpoint_every: int = 10
     """Write a checkpoint every N steps and at the end."""
