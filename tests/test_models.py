@@ -190,6 +190,8 @@ def test_short_pretrain_writes_a_loadable_model_and_metrics(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True)
     assert count_parameters(model) == metrics["model/parameters"]
     AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    # evaluation pads batches on the left; that state must not leak into the saved tokenizer
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["padding"] is None
 
 
 @pytest.mark.slow
@@ -234,3 +236,22 @@ def test_shipped_model_generates_a_well_formed_answer():
     assert tokenizer.eos_token_id in completion_ids  # stops by itself
     completion = tokenizer.decode(completion_ids, skip_special_tokens=True)
     assert task.score(problem, completion).format == 1.0, completion
+
+
+@pytest.mark.slow
+def test_pretrain_cli_writes_a_model_directory(tmp_path):
+    from typer.testing import CliRunner
+
+    from entropy_dynamics.cli import app
+
+    output = tmp_path / "model"
+    args = ["pretrain", "--output", str(output), "--steps", "2", "--batch-size", "2"]
+    args += ["--hidden-size", "32", "--num-layers", "1", "--eval-problems", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((output / METRICS_FILE).read_text())
+    assert record["command"].startswith("entropy-dynamics")
+    assert record["config"]["model"]["hidden_size"] == 32
+    assert (output / "model.safetensors").is_file()
+    bad = CliRunner().invoke(app, ["pretrain", "--output", str(output), "--hidden-size", "30"])
+    assert bad.exit_code == 2 and "hidden_size" in bad.output

@@ -72,7 +72,6 @@ def pretrain_command(
 ) -> None:
     """Pretrain the embedded tiny Qwen2 on Countdown (supervised) and evaluate pass@1, Pass@k."""
     import shlex
-    import sys
     from dataclasses import replace
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -98,7 +97,21 @@ def pretrain_command(
     except ValueError as exc:
         console.print(f"[red]error[/]: {exc}")
         raise typer.Exit(2) from None
-    command = shlex.join(["entropy-dynamics", *sys.argv[1:]])
+    # the effective options (defaults included), so the command reproduces the run exactly
+    effective = {
+        "--output": output,
+        "--seed": config.seed,
+        "--steps": config.steps,
+        "--batch-size": config.batch_size,
+        "--lr": config.lr,
+        "--hidden-size": config.model.hidden_size,
+        "--num-layers": config.model.num_layers,
+        "--eval-problems": config.eval_problems,
+        "--eval-samples": config.eval_samples,
+    }
+    command = shlex.join(
+        ["entropy-dynamics", "pretrain", *(str(x) for item in effective.items() for x in item)]
+    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

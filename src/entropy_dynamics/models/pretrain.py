@@ -262,14 +262,15 @@ def pretrain(
         "train/loss": sum(tail) / len(tail),
         "time/train_s": train_s,
     }
+    # saved before evaluating: batched left padding would otherwise be baked into tokenizer.json
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    save_tokenizer(tokenizer, output_dir)
+
     start = time.perf_counter()
     if config.eval_problems > 0:
         metrics |= _evaluate(model, tokenizer, task, config, progress)
     metrics["time/eval_s"] = time.perf_counter() - start
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    save_tokenizer(tokenizer, output_dir)
     record = {
         "metrics": metrics,
         "config": asdict(config),
