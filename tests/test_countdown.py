@@ -288,13 +288,25 @@ def test_generator_is_deterministic_and_splits_are_disjoint():
     assert other != train
 
 
-def test_generated_problems_follow_the_config_and_are_solvable():
-    for p in generate_problems(SMALL, "train") + generate_problems(SMALL, "eval"):
-        assert 3 <= len(p.numbers) <= 4 and all(1 <= n <= 20 for n in p.numbers)
-        assert 1 <= p.target <= 100 and p.target not in p.numbers
-        solutions = solve(p.numbers, p.target)
+FOUR = CountdownConfig(max_numbers=4, max_value=12, max_target=60, n_train=40, n_eval=15)
+
+
+@pytest.mark.parametrize("config", [SMALL, FOUR, CountdownConfig(use_all_numbers=True, n_eval=30)])
+def test_generated_problems_follow_the_config_and_are_solvable(config):
+    problems = generate_problems(config, "eval")
+    if config.n_train <= 100:
+        problems += generate_problems(config, "train")
+    for p in problems:
+        assert config.min_numbers <= len(p.numbers) <= config.max_numbers
+        assert all(config.min_value <= n <= config.max_value for n in p.numbers)
+        assert 1 <= p.target <= config.max_target and p.target not in p.numbers
+        solutions = solve(p.numbers, p.target, use_all=config.use_all_numbers)
         assert p.num_solutions == len(solutions) >= 1
-        assert score(p, solutions[-1]).correct == 1.0
+        for text in solutions:
+            assert score(p, text, config).correct == 1.0, (p, text)
+    assert {len(p.numbers) for p in problems} == set(
+        range(config.min_numbers, config.max_numbers + 1)
+    )
 
 
 def test_solution_count_window():
@@ -303,9 +315,17 @@ def test_solution_count_window():
 
 
 def test_too_small_problem_space_is_reported():
+    # pairs from {1, 2}: (1,1), (1,2), (2,2); times targets 1..4 = 12 keys, all drawn, then stop
     config = CountdownConfig(min_numbers=2, max_numbers=2, max_value=2, max_target=4, n_train=50)
-    with pytest.raises(ValueError, match="n_train"):
+    with pytest.raises(ValueError, match=r"n_train: .* in all 12 \(numbers, target\) keys"):
         generate_problems(config, "train")
+    # every number exactly once: fewer solvable problems than the 3/4 share of the 56·30 = 1680
+    # keys (3-multisets of 1..6 times targets 1..30) in training; found out without 1.5M draws
+    config = CountdownConfig(use_all_numbers=True, max_value=6, max_target=30, n_train=1500)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"n_train: .* all 1680 .*use_all_numbers"):
+        generate_problems(config, "train")
+    assert time.perf_counter() - start < 3.0
     with pytest.raises(ValueError, match="split"):
         generate_problems(SMALL, "test")
 

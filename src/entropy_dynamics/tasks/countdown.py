@@ -2,7 +2,8 @@
 
 Rules, shared by the generator, the solver and the reward:
 - an answer is a bare arithmetic expression of integer literals, ``+ - * /`` and parentheses
-  (no unary minus, no ``**``, no other syntax), e.g. ``(8-5)*7+1``;
+  (no unary minus, no ``**``, no other syntax), e.g. ``(8-5)*7+1``; literals are plain decimal
+  digits without leading zeros (``03``, ``3.0``, ``3_0`` are malformed); spaces are allowed;
 - each literal is one of the given numbers, each number used at most once
   (exactly once with ``use_all_numbers=True``);
 - arithmetic is exact over the rationals (:class:`fractions.Fraction`): ``/`` is true division and
@@ -11,7 +12,9 @@ Rules, shared by the generator, the solver and the reward:
 
 Prompt (one definition, :data:`PROMPT_TEMPLATE`): ``"3 5 7 8 -> 22: "``; the expected completion is
 the expression followed by the model's EOS. The reward reads the completion only: it strips
-surrounding whitespace and ignores everything after the first newline.
+surrounding whitespace and ignores everything after the first newline. Reference solutions
+(:func:`solve`) are printed without spaces and with minimal parentheses, compound terms first and
+numbers in decreasing order: ``"3 5 7 8 -> 22: "`` → ``5*3+7``, ``(5-3)*7+8``, ``8-(3-5)*7``, ...
 
 Distinct solutions (``solve``, ``num_solutions``) are counted up to the rewriting rules of
 commutativity and associativity of ``+`` and ``×``, together with the sign and reciprocal rules
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from itertools import combinations
+from math import comb
 from operator import itemgetter
 from typing import Literal
 
@@ -203,10 +207,10 @@ def _combine(a: _Expr, b: _Expr, op: str) -> _Expr:
     return _make(kind, a_plus + b_minus, a_minus + b_plus)  # a − b, a / b: b's signs flip
 
 
-def _combinations(exprs_a, exprs_b, op: str, swap: bool):
+def _combinations(exprs_a: dict, exprs_b: dict, op: str, swap: bool):
     """``a op b`` (``b op a`` if ``swap``) for every pair of expressions of the two groups."""
-    for ea in exprs_a:
-        for eb in exprs_b:
+    for ea in exprs_a.values():
+        for eb in exprs_b.values():
             yield _combine(eb, ea, op) if swap else _combine(ea, eb, op)
 
 
@@ -221,8 +225,7 @@ def _splits(multiset: tuple[int, ...]):
             yield left, right
 
 
-_TABLE_SIZE = 2  # multisets this small are looked up in a full table of their values
-_CACHED_SIZE = 3  # full tables this small are shared across calls (triples: 6-number problems)
+_CACHED_SIZE = 3  # sub-multisets this small are shared across calls (≈ 50 MB for 1..20)
 
 
 @lru_cache(maxsize=4096)
@@ -260,56 +263,41 @@ def _enumerate(multiset: tuple[int, ...], lookup) -> dict[Fraction, dict[str, _E
                     results.append((vb / va, "/", True))
                 for value, op, swap in results:
                     bucket = out.setdefault(value, {})
-                    for expr in _combinations(exprs_a.values(), exprs_b.values(), op, swap):
+                    for expr in _combinations(exprs_a, exprs_b, op, swap):
                         bucket[expr[1]] = expr
     return out
 
 
-def _needs(va: Fraction, target: Fraction) -> list[tuple[Fraction | None, str, bool]]:
-    """``(b, op, swap)`` with ``a op b`` (``b op a`` if ``swap``) equal to ``target`` when ``a`` is
-    worth ``va``; ``b = None``: any ``b`` will do (``0·b``, and ``0/b`` for ``b ≠ 0``)."""
-    needs: list[tuple[Fraction | None, str, bool]] = [
-        (target - va, "+", False),
-        (va - target, "-", False),
-        (target + va, "-", True),
-    ]
-    if va:
-        needs += [(target / va, "*", False), (target * va, "/", True)]
-        if target:
-            needs.append((va / target, "/", False))
-    elif not target:
-        needs += [(None, "*", False), (None, "/", False)]
-    return needs
-
-
-def _reaching(multiset: tuple[int, ...], target: Fraction, memo: dict) -> dict[str, _Expr]:
-    """Canonical expressions over all of ``multiset`` worth ``target``, ``{text: expr}``.
-
-    Top-down: for each split, each value ``a`` of the smaller side fixes the value the other side
-    must reach (``target − a``, ``target / a``, ...), found recursively; so a 4-number problem
-    only ever tabulates pairs, never all values of its triples. Memoised in ``memo``.
-    """
-    if len(multiset) <= _TABLE_SIZE:
-        return _expressions(multiset, memo).get(target, {})
-    key = ("reaching", multiset, target)  # apart from the tables keyed by multiset alone
-    if key in memo:
-        return memo[key]
-    found: dict[str, _Expr] = {}
+def _reaching(multiset: tuple[int, ...], target: Fraction, memo: dict) -> list[_Expr]:
+    """Canonical expressions over all of ``multiset`` worth ``target``, by looking up the value
+    the second operand needs for each value of the first (no enumeration of the whole set)."""
+    if len(multiset) <= 1:
+        return list(_expressions(multiset, memo).get(target, {}).values())
+    found: list[_Expr] = []
     for left, right in _splits(multiset):
-        if len(left) > len(right):
-            left, right = right, left  # tabulate the smaller side, reach into the larger
-        for va, exprs_a in _expressions(left, memo).items():
-            for vb, op, swap in _needs(va, target):
-                if vb is None:  # target 0 from a zero-valued a: every b (nonzero for a/b)
-                    groups = [
-                        g.values() for v, g in _expressions(right, memo).items() if op == "*" or v
-                    ]
+        by_a, by_b = _expressions(left, memo), _expressions(right, memo)
+        if len(by_a) > len(by_b):
+            by_a, by_b = by_b, by_a  # iterate the side with fewer values
+        for va, exprs_a in by_a.items():
+            # (needed value of b, op, swap): a+b, a−b, b−a, a·b, a/b, b/a equal to the target
+            needs: list[tuple[Fraction | None, str, bool]] = [
+                (target - va, "+", False),
+                (va - target, "-", False),
+                (target + va, "-", True),
+            ]
+            if va:
+                needs += [(target / va, "*", False), (target * va, "/", True)]
+                if target:
+                    needs.append((va / target, "/", False))
+            elif not target:
+                needs += [(None, "*", False), (None, "/", False)]  # 0·b = 0, 0/b = 0 for b ≠ 0
+            for vb, op, swap in needs:
+                if vb is None:
+                    groups = [g for v, g in by_b.items() if op == "*" or v]
                 else:
-                    groups = [_reaching(right, vb, memo).values()]
+                    groups = [by_b[vb]] if vb in by_b else []
                 for exprs_b in groups:
-                    for expr in _combinations(exprs_a.values(), exprs_b, op, swap):
-                        found[expr[1]] = expr
-    memo[key] = found
+                    found.extend(_combinations(exprs_a, exprs_b, op, swap))
     return found
 
 
@@ -351,7 +339,10 @@ def solve(
     texts: set[str] = set()
     memo: dict = {}
     for sub in subsets:
-        texts.update(_reaching(sub, value, memo))
+        if sub == multiset:
+            texts.update(e[1] for e in _reaching(sub, value, memo))
+        else:  # proper sub-multisets are enumerated anyway as parts of the full one
+            texts.update(_expressions(sub, memo).get(value, {}))
     solutions = sorted(texts, key=lambda t: (len(t), t))
     return solutions if limit is None else solutions[:limit]
 
@@ -491,18 +482,24 @@ def generate_problems(
     wanted = config.n_train if split == "train" else config.n_eval
     rng = random.Random(f"countdown|{config.seed}|{split}")
     max_draws = 1000 * wanted + 10_000
+    # distinct keys: multisets of `count` values from `span` (stars and bars) times targets
+    span = config.max_value - config.min_value + 1
+    counts = range(config.min_numbers, config.max_numbers + 1)
+    n_keys = config.max_target * sum(comb(span + count - 1, count) for count in counts)
     problems: list[CountdownProblem] = []
-    seen: set[tuple[tuple[int, ...], int]] = set()
+    drawn: set[tuple[tuple[int, ...], int]] = set()
     for _ in range(max_draws):
-        if len(problems) == wanted:
-            return problems
+        if len(problems) == wanted or len(drawn) == n_keys:
+            break
         count = rng.randint(config.min_numbers, config.max_numbers)
         numbers = tuple(rng.randint(config.min_value, config.max_value) for _ in range(count))
         target = rng.randint(1, config.max_target)
         key = (tuple(sorted(numbers)), target)
-        if target in numbers or key in seen or _split_of(numbers, target, config.seed) != split:
+        if key in drawn:
             continue
-        seen.add(key)
+        drawn.add(key)
+        if target in numbers or _split_of(numbers, target, config.seed) != split:
+            continue
         solutions = len(solve(numbers, target, use_all=config.use_all_numbers))
         if solutions < config.min_solutions:
             continue
@@ -511,9 +508,15 @@ def generate_problems(
         problems.append(CountdownProblem(numbers=numbers, target=target, num_solutions=solutions))
     if len(problems) == wanted:
         return problems
+    searched = (
+        f"all {n_keys} (numbers, target) keys"
+        if len(drawn) == n_keys
+        else f"{max_draws} draws ({len(drawn)} of {n_keys} keys)"
+    )
     raise ValueError(
-        f"n_{split}: found only {len(problems)} of {wanted} distinct problems in {max_draws} "
-        "draws; widen min_value..max_value, max_target or the solution-count window"
+        f"n_{split}: found only {len(problems)} of {wanted} problems in {searched}; lower "
+        f"n_{split} or widen min_value..max_value, max_numbers, max_target or the solution-count "
+        "window (use_all_numbers=True also leaves fewer solvable problems)"
     )
 
 
