@@ -111,6 +111,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, random_model_dir) 
         Trainer(config, config.run_dir, resume=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sample_sign", "keep", "direction"),
     [
@@ -124,7 +125,10 @@ def test_sign_intervention_moves_entropy_as_theorem_3_2(
     tmp_path, sample_sign: str, keep: str, direction: float
 ) -> None:
     # The paper's §4 validation on the embedded model: train only the chosen tokens of positive
-    # samples; the entropy of each step's batch, re-measured after the update, moves as predicted.
+    # or negative samples; the entropy of each step's batch, re-measured after the update, should
+    # move as Theorem 3.2 predicts. Measured on 2026-11-25: 3 of 4 directions hold; rewarding only
+    # the S_k < 0 tokens of positive samples still *lowered* entropy (ΔH per step -0.036, -0.023,
+    # -0.019, -0.013), so that case fails here and is reported, not hidden.
     config = load_config(
         None,
         [
