@@ -77,13 +77,6 @@ def _rebase(sums: _Sums, new_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tenso
     return scale * a, scale * (b + delta * a), scale2 * c, scale2 * (d + delta * c)
 
 
-def _merge(left: _Sums, right: _Sums) -> _Sums:
-    """Online-softmax merge of two partial sums over disjoint vocabulary ranges."""
-    new_max = torch.maximum(left[0], right[0])
-    merged = [x + y for x, y in zip(_rebase(left, new_max), _rebase(right, new_max), strict=True)]
-    return (new_max, *merged)
-
-
 def merge_splits(sums: _Sums) -> _Sums:
     """Merge partial sums stacked along dim 0 (``(S, n)`` each) into one ``(n,)`` set."""
     new_max = sums[0].max(0).values  # (n,)
@@ -157,7 +150,7 @@ def _forward_torch(
             rows = slice(r0, r0 + row_chunk)
             x = _block_logits(hidden[rows], w, b, inv_t, dtype)  # (r, v)
             x_k[rows] = _pick(x, tokens[rows], v0, x_k[rows])
-            block_max = x.max(-1).values  # (r,)
+            block_max = x.amax(-1)  # (r,); amax: no argmax, several times cheaper than max
             prev = state[i]
             new_max = block_max if prev is None else torch.maximum(prev[0], block_max)
             sums = _block_sums(x, new_max)
@@ -367,8 +360,8 @@ def token_stats_from_hidden(
     temperature: float = 1.0,
     *,
     bias: Tensor | None = None,
-    vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
-    row_chunk: int = DEFAULT_ROW_CHUNK,
+    vocab_chunk: int | None = None,
+    row_chunk: int | None = None,
     entropy_grad: bool = False,
     valid_vocab: int | None = None,
     backend: str = "auto",
@@ -381,8 +374,10 @@ def token_stats_from_hidden(
         tokens: ``(...)`` sampled token ids in ``[0, valid_vocab)``.
         temperature: sampling temperature ``T > 0``.
         bias: optional ``(V,)`` finite lm_head bias.
-        vocab_chunk: vocabulary rows per block.
-        row_chunk: positions per block (torch path; the Triton kernel tiles on its own).
+        vocab_chunk: vocabulary rows per block; ``None``: ``DEFAULT_VOCAB_CHUNK`` (4096).
+        row_chunk: positions per block; ``None``: ``DEFAULT_ROW_CHUNK`` (1024). Forward peak
+            memory is about two float32 ``[row_chunk, vocab_chunk]`` blocks (32 MiB by default);
+            the Triton forward tiles on its own, its backward uses these blocks too.
         entropy_grad: make ``H`` differentiable (entropy bonus).
         valid_vocab: rows of ``weight`` that are real tokens; later rows get ``p = 0``.
         backend: ``"auto"`` (Triton on CUDA when importable, else torch), ``"torch"``, ``"triton"``.
@@ -392,6 +387,8 @@ def token_stats_from_hidden(
         ``logprobs`` (and ``entropy`` if ``entropy_grad``) carry gradients to ``hidden``,
         ``weight`` and ``bias``.
     """
+    vocab_chunk = DEFAULT_VOCAB_CHUNK if vocab_chunk is None else vocab_chunk
+    row_chunk = DEFAULT_ROW_CHUNK if row_chunk is None else row_chunk
     vocab = _check(hidden, weight, tokens, temperature, bias, vocab_chunk, row_chunk, valid_vocab)
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
