@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["TokenStats", "default_chunk_size", "token_stats"]
+__all__ = ["TokenStats", "default_chunk_size", "token_stats", "token_stats_from_hidden"]
 
 _CHUNK_BYTES = 1 << 26  # 64 MiB of float32 per chunk of [rows, V] by default
 
@@ -178,4 +178,57 @@ def token_stats(
         entropy=h.reshape(batch_shape),
         discriminator=s_k.reshape(batch_shape),
         expected_discriminator=e_s.reshape(batch_shape),
+    )
+
+
+def token_stats_from_hidden(
+    hidden: Tensor,
+    weight: Tensor,
+    tokens: Tensor,
+    temperature: float = 1.0,
+    *,
+    bias: Tensor | None = None,
+    vocab_chunk: int | None = None,
+    row_chunk: int | None = None,
+    entropy_grad: bool = False,
+    valid_vocab: int | None = None,
+) -> TokenStats:
+    """:class:`TokenStats` of ``softmax((hidden @ weightᵀ + bias) / T)``, never forming ``[N, V]``.
+
+    Same values as ``token_stats(hidden @ weight.T + bias, tokens, temperature)``, computed in
+    one streaming pass over vocabulary chunks (online max with the four power sums that give
+    ``H`` and ``E_p[S]``; derivation in :mod:`entropy_dynamics._fused_stats`), with a custom
+    backward that recomputes each chunk. Uses the Triton kernel on CUDA when triton is
+    importable, else the torch path.
+
+    Args:
+        hidden: ``(..., d)`` final hidden states (bf16 / fp16 / fp32 / fp64).
+        weight: ``(V, d)`` lm_head weight, same dtype and device as ``hidden``.
+        tokens: ``(...)`` sampled token ids in ``[0, valid_vocab)``.
+        temperature: sampling temperature ``T > 0``.
+        bias: optional ``(V,)`` finite lm_head bias.
+        vocab_chunk: vocabulary rows per block (``None``: 4096).
+        row_chunk: positions per block (``None``: 1024); the forward holds about two float32
+            ``[row_chunk, vocab_chunk]`` blocks.
+        entropy_grad: make ``entropy`` differentiable (entropy bonus).
+        valid_vocab: rows of ``weight`` that are real tokens (Qwen pads 151,665 to 151,936);
+            later rows get ``p = 0``.
+
+    Returns:
+        :class:`TokenStats` with fields of shape ``(...)`` in float32 (float64 for float64
+        input); ``logprobs`` (and ``entropy`` if requested) carry gradients to ``hidden``,
+        ``weight`` and ``bias``.
+    """
+    from entropy_dynamics import _fused_stats  # imports TokenStats from this module
+
+    return _fused_stats.token_stats_from_hidden(
+        hidden,
+        weight,
+        tokens,
+        temperature,
+        bias=bias,
+        vocab_chunk=vocab_chunk,
+        row_chunk=row_chunk,
+        entropy_grad=entropy_grad,
+        valid_vocab=valid_vocab,
     )
