@@ -71,6 +71,21 @@ def test_forward_matches_materialised_logits(batch, vocab, vocab_chunk, row_chun
     _assert_fields(fused, _reference(logits, tokens, temperature), rtol=1e-5, atol=2e-6)
 
 
+def test_public_wrapper_dispatches_to_the_torch_path_on_cpu(monkeypatch):
+    from entropy_dynamics import _fused_stats, stats
+
+    calls = []
+    original = _fused_stats._forward_torch
+    monkeypatch.setattr(_fused_stats, "_forward_torch", lambda *a: calls.append(1) or original(*a))
+    hidden, weight, bias, tokens = _case((6, 7), 12, 333, seed=11, valid=300)
+    result = stats.token_stats_from_hidden(
+        hidden, weight, tokens, 0.8, bias=bias, vocab_chunk=50, row_chunk=16, valid_vocab=300
+    )
+    assert calls and isinstance(result, stats.TokenStats)
+    materialised = token_stats(_logits(hidden, weight, bias, valid=300), tokens, 0.8)
+    _assert_fields(result, [getattr(materialised, f) for f in FIELDS], rtol=1e-5, atol=2e-6)
+
+
 def test_valid_vocab_is_the_truncated_and_the_minus_inf_padded_distribution():
     # Rows >= 250 of a 256-row lm_head are padding: p = 0 there, exactly as if they did not exist.
     hidden, weight, bias, tokens = _case((19,), 16, 256, seed=1, valid=250)
