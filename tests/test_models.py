@@ -255,3 +255,13 @@ def test_pretrain_cli_writes_a_model_directory(tmp_path):
     assert (output / "model.safetensors").is_file()
     bad = CliRunner().invoke(app, ["pretrain", "--output", str(output), "--hidden-size", "30"])
     assert bad.exit_code == 2 and "hidden_size" in bad.output
+
+
+def test_shipped_tokenizer_is_the_built_tokenizer():
+    path = default_model_path()
+    shipped = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    built = build_tokenizer()
+    text = "".join(chr(code) for code in range(0x20, 0x7F)) + "\n"
+    assert shipped(text)["input_ids"] == built(text)["input_ids"]
+    assert (shipped.pad_token_id, shipped.eos_token_id) == (0, 1)
+    assert json.loads((path / "tokenizer.json").read_text())["padding"] is None
