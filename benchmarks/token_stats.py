@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from entropy_dynamics import _fused_stats
+from entropy_dynamics import _fused_stats, stats
 
 QUICK = {"n": 1024, "d": 512, "v": 32768}
 FULL = {"n": 4096, "d": 1536, "v": 151936}
@@ -80,7 +80,7 @@ def _trl() -> Callable[..., Outputs]:
 
 
 def _ours(h, w, tokens) -> Outputs:
-    out = _fused_stats.token_stats_from_hidden(h, w, tokens, entropy_grad=True)
+    out = stats.token_stats_from_hidden(h, w, tokens, entropy_grad=True)
     return out.logprobs, out.entropy
 
 
