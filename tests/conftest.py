@@ -43,3 +43,13 @@ def tiny_lm():
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory, tiny_lm):
+    """The session's tiny random model saved as a Hugging Face directory."""
+    model, tokenizer = tiny_lm
+    path = tmp_path_factory.mktemp("tiny-random")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -49,12 +49,8 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_lm):
-    model, tokenizer = tiny_lm
-    path = tmp_path_factory.mktemp("tiny-random")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def model_dir(random_model_dir):
+    return random_model_dir
 
 
 # ------------------------------------------------------------------------------ parsing

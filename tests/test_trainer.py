@@ -26,16 +26,6 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def random_model_dir(tmp_path_factory, tiny_lm):
-    """The session's tiny random model saved as a Hugging Face directory."""
-    model, tokenizer = tiny_lm
-    path = tmp_path_factory.mktemp("tiny-random")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def _config(tmp_path, model_dir, name: str, extra: list[str]):
     # An entropy bonus gives non-zero gradients even when a random model earns no reward.
     overrides = [

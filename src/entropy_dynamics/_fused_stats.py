@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics.stats import TokenStats
+from entropy_dynamics.theory import check_temperature
 
 __all__ = ["DEFAULT_ROW_CHUNK", "DEFAULT_VOCAB_CHUNK", "token_stats_from_hidden", "triton_usable"]
 
@@ -305,8 +306,7 @@ def triton_usable(device: torch.device, interpreter: bool = False) -> bool:
 
 def _check(hidden, weight, tokens, temperature, bias, vocab_chunk, row_chunk, valid_vocab) -> int:
     """Validate the arguments; return the number of vocabulary rows to use."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     if not hidden.is_floating_point():
         raise TypeError(f"hidden must be a floating-point tensor, got {hidden.dtype}")
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:

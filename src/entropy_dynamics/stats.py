@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from entropy_dynamics.theory import check_temperature
+
 __all__ = ["TokenStats", "default_chunk_size", "token_stats", "token_stats_from_hidden"]
 
 _CHUNK_BYTES = 1 << 26  # 64 MiB of float32 per chunk of [rows, V] by default
@@ -144,8 +146,7 @@ def token_stats(
     Returns:
         :class:`TokenStats` with fields of shape ``(...)`` in float32 (float64 for float64 input).
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.shape[:-1] != tokens.shape:

@@ -36,14 +36,14 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
-def _check_temperature(temperature: float) -> None:
+def check_temperature(temperature: float) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
 def _log_probs(logits: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     """``(p, log p)`` of ``softmax(logits / T)`` in the compute dtype; shapes ``(..., V)``."""
-    _check_temperature(temperature)
+    check_temperature(temperature)
     scaled = logits.to(_compute_dtype(logits)) / temperature
     log_p = torch.log_softmax(scaled, dim=-1)  # (..., V), -inf where logits are -inf
     return log_p.exp(), log_p
