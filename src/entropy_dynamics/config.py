@@ -45,6 +45,10 @@ class ModelConfig:
     """Parameter dtype; ``auto`` = bfloat16 on CUDA, float32 on CPU."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` uses CUDA when present."""
+    fused_stats: Literal["auto", "always", "never"] = "auto"
+    """Token statistics from hidden states and ``lm_head`` without materialising logits:
+    ``auto`` when the model allows it (plain ``nn.Linear`` head, logits = ``lm_head(decoder(x))``),
+    ``always`` refuses a model that does not, ``never`` materialises the logits."""
 
     def resolved_path(self) -> Path:
         if self.path:

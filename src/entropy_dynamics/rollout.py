@@ -27,7 +27,13 @@ from torch import Tensor
 
 from entropy_dynamics.stats import token_stats
 
-__all__ = ["Rollout", "generate", "response_logits", "response_mask_from_ids"]
+__all__ = [
+    "Rollout",
+    "generate",
+    "response_logits",
+    "response_mask_from_ids",
+    "teacher_forcing_inputs",
+]
 
 
 @dataclass
@@ -90,12 +96,25 @@ def response_logits(model, rollout: Rollout, rows: Tensor | slice | None = None)
     Returns:
         ``(n, R, V)`` logits, position ``t`` predicting ``response_ids[:, t]``.
     """
+    logits = model(**teacher_forcing_inputs(rollout, rows)).logits
+    return logits[:, rollout.prompt_length - 1 : -1]  # position t predicts token t + 1
+
+
+def teacher_forcing_inputs(rollout: Rollout, rows: Tensor | slice | None = None) -> dict:
+    """Keyword arguments replaying (a subset of) the rollout through a model or its decoder.
+
+    Output position ``P - 1 + t`` predicts ``response_ids[:, t]``.
+    """
     ids, attention = rollout.input_ids, rollout.attention_mask
     if rows is not None:
         ids, attention = ids[rows], attention[rows]
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens from 0
-    logits = model(input_ids=ids, attention_mask=attention, position_ids=position_ids).logits
-    return logits[:, rollout.prompt_length - 1 : -1]  # position t predicts token t + 1
+    return {
+        "input_ids": ids,
+        "attention_mask": attention,
+        "position_ids": position_ids,
+        "use_cache": False,
+    }
 
 
 class _SamplingStatsRecorder:

@@ -6,7 +6,9 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.config`):
 - reward: outcome reward of the task (Countdown: 1 if the expression hits the target), no KL;
 - advantage: GRPO group-relative ``A = (R - mean_group) / (std_group + 1e-6)``, broadcast to tokens;
 - "old" policy: the rollout policy, recomputed by a teacher-forced forward before any update;
-- statistics: ``H``, ``S_k``, ``E_p[S]`` of the temperature-scaled rollout distribution;
+- statistics: ``H``, ``S_k``, ``E_p[S]`` of the temperature-scaled rollout distribution, fused
+  from the final hidden states and the ``lm_head`` (no ``(N, R, V)`` logits) when the model
+  allows it (:mod:`entropy_dynamics.forward`), from materialised logits otherwise;
 - update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each;
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
   filter such as Clip_B / Clip_V, token-mean aggregation by default);
@@ -31,11 +33,12 @@ from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.config import TrainConfig, save_config
 from entropy_dynamics.dynamics import entropy_dynamics_metrics
 from entropy_dynamics.evaluate import evaluate
+from entropy_dynamics.forward import ResponseStats
 from entropy_dynamics.losses import PolicyLossInputs, compute_policy_loss, select_tokens
 from entropy_dynamics.metrics import MetricsWriter, to_floats
 from entropy_dynamics.models.loading import load_model_and_tokenizer
-from entropy_dynamics.rollout import Rollout, generate, response_logits
-from entropy_dynamics.stats import TokenStats, token_stats
+from entropy_dynamics.rollout import Rollout, generate
+from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.tasks import build_task
 
 __all__ = ["Trainer", "masked_mean"]
@@ -107,6 +110,9 @@ class Trainer:
             model_path, config.model.dtype, config.model.device
         )
         self.device = next(self.model.parameters()).device
+        self.forward = ResponseStats(
+            self.model, config.rollout.temperature, config.model.fused_stats
+        )
         optim = config.optim
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -130,15 +136,10 @@ class Trainer:
         save_config(config, self.run_dir / "config.yaml")
 
     # ------------------------------------------------------------------ one step
-    def _response_logits(self, rollout: Rollout, rows: slice | Tensor | None = None) -> Tensor:
-        return response_logits(self.model, rollout, rows)
-
     def _stats(self, rollout: Rollout, rows=None, entropy_grad: bool = False) -> TokenStats:
         tokens = rollout.response_ids if rows is None else rollout.response_ids[rows]
-        logits = self._response_logits(rollout, rows)
-        return token_stats(
-            logits, tokens, self.config.rollout.temperature, entropy_grad=entropy_grad
-        )
+        features = self.forward.features(rollout, rows)
+        return self.forward.stats(features, tokens, entropy_grad=entropy_grad)
 
     def _rewards(self, problems: list, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         scores = [
@@ -176,8 +177,8 @@ class Trainer:
         advantages = broadcast_to_tokens(seq_adv, mask)  # (N, R)
 
         with torch.no_grad():
-            old_logits = self._response_logits(rollout)
-            old = token_stats(old_logits, rollout.response_ids, cfg.rollout.temperature)
+            old_features = self.forward.features(rollout)  # hidden states when fused
+            old = self.forward.stats(old_features, rollout.response_ids)
         metrics.update(self._rollout_metrics(rollout, old, advantages))
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
         keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)
@@ -193,7 +194,7 @@ class Trainer:
             metrics[key] = torch.stack([m[key].float() for m in update_metrics]).mean()
 
         if cfg.dynamics:
-            metrics.update(self._dynamics(rollout, old_logits, advantages, keep))
+            metrics.update(self._dynamics(rollout, old_features, advantages, keep))
         elapsed = time.perf_counter() - start
         metrics.update(
             {
@@ -253,13 +254,13 @@ class Trainer:
     @torch.no_grad()
     def _dynamics(self, rollout: Rollout, before: Tensor, advantages: Tensor, keep: Tensor):
         mask = rollout.response_mask
-        after = self._response_logits(rollout)
+        after = self.forward.features(rollout)
         positions = mask.nonzero(as_tuple=True)
         limit = self.config.dynamics_max_tokens
         rows, cols = positions[0][:limit], positions[1][:limit]
         return entropy_dynamics_metrics(
-            before[rows, cols],
-            after[rows, cols],
+            self.forward.logits(before[rows, cols]),  # (n, V), n <= dynamics_max_tokens
+            self.forward.logits(after[rows, cols]),
             rollout.response_ids[rows, cols],
             advantages[rows, cols],
             keep[rows, cols].float(),

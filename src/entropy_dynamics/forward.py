@@ -1,0 +1,128 @@
+"""Teacher-forced token statistics of a causal LM on a rollout, fused from hidden states.
+
+Every update needs ``log p_k`` (with gradient), ``H``, ``S_k`` and ``E_p[S]`` at each response
+token. When the model exposes its ``lm_head`` (``get_output_embeddings()`` is a plain
+``nn.Linear``), its decoder (``get_decoder()``), and its logits are exactly
+``lm_head(decoder(x))`` — checked once numerically on a short probe, because some architectures
+scale or soft-cap their logits after the head — the statistics come from
+:func:`entropy_dynamics.stats.token_stats_from_hidden` and the ``(N, R, V)`` logits are never
+formed (issue 7: at ``V = 151,936`` they are 2.5 GB of float32 per 4,096 tokens). Otherwise the
+materialised logits go through :func:`entropy_dynamics.stats.token_stats`. Both give the same
+values to float32 rounding.
+
+The trainer works with *features*: hidden states on the fused path, logits otherwise;
+:meth:`ResponseStats.logits` turns a few selected feature rows into logits (the dynamics metrics
+need full logits at a bounded number of positions only).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from entropy_dynamics.rollout import Rollout, response_logits, teacher_forcing_inputs
+from entropy_dynamics.stats import TokenStats, token_stats, token_stats_from_hidden
+
+__all__ = ["FusedMode", "ResponseStats", "fusable_lm_head"]
+
+FusedMode = Literal["auto", "always", "never"]
+
+_PROBE_LENGTH = 8
+
+
+def fusable_lm_head(model: nn.Module) -> tuple[nn.Linear | None, str]:
+    """The model's ``lm_head`` if its logits are exactly ``lm_head(decoder(x))``, else why not.
+
+    Returns:
+        ``(head, "")`` when the fused path reproduces ``model(x).logits`` on a probe input, else
+        ``(None, reason)``.
+    """
+    get_head = getattr(model, "get_output_embeddings", None)
+    get_decoder = getattr(model, "get_decoder", None)
+    head = get_head() if callable(get_head) else None
+    if not isinstance(head, nn.Linear):
+        return None, f"get_output_embeddings() is {type(head).__name__}, not nn.Linear"
+    try:
+        decoder = get_decoder() if callable(get_decoder) else None
+    except (AttributeError, NotImplementedError) as exc:
+        return None, f"get_decoder() failed: {exc}"
+    if decoder is None or decoder is model:
+        return None, "the model exposes no separate decoder (get_decoder())"
+    param = next(model.parameters())
+    ids = (torch.arange(_PROBE_LENGTH, device=param.device) % head.out_features).unsqueeze(0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            reference = model(input_ids=ids).logits.float()
+            fused = head(decoder(input_ids=ids).last_hidden_state).float()
+    except Exception as exc:  # any failure means: use the materialised path
+        return None, f"probe forward failed: {type(exc).__name__}: {exc}"
+    finally:
+        model.train(was_training)
+    if fused.shape != reference.shape:
+        shapes = f"{tuple(fused.shape)} vs logits {tuple(reference.shape)}"
+        return None, f"lm_head(decoder(x)) has shape {shapes}"
+    tolerance = 1e-4 if param.dtype in (torch.float32, torch.float64) else 2e-2
+    error = (fused - reference).abs().max().item()
+    scale = 1.0 + reference.abs().max().item()
+    if not error <= tolerance * scale:
+        return None, (
+            f"logits are not lm_head(decoder(x)) (max difference {error:.3g}): the architecture "
+            "scales or soft-caps its logits"
+        )
+    return head, ""
+
+
+class ResponseStats:
+    """Token statistics of ``model`` on rollouts, through the fused path when it applies.
+
+    Args:
+        model: a Hugging Face causal LM.
+        temperature: sampling temperature ``T`` of the statistics.
+        mode: ``"auto"`` fuses when :func:`fusable_lm_head` allows it; ``"always"`` refuses a
+            model it does not allow (with the reason); ``"never"`` materialises logits.
+    """
+
+    def __init__(self, model: nn.Module, temperature: float, mode: FusedMode = "auto") -> None:
+        if mode not in ("auto", "always", "never"):
+            raise ValueError(f"fused stats mode must be 'auto', 'always' or 'never', got {mode!r}")
+        self.model = model
+        self.temperature = temperature
+        head, reason = (None, "disabled") if mode == "never" else fusable_lm_head(model)
+        if mode == "always" and head is None:
+            raise ValueError(
+                f"fused_stats=always, but the fused path cannot serve this model: {reason}"
+            )
+        self.head = head
+        self.reason = reason
+
+    @property
+    def fused(self) -> bool:
+        return self.head is not None
+
+    def features(self, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:
+        """``(n, R, d)`` hidden states (fused) or ``(n, R, V)`` logits, predicting each token."""
+        if not self.fused:
+            return response_logits(self.model, rollout, rows)
+        hidden = self.model.get_decoder()(**teacher_forcing_inputs(rollout, rows))
+        return hidden.last_hidden_state[:, rollout.prompt_length - 1 : -1]
+
+    def logits(self, features: Tensor) -> Tensor:
+        """Raw logits of a (small) set of feature rows: ``(..., V)``."""
+        return self.head(features) if self.fused else features
+
+    def stats(self, features: Tensor, tokens: Tensor, entropy_grad: bool = False) -> TokenStats:
+        """:class:`TokenStats` of ``softmax(logits / T)`` at ``tokens``, shapes ``tokens.shape``."""
+        if not self.fused:
+            return token_stats(features, tokens, self.temperature, entropy_grad=entropy_grad)
+        return token_stats_from_hidden(
+            features,
+            self.head.weight,
+            tokens,
+            self.temperature,
+            bias=self.head.bias,
+            entropy_grad=entropy_grad,
+        )
