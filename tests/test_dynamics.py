@@ -56,3 +56,20 @@ def test_shape_errors_are_clear() -> None:
         entropy_dynamics_metrics(logits, logits, tokens, adv[:-1], w)
     with pytest.raises(ValueError, match=r"\(N, V\)"):
         entropy_dynamics_metrics(logits, logits[:-1], tokens, adv, w)
+
+
+def test_kept_and_dropped_changes_split_the_actual_change() -> None:
+    # Hand-built: only positions with w·A != 0 count as trained; the two means, weighted by
+    # their counts, give back the overall mean change.
+    logits, tokens, adv, w = _batch(seed=4)
+    adv[1] = 0.0  # a zero-advantage position is untrained even with weight 1
+    gen = torch.Generator().manual_seed(5)
+    after = logits + 0.05 * torch.randn(logits.shape, generator=gen, dtype=torch.float64)
+    metrics = entropy_dynamics_metrics(logits, after, tokens, adv, w)
+    change = theory.entropy(after) - theory.entropy(logits)
+    trained = (w * adv) != 0
+    assert int(trained.sum()) == 12 - 3 - 1
+    kept, dropped = change[trained].mean().item(), change[~trained].mean().item()
+    # metrics are computed in float32: H ~ 3, so differences carry ~1e-7 absolute error
+    assert metrics["dynamics/delta_h_kept"].item() == pytest.approx(kept, abs=1e-6)
+    assert metrics["dynamics/delta_h_dropped"].item() == pytest.approx(dropped, abs=1e-6)

@@ -4,6 +4,10 @@ Given the logits of the same response positions before and after an optimizer st
 on the step's own samples), this module reports
 
 - ``dynamics/delta_h_actual``: mean over positions of ``H(after) - H(before)``;
+- ``dynamics/delta_h_kept`` / ``dynamics/delta_h_dropped``: mean actual ΔH over the positions
+  that carried loss weight (the tokens the update trained) and over the others (zero advantage or
+  dropped by the filter): Theorem 3.2 speaks of the trained positions; the rest move only through
+  the parameters they share with them;
 - ``dynamics/delta_h_first_order``: mean of ``⟨∂H/∂z, Δz⟩`` with the *measured* logit change
   ``Δz`` (Theorem 3.2's general first-order form) — exact up to O(|Δz|²);
 - ``dynamics/delta_h_thm33``: Theorem 3.3's prediction ``-α̂ w_t A_t (S_t - E_p[S]_t) / T²``,
@@ -77,6 +81,7 @@ def entropy_dynamics_metrics(
     centre = theory.expected_discriminator(z0, temperature)  # (N,)
     deviation = s_k - centre
     coef = weights.float() * advantages.float()  # (N,)
+    trained = coef != 0
     # u_t = coef_t (e_k - p_t) / T is grpo_logit_update with lr = 1 and A = coef.
     direction = theory.grpo_logit_update(z0, tokens, coef, 1.0, temperature)  # (N, V)
     norm = (direction * direction).sum()
@@ -85,6 +90,8 @@ def entropy_dynamics_metrics(
 
     metrics = {
         "dynamics/delta_h_actual": actual.mean(),
+        "dynamics/delta_h_kept": _masked_mean(actual, trained),
+        "dynamics/delta_h_dropped": _masked_mean(actual, ~trained),
         "dynamics/delta_h_first_order": first_order.mean(),
         "dynamics/delta_h_thm33": thm33.mean(),
         "dynamics/effective_logit_lr": alpha,
@@ -96,3 +103,8 @@ def entropy_dynamics_metrics(
         in_quadrant = (adv_sign == a) & (dev_sign == d)
         metrics[f"dynamics/quadrant/{name}"] = (actual * in_quadrant).sum() / max(n, 1)
     return metrics
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` where ``mask`` holds; 0 where it never does."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
