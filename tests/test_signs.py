@@ -11,16 +11,18 @@ from entropy_dynamics.config import load_config, save_config
 from entropy_dynamics.signs import SIGN_CASES, sign_row, sign_table_markdown, summarize_sign_runs
 
 
-def _history(changes, entropies, first_order=None):
+def _history(changes, entropies, batch=None):
+    """Metric rows: trained-position ΔH ``changes``; whole-batch ΔH = ``batch`` (default c/10)."""
     rows = [{"step": 0, "eval/avg@2": 0.0}]  # an evaluation row is ignored
-    first_order = first_order or [2 * c for c in changes]
-    for t, (c, h, f) in enumerate(zip(changes, entropies, first_order, strict=True), start=1):
+    batch = batch or [c / 10 for c in changes]
+    for t, (c, h, b) in enumerate(zip(changes, entropies, batch, strict=True), start=1):
         rows.append(
             {
                 "step": t,
                 "entropy/mean": h,
-                "dynamics/delta_h_actual": c,
-                "dynamics/delta_h_first_order": f,
+                "dynamics/delta_h_kept": c,
+                "dynamics/delta_h_actual": b,
+                "dynamics/delta_h_first_order": 2 * b,
             }
         )
     return rows
@@ -41,9 +43,12 @@ def test_sign_row_over_seeds() -> None:
     seed1 = _history([-0.03, -0.01, -0.01], [2.1, 2.0, 1.7])
     row = sign_row(case, [seed0, seed1])
     # Σ ΔH: seed 0 = -0.025, seed 1 = -0.05 → mean -0.0375, sample std 0.025/√2.
-    assert row.delta_h_sum == pytest.approx(-0.0375)
-    assert row.delta_h_sum_std == pytest.approx(0.025 / math.sqrt(2))
-    assert row.first_order_sum == pytest.approx(-0.075)
+    assert row.trained_sum == pytest.approx(-0.0375)
+    assert row.trained_sum_std == pytest.approx(0.025 / math.sqrt(2))
+    # The whole batch moved a tenth as much; first order predicted twice that.
+    assert (row.batch_sum, row.batch_sum_std) == pytest.approx((-0.00375, 0.0025 / math.sqrt(2)))
+    assert row.first_order_sum == pytest.approx(-0.0075)
+    assert row.batch_agrees
     assert row.steps_agreeing == pytest.approx(5 / 6)  # all but seed 0's last step fall
     # Entropy first → last: 2.0 → 1.8 and 2.1 → 1.7: changes -0.2, -0.4.
     assert (row.entropy_first, row.entropy_last) == pytest.approx((2.05, 1.75))
@@ -59,15 +64,16 @@ def test_sign_row_over_seeds() -> None:
 
 def test_disagreement_is_reported() -> None:
     case = SIGN_CASES[1]  # positive samples, S_k < 0: entropy should rise
-    row = sign_row(case, [_history([0.01, -0.03], [1.0, 1.2])])
+    row = sign_row(case, [_history([0.01, -0.03], [1.0, 1.2], batch=[0.01, 0.0])])
     assert (row.predicted, row.observed, row.agrees) == ("rises", "falls", False)
+    assert row.batch_agrees  # the whole batch's entropy did rise
     assert row.entropy_agrees  # the rollout entropy did rise
     assert row.steps_agreeing == 0.5
     flat = sign_row(case, [_history([0.0], [1.0])])
     assert flat.observed == "flat" and not flat.agrees
     table = sign_table_markdown([row, flat])
     assert table.count("| NO |") == 2
-    assert "0/2 directions reproduced by the summed actual ΔH; 1/2 by" in table
+    assert "0/2 directions reproduced at the trained tokens; 1/2 by the whole-batch" in table
 
 
 def test_sign_row_needs_dynamics() -> None:
@@ -104,7 +110,7 @@ def test_summarize_sign_runs_groups_cases_in_theorem_order(tmp_path) -> None:
     assert [(r.sample_sign, r.keep) for r in rows] == [(c.sample_sign, c.keep) for c in SIGN_CASES]
     assert all(r.agrees and r.seeds == 2 for r in rows)
     # Σ ΔH = 2·0.01·(seed + 1)·direction → mean 0.03 in the predicted direction.
-    assert [r.delta_h_sum for r in rows] == pytest.approx([0.03 * c.predicted for c in SIGN_CASES])
+    assert [r.trained_sum for r in rows] == pytest.approx([0.03 * c.predicted for c in SIGN_CASES])
     assert "4/4 directions reproduced" in sign_table_markdown(rows)
     other = _write(tmp_path, "grpo", [], _history([0.0], [1.0]))
     with pytest.raises(ValueError, match="not a sign_intervention run"):

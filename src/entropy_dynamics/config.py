@@ -89,8 +89,9 @@ class RolloutConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-4
-    """AdamW learning rate, constant after warm-up (paper: 1e-6 for 7B; tiny models need more)."""
+    lr: float = 1e-4
+    """AdamW learning rate, constant after warm-up (paper: 1e-6 for 7B; tiny models need more).
+    On the embedded model 1e-4 raises held-out pass@1 over 200 steps; 2e-4 already lowers it."""
     beta1: float = 0.9
     """AdamW β1 (PyTorch default)."""
     beta2: float = 0.999
@@ -150,9 +151,9 @@ class AlgorithmConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = 20
+    every: int = 50
     """Evaluate every N steps, at step 0 and at the end (0 disables)."""
-    problems: int = 64
+    problems: int = 128
     """Held-out problems used for evaluation."""
     k: int = 8
     """Samples per problem: Avg@k and unbiased Pass@k (paper: 32)."""
@@ -174,9 +175,9 @@ class TrainConfig:
     """Parent directory of run directories."""
     seed: int = 0
     """Seed of sampling, data order and everything random."""
-    steps: int = 60
+    steps: int = 200
     """Training steps (one rollout batch each)."""
-    checkpoint_every: int = 10
+    checkpoint_every: int = 50
     """Write a checkpoint every N steps and at the end."""
     keep_checkpoints: int = 2
     """Newest checkpoints kept per run."""
