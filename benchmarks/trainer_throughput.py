@@ -1,30 +1,43 @@
 """Trainer throughput: ours vs TRL's GRPOTrainer, and Clip_B / Clip_V overhead over plain GRPO.
 
-Same embedded model, Countdown task, prompts per step, group size, response length and learning
-rate for both trainers; no KL term, one optimizer step per rollout batch, CPU. Tokens/s counts
-response tokens (sampled and trained on) per second of wall time over the timed steps, after one
-untimed warm-up step. Writes JSON (default ``benchmarks/results/trainer_throughput.json``).
+Tokens/s: same embedded model, Countdown task, prompts per step, group size, response length and
+learning rate for both trainers; no KL term, one optimizer step per rollout batch, CPU. Tokens/s
+counts response tokens (sampled and trained on) per second of wall time over the timed steps,
+after one untimed warm-up step.
 
-    python benchmarks/trainer_throughput.py --steps 5 --prompts 8 --group 8
+Filter overhead: different methods sample different rollouts after their first update, so their
+step times differ by the data, not by the filter. The overhead is therefore measured on identical
+data: one fixed rollout batch, learned from (rewards, statistics, filter, update) starting from
+the same weights and optimizer state each time, methods interleaved, ``--repeats`` times; the
+overhead is the difference of the median learn times over the median full step (rollout + learn)
+of plain GRPO. Writes JSON (default ``benchmarks/results/trainer_throughput.json``).
+
+    python benchmarks/trainer_throughput.py --steps 10 --prompts 16 --group 8 --repeats 15
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from entropy_dynamics.advantages import broadcast_to_tokens
 from entropy_dynamics.config import load_config
+from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.trainer import Trainer
 
+METHODS = ("grpo", "clip_b", "clip_v")
 
-def _ours(method: str, args: argparse.Namespace, run_dir: Path) -> dict[str, float]:
-    cfg = load_config(
+
+def _config(method: str, args: argparse.Namespace):
+    return load_config(
         None,
         [
             f"algorithm.method={method}",
@@ -40,7 +53,10 @@ def _ours(method: str, args: argparse.Namespace, run_dir: Path) -> dict[str, flo
             f"checkpoint_every={10**6}",
         ],
     )
-    trainer = Trainer(cfg, run_dir)
+
+
+def _ours(method: str, args: argparse.Namespace, run_dir: Path) -> dict[str, float]:
+    trainer = Trainer(_config(method, args), run_dir)
     trainer.train_step()  # warm-up, untimed
     tokens, update_time, start = 0.0, 0.0, time.perf_counter()
     for _ in range(args.steps):
@@ -54,6 +70,62 @@ def _ours(method: str, args: argparse.Namespace, run_dir: Path) -> dict[str, flo
         "update_time_s": update_time / args.steps,
         "response_tokens": tokens,
     }
+
+
+def _filter_overhead(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
+    trainer = Trainer(_config("grpo", args), run_dir)
+    losses = {m: _config(m, args).algorithm.policy_loss() for m in METHODS}
+    problems = [trainer.train_problems[i] for i in trainer.cursor.take(args.prompts)]
+    weights = copy.deepcopy(trainer.model.state_dict())
+    optimizer = copy.deepcopy(trainer.optimizer.state_dict())
+    rollout_times, learn_times = [], {m: [] for m in METHODS}
+    trainer.learn(problems, trainer.rollout(problems))  # warm-up
+    for _ in range(args.repeats):
+        torch.manual_seed(args.seed)
+        trainer.model.load_state_dict(weights)
+        start = time.perf_counter()
+        rollout = trainer.rollout(problems)
+        rollout_times.append(time.perf_counter() - start)
+        for method in METHODS:
+            trainer.model.load_state_dict(weights)
+            trainer.optimizer.load_state_dict(optimizer)
+            trainer.loss_config = losses[method]
+            start = time.perf_counter()
+            trainer.learn(problems, rollout)
+            learn_times[method].append(time.perf_counter() - start)
+    rollout_s = statistics.median(rollout_times)
+    learn_s = {m: statistics.median(t) for m, t in learn_times.items()}
+    step_s = rollout_s + learn_s["grpo"]
+    filter_s = _filter_times(trainer, problems, rollout, losses, args.repeats * 20)
+    return {
+        "rollout_s": rollout_s,
+        "learn_s": learn_s,
+        "learn_s_all": learn_times,
+        "filter_s": filter_s,
+        "response_tokens": float(rollout.response_mask.sum()),
+        "step_overhead": {m: (learn_s[m] - learn_s["grpo"]) / step_s for m in METHODS[1:]},
+        "learn_overhead": {m: learn_s[m] / learn_s["grpo"] - 1.0 for m in METHODS[1:]},
+        "filter_step_fraction": {m: (filter_s[m] - filter_s["grpo"]) / step_s for m in METHODS[1:]},
+    }
+
+
+def _filter_times(trainer, problems, rollout, losses, repeats: int) -> dict[str, float]:
+    """Median time of the token selection alone (the only work Clip_B / Clip_V add to GRPO:
+    ``S_k`` and ``E_p[S]`` come out of the same statistics pass for every method)."""
+    mask = rollout.response_mask
+    reward, _ = trainer._rewards(problems, rollout)
+    advantages = broadcast_to_tokens(trainer.advantage_fn(reward, rollout.prompt_index), mask)
+    with torch.no_grad():
+        old = trainer.forward.stats(trainer.forward.features(rollout), rollout.response_ids)
+    times = {}
+    for method, loss in losses.items():
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            select_tokens(loss, old, advantages, mask)
+            samples.append(time.perf_counter() - start)
+        times[method] = statistics.median(samples)
+    return times
 
 
 def _trl(args: argparse.Namespace, out_dir: Path) -> dict[str, float] | dict[str, str]:
@@ -134,8 +206,9 @@ def _trl(args: argparse.Namespace, out_dir: Path) -> dict[str, float] | dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (after 1 warm-up)")
-    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (after 1 warm-up)")
+    parser.add_argument("--repeats", type=int, default=15, help="learn repeats per method")
+    parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--lr", type=float, default=1e-5)
@@ -151,19 +224,16 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        ours = {m: _ours(m, args, Path(tmp) / m) for m in ("grpo", "clip_b", "clip_v")}
-        results["ours"] = ours
+        results["filter_overhead"] = overhead = _filter_overhead(args, Path(tmp) / "overhead")
+        results["ours"] = grpo = _ours("grpo", args, Path(tmp) / "grpo")
         results["trl"] = (
             {"skipped": "--skip-trl"} if args.skip_trl else _trl(args, Path(tmp) / "trl")
         )
-    grpo = ours["grpo"]
-    results["ratios"] = {
-        f"{m}_update_overhead": ours[m]["update_time_s"] / grpo["update_time_s"] - 1.0
-        for m in ("clip_b", "clip_v")
-    } | {
-        f"{m}_step_overhead": ours[m]["step_time_s"] / grpo["step_time_s"] - 1.0
-        for m in ("clip_b", "clip_v")
-    }
+    results["ratios"] = (
+        {f"{m}_step_overhead": overhead["step_overhead"][m] for m in METHODS[1:]}
+        | {f"{m}_learn_overhead": overhead["learn_overhead"][m] for m in METHODS[1:]}
+        | {f"{m}_filter_step_fraction": overhead["filter_step_fraction"][m] for m in METHODS[1:]}
+    )
     if "tokens_per_s" in results["trl"]:
         results["ratios"]["ours_vs_trl_tokens_per_s"] = (
             grpo["tokens_per_s"] / results["trl"]["tokens_per_s"]

@@ -157,20 +157,42 @@ class Trainer:
         return reward, metrics
 
     def train_step(self) -> dict[str, float]:
+        """One step: rollout of the next prompts, then :meth:`learn` from it."""
         cfg = self.config
         start = time.perf_counter()
         indices = self.cursor.take(cfg.rollout.prompts_per_step)
         problems = [self.train_problems[i] for i in indices]
-        rollout = generate(
+        rollout = self.rollout(problems)
+        rollout_time = time.perf_counter() - start
+        metrics = self.learn(problems, rollout)
+        elapsed = time.perf_counter() - start
+        metrics.update(
+            {
+                "perf/step_time": elapsed,
+                "perf/rollout_time": rollout_time,
+                "perf/tokens_per_s": float(rollout.response_mask.sum()) / elapsed,
+            }
+        )
+        self.step += 1
+        return metrics
+
+    def rollout(self, problems: list) -> Rollout:
+        """``G`` samples of each problem's prompt from the current policy."""
+        cfg = self.config.rollout
+        return generate(
             self.model,
             self.tokenizer,
             [self.task.prompt(p) for p in problems],
-            num_samples=cfg.rollout.group_size,
-            temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p,
-            max_new_tokens=cfg.rollout.max_new_tokens,
+            num_samples=cfg.group_size,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
         )
-        rollout_time = time.perf_counter() - start
+
+    def learn(self, problems: list, rollout: Rollout) -> dict[str, float]:
+        """Rewards → advantages → rollout-policy statistics → filter → K×M updates → dynamics."""
+        cfg = self.config
+        start = time.perf_counter()
         mask = rollout.response_mask
         reward, metrics = self._rewards(problems, rollout)
         seq_adv = self.advantage_fn(reward, rollout.prompt_index).to(self.device)
@@ -193,18 +215,10 @@ class Trainer:
         for key in update_metrics[0]:
             metrics[key] = torch.stack([m[key].float() for m in update_metrics]).mean()
 
+        metrics["perf/update_time"] = time.perf_counter() - start
         if cfg.dynamics:
             metrics.update(self._dynamics(rollout, old_features, advantages, keep))
-        elapsed = time.perf_counter() - start
-        metrics.update(
-            {
-                "perf/step_time": elapsed,
-                "perf/rollout_time": rollout_time,
-                "perf/tokens_per_s": float(mask.sum()) / elapsed,
-                "optim/lr": self.scheduler.get_last_lr()[0],
-            }
-        )
-        self.step += 1
+        metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         return to_floats(metrics)
 
     def _update(self, rollout: Rollout, rows, old: TokenStats, advantages: Tensor, keep: Tensor):
