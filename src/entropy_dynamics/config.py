@@ -40,7 +40,14 @@ def _require(condition: bool, message: str) -> None:
 @dataclass
 class ModelConfig:
     path: str = ""
-    """Local Hugging Face model directory; empty: the embedded Countdown model."""
+    """Local Hugging Face model directory or ``.gguf`` file; empty: the embedded Countdown model."""
+    tokenizer: str = ""
+    """Tokenizer directory for a ``.gguf`` model whose own tokenizer should not be used; empty:
+    the model's (a GGUF file carries its tokenizer)."""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """Wrap each task prompt as one user message of the tokenizer's chat template: ``auto`` when
+    the tokenizer has one (instruct models), ``always`` refuses a tokenizer without one,
+    ``never`` sends plain prompts."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     """Parameter dtype; ``auto`` = bfloat16 on CUDA, float32 on CPU."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
