@@ -111,26 +111,42 @@ def train_command(
 
 
 def _dry_run(cfg) -> None:
-    from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.tasks import build_task
+    from entropy_dynamics.forward import fusable_lm_head
+    from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
+    from entropy_dynamics.prompts import build_prompted_task, uses_chat
 
+    model_cfg = cfg.model
     try:
-        model, _ = load_model_and_tokenizer(cfg.model.resolved_path(), cfg.model.dtype, "cpu")
-        task = build_task(cfg.task)
+        model, tokenizer = load_model_and_tokenizer(
+            model_cfg.resolved_path(), model_cfg.dtype, "cpu", model_cfg.tokenizer
+        )
+        task = build_prompted_task(cfg.task, tokenizer, model_cfg.chat_template)
         n_train, n_eval = len(task.train_problems()), len(task.eval_problems())
+        chat = uses_chat(tokenizer, model_cfg.chat_template)
+        if model_cfg.fused_stats != "never":
+            head, reason = fusable_lm_head(model)
+            if head is None and model_cfg.fused_stats == "always":
+                raise ValueError(f"model.fused_stats=always, but: {reason}")
+            fused = "fused" if head else f"materialised logits ({reason})"
+        else:
+            fused = "materialised logits (model.fused_stats=never)"
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     params = sum(p.numel() for p in model.parameters())
     console.print(
-        f"[green]ok[/]: model {cfg.model.resolved_path()} ({params:,} parameters), "
+        f"[green]ok[/]: model {model_cfg.resolved_path()} ({params:,} parameters), "
         f"task {cfg.task.name} ({n_train} train / {n_eval} held-out problems), "
+        f"prompts {'in the chat template' if chat else 'plain'}, token statistics {fused}, "
+        f"valid vocabulary {valid_vocab_size(model, tokenizer) or 'all rows'}, "
         f"policy loss {cfg.algorithm.policy_loss()}"
     )
 
 
 def eval_command(
-    model: Path = typer.Option(None, "--model", help="Model directory (default: embedded)."),
+    model: Path = typer.Option(
+        None, "--model", help="Model directory or .gguf file (default: embedded)."
+    ),
     run: Path = typer.Option(None, "--run", help="Run directory: evaluate its last checkpoint."),
     k: int = typer.Option(16, "--k", min=1, help="Samples per problem (Avg@k, Pass@k)."),
     problems: int = typer.Option(200, "--problems", min=1, help="Held-out problems."),
@@ -141,26 +157,30 @@ def eval_command(
     import torch
 
     from entropy_dynamics.checkpoint import latest_checkpoint
-    from entropy_dynamics.config import TaskConfig
+    from entropy_dynamics.config import TaskConfig, load_config
     from entropy_dynamics.evaluate import evaluate
     from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.tasks import build_task
+    from entropy_dynamics.prompts import build_prompted_task
 
+    task_config, chat_template = TaskConfig(), "auto"
     if run is not None:
         checkpoint = latest_checkpoint(run)
         if checkpoint is None:
             _fail(f"--run: no checkpoint under {run}")
         model = checkpoint / "model"
+        if (run / "config.yaml").is_file():  # the run's task and prompt format
+            run_config = load_config(run / "config.yaml")
+            task_config, chat_template = run_config.task, run_config.model.chat_template
     if model is None:
         from entropy_dynamics.models import default_model_path
 
         model = default_model_path()
     try:
         policy, tokenizer = load_model_and_tokenizer(model)
-    except (FileNotFoundError, ValueError) as exc:
+        task = build_prompted_task(task_config, tokenizer, chat_template)
+    except (FileNotFoundError, ValueError, ConfigError) as exc:
         _fail(str(exc))
     torch.manual_seed(seed)
-    task = build_task(TaskConfig())
     held_out = task.eval_problems()[:problems]
     with console.status(f"sampling {len(held_out)} × {k} answers"):
         result = evaluate(policy, tokenizer, task, held_out, k=k, temperature=temperature)

@@ -330,7 +330,7 @@ def final_evaluation(run_dir: str | Path, config: TrainConfig, model=None, token
     from entropy_dynamics.checkpoint import latest_checkpoint
     from entropy_dynamics.evaluate import evaluate
     from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.tasks import build_task
+    from entropy_dynamics.prompts import build_prompted_task
 
     run_dir = Path(run_dir)
     checkpoint = latest_checkpoint(run_dir)
@@ -340,7 +340,7 @@ def final_evaluation(run_dir: str | Path, config: TrainConfig, model=None, token
         model, tokenizer = load_model_and_tokenizer(
             checkpoint / "model", config.model.dtype, config.model.device
         )
-    task = build_task(config.task)
+    task = build_prompted_task(config.task, tokenizer, config.model.chat_template)
     problems = task.eval_problems()[: config.eval.problems]
     torch.manual_seed(config.seed)
     result = evaluate(

@@ -84,9 +84,18 @@ class ResponseStats:
         temperature: sampling temperature ``T`` of the statistics.
         mode: ``"auto"`` fuses when :func:`fusable_lm_head` allows it; ``"always"`` refuses a
             model it does not allow (with the reason); ``"never"`` materialises logits.
+        valid_vocab: real tokens of a padded output layer
+            (:func:`~entropy_dynamics.models.loading.valid_vocab_size`); later rows get ``p = 0``
+            in every statistic and are cut from :meth:`logits`.
     """
 
-    def __init__(self, model: nn.Module, temperature: float, mode: FusedMode = "auto") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        temperature: float,
+        mode: FusedMode = "auto",
+        valid_vocab: int | None = None,
+    ) -> None:
         if mode not in ("auto", "always", "never"):
             raise ValueError(f"fused stats mode must be 'auto', 'always' or 'never', got {mode!r}")
         self.model = model
@@ -98,6 +107,7 @@ class ResponseStats:
             )
         self.head = head
         self.reason = reason
+        self.valid_vocab = valid_vocab
 
     @property
     def fused(self) -> bool:
@@ -106,13 +116,16 @@ class ResponseStats:
     def features(self, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:
         """``(n, R, d)`` hidden states (fused) or ``(n, R, V)`` logits, predicting each token."""
         if not self.fused:
-            return response_logits(self.model, rollout, rows)
+            return self._cut(response_logits(self.model, rollout, rows))
         hidden = self.model.get_decoder()(**teacher_forcing_inputs(rollout, rows))
         return hidden.last_hidden_state[:, rollout.prompt_length - 1 : -1]
 
     def logits(self, features: Tensor) -> Tensor:
-        """Raw logits of a (small) set of feature rows: ``(..., V)``."""
-        return self.head(features) if self.fused else features
+        """Raw logits of a (small) set of feature rows: ``(..., V)`` (valid vocabulary only)."""
+        return self._cut(self.head(features)) if self.fused else features
+
+    def _cut(self, logits: Tensor) -> Tensor:
+        return logits if self.valid_vocab is None else logits[..., : self.valid_vocab]
 
     def stats(self, features: Tensor, tokens: Tensor, entropy_grad: bool = False) -> TokenStats:
         """:class:`TokenStats` of ``softmax(logits / T)`` at ``tokens``, shapes ``tokens.shape``."""
@@ -125,4 +138,5 @@ class ResponseStats:
             self.temperature,
             bias=self.head.bias,
             entropy_grad=entropy_grad,
+            valid_vocab=self.valid_vocab,
         )

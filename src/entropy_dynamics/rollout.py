@@ -126,8 +126,9 @@ class _SamplingStatsRecorder:
     sequences for the last step, so one step of logits is held back.
     """
 
-    def __init__(self, temperature: float) -> None:
+    def __init__(self, temperature: float, valid_vocab: int | None = None) -> None:
         self.temperature = temperature
+        self.valid_vocab = valid_vocab
         self.pending: Tensor | None = None
         self.logprobs: list[Tensor] = []
         self.entropy: list[Tensor] = []
@@ -135,6 +136,9 @@ class _SamplingStatsRecorder:
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         if self.pending is not None:
             self._record(input_ids[:, -1])
+        if self.valid_vocab is not None:  # padded output rows are not tokens: never sampled
+            scores = scores.clone()
+            scores[:, self.valid_vocab :] = float("-inf")
         self.pending = scores.detach().clone()  # later processors may work in place
         return scores
 
@@ -216,6 +220,7 @@ def generate(
     top_p: float = 1.0,
     max_new_tokens: int = 32,
     do_sample: bool = True,
+    valid_vocab: int | None = None,
 ) -> Rollout:
     """Sample ``num_samples`` responses per prompt (see :class:`Rollout`).
 
@@ -229,6 +234,8 @@ def generate(
         top_p: nucleus threshold in ``(0, 1]`` (1: no truncation).
         max_new_tokens: longest response ``R_max``.
         do_sample: ``False`` decodes greedily (statistics still at temperature ``T``).
+        valid_vocab: real tokens of a padded output layer (``None``: from
+            :func:`~entropy_dynamics.models.loading.valid_vocab_size`); later rows get ``p = 0``.
     """
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -239,7 +246,11 @@ def generate(
     prompt_ids = prompt_ids.repeat_interleave(num_samples, 0).to(device)  # (N, P)
     prompt_mask = prompt_mask.repeat_interleave(num_samples, 0).to(device)  # (N, P)
 
-    recorder = _SamplingStatsRecorder(temperature)
+    if valid_vocab is None:
+        from entropy_dynamics.models.loading import valid_vocab_size
+
+        valid_vocab = valid_vocab_size(model, tokenizer)
+    recorder = _SamplingStatsRecorder(temperature, valid_vocab)
     was_training, model_generation_config = model.training, model.generation_config
     # generate() fills every option we leave unset from model.generation_config (a checkpoint's
     # top_k=20, repetition_penalty=1.05, ...): a neutral config keeps sampling = softmax(z / T).

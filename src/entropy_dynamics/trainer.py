@@ -36,10 +36,10 @@ from entropy_dynamics.evaluate import evaluate
 from entropy_dynamics.forward import ResponseStats
 from entropy_dynamics.losses import PolicyLossInputs, compute_policy_loss, select_tokens
 from entropy_dynamics.metrics import MetricsWriter, to_floats
-from entropy_dynamics.models.loading import load_model_and_tokenizer
+from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
+from entropy_dynamics.prompts import build_prompted_task
 from entropy_dynamics.rollout import Rollout, generate
 from entropy_dynamics.stats import TokenStats
-from entropy_dynamics.tasks import build_task
 
 __all__ = ["Trainer", "masked_mean"]
 
@@ -94,12 +94,8 @@ class Trainer:
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        self.task = build_task(config.task)
-        self.train_problems = self.task.train_problems()
-        self.eval_problems = self.task.eval_problems()[: config.eval.problems]
         self.loss_config = config.algorithm.policy_loss()
         self.advantage_fn = get_advantage_fn(config.algorithm.advantage)
-        self.cursor = _DataCursor(config.seed, len(self.train_problems))
         self.step = 0
 
         checkpoint = ckpt.latest_checkpoint(self.run_dir) if resume else None
@@ -107,11 +103,19 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no checkpoint found under {self.run_dir}")
         model_path = checkpoint / "model" if checkpoint else config.model.resolved_path()
         self.model, self.tokenizer = load_model_and_tokenizer(
-            model_path, config.model.dtype, config.model.device
+            model_path,
+            config.model.dtype,
+            config.model.device,
+            "" if checkpoint else config.model.tokenizer,  # a checkpoint holds its tokenizer
         )
+        self.task = build_prompted_task(config.task, self.tokenizer, config.model.chat_template)
+        self.train_problems = self.task.train_problems()
+        self.eval_problems = self.task.eval_problems()[: config.eval.problems]
+        self.cursor = _DataCursor(config.seed, len(self.train_problems))
         self.device = next(self.model.parameters()).device
+        self.valid_vocab = valid_vocab_size(self.model, self.tokenizer)
         self.forward = ResponseStats(
-            self.model, config.rollout.temperature, config.model.fused_stats
+            self.model, config.rollout.temperature, config.model.fused_stats, self.valid_vocab
         )
         optim = config.optim
         self.optimizer = torch.optim.AdamW(
@@ -187,6 +191,7 @@ class Trainer:
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,
+            valid_vocab=self.valid_vocab,
         )
 
     def learn(self, problems: list, rollout: Rollout) -> dict[str, float]:

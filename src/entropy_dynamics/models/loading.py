@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_model_and_tokenizer", "resolve_device", "resolve_dtype"]
+__all__ = ["load_model_and_tokenizer", "resolve_device", "resolve_dtype", "valid_vocab_size"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -34,28 +34,63 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         ) from None
 
 
-def load_model_and_tokenizer(path: str | Path, dtype: str = "float32", device: str = "auto"):
-    """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` from a local directory, offline.
+def load_model_and_tokenizer(
+    path: str | Path, dtype: str = "float32", device: str = "auto", tokenizer: str | Path = ""
+):
+    """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` from local files, offline.
+
+    Args:
+        path: a Hugging Face model directory (``config.json`` + safetensors) or a ``.gguf`` file
+            (transformers' ``gguf_file`` loading: the weights are dequantised to ``dtype``).
+        dtype: ``auto`` / ``float32`` / ``bfloat16`` / ``float16``.
+        device: ``auto`` / ``cpu`` / ``cuda``.
+        tokenizer: optional tokenizer directory (default: the model's own; a GGUF file carries
+            its tokenizer).
 
     Returns ``(model, tokenizer)`` with the model on the resolved device, in train mode, and the
     tokenizer's pad token set (to EOS when the tokenizer has none).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path)
-    if not path.is_dir() or not (path / "config.json").is_file():
+    path = Path(path).expanduser()
+    gguf = path.suffix.lower() == ".gguf"
+    if gguf and not path.is_file():
+        raise FileNotFoundError(f"model.path: GGUF file {path} does not exist")
+    if not gguf and not (path.is_dir() and (path / "config.json").is_file()):
         raise FileNotFoundError(
-            f"model.path: {path} is not a Hugging Face model directory (no config.json); "
-            "give a local directory saved with save_pretrained"
+            f"model.path: {path} is not a Hugging Face model directory (no config.json) nor a "
+            ".gguf file; give a local directory saved with save_pretrained or a GGUF file"
         )
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token_id is None:
-            raise ValueError(f"model.path: the tokenizer in {path} has neither pad nor eos token")
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    source = path.parent if gguf else path
+    model_kwargs = {"gguf_file": path.name} if gguf else {}
+    if tokenizer:
+        tokenizer_obj = AutoTokenizer.from_pretrained(Path(tokenizer), local_files_only=True)
+    else:
+        tokenizer_obj = AutoTokenizer.from_pretrained(source, local_files_only=True, **model_kwargs)
+    if tokenizer_obj.pad_token_id is None:
+        if tokenizer_obj.eos_token_id is None:
+            raise ValueError(f"model.path: the tokenizer of {path} has neither pad nor eos token")
+        tokenizer_obj.pad_token = tokenizer_obj.eos_token
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, local_files_only=True, **model_kwargs
+        )
+    except ImportError as exc:  # gguf package missing
+        raise ValueError(f"model.path: cannot read {path}: {exc}") from None
     model.to(torch_device)
     model.train()
-    return model, tokenizer
+    return model, tokenizer_obj
+
+
+def valid_vocab_size(model, tokenizer) -> int | None:
+    """Rows of the output layer that are real tokens, when the layer is padded; else ``None``.
+
+    Qwen2.5 pads its 151,665-token vocabulary to a 151,936-row ``lm_head``; the padded rows are
+    never tokens, so sampling and every statistic (``H``, ``S_k``, ``E_p[S]``) exclude them.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    rows = getattr(head, "out_features", None) or model.config.vocab_size
+    size = len(tokenizer)
+    return size if size < rows else None
