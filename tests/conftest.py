@@ -53,3 +53,23 @@ def random_model_dir(tmp_path_factory, tiny_lm):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def chat_model_dir(tmp_path_factory):
+    """A random Qwen2 with a byte-level BPE tokenizer, ChatML template and a padded lm_head."""
+    from model_fixtures import save_chat_model
+
+    return save_chat_model(tmp_path_factory.mktemp("chat-padded"))
+
+
+@pytest.fixture(scope="session")
+def gguf_model_file(tmp_path_factory):
+    """``(gguf_path, source_model, source_tokenizer)``: a float32 GGUF export of a chat model."""
+    pytest.importorskip("gguf")
+    from model_fixtures import bpe_tokenizer, export_gguf, qwen2_model
+
+    tokenizer = bpe_tokenizer()
+    model = qwen2_model(tokenizer, len(tokenizer), seed=1)
+    path = export_gguf(model, tokenizer, tmp_path_factory.mktemp("gguf") / "tiny-qwen2-f32.gguf")
+    return path, model, tokenizer

@@ -65,10 +65,20 @@ def load_model_and_tokenizer(
     torch_dtype = resolve_dtype(dtype, torch_device)
     source = path.parent if gguf else path
     model_kwargs = {"gguf_file": path.name} if gguf else {}
+    tokenizer_kwargs = dict(model_kwargs)
+    if gguf:
+        try:  # transformers >= 5 can keep GGUF blocks packed: unpack, to train dense weights
+            from transformers import GgufConfig
+
+            model_kwargs["quantization_config"] = GgufConfig(dequantize=True)
+        except ImportError:  # older transformers always dequantise
+            pass
     if tokenizer:
         tokenizer_obj = AutoTokenizer.from_pretrained(Path(tokenizer), local_files_only=True)
     else:
-        tokenizer_obj = AutoTokenizer.from_pretrained(source, local_files_only=True, **model_kwargs)
+        tokenizer_obj = AutoTokenizer.from_pretrained(
+            source, local_files_only=True, **tokenizer_kwargs
+        )
     if tokenizer_obj.pad_token_id is None:
         if tokenizer_obj.eos_token_id is None:
             raise ValueError(f"model.path: the tokenizer of {path} has neither pad nor eos token")
