@@ -17,6 +17,7 @@ import yaml
 
 from entropy_dynamics._config_io import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from entropy_dynamics.tasks.countdown import CountdownConfig
+from entropy_dynamics.tasks.math import MathConfig
 
 __all__ = [
     "AlgorithmConfig",
@@ -67,10 +68,19 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: Literal["countdown"] = "countdown"
-    """The task; Countdown (TinyZero) is the embedded default."""
+    name: Literal["countdown", "math"] = "countdown"
+    """The task: ``countdown`` (TinyZero, the embedded default) or ``math`` (a dataset file,
+    graded with math-verify; set ``task.math.path``)."""
     countdown: CountdownConfig = field(default_factory=CountdownConfig)
     """Countdown generator and reward options."""
+    math: MathConfig = field(default_factory=MathConfig)
+    """Math dataset and grading options (GSM8K / MATH / DAPO-Math-17k layouts)."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.name != "math" or bool(self.math.path),
+            "task.math.path: task.name=math needs a data file (.jsonl, .json or .parquet)",
+        )
 
 
 @dataclass

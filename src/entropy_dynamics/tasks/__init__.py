@@ -1,6 +1,7 @@
 """Tasks: problems, prompts and outcome rewards behind the :class:`~.base.Task` protocol.
 
-``build_task(config.task)`` is what the trainer calls; Countdown (TinyZero) is the embedded task.
+``build_task(config.task)`` is what the trainer calls; Countdown (TinyZero) is the embedded task,
+``math`` reads GSM8K / MATH / DAPO-Math-style dataset files and grades with ``math-verify``.
 """
 
 from __future__ import annotations
@@ -20,25 +21,42 @@ from entropy_dynamics.tasks.countdown import (
     score,
     solve,
 )
+from entropy_dynamics.tasks.math import (
+    DEFAULT_PROMPT_TEMPLATE,
+    DataIssue,
+    MathConfig,
+    MathProblem,
+    MathReward,
+    MathTask,
+    load_problems,
+)
 
 __all__ = [
+    "DEFAULT_PROMPT_TEMPLATE",
     "PROMPT_TEMPLATE",
     "TASKS",
     "CountdownConfig",
     "CountdownProblem",
     "CountdownReward",
     "CountdownTask",
+    "DataIssue",
+    "MathConfig",
+    "MathProblem",
+    "MathReward",
+    "MathTask",
     "Task",
     "TaskReward",
     "build_task",
     "format_prompt",
     "generate_problems",
+    "load_problems",
     "score",
     "solve",
 ]
 
 TASKS: dict[str, Callable[[Any], Task]] = {
     "countdown": lambda task_config: CountdownTask(task_config.countdown),
+    "math": lambda task_config: MathTask(task_config.math),
 }
 """Task builders by name; each takes the ``task`` section of the training config."""
 

@@ -1,0 +1,207 @@
+"""Answer extraction and equivalence grading with ``math-verify``, bounded in time.
+
+- The gold answer is parsed as ``\\boxed{gold}`` (LaTeX, then plain-expression extraction), so
+  ``\\frac{1}{2}``, ``0.5`` and ``1/2`` are one value; a gold answer nothing can parse is compared
+  as a string.
+- The prediction is the content of the completion's last complete ``\\boxed{...}`` (or
+  ``\\fbox{...}``, braces balanced, ``\\{`` ``\\}`` escapes skipped) if it has one, else the
+  last :data:`MAX_FALLBACK_CHARS` characters of the whole text, where ``math-verify`` looks for
+  a final answer (``the answer is 3``, ``Answer: 3``, the last number).
+- ``math-verify``'s own timeouts use ``signal.alarm`` and cancel any timer around them, so they
+  are switched off and the whole grading of one completion (gold parse, prediction parse,
+  comparison) runs under one budget of our own: an interval timer on the main thread, a watched
+  daemon thread elsewhere (signals only reach the main thread). A completion that runs over is
+  graded wrong with error ``timeout``; ``\\boxed{9^{9^{9^{9}}}}`` would otherwise never finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any, TypeVar
+
+__all__ = [
+    "MAX_ANSWER_CHARS",
+    "MAX_FALLBACK_CHARS",
+    "GradingTimeout",
+    "extract_boxed",
+    "grade_completion",
+    "run_with_timeout",
+]
+
+MAX_ANSWER_CHARS = 1000
+"""A boxed answer longer than this is refused unparsed (``answer too long``)."""
+
+MAX_FALLBACK_CHARS = 2000
+"""Without a ``\\boxed{}``, only this tail of the completion is searched for an answer."""
+
+_T = TypeVar("_T")
+_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOX_BARE = re.compile(r"\\boxed +([^\s${}]+)")  # MATH sometimes writes "\boxed 5"
+
+
+class GradingTimeout(BaseException):
+    """Grading ran past its time budget (a BaseException so no library handler swallows it)."""
+
+
+class _DisabledTimeoutNotice(logging.Filter):
+    """Drop math-verify's notice that its timeout is off: ours is on (module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DisabledTimeoutNotice())
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` / ``\\fbox{...}`` of ``text`` (the one that
+    closes last, so the outer box of ``\\boxed{\\boxed{3}}``), or of a bare ``\\boxed 5``; None if
+    there is none. One linear pass: unbalanced or truncated boxes are ignored.
+
+    >>> extract_boxed(r"so \\boxed{\\frac{1}{2}} and \\boxed{\\{1, 2\\}}")
+    '\\\\{1, 2\\\\}'
+    """
+    best: tuple[int, str] | None = None  # (end position, content)
+    for match in _BOX_BARE.finditer(text):
+        best = (match.end(), match.group(1))
+    starts = {m.end(): m.start() for m in _BOX_OPEN.finditer(text)}  # content start -> box start
+    if not starts:
+        return None if best is None else best[1]
+    open_boxes: list[tuple[int, int]] = []  # (depth inside the box, content start)
+    depth, i, n = 0, min(starts) - 1, len(text)
+    while i < n:
+        char = text[i]
+        if char == "\\" and i + 1 < n and text[i + 1] in "{}\\":
+            i += 2  # an escaped brace or backslash
+            continue
+        if char == "{":
+            depth += 1
+            if i + 1 in starts:
+                open_boxes.append((depth, i + 1))
+        elif char == "}" and depth > 0:
+            if open_boxes and open_boxes[-1][0] == depth:
+                _, content_start = open_boxes.pop()
+                if best is None or i + 1 > best[0]:
+                    best = (i + 1, text[content_start:i])
+            depth -= 1
+        i += 1
+    return None if best is None else best[1]
+
+
+def run_with_timeout(function: Callable[[], _T], seconds: float | None) -> _T:
+    """``function()``, or :class:`GradingTimeout` once it has run ``seconds`` (None/0: no limit).
+
+    On the main thread of a POSIX process an ``ITIMER_REAL`` timer interrupts the call (a timer
+    set by the caller is suspended and re-armed afterwards); elsewhere the call runs in a daemon
+    thread that is abandoned when late, since Python threads cannot be stopped. Either way the
+    caller gets control back after about ``seconds``.
+    """
+    if not seconds or seconds <= 0:
+        return function()
+    on_main = threading.current_thread() is threading.main_thread()
+    if on_main and hasattr(signal, "setitimer"):
+        return _with_interval_timer(function, seconds)
+    return _with_watched_thread(function, seconds)
+
+
+def _with_interval_timer(function: Callable[[], _T], seconds: float) -> _T:
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise GradingTimeout(f"grading took longer than {seconds} s")
+
+    started = time.monotonic()
+    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        try:
+            return function()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # an alarm that fires just before is caught
+    finally:
+        signal.signal(signal.SIGALRM, previous_handler)
+        if outer_delay > 0:  # give the caller's timer back what it had left (at least 1 ms)
+            left = outer_delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), outer_interval)
+
+
+def _with_watched_thread(function: Callable[[], _T], seconds: float) -> _T:
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="math-grading", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise GradingTimeout(f"grading took longer than {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _parse(text: str) -> list:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    config = (LatexExtractionConfig(), ExprExtractionConfig())
+    return parse(text, extraction_config=config, parsing_timeout=None)
+
+
+@lru_cache(maxsize=8192)
+def _parsed_gold(answer: str) -> tuple:
+    """Parsed gold answer; a gold nothing can parse is kept as a string (string comparison)."""
+    for text in (f"\\boxed{{{answer}}}", f"${answer}$", answer):
+        parsed = _parse(text)
+        if parsed:
+            return tuple(parsed)
+    return (answer.strip(),)
+
+
+def _grade(gold: str, prediction_text: str) -> tuple[bool, bool]:
+    """``(extracted, correct)`` without a time limit (the caller bounds it)."""
+    from math_verify import verify
+
+    predicted = _parse(prediction_text)
+    if not predicted:
+        return False, False
+    return True, bool(verify(list(_parsed_gold(gold)), predicted, timeout_seconds=None))
+
+
+def grade_completion(
+    gold: str, completion: str, timeout: float | None = 5.0
+) -> tuple[float, float, str | None, str | None]:
+    """Grade ``completion`` against the ``gold`` answer (module docstring).
+
+    Returns ``(format, correct, extracted, error)``: ``format`` 1.0 when an answer was found,
+    ``correct`` 1.0 when it is equivalent to ``gold``, ``extracted`` the boxed content (or the
+    searched tail without a box) and ``error`` one of ``no answer``, ``empty answer``,
+    ``answer too long``, ``wrong answer``, ``timeout``, ``grader error: ...``, or None if correct.
+    Never raises for any completion text; never runs much past ``timeout`` seconds.
+    """
+    boxed = extract_boxed(completion)
+    if boxed is not None:
+        if not boxed.strip():
+            return 0.0, 0.0, boxed, "empty answer"
+        if len(boxed) > MAX_ANSWER_CHARS:
+            return 0.0, 0.0, None, "answer too long"
+        extracted, text = boxed, f"\\boxed{{{boxed}}}"
+    else:
+        extracted = text = completion[-MAX_FALLBACK_CHARS:]
+    try:
+        found, correct = run_with_timeout(lambda: _grade(gold, text), timeout)
+    except GradingTimeout:
+        return float(boxed is not None), 0.0, extracted, "timeout"
+    except (Exception, RecursionError) as exc:  # math-verify / sympy on hostile input
+        return 0.0, 0.0, extracted, f"grader error: {type(exc).__name__}"
+    if not found:
+        return 0.0, 0.0, None, "no answer"
+    return 1.0, float(correct), extracted, None if correct else "wrong answer"
