@@ -23,25 +23,10 @@ def char_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_lm():
     """``(model, tokenizer)``: a 2-layer Qwen2 with random weights (seeded), float32, CPU."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from model_fixtures import qwen2_model
 
     tokenizer = char_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = qwen2_model(tokenizer, len(tokenizer), seed=0, tie=True)
     return model, tokenizer
 
 
