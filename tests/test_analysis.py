@@ -274,7 +274,7 @@ def _app() -> typer.Typer:
     return app
 
 
-def test_cli_analyze_end_to_end(random_model_dir, tmp_path) -> None:
+def test_cli_analyze_end_to_end(random_model_dir, chat_model_dir, tmp_path) -> None:
     runner = CliRunner()
     out = tmp_path / "countdown"
     args = ["analyze", "--model", str(random_model_dir), "-n", "2", "--samples", "2"]
@@ -285,17 +285,67 @@ def test_cli_analyze_end_to_end(random_model_dir, tmp_path) -> None:
         assert (out / name).is_file() and str(out / name) in result.output.replace("\n", "")
     assert "Pearson r first order vs actual" in result.output
 
+    # a math dataset through a chat model with a padded lm_head
     data = tmp_path / "gsm8k.jsonl"
     records = [{"question": f"What is {a} + 2?", "answer": f"so #### {a + 2}"} for a in range(3)]
     data.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
     out = tmp_path / "math"
-    args = ["analyze", "--model", str(random_model_dir), "--data", str(data), "-n", "2"]
+    args = ["analyze", "--model", str(chat_model_dir), "--data", str(data), "-n", "2"]
     args += ["--samples", "2", "--max-new-tokens", "3", "--device", "cpu", "-o", str(out)]
     result = runner.invoke(_app(), args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "gsm8k.jsonl:4" in result.output  # the malformed line is reported, not hidden
     summary = json.loads((out / "one_step.json").read_text())
     assert {s["prompt"] for s in summary["per_sequence"]} == {0, 1}
+    page = (out / "tokens.html").read_text()
+    assert "&lt;|im_start|&gt;user" in page and "What is 0 + 2?" in page  # chat template applied
 
     bad = runner.invoke(_app(), ["analyze", "--advantage-sign", "2", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--advantage-sign" in bad.output
+
+
+def test_embedded_model_first_order_r_at_the_default_step() -> None:
+    # Acceptance (issue 6): r >= 0.99 between first-order and actual per-sequence ΔH at a small
+    # step on the embedded model (measured 0.99999 or more over seeds 0-9 at 8 × 4 samples).
+    from entropy_dynamics.config import TaskConfig
+    from entropy_dynamics.models import default_model_path
+    from entropy_dynamics.models.loading import load_model_and_tokenizer
+    from entropy_dynamics.tasks import build_task
+
+    model, tokenizer = load_model_and_tokenizer(default_model_path(), "float32", "cpu")
+    task = build_task(TaskConfig())
+    problems = task.eval_problems()[:4]
+
+    def scorer(index: int, completion: str) -> float:
+        return task.score(problems[index], completion).reward
+
+    prompts = [task.prompt(p) for p in problems]
+    result = analyze(
+        model, tokenizer, prompts, num_samples=4, max_new_tokens=24, scorer=scorer, seed=0
+    )
+    assert result.one_step.lr == DEFAULT_LR
+    assert result.one_step.r_first_order >= 0.99
+    assert result.one_step.first_order_rel_error < 0.05
+
+
+def test_padded_vocabulary_rows_are_no_tokens(chat_model_dir) -> None:
+    # Reference: softmax over the tokenizer's rows only (the padded lm_head rows are not tokens).
+    from entropy_dynamics.models.loading import load_model_and_tokenizer
+    from entropy_dynamics.prompts import chat_prompt
+
+    model, tokenizer = load_model_and_tokenizer(chat_model_dir, "float32", "cpu")
+    vocab = len(tokenizer)
+    assert model.get_output_embeddings().out_features > vocab
+    torch.manual_seed(0)
+    prompts = [chat_prompt(tokenizer, "What is 3 + 4?")]
+    rollout = generate(model, tokenizer, prompts, num_samples=2, max_new_tokens=4)
+    rows = token_table(model, tokenizer, rollout)
+    p, h = _entropy_by_hand(_reference_logits(model, rollout)[..., :vocab])
+    for row in rows:
+        i, t = row["sample"], row["position"]
+        assert row["p_k"] == pytest.approx(p[i, t, row["token_id"]].item(), rel=1e-5)
+        assert row["entropy"] == pytest.approx(h[i, t].item(), abs=1e-5)
+    # near-maximal entropy of random weights: first order holds to 0.4 % at lr 1e-5 (measured;
+    # 4 % at 1e-4, the same in float64, so it is the second-order term, not rounding)
+    result = one_step_check(model, rollout, 1.0, lr=1e-5, valid_vocab=vocab)
+    assert result.first_order_rel_error < 0.02

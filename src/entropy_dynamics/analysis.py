@@ -61,23 +61,10 @@ seeds 0-5, GRPO and constant ±1 advantages) the per-sequence first-order r was 
 (relative error ≤ 3 %), ≥ 0.985 at 1e-3 and as low as 0.002 at 1e-2: the step must stay in the
 first-order regime, which depends on the model — ``first_order_rel_error`` says whether it did."""
 
-TABLE_COLUMNS = tuple(
-    [
-        "sample",
-        "prompt",
-        "position",
-        "token_id",
-        "token",
-        "logp",
-        "p_k",
-        "entropy",
-        "discriminator",
-        "expected_discriminator",
-        "deviation",
-        "advantage",
-        "quadrant",
-    ]
+_COLUMNS = (
+    "sample prompt position token_id token logp p_k entropy discriminator expected_discriminator"
 )
+TABLE_COLUMNS = (*_COLUMNS.split(), "deviation", "advantage", "quadrant")
 """Columns of :func:`token_table`: ``discriminator`` is ``S_k``, ``expected_discriminator`` is
 ``E_p[S]``, ``deviation`` is ``S_k - E_p[S]``; ``advantage`` is the value whose sign sets the
 quadrant."""
@@ -151,7 +138,7 @@ def token_table(
         precision (float64 for a float64 model).
     """
     n = rollout.response_ids.shape[0]
-    advantages = _sequence_values(advantage_sign, n, "advantage_sign")
+    advantages = _sequence_values(advantage_sign, n, "advantage_sign").tolist()
     if valid_vocab is None:
         valid_vocab = valid_vocab_size(model, tokenizer)
     response_stats = ResponseStats(model, temperature, "auto", valid_vocab)
@@ -170,7 +157,7 @@ def token_table(
             for i, t, k, (logp, h, s_k, e_s) in zip(
                 local, position, tokens[valid].tolist(), values, strict=True
             ):
-                sample, adv = chunk.start + i, float(advantages[chunk.start + i])
+                sample, adv = chunk.start + i, advantages[chunk.start + i]
                 if k not in texts:  # each id decoded alone, special tokens kept
                     texts[k] = tokenizer.decode(
                         [k], skip_special_tokens=False, clean_up_tokenization_spaces=False
