@@ -5,7 +5,6 @@ from __future__ import annotations
 import string
 
 import pytest
-import torch
 
 
 def char_tokenizer():

@@ -1,4 +1,4 @@
-"""Test models that look like real checkpoints: byte-level BPE, chat template, padded vocabulary, GGUF.
+"""Test models shaped like real checkpoints: byte-level BPE, chat template, padded vocab, GGUF.
 
 Built at test time (seconds, no network): a byte-level BPE tokenizer trained with ``tokenizers``
 on a small arithmetic corpus, a ChatML chat template as Qwen2.5-Instruct's, a random-weight

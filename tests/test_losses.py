@@ -16,6 +16,7 @@ from entropy_dynamics.losses import (
     PolicyLossInputs,
     PolicyLossOutput,
     aggregate,
+    aggregation_share,
     available_methods,
     available_policy_losses,
     compute_policy_loss,
@@ -382,3 +383,40 @@ def test_shape_mismatch_is_refused() -> None:
     inputs.keep_mask = torch.ones(2, 4, dtype=torch.bool)
     with pytest.raises(ValueError, match="keep_mask has shape"):
         compute_policy_loss(PolicyLossConfig(), inputs)
+
+
+@pytest.mark.parametrize("agg_mode", AGG_MODES)
+def test_micro_batch_shares_reassemble_the_whole_batch_gradient(agg_mode) -> None:
+    # Gradient accumulation as the trainer does it: each micro-batch's pg and entropy terms,
+    # weighted by aggregation_share, must give the one-shot gradient of the whole batch.
+    gen = torch.Generator().manual_seed(0)
+    b, t = 6, 5
+    logprobs = (-torch.rand(b, t, generator=gen, dtype=torch.float64)).requires_grad_()
+    entropy = torch.rand(b, t, generator=gen, dtype=torch.float64).requires_grad_()
+    old = logprobs.detach() + 0.05 * torch.randn(b, t, generator=gen, dtype=torch.float64)
+    advantages = torch.randn(b, 1, generator=gen, dtype=torch.float64).expand(b, t)
+    mask = torch.rand(b, t, generator=gen) < 0.8
+    mask[2] = False  # a row without tokens
+    keep = torch.rand(b, t, generator=gen) < 0.7
+    norm = 7.0 if agg_mode == "seq-mean-token-sum-norm" else None
+    config = PolicyLossConfig(agg_mode=agg_mode, entropy_coef=0.3, loss_agg_norm=norm)
+
+    def inputs(rows):
+        stats = TokenStats(logprobs[rows], entropy[rows], torch.zeros(len(rows), t), None)
+        return PolicyLossInputs(
+            logprobs[rows], old[rows], advantages[rows], mask[rows], stats, keep[rows]
+        )
+
+    whole = compute_policy_loss(config, inputs(torch.arange(b))).loss
+    expected = torch.autograd.grad(whole, (logprobs, entropy))
+    total = 0.0
+    trained = keep & mask
+    for rows in (torch.tensor([0, 1]), torch.tensor([2, 3, 4]), torch.tensor([5])):
+        out = compute_policy_loss(config, inputs(rows))
+        pg_share = aggregation_share(agg_mode, trained[rows], trained)
+        entropy_share = aggregation_share(agg_mode, mask[rows], mask)
+        total = total + pg_share * out.pg_loss - config.entropy_coef * entropy_share * out.entropy
+    got = torch.autograd.grad(total, (logprobs, entropy))
+    torch.testing.assert_close(total, whole)
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, e)

@@ -25,7 +25,7 @@ def test_chat_template_wraps_task_prompts(chat_model_dir, tiny_lm) -> None:
     assert task.score(problem, "no answer").correct == 0.0
     char_tokenizer = tiny_lm[1]  # no chat template
     assert not uses_chat(char_tokenizer, "auto")
-    with pytest.raises(ValueError, match="chat_template=always.*no chat template"):
+    with pytest.raises(ValueError, match=r"chat_template=always.*no chat template"):
         build_prompted_task(TaskConfig(), char_tokenizer, "always")
 
 

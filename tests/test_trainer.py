@@ -70,6 +70,37 @@ def test_resume_is_exact(tmp_path, random_model_dir) -> None:
     assert any(not torch.equal(v, _weights(full.run_dir, 3)[k]) for k, v in weights_full.items())
 
 
+def test_micro_batches_accumulate_the_same_gradient(tmp_path, random_model_dir) -> None:
+    # One learn() on the same rollout, whole mini-batch vs micro-batches of 3 sequences: the
+    # gradient handed to the optimizer must agree (entropy bonus: both loss terms are weighted).
+    grads = {}
+    for micro in (0, 3):
+        config = _config(
+            tmp_path,
+            random_model_dir,
+            f"micro{micro}",
+            [
+                "steps=1",
+                f"algorithm.micro_batch_size={micro}",
+                "dynamics=false",
+            ],
+        )
+        trainer = Trainer(config, config.run_dir)
+        problems = trainer.train_problems[:4]
+        torch.manual_seed(0)
+        rollout = trainer.rollout(problems)
+        params = list(trainer.model.parameters())
+
+        def capture(params=params, micro=micro):  # replaces the optimizer step
+            grads[micro] = [p.grad.clone() for p in params]
+
+        trainer.optimizer.step = capture
+        trainer.learn(problems, rollout)
+    assert any(g.abs().sum() > 0 for g in grads[0])
+    for whole, accumulated in zip(grads[0], grads[3], strict=True):
+        torch.testing.assert_close(accumulated, whole, rtol=1e-4, atol=1e-7)
+
+
 def test_run_directory_contents(tmp_path, random_model_dir) -> None:
     config = _config(tmp_path, random_model_dir, "outputs", ["steps=2", "checkpoint_every=1"])
     history = Trainer(config, config.run_dir).train()

@@ -142,12 +142,17 @@ class AlgorithmConfig:
     """Epochs over each rollout batch ``K`` (paper: 1)."""
     mini_batches: int = 1
     """Optimizer steps per epoch; >1 makes the PPO ratio and clipping active (paper: 1)."""
+    micro_batch_size: int = 0
+    """Sequences per forward/backward; gradients of a mini-batch are accumulated exactly over
+    its micro-batches (0: the whole mini-batch at once). Bounds activation memory for long
+    responses. KL-Cov selects its top tokens within each micro-batch."""
 
     def __post_init__(self) -> None:
         from entropy_dynamics.advantages import available_advantages
 
         _require(self.updates_per_step >= 1, "algorithm.updates_per_step must be >= 1")
         _require(self.mini_batches >= 1, "algorithm.mini_batches must be >= 1")
+        _require(self.micro_batch_size >= 0, "algorithm.micro_batch_size must be >= 0")
         _require(
             self.advantage in available_advantages(),
             f"algorithm.advantage: unknown {self.advantage!r}; use one of "

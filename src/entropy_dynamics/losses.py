@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics._registry import Registry
+from entropy_dynamics.aggregation import AGG_MODES, aggregate, aggregation_share
 from entropy_dynamics.filters import available_filters, get_filter, kl_cov_selection
 from entropy_dynamics.stats import TokenStats
 
@@ -49,6 +50,7 @@ __all__ = [
     "PolicyLossInputs",
     "PolicyLossOutput",
     "aggregate",
+    "aggregation_share",
     "available_methods",
     "available_policy_losses",
     "compute_policy_loss",
@@ -61,7 +63,6 @@ __all__ = [
     "select_tokens",
 ]
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 _LOG_RATIO_BOUND = 20.0  # exp(±20) keeps the ratio finite in float32 (verl clamps the same way)
 
 
@@ -193,11 +194,16 @@ class PolicyLossOutput:
         loss: 0-d tensor to minimise.
         metrics: 0-d tensors, slash-namespaced (``actor/...`` and the filter's own keys).
         keep_mask: ``(B, T)`` bool, the tokens that carried policy-gradient weight.
+        pg_loss, entropy: the two differentiable terms, ``loss = pg_loss - entropy_coef·entropy``
+            (aggregated over ``keep_mask`` and over the valid tokens): gradient accumulation
+            weights each by its own share (:func:`aggregation_share`).
     """
 
     loss: Tensor
     metrics: dict[str, Tensor]
     keep_mask: Tensor
+    pg_loss: Tensor | None = None
+    entropy: Tensor | None = None
 
 
 PolicyLossFn = Callable[[PolicyLossConfig, PolicyLossInputs], PolicyLossOutput]
@@ -212,41 +218,6 @@ available_policy_losses = _POLICY_LOSSES.names
 # ---------------------------------------------------------------------------------------------
 # Pure tensor functions: aggregation and the per-token losses
 # ---------------------------------------------------------------------------------------------
-
-
-def aggregate(loss_mat: Tensor, mask: Tensor, agg_mode: str, norm: float | None = None) -> Tensor:
-    """Reduce a per-token loss to a scalar over ``mask``, with verl's ``agg_loss`` semantics.
-
-    - ``token-mean``: ``Σ_{b,t} m·l / Σ_{b,t} m`` — every token counts once;
-    - ``seq-mean-token-mean``: mean over sequences of each sequence's token mean;
-    - ``seq-mean-token-sum``: mean over sequences of each sequence's token sum;
-    - ``seq-mean-token-sum-norm``: ``Σ_{b,t} m·l / norm``, ``norm`` defaulting to ``T``.
-
-    Sequence means run over the sequences with at least one token in ``mask`` (as current verl);
-    an empty mask gives 0.
-
-    Args:
-        loss_mat: ``(B, T)`` per-token values.
-        mask: ``(B, T)`` bool or 0/1 weights.
-        agg_mode: one of :data:`AGG_MODES`.
-        norm: constant divisor of ``seq-mean-token-sum-norm`` (ignored by the other modes).
-
-    Returns:
-        0-d tensor.
-    """
-    m = mask.to(loss_mat.dtype)
-    token_sum = (loss_mat * m).sum(-1)  # (B,)
-    token_count = m.sum(-1)  # (B,)
-    num_seqs = (token_count > 0).sum().clamp(min=1)  # sequences with a token in the mask
-    if agg_mode == "token-mean":
-        return token_sum.sum() / token_count.sum().clamp(min=1)
-    if agg_mode == "seq-mean-token-mean":
-        return (token_sum / token_count.clamp(min=1)).sum() / num_seqs
-    if agg_mode == "seq-mean-token-sum":
-        return token_sum.sum() / num_seqs
-    if agg_mode == "seq-mean-token-sum-norm":
-        return token_sum.sum() / (norm if norm is not None else loss_mat.shape[-1])
-    raise ValueError(f"agg_mode: unknown {agg_mode!r}; use one of {', '.join(AGG_MODES)}")
 
 
 def ppo_clip_token_loss(
@@ -372,7 +343,7 @@ def _assemble(
                 "actor/frac_kept": _masked_mean(keep.float(), valid),
             }
         )
-    return PolicyLossOutput(loss, metrics, keep)
+    return PolicyLossOutput(loss, metrics, keep, pg_loss, entropy)
 
 
 @register_policy_loss("ppo")

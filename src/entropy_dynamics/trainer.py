@@ -9,7 +9,8 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.config`):
 - statistics: ``H``, ``S_k``, ``E_p[S]`` of the temperature-scaled rollout distribution, fused
   from the final hidden states and the ``lm_head`` (no ``(N, R, V)`` logits) when the model
   allows it (:mod:`entropy_dynamics.forward`), from materialised logits otherwise;
-- update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each;
+- update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each,
+  gradients accumulated over micro-batches of ``micro_batch_size`` sequences (exactly);
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
   filter such as Clip_B / Clip_V, token-mean aggregation by default);
 - optimizer: AdamW, constant learning rate after an optional linear warm-up, grad clip 1.0;
@@ -34,7 +35,12 @@ from entropy_dynamics.config import TrainConfig, save_config
 from entropy_dynamics.dynamics import entropy_dynamics_metrics
 from entropy_dynamics.evaluate import evaluate
 from entropy_dynamics.forward import ResponseStats
-from entropy_dynamics.losses import PolicyLossInputs, compute_policy_loss, select_tokens
+from entropy_dynamics.losses import (
+    PolicyLossInputs,
+    aggregation_share,
+    compute_policy_loss,
+    select_tokens,
+)
 from entropy_dynamics.metrics import MetricsWriter, to_floats
 from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
 from entropy_dynamics.prompts import build_prompted_task
@@ -227,9 +233,41 @@ class Trainer:
         return to_floats(metrics)
 
     def _update(self, rollout: Rollout, rows, old: TokenStats, advantages: Tensor, keep: Tensor):
-        cfg = self.config
+        """One optimizer step on ``rows``, accumulated over micro-batches when configured.
+
+        Each micro-batch's two loss terms are weighted by their share of the mini-batch's
+        aggregate (:func:`~entropy_dynamics.losses.aggregation_share`), so the accumulated
+        gradient equals the one-shot gradient for every aggregation mode.
+        """
+        cfg, loss_cfg = self.config, self.loss_config
+        micro = cfg.algorithm.micro_batch_size
+        chunks = list(rows.split(micro)) if micro and micro < len(rows) else [rows]
+        mask = rollout.response_mask
+        trained, valid = keep[rows] & mask[rows], mask[rows]
+        self.optimizer.zero_grad(set_to_none=True)
+        total, metrics = torch.zeros(()), []
+        for chunk in chunks:
+            inputs = self._loss_inputs(rollout, chunk, old, advantages, keep)
+            out = compute_policy_loss(loss_cfg, inputs)
+            loss = out.loss
+            if len(chunks) > 1:
+                mode = loss_cfg.agg_mode
+                loss = aggregation_share(mode, keep[chunk] & mask[chunk], trained) * out.pg_loss
+                if loss_cfg.entropy_coef != 0:
+                    share = aggregation_share(mode, mask[chunk], valid)
+                    loss = loss - loss_cfg.entropy_coef * share * out.entropy
+            loss.backward()
+            total += loss.detach().cpu()
+            metrics.append(out.metrics)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        averaged = {k: torch.stack([m[k].float() for m in metrics]).mean() for k in metrics[0]}
+        return {**averaged, "actor/loss": total, "actor/grad_norm": grad_norm}
+
+    def _loss_inputs(self, rollout: Rollout, rows, old: TokenStats, advantages, keep):
         stats = self._stats(rollout, rows, entropy_grad=self.loss_config.entropy_coef != 0)
-        inputs = PolicyLossInputs(
+        return PolicyLossInputs(
             logprobs=stats.logprobs,
             old_logprobs=old.logprobs[rows],
             advantages=advantages[rows],
@@ -243,14 +281,6 @@ class Trainer:
             ),
             keep_mask=keep[rows],
         )
-        out = compute_policy_loss(self.loss_config, inputs)
-        loss, metrics = out.loss, out.metrics
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        return {**metrics, "actor/loss": loss.detach(), "actor/grad_norm": grad_norm}
 
     def _rollout_metrics(self, rollout: Rollout, old: TokenStats, advantages: Tensor):
         mask = rollout.response_mask
