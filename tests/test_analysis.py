@@ -284,6 +284,11 @@ def test_cli_analyze_end_to_end(random_model_dir, chat_model_dir, tmp_path) -> N
     for name in ("tokens.csv", "tokens.parquet", "tokens.html", "one_step.json"):
         assert (out / name).is_file() and str(out / name) in result.output.replace("\n", "")
     assert "Pearson r first order vs actual" in result.output
+    constant = runner.invoke(_app(), [*args, "--constant-advantage", "--advantage-sign", "-1"])
+    assert constant.exit_code == 0, constant.output
+    summary = json.loads((out / "one_step.json").read_text())
+    assert summary["advantage_source"].startswith("constant -1")
+    assert [s["advantage"] for s in summary["per_sequence"]] == [-1.0] * 4
 
     # a math dataset through a chat model with a padded lm_head
     data = tmp_path / "gsm8k.jsonl"

@@ -81,7 +81,13 @@ def analyze_command(
     advantage_sign: int = typer.Option(
         1,
         "--advantage-sign",
-        help="+1 or -1: the advantage of every response when rewards give none (all equal).",
+        help="+1 or -1: the advantage of every response when the rewards give none (all "
+        "equal) or with --constant-advantage.",
+    ),
+    constant_advantage: bool = typer.Option(
+        False,
+        "--constant-advantage",
+        help="Give every response --advantage-sign instead of the GRPO advantages of its reward.",
     ),
     lr: float = typer.Option(DEFAULT_LR, "--lr", min=0.0, help="SGD step of the one-step check."),
     preset: str = typer.Option(
@@ -128,7 +134,7 @@ def analyze_command(
             num_samples=samples,
             temperature=temperature,
             max_new_tokens=max_new_tokens,
-            scorer=scorer,
+            scorer=None if constant_advantage else scorer,
             advantage_sign=advantage_sign,
             lr=lr,
             output_dir=output,

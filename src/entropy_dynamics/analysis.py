@@ -85,6 +85,8 @@ def _sequence_values(value: float | Tensor, n: int, name: str) -> Tensor:
             raise ValueError(
                 f"{name} must be a number or a ({n},) tensor, got {tuple(value.shape)}"
             )
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} must be finite, got {value.tolist()}")
         return value.detach().float().cpu()
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be finite, got {value}")
