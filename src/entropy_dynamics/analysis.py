@@ -391,6 +391,9 @@ def one_step_check(
     with the default PPO config at ratio 1); the optimizer is ``torch.optim.SGD`` without
     momentum, weight decay or clipping. ``model`` is never modified: the copy (in eval mode, no
     dropout) is measured before and after the step at the rollout's own valid positions.
+    Memory: the copy (in ``dtype``) with its gradients, and the ``(M, d)`` hidden states before
+    and after at the ``M`` valid positions (``(M, V)`` logits when the model cannot be fused);
+    logits are formed a few positions at a time.
 
     Args:
         model: the causal LM that sampled ``rollout``.
