@@ -9,16 +9,23 @@
   a final answer (``the answer is 3``, ``Answer: 3``, the last number).
 - ``math-verify``'s own timeouts use ``signal.alarm`` and cancel any timer around them, so they
   are switched off and the whole grading of one completion (gold parse, prediction parse,
-  comparison) runs under one budget of our own: an interval timer on the main thread, a watched
-  daemon thread elsewhere (signals only reach the main thread). A completion that runs over is
+  comparison) runs under one budget of our own. On the main thread an interval timer interrupts
+  it. Signals reach only the main thread, and a thread cannot be stopped (sympy can hold the GIL
+  in one big-integer operation for minutes), so other threads send the work to a child Python
+  process that is killed when late and restarted on the next call. A completion that runs over is
   graded wrong with error ``timeout``; ``\\boxed{9^{9^{9^{9}}}}`` would otherwise never finish.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +35,7 @@ from typing import Any, TypeVar
 __all__ = [
     "MAX_ANSWER_CHARS",
     "MAX_FALLBACK_CHARS",
+    "GraderError",
     "GradingTimeout",
     "extract_boxed",
     "grade_completion",
@@ -47,6 +55,10 @@ _BOX_BARE = re.compile(r"\\boxed +([^\s${}]+)")  # MATH sometimes writes "\boxed
 
 class GradingTimeout(BaseException):
     """Grading ran past its time budget (a BaseException so no library handler swallows it)."""
+
+
+class GraderError(RuntimeError):
+    """The grading process failed or math-verify raised in it (message ``grader error: ...``)."""
 
 
 class _DisabledTimeoutNotice(logging.Filter):
@@ -149,6 +161,114 @@ def _with_watched_thread(function: Callable[[], _T], seconds: float) -> _T:
     return outcome["value"]
 
 
+class _GradingProcess:
+    """A child Python process that grades one request at a time (JSON lines over pipes), so that
+    a grading that runs late can be killed. Started on first use, restarted after a kill."""
+
+    # load this file by path (not the package, which imports torch) with the working directory
+    # off sys.path (a math.py there would shadow the standard library)
+    _CODE = (
+        "import sys; del sys.path[0]; import importlib.util as u; "
+        "s = u.spec_from_file_location('_entropy_dynamics_grading', sys.argv[1]); "
+        "m = u.module_from_spec(s); s.loader.exec_module(m); m._serve()"
+    )
+    _START_SECONDS = 120.0  # importing math-verify (sympy) on a busy machine
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._buffer = b""
+
+    def grade(self, gold: str, text: str, seconds: float) -> tuple[bool, bool]:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._start()
+            request = json.dumps([gold, text]).encode() + b"\n"
+            try:
+                self._process.stdin.write(request)
+                self._process.stdin.flush()
+                reply = json.loads(self._read_line(seconds))
+            except (OSError, ValueError):
+                self.stop()
+                raise GraderError("grader error: the grading process failed") from None
+            if "error" in reply:
+                raise GraderError(reply["error"])
+            return bool(reply["found"]), bool(reply["correct"])
+
+    def _start(self) -> None:
+        self._buffer = b""
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", self._CODE, __file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        if self._read_line(self._START_SECONDS) != b"ready":
+            self.stop()
+            raise GraderError("grader error: the grading process did not start")
+
+    def _read_line(self, seconds: float) -> bytes:
+        import select
+
+        deadline = time.monotonic() + seconds
+        stdout = self._process.stdout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([stdout], [], [], left)[0]:
+                self.stop()
+                raise GradingTimeout(f"grading took longer than {seconds} s")
+            chunk = os.read(stdout.fileno(), 65536)
+            if not chunk:
+                self.stop()
+                raise GraderError("grader error: the grading process exited")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            for pipe in (self._process.stdin, self._process.stdout):
+                pipe.close()
+            self._process = None
+
+
+def _serve() -> None:
+    """The child's loop: ``[gold, text]`` per line in, ``{"found", "correct"}`` per line out."""
+    import math_verify  # noqa: F401 - imported before announcing readiness
+
+    out = sys.stdout.buffer
+    out.write(b"ready\n")
+    out.flush()
+    for line in sys.stdin.buffer:
+        try:
+            gold, text = json.loads(line)
+            found, correct = _grade(gold, text)
+            reply = {"found": found, "correct": correct}
+        except (Exception, RecursionError) as exc:
+            reply = {"error": f"grader error: {type(exc).__name__}"}
+        out.write(json.dumps(reply).encode() + b"\n")
+        out.flush()
+
+
+_PROCESS = _GradingProcess()
+atexit.register(_PROCESS.stop)
+
+
+def _bounded_grade(gold: str, text: str, seconds: float | None) -> tuple[bool, bool]:
+    """:func:`_grade` within ``seconds``: a timer on the main thread, a child process elsewhere
+    (POSIX), a watched thread as the last resort (Windows)."""
+    if not seconds or seconds <= 0:
+        return _grade(gold, text)
+    on_main = threading.current_thread() is threading.main_thread()
+    if on_main and hasattr(signal, "setitimer"):
+        return _with_interval_timer(lambda: _grade(gold, text), seconds)
+    if os.name == "posix":
+        return _PROCESS.grade(gold, text, seconds)
+    return _with_watched_thread(lambda: _grade(gold, text), seconds)
+
+
 def _parse(text: str) -> list:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
@@ -197,9 +317,11 @@ def grade_completion(
     else:
         extracted = text = completion[-MAX_FALLBACK_CHARS:]
     try:
-        found, correct = run_with_timeout(lambda: _grade(gold, text), timeout)
+        found, correct = _bounded_grade(gold, text, timeout)
     except GradingTimeout:
         return float(boxed is not None), 0.0, extracted, "timeout"
+    except GraderError as exc:
+        return 0.0, 0.0, extracted, str(exc)
     except (Exception, RecursionError) as exc:  # math-verify / sympy on hostile input
         return 0.0, 0.0, extracted, f"grader error: {type(exc).__name__}"
     if not found:

@@ -1,8 +1,8 @@
 """Records of a dataset file, each with where it came from: JSON Lines, JSON or Parquet.
 
 - ``.jsonl``: one JSON value per line; source ``"file:LINE"`` (1-based, as editors count).
-  Whitespace-only lines hold no record and are passed over; a line that is not valid JSON is a
-  :class:`DataIssue`.
+  Whitespace-only lines hold no record and are passed over; a line that is not valid JSON (or
+  not UTF-8) is a :class:`DataIssue`.
 - ``.json``: a list of values, or an object whose ``"data"`` member is one; source
   ``"file: item N"`` (0-based). A file that is not valid JSON as a whole is refused.
 - ``.parquet``: one record per row (nested structs become dicts, lists stay lists); source
@@ -75,7 +75,10 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 yield source, json.loads(line)
             except json.JSONDecodeError as exc:
-                yield source, DataIssue(source, f"invalid JSON ({exc.msg} at column {exc.colno})")
+                yield (
+                    source,
+                    DataIssue(source, f"invalid JSON: {exc.msg} (character {exc.pos + 1})"),
+                )
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, Any]]:

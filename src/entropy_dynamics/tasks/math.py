@@ -223,7 +223,9 @@ def _lookup(record: dict[str, Any], name: str) -> Any:
 def _question_text(value: Any, name: str) -> str:
     """The problem text of a prompt field: a string, or the last user turn of a chat."""
     if isinstance(value, list):
-        turns = [m for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        if not all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+            raise ValueError(f"field {name!r}: expected text or a list of chat messages")
+        turns = [m for m in value if m["role"] == "user"]
         if not turns:
             raise ValueError(f"field {name!r}: a message list without a 'user' message")
         value = turns[-1].get("content")
