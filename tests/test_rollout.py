@@ -250,3 +250,28 @@ def test_bad_arguments_are_refused(tiny_lm, kwargs: dict, match: str) -> None:
     prompts = args.pop("prompts")
     with pytest.raises(ValueError, match=match):
         generate(model, tokenizer, prompts, **args)
+
+
+def test_chunked_generation_is_one_consistent_rollout(eos_prone_lm) -> None:
+    # Three prompts of different lengths, generated two sequences (one group) per call: the
+    # joined rollout replays each response exactly as an unpadded forward does, and keeps the
+    # recorded sampling statistics, groups and completions of its parts.
+    model, tokenizer = eos_prone_lm
+    prompts = [*PROMPTS, "1 2 -> 3: "]
+    torch.manual_seed(3)
+    rollout = generate(model, tokenizer, prompts, num_samples=2, max_new_tokens=6, batch_size=3)
+    assert rollout.prompt_index.tolist() == [0, 0, 1, 1, 2, 2]
+    assert len(rollout.completions) == 6 and rollout.truncated.shape == (6,)
+    with torch.no_grad():
+        logits = response_logits(model, rollout).double()
+    for row in range(6):
+        length = int(rollout.response_mask[row].sum())
+        assert (rollout.response_mask[row, length:] == 0).all()
+        prompt = prompts[int(rollout.prompt_index[row])]
+        expected = _unpadded_logits(model, tokenizer, prompt, rollout.response_ids[row, :length])
+        torch.testing.assert_close(logits[row, :length], expected, rtol=0, atol=1e-4)
+        logp = torch.log_softmax(expected, -1)
+        logp_k = logp.gather(-1, rollout.response_ids[row, :length, None]).squeeze(-1)
+        torch.testing.assert_close(
+            rollout.sampling_logprobs[row, :length].double(), logp_k, rtol=0, atol=1e-4
+        )

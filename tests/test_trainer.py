@@ -101,6 +101,22 @@ def test_micro_batches_accumulate_the_same_gradient(tmp_path, random_model_dir) 
         torch.testing.assert_close(accumulated, whole, rtol=1e-4, atol=1e-7)
 
 
+def test_dynamics_are_the_same_on_fused_and_materialised_paths(tmp_path, random_model_dir):
+    # The update also moves the lm_head: the fused path must form the "before" logits before the
+    # update (a stale-head bug once missed the head's own share of ΔH).
+    rows = {}
+    for mode in ("auto", "never"):
+        config = _config(tmp_path, random_model_dir, mode, ["steps=1", f"model.fused_stats={mode}"])
+        trainer = Trainer(config, config.run_dir)
+        assert trainer.forward.fused == (mode == "auto")
+        rows[mode] = trainer.train()[0]
+    # A random model earns no reward: A = 0, only the entropy bonus moves the weights.
+    assert rows["never"]["dynamics/delta_h_actual"] != 0
+    for key in ("delta_h_actual", "delta_h_first_order", "delta_h_thm33", "delta_h_kept"):
+        fused, plain = rows["auto"][f"dynamics/{key}"], rows["never"][f"dynamics/{key}"]
+        assert fused == pytest.approx(plain, rel=1e-3, abs=1e-9), key
+
+
 def test_run_directory_contents(tmp_path, random_model_dir) -> None:
     config = _config(tmp_path, random_model_dir, "outputs", ["steps=2", "checkpoint_every=1"])
     history = Trainer(config, config.run_dir).train()

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from entropy_dynamics._cli_analyze import analyze_command
 from entropy_dynamics._cli_experiments import (
     compare_command,
     report_command,
@@ -142,6 +143,7 @@ app.command("eval")(eval_command)
 app.command("compare")(compare_command)
 app.command("validate-signs")(validate_signs_command)
 app.command("report")(report_command)
+app.command("analyze")(analyze_command)
 
 
 def main() -> None:

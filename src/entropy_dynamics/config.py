@@ -95,9 +95,13 @@ class RolloutConfig:
     """Nucleus sampling threshold (paper: 1.0)."""
     max_new_tokens: int = 24
     """Maximum response length in tokens (paper: 7,168; a Countdown answer needs < 20)."""
+    generation_batch_size: int = 0
+    """Most sequences per ``generate`` call, in whole groups (0: the whole step at once); bounds
+    the KV cache of long responses (64 × 16 × 7k tokens do not fit one GPU)."""
 
     def __post_init__(self) -> None:
         _require(self.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1")
+        _require(self.generation_batch_size >= 0, "rollout.generation_batch_size must be >= 0")
         _require(self.group_size >= 2, "rollout.group_size must be >= 2 (GRPO needs a group)")
         _require(self.temperature > 0, "rollout.temperature must be > 0")
         _require(0 < self.top_p <= 1, "rollout.top_p must be in (0, 1]")

@@ -29,6 +29,7 @@ from entropy_dynamics.stats import token_stats
 
 __all__ = [
     "Rollout",
+    "concat_rollouts",
     "generate",
     "response_logits",
     "response_mask_from_ids",
@@ -221,6 +222,7 @@ def generate(
     max_new_tokens: int = 32,
     do_sample: bool = True,
     valid_vocab: int | None = None,
+    batch_size: int = 0,
 ) -> Rollout:
     """Sample ``num_samples`` responses per prompt (see :class:`Rollout`).
 
@@ -236,11 +238,28 @@ def generate(
         do_sample: ``False`` decodes greedily (statistics still at temperature ``T``).
         valid_vocab: real tokens of a padded output layer (``None``: from
             :func:`~entropy_dynamics.models.loading.valid_vocab_size`); later rows get ``p = 0``.
+        batch_size: most sequences per ``model.generate`` call, in whole groups (0: all at
+            once); bounds the KV cache. The parts are joined by :func:`concat_rollouts`.
     """
     from transformers import GenerationConfig, LogitsProcessorList
 
     _check_arguments(prompts, num_samples, temperature, top_p, max_new_tokens)
     eos_ids, pad_id = _special_ids(model, tokenizer)
+    per_call = max(1, batch_size // num_samples) if batch_size > 0 else len(prompts)
+    if per_call < len(prompts):
+        options = {
+            "num_samples": num_samples,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "valid_vocab": valid_vocab,
+        }
+        parts = [
+            generate(model, tokenizer, list(prompts[i : i + per_call]), **options)
+            for i in range(0, len(prompts), per_call)
+        ]
+        return concat_rollouts(parts, pad_id)
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = _left_padded(tokenizer, list(prompts), pad_id)
     prompt_ids = prompt_ids.repeat_interleave(num_samples, 0).to(device)  # (N, P)
@@ -301,4 +320,42 @@ def generate(
         completions=completions,
         prompt_length=p,
         truncated=~has_eos,
+    )
+
+
+def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """One rollout of several, prompts re-left-padded to the longest, responses right-padded.
+
+    ``prompt_index`` of each part is shifted past the prompts of the parts before it.
+    """
+    prompt_length = max(r.prompt_length for r in parts)
+    response_length = max(r.response_ids.shape[1] for r in parts)
+
+    def pad(x: Tensor, left: int, right: int, value) -> Tensor:
+        return torch.nn.functional.pad(x, (left, right), value=value)
+
+    fields: dict[str, list] = {k: [] for k in ("ids", "attn", "resp", "mask", "lp", "ent", "idx")}
+    offset = 0
+    for r in parts:
+        left = prompt_length - r.prompt_length
+        right = response_length - r.response_ids.shape[1]
+        fields["ids"].append(pad(r.input_ids, left, right, pad_id))
+        fields["attn"].append(pad(r.attention_mask, left, right, 0))
+        fields["resp"].append(pad(r.response_ids, 0, right, pad_id))
+        fields["mask"].append(pad(r.response_mask, 0, right, False))
+        fields["lp"].append(pad(r.sampling_logprobs, 0, right, 0.0))
+        fields["ent"].append(pad(r.sampling_entropy, 0, right, 0.0))
+        fields["idx"].append(r.prompt_index + offset)
+        offset += int(r.prompt_index.max()) + 1
+    return Rollout(
+        input_ids=torch.cat(fields["ids"]),
+        attention_mask=torch.cat(fields["attn"]),
+        response_ids=torch.cat(fields["resp"]),
+        response_mask=torch.cat(fields["mask"]),
+        sampling_logprobs=torch.cat(fields["lp"]),
+        sampling_entropy=torch.cat(fields["ent"]),
+        prompt_index=torch.cat(fields["idx"]),
+        completions=[c for r in parts for c in r.completions],
+        prompt_length=prompt_length,
+        truncated=torch.cat([r.truncated for r in parts]),
     )

@@ -198,6 +198,7 @@ class Trainer:
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,
             valid_vocab=self.valid_vocab,
+            batch_size=cfg.generation_batch_size,
         )
 
     def learn(self, problems: list, rollout: Rollout) -> dict[str, float]:
@@ -212,6 +213,10 @@ class Trainer:
         with torch.no_grad():
             old_features = self.forward.features(rollout)  # hidden states when fused
             old = self.forward.stats(old_features, rollout.response_ids)
+            positions = self._dynamics_positions(mask)
+            # Logits before the update, formed now: the update also moves the lm_head.
+            before = self.forward.logits(old_features[positions]) if cfg.dynamics else None
+            del old_features
         metrics.update(self._rollout_metrics(rollout, old, advantages))
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
         keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)
@@ -228,7 +233,7 @@ class Trainer:
 
         metrics["perf/update_time"] = time.perf_counter() - start
         if cfg.dynamics:
-            metrics.update(self._dynamics(rollout, old_features, advantages, keep))
+            metrics.update(self._dynamics(rollout, positions, before, advantages, keep))
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         return to_floats(metrics)
 
@@ -300,19 +305,22 @@ class Trainer:
             ),
         }
 
-    @torch.no_grad()
-    def _dynamics(self, rollout: Rollout, before: Tensor, advantages: Tensor, keep: Tensor):
-        mask = rollout.response_mask
-        after = self.forward.features(rollout)
-        positions = mask.nonzero(as_tuple=True)
+    def _dynamics_positions(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The first ``dynamics_max_tokens`` valid response positions ``(rows, cols)``."""
+        rows, cols = mask.nonzero(as_tuple=True)
         limit = self.config.dynamics_max_tokens
-        rows, cols = positions[0][:limit], positions[1][:limit]
+        return rows[:limit], cols[:limit]
+
+    @torch.no_grad()
+    def _dynamics(self, rollout: Rollout, positions, before: Tensor, advantages, keep: Tensor):
+        """Actual vs predicted ΔH at ``positions``, from their ``(n, V)`` logits ``before``."""
+        after = self.forward.logits(self.forward.features(rollout)[positions])  # (n, V)
         return entropy_dynamics_metrics(
-            self.forward.logits(before[rows, cols]),  # (n, V), n <= dynamics_max_tokens
-            self.forward.logits(after[rows, cols]),
-            rollout.response_ids[rows, cols],
-            advantages[rows, cols],
-            keep[rows, cols].float(),
+            before,
+            after,
+            rollout.response_ids[positions],
+            advantages[positions],
+            keep[positions].float(),
             self.config.rollout.temperature,
         )
 
