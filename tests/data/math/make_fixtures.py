@@ -56,7 +56,7 @@ MATH = [
     ("What is $\\sqrt{50}$ in simplest form?", "$\\sqrt{25\\cdot 2}=\\boxed{5\\sqrt{2}}$."),
     ("Find the set of roots of $x^2-3x+2$.", "It factors: the roots are $\\boxed{\\{1,2\\}}$."),
     ("What is $2^{10}$?", "$2^{10}=\\boxed{1024}$."),
-    ("Simplify $\\frac{6}{8}$.", "First $\\boxed{\\frac{6}{8}}$ is not simplest; $\\boxed{\\frac34}$."),
+    ("Simplify $\\frac{6}{8}$.", "First $\\boxed{\\frac{6}{8}}$, simpler: $\\boxed{\\frac34}$."),
     ("Evaluate $\\dfrac{3}{5}\\cdot 10$.", "$\\fbox{6}$"),
     ("What is $-7+2$?", "$-7+2 = \\boxed{-5}$"),
     ("Write $0.75$ as a percent.", "$\\boxed{75\\%}$"),
