@@ -111,9 +111,10 @@ def run_with_timeout(function: Callable[[], _T], seconds: float | None) -> _T:
     """``function()``, or :class:`GradingTimeout` once it has run ``seconds`` (None/0: no limit).
 
     On the main thread of a POSIX process an ``ITIMER_REAL`` timer interrupts the call (a timer
-    set by the caller is suspended and re-armed afterwards); elsewhere the call runs in a daemon
-    thread that is abandoned when late, since Python threads cannot be stopped. Either way the
-    caller gets control back after about ``seconds``.
+    set by the caller is suspended and re-armed afterwards). Elsewhere the call runs in a daemon
+    thread that is abandoned when late (threads cannot be stopped); that bounds the wait only if
+    the work lets go of the GIL, which one long big-integer operation does not, hence the child
+    process of :func:`grade_completion` off the main thread.
     """
     if not seconds or seconds <= 0:
         return function()
