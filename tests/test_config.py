@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from entropy_dynamics.config import ConfigError, TrainConfig, load_config, save_config
@@ -62,3 +64,12 @@ def test_yaml_errors_name_the_file(tmp_path) -> None:
 def test_default_model_path_is_the_embedded_model() -> None:
     path = TrainConfig().model.resolved_path()
     assert path.name == "countdown-tiny"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")), ids=str
+)
+def test_shipped_configs_load(path) -> None:
+    # Every recipe under configs/ names only real fields and valid values.
+    config = load_config(path)
+    assert config.steps >= 1 and config.algorithm.policy_loss() is not None

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from entropy_dynamics._cli_analyze import analyze_command
+from entropy_dynamics._cli_data import filter_data_command
 from entropy_dynamics._cli_experiments import (
     compare_command,
     report_command,
@@ -144,6 +145,7 @@ app.command("compare")(compare_command)
 app.command("validate-signs")(validate_signs_command)
 app.command("report")(report_command)
 app.command("analyze")(analyze_command)
+app.command("filter-data")(filter_data_command)
 
 
 def main() -> None:

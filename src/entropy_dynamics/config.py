@@ -53,6 +53,10 @@ class ModelConfig:
     """Parameter dtype; ``auto`` = bfloat16 on CUDA, float32 on CPU."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` uses CUDA when present."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward (transformers'
+    ``gradient_checkpointing_enable``): about one extra forward per update for a fraction of the
+    activation memory of long responses."""
     fused_stats: Literal["auto", "always", "never"] = "auto"
     """Token statistics from hidden states and ``lm_head`` without materialising logits:
     ``auto`` when the model allows it (plain ``nn.Linear`` head, logits = ``lm_head(decoder(x))``),

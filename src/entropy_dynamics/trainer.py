@@ -119,6 +119,8 @@ class Trainer:
         self.eval_problems = self.task.eval_problems()[: config.eval.problems]
         self.cursor = _DataCursor(config.seed, len(self.train_problems))
         self.device = next(self.model.parameters()).device
+        if config.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
         self.valid_vocab = valid_vocab_size(self.model, self.tokenizer)
         self.forward = ResponseStats(
             self.model, config.rollout.temperature, config.model.fused_stats, self.valid_vocab
