@@ -17,12 +17,12 @@ from entropy_dynamics._cli_analyze import analyze_command
 from entropy_dynamics.analysis import (
     DEFAULT_LR,
     TABLE_COLUMNS,
-    _position_changes,
     analyze,
     one_step_check,
     quadrant,
     token_table,
 )
+from entropy_dynamics.one_step import _position_changes
 from entropy_dynamics.rollout import generate, teacher_forcing_inputs
 
 PROMPTS = ["3 5 9 -> 7: ", "12 4 -> 3: "]
