@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -76,14 +78,26 @@ def test_gguf_file_loads_as_the_model_it_was_exported_from(gguf_model_file) -> N
         load_model_and_tokenizer(path.with_name("missing.gguf"))
 
 
-@pytest.mark.parametrize("fixture", ["chat_model_dir", "gguf_model_file"])
-def test_two_training_steps_on_real_format_models(fixture, request, tmp_path) -> None:
+GSM8K = Path(__file__).parent / "data" / "math" / "gsm8k.jsonl"
+TASKS = {
+    "countdown": ["task.countdown.n_train=20", "task.countdown.n_eval=4"],
+    "math": ["task.name=math", f"task.math.path={GSM8K}", "task.math.eval_size=4"],
+}
+
+
+def _model_path(request, fixture: str) -> Path:
     value = request.getfixturevalue(fixture)
-    path = value[0] if isinstance(value, tuple) else value
+    return value[0] if isinstance(value, tuple) else value
+
+
+@pytest.mark.filterwarnings("ignore:.*malformed|skipped:UserWarning")
+@pytest.mark.parametrize("task", ["countdown", "math"])
+@pytest.mark.parametrize("fixture", ["chat_model_dir", "gguf_model_file"])
+def test_two_training_steps_on_real_format_models(fixture, task, request, tmp_path) -> None:
     config = load_config(
         None,
         [
-            f"model.path={path}",
+            f"model.path={_model_path(request, fixture)}",
             f"output_dir={tmp_path}",
             "steps=2",
             "rollout.prompts_per_step=2",
@@ -91,8 +105,7 @@ def test_two_training_steps_on_real_format_models(fixture, request, tmp_path) ->
             "rollout.max_new_tokens=6",
             "eval.every=0",
             "tensorboard=false",
-            "task.countdown.n_train=20",
-            "task.countdown.n_eval=4",
+            *TASKS[task],
         ],
     )
     trainer = Trainer(config, config.run_dir)
@@ -102,3 +115,19 @@ def test_two_training_steps_on_real_format_models(fixture, request, tmp_path) ->
     assert len(history) == 2 and trainer.step == 2
     assert all(torch.isfinite(torch.tensor(row["actor/loss"])) for row in history)
     assert (config.run_dir / "checkpoints").is_dir()
+
+
+@pytest.mark.parametrize("fixture", ["chat_model_dir", "gguf_model_file"])
+def test_analyze_runs_on_real_format_models(fixture, request, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from entropy_dynamics.cli import app
+
+    model = _model_path(request, fixture)
+    out = tmp_path / "analysis"
+    args = ["analyze", "--model", str(model), "--data", str(GSM8K), "-n", "2", "--samples", "2"]
+    result = CliRunner().invoke(app, [*args, "--max-new-tokens", "6", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("tokens.csv", "tokens.html", "one_step.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert "&lt;|im_start|&gt;user" in (out / "tokens.html").read_text()  # chat-template prompt
