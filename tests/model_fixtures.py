@@ -119,9 +119,7 @@ def export_gguf(model, tokenizer, path: Path) -> Path:
     if [vocab[t] for t in tokens] != list(range(len(tokens))):
         raise ValueError("tokenizer ids are not contiguous")
     special = set(tokenizer.all_special_tokens)
-    types = [
-        gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens
-    ]
+    types = [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens]
     merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2")
