@@ -2,7 +2,7 @@
 
     python docs/results/trajectories.py RUN_PARENT_DIR [-o FILE]
 
-Per group of runs (``<group>-seed<N>`` directories): held-out entropy and pass@1 at the first and
+Per group of runs (``<group>-seed<N>`` directories): held-out entropy, pass@1 and pass@8 at the first and
 the last in-training evaluation, the mean rollout entropy and train accuracy over the first and
 the last 20 steps, and the fraction of steps whose re-measured entropy change was negative.
 """
@@ -36,8 +36,9 @@ def summarize(parent: Path) -> dict[str, dict[str, list[float]]]:
             train = [r for r in rows if "entropy/mean" in r]
             values["eval_entropy_first"].append(evals[0]["eval/entropy"])
             values["eval_entropy_last"].append(evals[-1]["eval/entropy"])
-            values["eval_pass@1_first"].append(evals[0]["eval/pass@1"])
-            values["eval_pass@1_last"].append(evals[-1]["eval/pass@1"])
+            for k in ("pass@1", "pass@8"):
+                values[f"eval_{k}_first"].append(evals[0][f"eval/{k}"])
+                values[f"eval_{k}_last"].append(evals[-1][f"eval/{k}"])
             for name, key in (
                 ("rollout_entropy", "entropy/mean"),
                 ("train_accuracy", "reward/accuracy"),
