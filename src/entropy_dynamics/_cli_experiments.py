@@ -263,7 +263,7 @@ def report_command(
 
 def _evaluate_missing(run_dirs: list[Path]) -> None:
     from entropy_dynamics.config import load_config
-    from entropy_dynamics.experiments import FINAL_EVAL_FILE, final_evaluation
+    from entropy_dynamics.final_eval import FINAL_EVAL_FILE, final_evaluation
     from entropy_dynamics.report_compare import find_runs
 
     for run_dir in find_runs(run_dirs):

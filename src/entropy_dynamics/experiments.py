@@ -33,6 +33,7 @@ import yaml
 
 from entropy_dynamics._config_io import ConfigError, to_dict
 from entropy_dynamics.config import TrainConfig, load_config
+from entropy_dynamics.final_eval import final_eval_current, final_evaluation
 
 __all__ = [
     "RunEvent",
@@ -47,7 +48,6 @@ __all__ = [
     "split_top_level",
 ]
 
-FINAL_EVAL_FILE = "final_eval.json"
 MANIFEST_FILE = "grid.json"
 _RESERVED = {
     "name": "the grid names its runs",
@@ -319,68 +319,6 @@ def _repair_metrics(run_dir: Path) -> None:
     path.write_text("".join(line + "\n" for line in lines))
 
 
-def final_evaluation(run_dir: str | Path, config: TrainConfig, model=None, tokenizer=None) -> dict:
-    """Evaluate the run's final model on its held-out problems; write ``final_eval.json``.
-
-    Uses ``config.eval`` (problems, ``k`` samples each, temperature). The file records, per
-    problem, the number of correct samples out of ``k`` — enough for Pass@k at any k' ≤ k.
-    """
-    import torch
-
-    from entropy_dynamics.checkpoint import latest_checkpoint
-    from entropy_dynamics.evaluate import evaluate
-    from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.prompts import build_prompted_task
-
-    run_dir = Path(run_dir)
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint to evaluate")
-    if model is None:
-        model, tokenizer = load_model_and_tokenizer(
-            checkpoint / "model", config.model.dtype, config.model.device
-        )
-    task = build_prompted_task(config.task, tokenizer, config.model.chat_template)
-    problems = task.eval_problems()[: config.eval.problems]
-    torch.manual_seed(config.seed)
-    result = evaluate(
-        model,
-        tokenizer,
-        task,
-        problems,
-        k=config.eval.k,
-        temperature=config.eval.temperature,
-        max_new_tokens=config.rollout.max_new_tokens,
-    )
-    payload = {
-        "step": int(checkpoint.name.rsplit("_", 1)[-1]),
-        "k": result.k,
-        "problems": len(problems),
-        "temperature": config.eval.temperature,
-        "avg_at_k": result.avg_at_k,
-        "pass_at": {str(k): v for k, v in result.pass_at.items()},
-        "correct": [round(rate * result.k) for rate in result.per_problem_pass_rate],
-        "format_rate": result.format_rate,
-        "mean_entropy": result.mean_entropy,
-    }
-    tmp = run_dir / (FINAL_EVAL_FILE + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, run_dir / FINAL_EVAL_FILE)
-    return payload
-
-
-def _final_eval_current(run_dir: Path, steps: int) -> bool:
-    try:
-        return json.loads((run_dir / FINAL_EVAL_FILE).read_text())["step"] == steps
-    except (OSError, ValueError, KeyError):
-        return False
-
-
-# ---------------------------------------------------------------------------------------------
-# Running
-# ---------------------------------------------------------------------------------------------
-
-
 def execute_run(spec: RunSpec, progress: Progress | None = None, final_eval: bool = True):
     """Run (or resume, or skip) one planned run; exceptions propagate."""
     from entropy_dynamics.trainer import Trainer
@@ -402,7 +340,7 @@ def execute_run(spec: RunSpec, progress: Progress | None = None, final_eval: boo
                 emit(RunEvent(spec.name, "step", step, config.steps, metrics))
 
         trainer.train(callback)
-    if final_eval and not _final_eval_current(run_dir, config.steps):
+    if final_eval and not final_eval_current(run_dir, config.steps):
         emit(RunEvent(spec.name, "evaluate", config.steps, config.steps))
         model = trainer.model if trainer else None
         final_evaluation(run_dir, config, model, trainer.tokenizer if trainer else None)
