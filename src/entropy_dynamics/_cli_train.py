@@ -111,7 +111,7 @@ def train_command(
 
 
 def _dry_run(cfg) -> None:
-    from entropy_dynamics.forward import fusable_lm_head
+    from entropy_dynamics.forward import ResponseStats
     from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
     from entropy_dynamics.prompts import build_prompted_task, uses_chat
 
@@ -123,13 +123,8 @@ def _dry_run(cfg) -> None:
         task = build_prompted_task(cfg.task, tokenizer, model_cfg.chat_template)
         n_train, n_eval = len(task.train_problems()), len(task.eval_problems())
         chat = uses_chat(tokenizer, model_cfg.chat_template)
-        if model_cfg.fused_stats != "never":
-            head, reason = fusable_lm_head(model)
-            if head is None and model_cfg.fused_stats == "always":
-                raise ValueError(f"model.fused_stats=always, but: {reason}")
-            fused = "fused" if head else f"materialised logits ({reason})"
-        else:
-            fused = "materialised logits (model.fused_stats=never)"
+        stats_path = ResponseStats(model, cfg.rollout.temperature, model_cfg.fused_stats)
+        fused = "fused" if stats_path.fused else f"materialised logits ({stats_path.reason})"
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["AGG_MODES", "aggregate", "aggregation_share"]
+__all__ = ["AGG_MODES", "aggregate", "aggregation_share", "masked_mean"]
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
@@ -64,3 +64,9 @@ def aggregation_share(agg_mode: str, part: Tensor, whole: Tensor) -> Tensor:
     if agg_mode in AGG_MODES:
         return part.any(-1).sum() / whole.any(-1).sum().clamp(min=1)
     raise ValueError(f"agg_mode: unknown {agg_mode!r}; use one of {', '.join(AGG_MODES)}")
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` where ``mask`` holds (same shape, bool or 0/1); 0 for an empty mask."""
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp(min=1)

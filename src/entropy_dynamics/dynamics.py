@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics import theory
+from entropy_dynamics.aggregation import masked_mean
 
 __all__ = ["entropy_dynamics_metrics"]
 
@@ -90,8 +91,8 @@ def entropy_dynamics_metrics(
 
     metrics = {
         "dynamics/delta_h_actual": actual.mean(),
-        "dynamics/delta_h_kept": _masked_mean(actual, trained),
-        "dynamics/delta_h_dropped": _masked_mean(actual, ~trained),
+        "dynamics/delta_h_kept": masked_mean(actual, trained),
+        "dynamics/delta_h_dropped": masked_mean(actual, ~trained),
         "dynamics/delta_h_first_order": first_order.mean(),
         "dynamics/delta_h_thm33": thm33.mean(),
         "dynamics/effective_logit_lr": alpha,
@@ -103,8 +104,3 @@ def entropy_dynamics_metrics(
         in_quadrant = (adv_sign == a) & (dev_sign == d)
         metrics[f"dynamics/quadrant/{name}"] = (actual * in_quadrant).sum() / max(n, 1)
     return metrics
-
-
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` where ``mask`` holds; 0 where it never does."""
-    return (values * mask).sum() / mask.sum().clamp(min=1)

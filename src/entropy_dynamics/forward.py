@@ -100,7 +100,7 @@ class ResponseStats:
             raise ValueError(f"fused stats mode must be 'auto', 'always' or 'never', got {mode!r}")
         self.model = model
         self.temperature = temperature
-        head, reason = (None, "disabled") if mode == "never" else fusable_lm_head(model)
+        head, reason = (None, "fused_stats=never") if mode == "never" else fusable_lm_head(model)
         if mode == "always" and head is None:
             raise ValueError(
                 f"fused_stats=always, but the fused path cannot serve this model: {reason}"

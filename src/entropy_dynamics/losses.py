@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics._registry import Registry
-from entropy_dynamics.aggregation import AGG_MODES, aggregate, aggregation_share
+from entropy_dynamics.aggregation import AGG_MODES, aggregate, aggregation_share, masked_mean
 from entropy_dynamics.filters import available_filters, get_filter, kl_cov_selection
 from entropy_dynamics.stats import TokenStats
 
@@ -299,11 +299,6 @@ def select_tokens(
     return filter_fn(stats, advantages, response_mask, **options)
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    m = mask.to(values.dtype)
-    return (values * m).sum() / m.sum().clamp(min=1)
-
-
 def _log_ratio(inputs: PolicyLossInputs) -> Tensor:
     return inputs.logprobs - inputs.old_logprobs  # (B, T)
 
@@ -336,11 +331,11 @@ def _assemble(
         metrics.update(
             {
                 "actor/pg_loss": pg_loss.detach(),
-                "actor/pg_clipfrac": _masked_mean(clipped.float(), valid),
-                "actor/pg_clipfrac_lower": _masked_mean(dual_clipped.float(), valid),
-                "actor/ppo_kl": _masked_mean(-_log_ratio(inputs).detach(), valid),
+                "actor/pg_clipfrac": masked_mean(clipped.float(), valid),
+                "actor/pg_clipfrac_lower": masked_mean(dual_clipped.float(), valid),
+                "actor/ppo_kl": masked_mean(-_log_ratio(inputs).detach(), valid),
                 "actor/entropy": entropy.detach(),
-                "actor/frac_kept": _masked_mean(keep.float(), valid),
+                "actor/frac_kept": masked_mean(keep.float(), valid),
             }
         )
     return PolicyLossOutput(loss, metrics, keep, pg_loss, entropy)

@@ -245,6 +245,10 @@ def generate(
 
     _check_arguments(prompts, num_samples, temperature, top_p, max_new_tokens)
     eos_ids, pad_id = _special_ids(model, tokenizer)
+    if valid_vocab is None:  # once, before any split into chunks
+        from entropy_dynamics.models.loading import valid_vocab_size
+
+        valid_vocab = valid_vocab_size(model, tokenizer)
     per_call = max(1, batch_size // num_samples) if batch_size > 0 else len(prompts)
     if per_call < len(prompts):
         options = {
@@ -265,10 +269,6 @@ def generate(
     prompt_ids = prompt_ids.repeat_interleave(num_samples, 0).to(device)  # (N, P)
     prompt_mask = prompt_mask.repeat_interleave(num_samples, 0).to(device)  # (N, P)
 
-    if valid_vocab is None:
-        from entropy_dynamics.models.loading import valid_vocab_size
-
-        valid_vocab = valid_vocab_size(model, tokenizer)
     recorder = _SamplingStatsRecorder(temperature, valid_vocab)
     was_training, model_generation_config = model.training, model.generation_config
     # generate() fills every option we leave unset from model.generation_config (a checkpoint's

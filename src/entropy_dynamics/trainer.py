@@ -31,6 +31,7 @@ from torch import Tensor
 
 from entropy_dynamics import checkpoint as ckpt
 from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
+from entropy_dynamics.aggregation import masked_mean
 from entropy_dynamics.config import TrainConfig, save_config
 from entropy_dynamics.dynamics import entropy_dynamics_metrics
 from entropy_dynamics.evaluate import evaluate
@@ -50,12 +51,6 @@ from entropy_dynamics.stats import TokenStats
 __all__ = ["Trainer", "masked_mean"]
 
 Callback = Callable[[str, int, dict[str, float]], None]
-
-
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` over ``mask`` (both ``(B, T)``); 0 for an empty mask."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 @dataclass
@@ -215,9 +210,10 @@ class Trainer:
         with torch.no_grad():
             old_features = self.forward.features(rollout)  # hidden states when fused
             old = self.forward.stats(old_features, rollout.response_ids)
-            positions = self._dynamics_positions(mask)
-            # Logits before the update, formed now: the update also moves the lm_head.
-            before = self.forward.logits(old_features[positions]) if cfg.dynamics else None
+            positions = before = None
+            if cfg.dynamics:  # logits before the update, formed now: it also moves the lm_head
+                positions = self._dynamics_positions(mask)
+                before = self.forward.logits(old_features[positions])
             del old_features
         metrics.update(self._rollout_metrics(rollout, old, advantages))
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
