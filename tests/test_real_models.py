@@ -131,3 +131,29 @@ def test_analyze_runs_on_real_format_models(fixture, request, tmp_path) -> None:
     for name in ("tokens.csv", "tokens.html", "one_step.json"):
         assert (out / name).stat().st_size > 0, name
     assert "&lt;|im_start|&gt;user" in (out / "tokens.html").read_text()  # chat-template prompt
+
+
+def test_a_template_bos_is_not_doubled_by_the_tokenizer() -> None:
+    # Llama-style: the template writes BOS and tokenizer(text) prepends BOS too; the rendered
+    # prompt must encode to exactly one BOS. Without automatic BOS the template's stays.
+    from tokenizers import processors
+
+    from model_fixtures import CHATML, bpe_tokenizer
+
+    tokenizer = bpe_tokenizer()
+    bos = "<|endoftext|>"
+    bos_id = tokenizer.convert_tokens_to_ids(bos)
+    tokenizer.bos_token = bos
+    tokenizer.chat_template = "{{ bos_token }}" + CHATML
+    plain = chat_prompt(tokenizer, "hi")
+    assert plain.startswith(bos)  # the tokenizer adds no BOS: keep the template's
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, bos_id)]
+    )
+    rendered = chat_prompt(tokenizer, "hi")
+    assert rendered == plain[len(bos) :]
+    ids = tokenizer(rendered)["input_ids"]
+    assert ids[0] == bos_id and ids.count(bos_id) == 1
+    task = build_prompted_task(TaskConfig(), tokenizer)
+    problem = task.eval_problems()[0]
+    assert tokenizer(task.prompt(problem))["input_ids"].count(bos_id) == 1

@@ -38,14 +38,18 @@ def uses_chat(tokenizer, mode: ChatTemplateMode = "auto") -> bool:
     return has_template and mode != "never"
 
 
-def chat_prompt(tokenizer, text: str) -> str:
-    """``text`` as the single user message of the chat template, ready for the assistant turn."""
+def chat_prompt(tokenizer, text: str, adds_bos: bool | None = None) -> str:
+    """``text`` as the single user message of the chat template, ready for the assistant turn.
+
+    ``adds_bos``: whether ``tokenizer(text)`` prepends BOS itself (``None``: find out).
+    """
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
     )
     bos = tokenizer.bos_token
-    if bos and rendered.startswith(bos) and _adds_bos(tokenizer):
-        rendered = rendered[len(bos) :]
+    if bos and rendered.startswith(bos):
+        strip = _adds_bos(tokenizer) if adds_bos is None else adds_bos
+        rendered = rendered[len(bos) :] if strip else rendered
     return rendered
 
 
@@ -61,6 +65,7 @@ class ChatTemplateTask:
         self.task = task
         self.tokenizer = tokenizer
         self.name = task.name
+        self.adds_bos = _adds_bos(tokenizer)  # once, not per prompt
 
     def train_problems(self) -> list[Any]:
         return self.task.train_problems()
@@ -69,7 +74,7 @@ class ChatTemplateTask:
         return self.task.eval_problems()
 
     def prompt(self, problem: Any) -> str:
-        return chat_prompt(self.tokenizer, self.task.prompt(problem))
+        return chat_prompt(self.tokenizer, self.task.prompt(problem), self.adds_bos)
 
     def score(self, problem: Any, completion: str) -> TaskReward:
         return self.task.score(problem, completion)
