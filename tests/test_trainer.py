@@ -70,35 +70,43 @@ def test_resume_is_exact(tmp_path, random_model_dir) -> None:
     assert any(not torch.equal(v, _weights(full.run_dir, 3)[k]) for k, v in weights_full.items())
 
 
+def _learn_gradient(tmp_path, model_dir, name: str, extra: list[str], checkpointing=False):
+    """The gradient one learn() hands to the optimizer, on a fixed rollout of 4 prompts."""
+    config = _config(tmp_path, model_dir, name, ["steps=1", "dynamics=false", *extra])
+    trainer = Trainer(config, config.run_dir)
+    active = getattr(trainer.model, "is_activation_checkpointing", None)
+    if active is None:  # transformers < 5
+        active = trainer.model.is_gradient_checkpointing
+    assert active == checkpointing
+    problems = trainer.train_problems[:4]
+    torch.manual_seed(0)
+    rollout = trainer.rollout(problems)
+    params, grads = list(trainer.model.parameters()), []
+    trainer.optimizer.step = lambda: grads.extend(p.grad.clone() for p in params)
+    trainer.learn(problems, rollout)
+    return grads
+
+
 def test_micro_batches_accumulate_the_same_gradient(tmp_path, random_model_dir) -> None:
-    # One learn() on the same rollout, whole mini-batch vs micro-batches of 3 sequences: the
-    # gradient handed to the optimizer must agree (entropy bonus: both loss terms are weighted).
-    grads = {}
-    for micro in (0, 3):
-        config = _config(
-            tmp_path,
-            random_model_dir,
-            f"micro{micro}",
-            [
-                "steps=1",
-                f"algorithm.micro_batch_size={micro}",
-                "dynamics=false",
-            ],
-        )
-        trainer = Trainer(config, config.run_dir)
-        problems = trainer.train_problems[:4]
-        torch.manual_seed(0)
-        rollout = trainer.rollout(problems)
-        params = list(trainer.model.parameters())
+    # Whole mini-batch vs micro-batches of 3 sequences: the gradient handed to the optimizer
+    # must agree (entropy bonus: both loss terms are weighted).
+    whole = _learn_gradient(tmp_path, random_model_dir, "micro0", [])
+    accumulated = _learn_gradient(
+        tmp_path, random_model_dir, "micro3", ["algorithm.micro_batch_size=3"]
+    )
+    assert any(g.abs().sum() > 0 for g in whole)
+    for a, w in zip(accumulated, whole, strict=True):
+        torch.testing.assert_close(a, w, rtol=1e-4, atol=1e-7)
 
-        def capture(params=params, micro=micro):  # replaces the optimizer step
-            grads[micro] = [p.grad.clone() for p in params]
 
-        trainer.optimizer.step = capture
-        trainer.learn(problems, rollout)
-    assert any(g.abs().sum() > 0 for g in grads[0])
-    for whole, accumulated in zip(grads[0], grads[3], strict=True):
-        torch.testing.assert_close(accumulated, whole, rtol=1e-4, atol=1e-7)
+def test_gradient_checkpointing_gives_the_same_gradient(tmp_path, random_model_dir) -> None:
+    plain = _learn_gradient(tmp_path, random_model_dir, "plain", [])
+    checkpointed = _learn_gradient(
+        tmp_path, random_model_dir, "ckpt", ["model.gradient_checkpointing=true"], True
+    )
+    assert any(g.abs().sum() > 0 for g in plain)
+    for c, p in zip(checkpointed, plain, strict=True):
+        torch.testing.assert_close(c, p, rtol=1e-4, atol=1e-7)
 
 
 def test_dynamics_are_the_same_on_fused_and_materialised_paths(tmp_path, random_model_dir):
