@@ -157,3 +157,13 @@ def test_a_template_bos_is_not_doubled_by_the_tokenizer() -> None:
     task = build_prompted_task(TaskConfig(), tokenizer)
     problem = task.eval_problems()[0]
     assert tokenizer(task.prompt(problem))["input_ids"].count(bos_id) == 1
+
+
+def test_a_separate_tokenizer_directory_is_used(gguf_model_file, random_model_dir) -> None:
+    # model.tokenizer overrides the model's own (here the GGUF's) tokenizer.
+    path, _, _ = gguf_model_file
+    _, own = load_model_and_tokenizer(path)
+    _, other = load_model_and_tokenizer(path, tokenizer=random_model_dir)
+    assert uses_chat(own) and not uses_chat(other)
+    assert other("7 3")["input_ids"] != own("7 3")["input_ids"]
+    assert other.eos_token == "<eos>"
