@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from entropy_dynamics import _fused_stats, stats
+from entropy_dynamics import stats
+from entropy_dynamics.kernels import streaming
 
 QUICK = {"n": 1024, "d": 512, "v": 32768}
 FULL = {"n": 4096, "d": 1536, "v": 151936}
@@ -94,12 +95,12 @@ def _sums_without_es(x, new_max):
 
 
 def _ours_no_es(h, w, tokens) -> Outputs:
-    original = _fused_stats._block_sums
-    _fused_stats._block_sums = _sums_without_es
+    original = streaming._block_sums
+    streaming._block_sums = _sums_without_es
     try:
         return _ours(h, w, tokens)
     finally:
-        _fused_stats._block_sums = original
+        streaming._block_sums = original
 
 
 def _method(name: str) -> Callable[..., Outputs]:

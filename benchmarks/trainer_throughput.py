@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from entropy_dynamics.advantages import broadcast_to_tokens
-from entropy_dynamics.config import load_config
 from entropy_dynamics.losses import select_tokens
-from entropy_dynamics.trainer import Trainer
+from entropy_dynamics.training.config import load_config
+from entropy_dynamics.training.trainer import Trainer
 
 METHODS = ("grpo", "clip_b", "clip_v")
 
@@ -135,10 +135,10 @@ def _trl(args: argparse.Namespace, out_dir: Path) -> dict[str, float] | dict[str
         from trl import GRPOConfig, GRPOTrainer
     except ImportError as exc:
         return {"skipped": f"trl not importable: {exc}"}
-    from entropy_dynamics.config import TaskConfig
     from entropy_dynamics.models import default_model_path
     from entropy_dynamics.models.loading import load_model_and_tokenizer
     from entropy_dynamics.tasks import build_task
+    from entropy_dynamics.training.config import TaskConfig
 
     task = build_task(TaskConfig())
     problems = task.train_problems()

@@ -12,9 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from entropy_dynamics import theory
-from entropy_dynamics._analysis_html import deviation_colour, render_html
-from entropy_dynamics._cli_analyze import analyze_command
-from entropy_dynamics.analysis import (
+from entropy_dynamics.cli.analyze import analyze_command
+from entropy_dynamics.study.analysis import (
     DEFAULT_LR,
     TABLE_COLUMNS,
     analyze,
@@ -22,8 +21,9 @@ from entropy_dynamics.analysis import (
     quadrant,
     token_table,
 )
-from entropy_dynamics.one_step import _position_changes
-from entropy_dynamics.rollout import generate, teacher_forcing_inputs
+from entropy_dynamics.study.analysis_html import deviation_colour, render_html
+from entropy_dynamics.study.one_step import _position_changes
+from entropy_dynamics.training.rollout import generate, teacher_forcing_inputs
 
 PROMPTS = ["3 5 9 -> 7: ", "12 4 -> 3: "]
 
@@ -312,10 +312,10 @@ def test_cli_analyze_end_to_end(random_model_dir, chat_model_dir, tmp_path) -> N
 def test_embedded_model_first_order_r_at_the_default_step() -> None:
     # Acceptance (issue 6): r >= 0.99 between first-order and actual per-sequence ΔH at a small
     # step on the embedded model (measured 0.99999 or more over seeds 0-9 at 8 × 4 samples).
-    from entropy_dynamics.config import TaskConfig
     from entropy_dynamics.models import default_model_path
     from entropy_dynamics.models.loading import load_model_and_tokenizer
     from entropy_dynamics.tasks import build_task
+    from entropy_dynamics.training.config import TaskConfig
 
     model, tokenizer = load_model_and_tokenizer(default_model_path(), "float32", "cpu")
     task = build_task(TaskConfig())
@@ -336,7 +336,7 @@ def test_embedded_model_first_order_r_at_the_default_step() -> None:
 def test_padded_vocabulary_rows_are_no_tokens(chat_model_dir) -> None:
     # Reference: softmax over the tokenizer's rows only (the padded lm_head rows are not tokens).
     from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.prompts import chat_prompt
+    from entropy_dynamics.training.prompts import chat_prompt
 
     model, tokenizer = load_model_and_tokenizer(chat_model_dir, "float32", "cpu")
     vocab = len(tokenizer)

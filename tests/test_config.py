@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from entropy_dynamics.config import ConfigError, TrainConfig, load_config, save_config
+from entropy_dynamics.errors import ConfigError
+from entropy_dynamics.training.config import TrainConfig, load_config, save_config
 
 
 def test_defaults_resolve_to_plain_grpo() -> None:

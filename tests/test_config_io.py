@@ -7,8 +7,8 @@ from typing import Literal
 
 import pytest
 
-from entropy_dynamics._config_io import (
-    ConfigError,
+from entropy_dynamics.errors import ConfigError
+from entropy_dynamics.training.config_io import (
     apply_overrides,
     from_dict,
     load_yaml,

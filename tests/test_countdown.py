@@ -371,7 +371,7 @@ def test_task_and_build_task():
 
 
 def test_build_task_from_the_training_config():
-    from entropy_dynamics.config import TaskConfig
+    from entropy_dynamics.training.config import TaskConfig
 
     task = build_task(TaskConfig(countdown=SMALL))
     assert isinstance(task, CountdownTask) and task.config == SMALL

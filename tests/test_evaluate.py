@@ -10,8 +10,8 @@ from math import comb
 import pytest
 import torch
 
-from entropy_dynamics.evaluate import evaluate, pass_at_k
-from entropy_dynamics.rollout import generate
+from entropy_dynamics.training.evaluate import evaluate, pass_at_k
+from entropy_dynamics.training.rollout import generate
 
 
 @pytest.mark.parametrize("n", range(1, 8))

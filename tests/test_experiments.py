@@ -11,13 +11,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from entropy_dynamics._cli_experiments import (
+from entropy_dynamics.cli.experiments import (
     compare_command,
     parse_seeds,
     report_command,
     validate_signs_command,
 )
-from entropy_dynamics.experiments import (
+from entropy_dynamics.study.experiments import (
     RunEvent,
     _repair_metrics,
     metrics_complete,
@@ -27,7 +27,7 @@ from entropy_dynamics.experiments import (
     run_status,
     split_top_level,
 )
-from entropy_dynamics.metrics import read_metrics
+from entropy_dynamics.training.metrics import read_metrics
 
 FAST = [
     "rollout.prompts_per_step=2",
@@ -218,7 +218,7 @@ def test_grid_refuses_a_directory_of_another_config(grid, model_dir) -> None:
 def test_grid_killed_by_sigkill_resumes(tmp_path, model_dir) -> None:
     overrides = [f"model.path={model_dir}", *FAST, "steps=3"]
     script = (
-        "from entropy_dynamics.experiments import run_grid\n"
+        "from entropy_dynamics.study.experiments import run_grid\n"
         f"run_grid(['grpo', 'clip_b'], [0], {{}}, {overrides!r}, {str(tmp_path)!r})\n"
     )
     child = subprocess.Popen(

@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from entropy_dynamics.forward import ResponseStats, fusable_lm_head
-from entropy_dynamics.rollout import generate
+from entropy_dynamics.training.forward import ResponseStats, fusable_lm_head
+from entropy_dynamics.training.rollout import generate
 
 PROMPTS = ["7 3 2 -> 23: ", "1 9 -> 10: ", "4 4 8 -> 2: "]
 
@@ -88,8 +88,8 @@ def test_fused_and_materialised_paths_agree_in_values_and_gradients(
 
 
 def test_trainer_uses_the_fused_path_by_default(random_model_dir, tmp_path) -> None:
-    from entropy_dynamics.config import load_config
-    from entropy_dynamics.trainer import Trainer
+    from entropy_dynamics.training.config import load_config
+    from entropy_dynamics.training.trainer import Trainer
 
     overrides = [f"model.path={random_model_dir}", f"output_dir={tmp_path}", "steps=1"]
     assert Trainer(load_config(None, overrides), tmp_path / "a").forward.fused

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from entropy_dynamics import theory
-from entropy_dynamics._fused_stats import token_stats_from_hidden
-from entropy_dynamics.stats import token_stats
+from entropy_dynamics.stats import token_stats, token_stats_from_hidden
 
 FIELDS = ("logprobs", "entropy", "discriminator", "expected_discriminator")
 
@@ -72,11 +71,12 @@ def test_forward_matches_materialised_logits(batch, vocab, vocab_chunk, row_chun
 
 
 def test_public_wrapper_dispatches_to_the_torch_path_on_cpu(monkeypatch):
-    from entropy_dynamics import _fused_stats, stats
+    from entropy_dynamics import stats
+    from entropy_dynamics.kernels import streaming
 
     calls = []
-    original = _fused_stats._forward_torch
-    monkeypatch.setattr(_fused_stats, "_forward_torch", lambda *a: calls.append(1) or original(*a))
+    original = streaming._forward_torch
+    monkeypatch.setattr(streaming, "_forward_torch", lambda *a: calls.append(1) or original(*a))
     hidden, weight, bias, tokens = _case((6, 7), 12, 333, seed=11, valid=300)
     result = stats.token_stats_from_hidden(
         hidden, weight, tokens, 0.8, bias=bias, vocab_chunk=50, row_chunk=16, valid_vocab=300
@@ -309,7 +309,7 @@ def _triton_checks() -> None:
         grads.append([t.grad for t in inputs])
     for got, expected in zip(*grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert "entropy_dynamics._triton_stats" in sys.modules  # the kernels did run
+    assert "entropy_dynamics.kernels.triton_stats" in sys.modules  # the kernels did run
 
 
 def test_triton_kernel_through_the_cpu_interpreter():

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from entropy_dynamics._config_io import ConfigError
-from entropy_dynamics.config import load_config
+from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.tasks import TASKS, Task, TaskReward, build_task
 from entropy_dynamics.tasks._math_grading import GradingTimeout, run_with_timeout
 from entropy_dynamics.tasks.math import (
@@ -30,6 +29,7 @@ from entropy_dynamics.tasks.math import (
     load_problems,
     score,
 )
+from entropy_dynamics.training.config import load_config
 
 DATA = Path(__file__).parent / "data" / "math"
 

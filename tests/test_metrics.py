@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from entropy_dynamics.metrics import MetricsWriter, read_metrics, to_floats
-from entropy_dynamics.report import pearson, plot_run
+from entropy_dynamics.study.run_plots import plot_run
+from entropy_dynamics.study.summaries import pearson
+from entropy_dynamics.training.metrics import MetricsWriter, read_metrics, to_floats
 
 
 def test_to_floats_syncs_tensors_and_maps_non_finite_to_nan() -> None:

@@ -12,17 +12,21 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from entropy_dynamics.models import (
     ModelSize,
-    PretrainConfig,
     build_model,
     build_tokenizer,
     count_parameters,
     default_model_path,
-    pretrain,
     save_tokenizer,
 )
-from entropy_dynamics.models.pretrain import METRICS_FILE, encode_examples, lr_schedule
 from entropy_dynamics.models.tokenizer import SPECIAL_TOKENS, byte_symbols
 from entropy_dynamics.tasks.countdown import CountdownConfig, CountdownTask, format_prompt
+from entropy_dynamics.training.pretrain import (
+    METRICS_FILE,
+    PretrainConfig,
+    encode_examples,
+    lr_schedule,
+    pretrain,
+)
 
 TINY = ModelSize(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
 

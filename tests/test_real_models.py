@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from entropy_dynamics.config import TaskConfig, load_config
-from entropy_dynamics.forward import ResponseStats
 from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
-from entropy_dynamics.prompts import build_prompted_task, chat_prompt, uses_chat
-from entropy_dynamics.rollout import generate
-from entropy_dynamics.trainer import Trainer
+from entropy_dynamics.training.config import TaskConfig, load_config
+from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.prompts import build_prompted_task, chat_prompt, uses_chat
+from entropy_dynamics.training.rollout import generate
+from entropy_dynamics.training.trainer import Trainer
 
 
 def test_chat_template_wraps_task_prompts(chat_model_dir, tiny_lm) -> None:

@@ -10,15 +10,10 @@ import re
 import pytest
 from PIL import Image
 
-from entropy_dynamics.config import load_config, save_config
-from entropy_dynamics.report_compare import (
-    FIGURES,
-    fit_line,
-    group_runs,
-    load_runs,
-    mean_std,
-    write_report,
-)
+from entropy_dynamics.study.report import FIGURES, write_report
+from entropy_dynamics.study.runs import group_runs, load_runs
+from entropy_dynamics.study.summaries import fit_line, mean_std
+from entropy_dynamics.training.config import load_config, save_config
 
 DELTA = (0.01, -0.02, 0.005)  # actual ΔH of steps 1..3 (times a per-run scale)
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from entropy_dynamics.rollout import generate, response_logits, response_mask_from_ids
+from entropy_dynamics.training.rollout import generate, response_logits, response_mask_from_ids
 
 PROMPTS = ["100 200 300 -> 600: ", "7 -> 7: "]  # different lengths: the second is left-padded
 

@@ -7,8 +7,13 @@ import math
 
 import pytest
 
-from entropy_dynamics.config import load_config, save_config
-from entropy_dynamics.signs import SIGN_CASES, sign_row, sign_table_markdown, summarize_sign_runs
+from entropy_dynamics.study.signs import (
+    SIGN_CASES,
+    sign_row,
+    sign_table_markdown,
+    summarize_sign_runs,
+)
+from entropy_dynamics.training.config import load_config, save_config
 
 
 def _history(changes, entropies, batch=None):

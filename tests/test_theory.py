@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from entropy_dynamics import theory
-from entropy_dynamics.verification import convergence_table, loglog_slope
+from entropy_dynamics.study.verification import convergence_table, loglog_slope
 
 STEPS = [1e-1, 1e-2, 1e-3, 1e-4]
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from entropy_dynamics.config import load_config
-from entropy_dynamics.metrics import read_metrics
-from entropy_dynamics.trainer import Trainer
+from entropy_dynamics.training.config import load_config
+from entropy_dynamics.training.metrics import read_metrics
+from entropy_dynamics.training.trainer import Trainer
 
 SMALL = [
     "rollout.prompts_per_step=2",

@@ -16,7 +16,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from entropy_dynamics.metrics import read_metrics
+from entropy_dynamics.training.metrics import read_metrics
 
 
 def _mean_std(values: list[float]) -> list[float]:

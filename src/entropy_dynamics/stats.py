@@ -3,7 +3,8 @@
 The definitions are those of :mod:`entropy_dynamics.theory`; this module computes all four at once
 for a batch of positions, chunked over rows so that at most one chunk of ``[N, V]`` exists in the
 compute dtype (float32, or float64 for float64 input) at any time — in the forward pass and in the
-backward pass, which recomputes each chunk instead of saving it (custom autograd).
+backward pass, which recomputes each chunk instead of saving it (custom autograd; the logit
+gradient is :func:`entropy_dynamics.kernels.logit_grad.logit_grad_`, shared with the fused path).
 
 Gradients: ``logprobs`` is differentiable with respect to the logits; ``entropy`` is too when
 ``entropy_grad=True`` (for entropy bonuses); ``discriminator`` and ``expected_discriminator`` are
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from entropy_dynamics.kernels import fused_token_stats, logit_grad_
 from entropy_dynamics.theory import check_temperature
 
 __all__ = ["TokenStats", "default_chunk_size", "token_stats", "token_stats_from_hidden"]
@@ -100,29 +102,23 @@ class _ChunkedTokenStats(torch.autograd.Function):
         ctx.save_for_backward(logits, tokens, lse, h)
         ctx.temperature, ctx.chunk_size, ctx.dtype = temperature, chunk_size, dtype
         ctx.mark_non_differentiable(s_k, e_s)
+        ctx.set_materialize_grads(False)  # an unused H (no entropy bonus) costs nothing
         return log_p_k, h, s_k, e_s
 
     @staticmethod
     def backward(ctx, grad_log_p_k, grad_h, _grad_s, _grad_e):  # type: ignore[override]
         logits, tokens, lse, h = ctx.saved_tensors
         temperature, chunk_size, dtype = ctx.temperature, ctx.chunk_size, ctx.dtype
+        if grad_log_p_k is None and grad_h is None:
+            return None, None, None, None, None
         grad_logits = torch.empty_like(logits)
         for start in range(0, logits.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
             log_p = logits[rows].to(dtype) / temperature - lse[rows].unsqueeze(-1)  # (n, V)
-            p = log_p.exp()
-            grad = torch.zeros_like(p)
-            if grad_log_p_k is not None:
-                # ∂ log p_k / ∂z = (e_k - p) / T
-                g = grad_log_p_k[rows].to(dtype).unsqueeze(-1)  # (n, 1)
-                grad -= g * p
-                grad.scatter_add_(-1, tokens[rows].unsqueeze(-1), g)
-            if grad_h is not None:
-                # ∂H / ∂z_i = -p_i (log p_i + H) / T   (Theorem 3.2's first-order form)
-                g = grad_h[rows].to(dtype).unsqueeze(-1)
-                s = torch.where(p > 0, p * (log_p + h[rows].unsqueeze(-1)), torch.zeros_like(p))
-                grad -= g * s
-            grad_logits[rows] = (grad / temperature).to(logits.dtype)
+            g1 = None if grad_log_p_k is None else grad_log_p_k[rows].to(dtype)
+            g2 = None if grad_h is None else grad_h[rows].to(dtype)
+            grad = logit_grad_(log_p, h[rows], g1, g2, tokens[rows], 1.0 / temperature)
+            grad_logits[rows] = grad.to(logits.dtype)
         return grad_logits, None, None, None, None
 
 
@@ -193,14 +189,14 @@ def token_stats_from_hidden(
     row_chunk: int | None = None,
     entropy_grad: bool = False,
     valid_vocab: int | None = None,
+    backend: str = "auto",
 ) -> TokenStats:
     """:class:`TokenStats` of ``softmax((hidden @ weightᵀ + bias) / T)``, never forming ``[N, V]``.
 
     Same values as ``token_stats(hidden @ weight.T + bias, tokens, temperature)``, computed in
     one streaming pass over vocabulary chunks (online max with the four power sums that give
-    ``H`` and ``E_p[S]``; derivation in :mod:`entropy_dynamics._fused_stats`), with a custom
-    backward that recomputes each chunk. Uses the Triton kernel on CUDA when triton is
-    importable, else the torch path.
+    ``H`` and ``E_p[S]``; derivation in :mod:`entropy_dynamics.kernels.power_sums`), with a custom
+    backward that recomputes each chunk (:mod:`entropy_dynamics.kernels.streaming`).
 
     Args:
         hidden: ``(..., d)`` final hidden states (bf16 / fp16 / fp32 / fp64).
@@ -210,19 +206,21 @@ def token_stats_from_hidden(
         bias: optional ``(V,)`` finite lm_head bias.
         vocab_chunk: vocabulary rows per block (``None``: 4096).
         row_chunk: positions per block (``None``: 1024); the forward holds about two float32
-            ``[row_chunk, vocab_chunk]`` blocks.
+            ``[row_chunk, vocab_chunk]`` blocks (32 MiB by default); the Triton forward tiles on
+            its own, its backward uses these blocks too.
         entropy_grad: make ``entropy`` differentiable (entropy bonus).
         valid_vocab: rows of ``weight`` that are real tokens (Qwen pads 151,665 to 151,936);
             later rows get ``p = 0``.
+        backend: ``"auto"`` (the Triton kernel on CUDA when triton is importable, else torch),
+            ``"torch"`` or ``"triton"``.
 
     Returns:
         :class:`TokenStats` with fields of shape ``(...)`` in float32 (float64 for float64
         input); ``logprobs`` (and ``entropy`` if requested) carry gradients to ``hidden``,
         ``weight`` and ``bias``.
     """
-    from entropy_dynamics import _fused_stats  # imports TokenStats from this module
-
-    return _fused_stats.token_stats_from_hidden(
+    check_temperature(temperature)
+    log_p_k, entropy, discriminator, expected_s = fused_token_stats(
         hidden,
         weight,
         tokens,
@@ -230,6 +228,12 @@ def token_stats_from_hidden(
         bias=bias,
         vocab_chunk=vocab_chunk,
         row_chunk=row_chunk,
-        entropy_grad=entropy_grad,
         valid_vocab=valid_vocab,
+        backend=backend,
+    )
+    return TokenStats(
+        logprobs=log_p_k,
+        entropy=entropy if entropy_grad else entropy.detach(),
+        discriminator=discriminator,
+        expected_discriminator=expected_s,
     )

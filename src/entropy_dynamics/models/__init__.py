@@ -2,7 +2,11 @@
 
 ``default_model_path()`` is the shipped model directory (``assets/countdown-tiny``), an ordinary
 Hugging Face directory that ``AutoModelForCausalLM`` / ``AutoTokenizer`` load offline;
-``pretrain`` (``entropy-dynamics pretrain``) reproduces it.
+:mod:`entropy_dynamics.training.pretrain` (``entropy-dynamics pretrain``) reproduces it.
+
+What lives here: the architecture (``architecture``), the character tokenizer (``tokenizer``),
+loading of local Hugging Face directories and GGUF files (``loading``) and the shipped assets.
+Imports: the top-level mathematics at most; never ``tasks``, ``training``, ``study`` or ``cli``.
 """
 
 from __future__ import annotations
@@ -15,18 +19,15 @@ from entropy_dynamics.models.architecture import (
     count_parameters,
     qwen2_config,
 )
-from entropy_dynamics.models.pretrain import PretrainConfig, pretrain
 from entropy_dynamics.models.tokenizer import build_tokenizer, save_tokenizer
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
     "ModelSize",
-    "PretrainConfig",
     "build_model",
     "build_tokenizer",
     "count_parameters",
     "default_model_path",
-    "pretrain",
     "qwen2_config",
     "save_tokenizer",
 ]

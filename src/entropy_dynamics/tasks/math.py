@@ -21,8 +21,8 @@ cannot be extracted — is never dropped silently: ``on_error: skip`` warns with
 ``file:line`` and reason, ``on_error: refuse`` raises on the first one.
 
 The prompt is ``prompt_template`` with ``{question}`` replaced by the problem text; chat
-templates are applied around it elsewhere (:mod:`entropy_dynamics.prompts`). The reward is the
-outcome reward of the paper: 1 if the answer is equivalent to the gold, else 0 (see
+templates are applied around it elsewhere (:mod:`entropy_dynamics.training.prompts`). The reward
+is the outcome reward of the paper: 1 if the answer is equivalent to the gold, else 0 (see
 :mod:`._math_grading` for extraction, equivalence and the time bound).
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from entropy_dynamics._config_io import ConfigError
+from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.tasks._math_grading import extract_boxed, grade_completion
 from entropy_dynamics.tasks._records import SUFFIXES, DataIssue, read_records
 

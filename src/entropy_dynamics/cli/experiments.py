@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,19 +16,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from entropy_dynamics._config_io import ConfigError
-
-console = Console()
+from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.errors import ConfigError
 
 _OVERRIDES_HELP = (
     "key=value overrides for every run; key=v1,v2,... sweeps over the values (commas inside "
     "[...] or {...} do not split); method:key=v1,v2 sweeps for that method only."
 )
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -131,7 +124,7 @@ def compare_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state only."),
 ) -> None:
     """Run a grid of methods × seeds × swept values (resumable), then report it."""
-    from entropy_dynamics.experiments import parse_grid_args, plan_grid, run_grid, run_status
+    from entropy_dynamics.study.experiments import parse_grid_args, plan_grid, run_grid, run_status
 
     try:
         fixed, sweeps = parse_grid_args(list(overrides or []))
@@ -141,7 +134,7 @@ def compare_command(
         specs = plan_grid(method_list, seed_list, sweeps, fixed, output_dir, config)
         states = [run_status(spec) for spec in specs]
     except (ConfigError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if dry_run:
         table = Table(title=f"{len(specs)} runs under {output_dir}")
         for column in ("run", "state", "steps"):
@@ -191,7 +184,7 @@ def validate_signs_command(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
 ) -> None:
     """The paper's §4 sign intervention: observed entropy direction vs Theorem 3.2 (4 runs)."""
-    from entropy_dynamics.signs import validate_signs
+    from entropy_dynamics.study.signs import validate_signs
 
     try:
         seed_list = parse_seeds(seeds)
@@ -200,7 +193,7 @@ def validate_signs_command(
                 list(overrides or []), output_dir, seed_list, workers, display, config
             )
     except (ConfigError, ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     table = Table(title="Sign intervention vs Theorem 3.2")
     columns = (
         "samples",
@@ -233,7 +226,7 @@ def validate_signs_command(
 
 
 def _write_report(run_dirs: list[Path], out: Path, ks: list[int]) -> None:
-    from entropy_dynamics.report_compare import write_report
+    from entropy_dynamics.study.report import write_report
 
     with console.status("writing the report"):
         result = write_report(run_dirs, out, ks)
@@ -258,16 +251,39 @@ def report_command(
             _evaluate_missing(run_dirs)
         _write_report(run_dirs, output, k_list)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _evaluate_missing(run_dirs: list[Path]) -> None:
-    from entropy_dynamics.config import load_config
-    from entropy_dynamics.final_eval import FINAL_EVAL_FILE, final_evaluation
-    from entropy_dynamics.report_compare import find_runs
+    from entropy_dynamics.study.final_eval import FINAL_EVAL_FILE, final_evaluation
+    from entropy_dynamics.study.runs import find_runs
+    from entropy_dynamics.training.config import load_config
 
     for run_dir in find_runs(run_dirs):
         if (run_dir / FINAL_EVAL_FILE).is_file():
             continue
         with console.status(f"evaluating {run_dir}"):
             final_evaluation(run_dir, load_config(run_dir / "config.yaml"))
+
+
+def verify_theory_command(
+    vocab_size: int = typer.Option(1000, min=2, help="Vocabulary size V of the random logits."),
+    positions: int = typer.Option(64, min=1, help="Number of random positions."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Check Theorems 3.2 and 3.3 numerically: first-order error must shrink as O(ε²)."""
+    from entropy_dynamics.study.verification import convergence_table
+
+    rows = convergence_table(vocab_size=vocab_size, positions=positions, seed=seed)
+    table = Table(title=f"First-order entropy-change error, V={vocab_size}, {positions} positions")
+    for column in ("prediction", "step", "max |ΔH|", "max error", "log-log slope"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row.name,
+            f"{row.step:.0e}",
+            f"{row.max_change:.3e}",
+            f"{row.max_error:.3e}",
+            "" if row.slope is None else f"{row.slope:.3f}",
+        )
+    console.print(table)

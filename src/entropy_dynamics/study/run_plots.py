@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from entropy_dynamics.metrics import read_metrics
+from entropy_dynamics.study.summaries import pearson
+from entropy_dynamics.training.metrics import read_metrics
 
-__all__ = ["pearson", "plot_run"]
+__all__ = ["plot_run"]
 
 
 def _pyplot():
@@ -27,18 +28,6 @@ def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
             steps.append(row["step"])
             values.append(value)
     return steps, values
-
-
-def pearson(xs: list[float], ys: list[float]) -> float:
-    """Pearson correlation (``nan`` if fewer than 2 points or a constant series)."""
-    n = len(xs)
-    if n < 2:
-        return float("nan")
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
 
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:

@@ -1,6 +1,6 @@
 """GRPO trainer for one machine, instrumented for entropy dynamics (arXiv 2602.03392).
 
-Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.config`):
+Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.config`):
 
 - rollout: ``B`` prompts × ``G`` samples from the current policy at temperature ``T`` (top-p 1);
 - reward: outcome reward of the task (Countdown: 1 if the expression hits the target), no KL;
@@ -8,7 +8,7 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.config`):
 - "old" policy: the rollout policy, recomputed by a teacher-forced forward before any update;
 - statistics: ``H``, ``S_k``, ``E_p[S]`` of the temperature-scaled rollout distribution, fused
   from the final hidden states and the ``lm_head`` (no ``(N, R, V)`` logits) when the model
-  allows it (:mod:`entropy_dynamics.forward`), from materialised logits otherwise;
+  allows it (:mod:`entropy_dynamics.training.forward`), from materialised logits otherwise;
 - update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each,
   gradients accumulated over micro-batches of ``micro_batch_size`` sequences (exactly);
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
@@ -29,24 +29,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from entropy_dynamics import checkpoint as ckpt
 from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
-from entropy_dynamics.config import TrainConfig, save_config
 from entropy_dynamics.dynamics import entropy_dynamics_metrics
-from entropy_dynamics.evaluate import evaluate
-from entropy_dynamics.forward import ResponseStats
 from entropy_dynamics.losses import (
     PolicyLossInputs,
     aggregation_share,
     compute_policy_loss,
     select_tokens,
 )
-from entropy_dynamics.metrics import MetricsWriter, to_floats
 from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
-from entropy_dynamics.prompts import build_prompted_task
-from entropy_dynamics.rollout import Rollout, generate
 from entropy_dynamics.stats import TokenStats
+from entropy_dynamics.training import checkpoint as ckpt
+from entropy_dynamics.training.config import TrainConfig, save_config
+from entropy_dynamics.training.evaluate import evaluate
+from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.metrics import MetricsWriter, to_floats
+from entropy_dynamics.training.prompts import build_prompted_task
+from entropy_dynamics.training.rollout import Rollout, generate
 
 __all__ = ["Trainer", "masked_mean"]
 

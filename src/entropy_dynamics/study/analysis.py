@@ -3,8 +3,8 @@
 - :func:`token_table`: at every sampled response token, ``p_k``, ``H``, ``S_k``, ``E_p[S]``, the
   deviation ``S_k - E_p[S]`` (Theorem 3.3's driver of the entropy change) and its quadrant
   (advantage sign × deviation sign, the names of :mod:`entropy_dynamics.dynamics`). Statistics
-  come from :class:`~entropy_dynamics.forward.ResponseStats` (fused from hidden states when the
-  model allows it), a few sequences at a time: no ``(N, R, V)`` tensor is ever held.
+  come from :class:`~entropy_dynamics.training.forward.ResponseStats` (fused from hidden states
+  when the model allows it), a few sequences at a time: no ``(N, R, V)`` tensor is ever held.
 - :func:`render_html`: the responses with each token coloured by ``S_k - E_p[S]``.
 - :func:`one_step_check`: one plain SGD step of the GRPO loss (token-mean of ``-A log p_k``, the
   PPO surrogate at ratio 1) on a *copy* of the model, and the entropy change it causes at the
@@ -29,11 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from entropy_dynamics._analysis_html import render_html
 from entropy_dynamics.advantages import get_advantage_fn
-from entropy_dynamics.forward import ResponseStats
 from entropy_dynamics.models.loading import valid_vocab_size
-from entropy_dynamics.one_step import (
+from entropy_dynamics.study.analysis_html import render_html
+from entropy_dynamics.study.one_step import (
     DEFAULT_LR,
     OneStepResult,
     _eval_mode,
@@ -41,7 +40,8 @@ from entropy_dynamics.one_step import (
     _sequence_values,
     one_step_check,
 )
-from entropy_dynamics.rollout import Rollout, generate
+from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.rollout import Rollout, generate
 
 __all__ = [
     "DEFAULT_LR",

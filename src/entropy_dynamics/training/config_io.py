@@ -1,8 +1,8 @@
 """Typed dataclass configs from YAML files and ``key=value`` overrides, with actionable errors.
 
-Generic machinery only; the config classes themselves live in :mod:`entropy_dynamics.config`.
-Every error names the offending field by its dotted path (``rollout.group_size``) and, for YAML
-files, the file it came from.
+Generic machinery only; the config classes themselves live in
+:mod:`entropy_dynamics.training.config`. Every error names the offending field by its dotted
+path (``rollout.group_size``) and, for YAML files, the file it came from.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "apply_overrides", "from_dict", "load_yaml", "to_dict"]
+from entropy_dynamics.errors import ConfigError
+
+__all__ = ["apply_overrides", "from_dict", "load_yaml", "to_dict"]
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message names the field and what to change."""
 
 
 def _field_types(cls: type) -> dict[str, Any]:

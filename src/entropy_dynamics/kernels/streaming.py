@@ -6,34 +6,12 @@ module returns the four fields of :class:`~entropy_dynamics.stats.TokenStats` �
 chunks of ``vocab_chunk`` rows of ``W`` and the positions in chunks of ``row_chunk``, so at most a
 ``[row_chunk, vocab_chunk]`` block (and one temporary of that size) exists at any time.
 
-Derivation of the streamed sums (one row, ``x = z / T``, ``m`` any reference, e.g. the running
-max, so every ``e^{x_i - m} ≤ 1`` and nothing overflows)::
+The four streamed sums and their algebra (online max, rebasing, merging) are in
+:mod:`entropy_dynamics.kernels.power_sums`.
 
-    A = Σ_i e^{x_i - m}                B = Σ_i (x_i - m) e^{x_i - m}
-    C = Σ_i e^{2(x_i - m)}             D = Σ_i (x_i - m) e^{2(x_i - m)}
-
-With ``p_i = e^{x_i - m} / A`` and ``log p_i = (x_i - m) - log A``::
-
-    logsumexp(x)   = m + log A
-    H              = -Σ p_i log p_i            = log A - B / A
-    Σ p_i²         = C / A²
-    Σ p_i² log p_i = (D - C log A) / A²
-    E_p[S]         = H Σ p² + Σ p² log p      = (D - C · B / A) / A²      (log A cancels)
-
-The last line is ``Σ_i p_i² (x_i - x̄)`` with ``x̄ = E_p[x] = m + B / A``, since
-``log p_i + H = x_i - x̄``. Moving the reference from ``m`` to ``m'`` (``δ = m - m'``)::
-
-    A' = e^δ A     B' = e^δ (B + δ A)     C' = e^{2δ} C     D' = e^{2δ} (D + δ C)
-
-so two partial sums are merged by rebasing both onto the larger max and adding (online softmax,
-extended to the three extra power sums). ``x_k`` is picked out of whichever chunk holds token
-``k``; then ``log p_k = x_k - logsumexp(x)`` and ``S_k = p_k (H + log p_k)``.
-
-Backward (custom autograd): with ``∂ log p_k / ∂x_i = 1[i = k] - p_i`` and
-``∂H / ∂x_i = -p_i (log p_i + H)`` (Theorem 3.2's first-order form), the upstream gradients
-``g1`` (of ``log p_k``) and ``g2`` (of ``H``) give, per block,
-``grad_z = [g1 (e_k - p) - g2 p (log p + H)] / T``; the block's logits are recomputed from
-``hidden`` and ``W`` (saving only ``logsumexp`` and ``H`` per row), then
+Backward (custom autograd): each block's logits are recomputed from ``hidden`` and ``W`` (saving
+only ``logsumexp`` and ``H`` per row) and turned into ``grad_z`` by
+:func:`~entropy_dynamics.kernels.logit_grad.logit_grad_`, then
 ``grad_hidden += grad_z @ W_chunk``, ``grad_W_chunk += grad_zᵀ @ hidden``, ``grad_b += Σ grad_z``.
 The vocabulary is the outer loop so each ``grad_W`` chunk is finished before the next begins.
 
@@ -54,47 +32,22 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from entropy_dynamics.stats import TokenStats
-from entropy_dynamics.theory import check_temperature
+from entropy_dynamics.kernels.logit_grad import logit_grad_
+from entropy_dynamics.kernels.power_sums import Sums, finalize, rebase
 
-__all__ = ["DEFAULT_ROW_CHUNK", "DEFAULT_VOCAB_CHUNK", "token_stats_from_hidden", "triton_usable"]
+__all__ = [
+    "DEFAULT_ROW_CHUNK",
+    "DEFAULT_VOCAB_CHUNK",
+    "fused_token_stats",
+    "triton_usable",
+]
 
 DEFAULT_VOCAB_CHUNK = 4096
 DEFAULT_ROW_CHUNK = 1024
 
-_Sums = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]  # (m, A, B, C, D), each (n,)
-
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _rebase(sums: _Sums, new_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(A, B, C, D)`` of ``sums`` moved from reference ``sums[0]`` to ``new_max >= sums[0]``."""
-    m, a, b, c, d = sums
-    delta = m - new_max  # (...,) ≤ 0
-    scale = delta.exp()
-    scale2 = scale * scale
-    return scale * a, scale * (b + delta * a), scale2 * c, scale2 * (d + delta * c)
-
-
-def merge_splits(sums: _Sums) -> _Sums:
-    """Merge partial sums stacked along dim 0 (``(S, n)`` each) into one ``(n,)`` set."""
-    new_max = sums[0].max(0).values  # (n,)
-    return (new_max, *(x.sum(0) for x in _rebase(sums, new_max)))
-
-
-def finalize(sums: _Sums, x_k: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(log p_k, H, S_k, E_p[S], logsumexp)`` from the merged sums (module docstring)."""
-    m, a, b, c, d = sums
-    log_a = a.log()
-    lse = m + log_a
-    mean_shift = b / a  # E_p[x] - m
-    entropy = log_a - mean_shift
-    expected_s = (d - c * mean_shift) / (a * a)
-    log_p_k = x_k - lse
-    discriminator = log_p_k.exp() * (entropy + log_p_k)
-    return log_p_k, entropy, discriminator, expected_s, lse
 
 
 def _block_logits(
@@ -141,7 +94,7 @@ def _forward_torch(
     """Streaming forward; ``hidden`` ``(N, d)``, ``weight`` ``(V, d)``, ``tokens`` ``(N,)``."""
     n = hidden.shape[0]
     dtype = _compute_dtype(hidden.dtype)
-    state: list[_Sums | None] = [None] * ((n + row_chunk - 1) // row_chunk)
+    state: list[Sums | None] = [None] * ((n + row_chunk - 1) // row_chunk)
     x_k = torch.zeros(n, dtype=dtype, device=hidden.device)
     for v0 in range(0, vocab, vocab_chunk):
         v1 = min(v0 + vocab_chunk, vocab)
@@ -156,7 +109,7 @@ def _forward_torch(
             new_max = block_max if prev is None else torch.maximum(prev[0], block_max)
             sums = _block_sums(x, new_max)
             if prev is not None:
-                sums = tuple(s + p for s, p in zip(sums, _rebase(prev, new_max), strict=True))
+                sums = tuple(s + p for s, p in zip(sums, rebase(prev, new_max), strict=True))
             state[i] = (new_max, *sums)
             del x
     merged = tuple(torch.cat(parts) for parts in zip(*state, strict=True))
@@ -177,27 +130,17 @@ def _torch_grad_tile(
     g2: Tensor | None,
     inv_t: float,
 ) -> GradTile:
-    """``grad_z`` of one ``[rows, v0:v1]`` block (compute dtype), recomputing its logits."""
+    """``grad_z`` of one ``[rows, v0:v1]`` block (compute dtype), recomputing its logits
+    (:func:`~entropy_dynamics.kernels.logit_grad.logit_grad_`)."""
     dtype = lse.dtype
 
     def tile(rows: slice, v0: int, v1: int) -> Tensor:
         b = None if bias is None else bias[v0:v1]
         log_p = _block_logits(hidden[rows], weight[v0:v1], b, inv_t, dtype)  # (r, v)
         log_p.sub_(lse[rows].unsqueeze(-1))
-        p = log_p.exp()
-        # grad_x = g1 (e_k - p) - g2 p (log p + H);  coefficient of -p is g1 + g2 (log p + H)
-        if g2 is None:
-            grad = p.mul_(-g1[rows].unsqueeze(-1))  # type: ignore[index]
-        else:
-            coef = log_p.add_(entropy[rows].unsqueeze(-1)).mul_(g2[rows].unsqueeze(-1))
-            if g1 is not None:
-                coef.add_(g1[rows].unsqueeze(-1))
-            grad = p.mul_(coef).neg_()
-        if g1 is not None:
-            tok = tokens[rows]
-            inside = ((tok >= v0) & (tok < v1)).nonzero().squeeze(-1)
-            grad.index_put_((inside, tok[inside] - v0), g1[rows][inside], accumulate=True)
-        return grad.mul_(inv_t) if inv_t != 1.0 else grad
+        g_logprob = None if g1 is None else g1[rows]
+        g_entropy = None if g2 is None else g2[rows]
+        return logit_grad_(log_p, entropy[rows], g_logprob, g_entropy, tokens[rows], inv_t, v0)
 
     return tile
 
@@ -257,9 +200,9 @@ class _FusedTokenStats(torch.autograd.Function):
     ):
         inv_t = 1.0 / temperature
         if use_triton:
-            from entropy_dynamics import _triton_stats
+            from entropy_dynamics.kernels import triton_stats
 
-            outs = _triton_stats.forward(hidden, weight, bias, tokens, inv_t, vocab)
+            outs = triton_stats.forward(hidden, weight, bias, tokens, inv_t, vocab)
         else:
             outs = _forward_torch(
                 hidden, weight, bias, tokens, inv_t, vocab, vocab_chunk, row_chunk
@@ -282,9 +225,9 @@ class _FusedTokenStats(torch.autograd.Function):
         g2 = None if g2 is None else g2.to(lse.dtype)
         args = (hidden, weight, bias, tokens, lse, entropy, g1, g2, inv_t)
         if use_triton:
-            from entropy_dynamics import _triton_stats
+            from entropy_dynamics.kernels import triton_stats
 
-            tile = _triton_stats.grad_tile(*args)
+            tile = triton_stats.grad_tile(*args)
         else:
             tile = _torch_grad_tile(*args)
         grads = _backward_loop(tile, hidden, weight, vocab, vocab_chunk, row_chunk, needs)
@@ -304,9 +247,9 @@ def triton_usable(device: torch.device, interpreter: bool = False) -> bool:
     return True
 
 
-def _check(hidden, weight, tokens, temperature, bias, vocab_chunk, row_chunk, valid_vocab) -> int:
-    """Validate the arguments; return the number of vocabulary rows to use."""
-    check_temperature(temperature)
+def _check_inputs(hidden, weight, tokens, bias, vocab_chunk, row_chunk, valid_vocab) -> int:
+    """Validate the arguments of :func:`fused_token_stats` (the temperature is the caller's to
+    check); return the number of vocabulary rows to use."""
     if not hidden.is_floating_point():
         raise TypeError(f"hidden must be a floating-point tensor, got {hidden.dtype}")
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
@@ -353,7 +296,7 @@ def _check(hidden, weight, tokens, temperature, bias, vocab_chunk, row_chunk, va
     return valid_vocab
 
 
-def token_stats_from_hidden(
+def fused_token_stats(
     hidden: Tensor,
     weight: Tensor,
     tokens: Tensor,
@@ -362,34 +305,22 @@ def token_stats_from_hidden(
     bias: Tensor | None = None,
     vocab_chunk: int | None = None,
     row_chunk: int | None = None,
-    entropy_grad: bool = False,
     valid_vocab: int | None = None,
     backend: str = "auto",
-) -> TokenStats:
-    """:class:`TokenStats` of ``softmax((hidden @ weightᵀ + bias) / T)``, streamed (module doc).
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(log p_k, H, S_k, E_p[S])`` of ``softmax((hidden @ weightᵀ + bias) / T)``, streamed.
 
-    Args:
-        hidden: ``(..., d)`` final hidden states (bf16 / fp16 / fp32 / fp64).
-        weight: ``(V, d)`` lm_head weight, same dtype and device as ``hidden``.
-        tokens: ``(...)`` sampled token ids in ``[0, valid_vocab)``.
-        temperature: sampling temperature ``T > 0``.
-        bias: optional ``(V,)`` finite lm_head bias.
-        vocab_chunk: vocabulary rows per block; ``None``: ``DEFAULT_VOCAB_CHUNK`` (4096).
-        row_chunk: positions per block; ``None``: ``DEFAULT_ROW_CHUNK`` (1024). Forward peak
-            memory is about two float32 ``[row_chunk, vocab_chunk]`` blocks (32 MiB by default);
-            the Triton forward tiles on its own, its backward uses these blocks too.
-        entropy_grad: make ``H`` differentiable (entropy bonus).
-        valid_vocab: rows of ``weight`` that are real tokens; later rows get ``p = 0``.
-        backend: ``"auto"`` (Triton on CUDA when importable, else torch), ``"torch"``, ``"triton"``.
+    The kernel behind :func:`entropy_dynamics.stats.token_stats_from_hidden`, which checks the
+    temperature and wraps the result in ``TokenStats``; arguments as documented there.
 
     Returns:
-        :class:`TokenStats` with fields of shape ``(...)`` in float32 (float64 for float64 input);
-        ``logprobs`` (and ``entropy`` if ``entropy_grad``) carry gradients to ``hidden``,
-        ``weight`` and ``bias``.
+        Four tensors of the shape of ``tokens``, float32 (float64 for float64 input);
+        ``log p_k`` and ``H`` carry gradients to ``hidden``, ``weight`` and ``bias``,
+        ``S_k`` and ``E_p[S]`` are not differentiable.
     """
     vocab_chunk = DEFAULT_VOCAB_CHUNK if vocab_chunk is None else vocab_chunk
     row_chunk = DEFAULT_ROW_CHUNK if row_chunk is None else row_chunk
-    vocab = _check(hidden, weight, tokens, temperature, bias, vocab_chunk, row_chunk, valid_vocab)
+    vocab = _check_inputs(hidden, weight, tokens, bias, vocab_chunk, row_chunk, valid_vocab)
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
     usable = triton_usable(hidden.device, interpreter=backend == "triton")
@@ -400,10 +331,9 @@ def token_stats_from_hidden(
             "for the CPU interpreter), and does not take float64; use backend='torch'"
         )
     use_triton = usable if backend == "auto" else backend == "triton"
-    batch_shape = tokens.shape
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
     flat_tokens = tokens.reshape(-1).long()  # (N,)
-    log_p_k, entropy, discriminator, expected_s = _FusedTokenStats.apply(
+    outs = _FusedTokenStats.apply(
         flat_hidden,
         weight,
         bias,
@@ -414,11 +344,4 @@ def token_stats_from_hidden(
         int(row_chunk),
         use_triton,
     )
-    if not entropy_grad:
-        entropy = entropy.detach()
-    return TokenStats(
-        logprobs=log_p_k.reshape(batch_shape),
-        entropy=entropy.reshape(batch_shape),
-        discriminator=discriminator.reshape(batch_shape),
-        expected_discriminator=expected_s.reshape(batch_shape),
-    )
+    return tuple(x.reshape(tokens.shape) for x in outs)  # type: ignore[return-value]

@@ -31,9 +31,10 @@ from typing import Any
 
 import yaml
 
-from entropy_dynamics._config_io import ConfigError, to_dict
-from entropy_dynamics.config import TrainConfig, load_config
-from entropy_dynamics.final_eval import final_eval_current, final_evaluation
+from entropy_dynamics.errors import ConfigError
+from entropy_dynamics.study.final_eval import final_eval_current, final_evaluation
+from entropy_dynamics.training.config import TrainConfig, load_config
+from entropy_dynamics.training.config_io import to_dict
 
 __all__ = [
     "RunEvent",
@@ -248,7 +249,7 @@ def plan_grid(
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
-    from entropy_dynamics.checkpoint import latest_checkpoint
+    from entropy_dynamics.training.checkpoint import latest_checkpoint
 
     checkpoint = latest_checkpoint(run_dir)
     return None if checkpoint is None else int(checkpoint.name.rsplit("_", 1)[-1])
@@ -256,7 +257,7 @@ def _checkpoint_step(run_dir: Path) -> int | None:
 
 def metrics_complete(run_dir: str | Path, steps: int, eval_at_start: bool) -> bool:
     """``metrics.jsonl`` holds steps ``1..steps`` (and step 0 iff ``eval_at_start``) once each."""
-    from entropy_dynamics.metrics import read_metrics
+    from entropy_dynamics.training.metrics import read_metrics
 
     path = Path(run_dir) / "metrics.jsonl"
     try:
@@ -321,7 +322,7 @@ def _repair_metrics(run_dir: Path) -> None:
 
 def execute_run(spec: RunSpec, progress: Progress | None = None, final_eval: bool = True):
     """Run (or resume, or skip) one planned run; exceptions propagate."""
-    from entropy_dynamics.trainer import Trainer
+    from entropy_dynamics.training.trainer import Trainer
 
     emit = progress or (lambda event: None)
     config, run_dir = spec.config, spec.run_dir

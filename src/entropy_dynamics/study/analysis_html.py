@@ -94,7 +94,7 @@ def render_html(
     """A self-contained HTML page: one block per response, one ``<span class="tok">`` per token.
 
     Args:
-        rows: :func:`entropy_dynamics.analysis.token_table` rows (keys ``sample``, ``prompt``,
+        rows: :func:`entropy_dynamics.study.analysis.token_table` rows (keys ``sample``, ``prompt``,
             ``position``, ``token_id``, ``token``, ``p_k``, ``entropy``, ``discriminator``,
             ``expected_discriminator``, ``deviation``, ``quadrant``).
         prompts: prompt texts by prompt index, shown above each response.

@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from entropy_dynamics.rollout import Rollout, response_logits, teacher_forcing_inputs
 from entropy_dynamics.stats import TokenStats, token_stats, token_stats_from_hidden
+from entropy_dynamics.training.rollout import Rollout, response_logits, teacher_forcing_inputs
 
 __all__ = ["FusedMode", "ResponseStats", "fusable_lm_head"]
 

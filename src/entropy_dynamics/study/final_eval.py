@@ -1,6 +1,6 @@
 """Final evaluation of a finished run: ``final_eval.json`` with per-problem correct counts.
 
-Written by :mod:`entropy_dynamics.experiments` after each run of a grid; the report's Pass@k
+Written by :mod:`entropy_dynamics.study.experiments` after each run of a grid; the report's Pass@k
 table and per-problem pass-rate histogram read it.
 """
 
@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from entropy_dynamics.config import TrainConfig
+from entropy_dynamics.training.config import TrainConfig
 
 __all__ = ["FINAL_EVAL_FILE", "final_eval_current", "final_evaluation"]
 
@@ -25,10 +25,10 @@ def final_evaluation(run_dir: str | Path, config: TrainConfig, model=None, token
     """
     import torch
 
-    from entropy_dynamics.checkpoint import latest_checkpoint
-    from entropy_dynamics.evaluate import evaluate
     from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.prompts import build_prompted_task
+    from entropy_dynamics.training.checkpoint import latest_checkpoint
+    from entropy_dynamics.training.evaluate import evaluate
+    from entropy_dynamics.training.prompts import build_prompted_task
 
     run_dir = Path(run_dir)
     checkpoint = latest_checkpoint(run_dir)

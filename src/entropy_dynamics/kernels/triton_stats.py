@@ -5,12 +5,13 @@ Imported lazily (only when triton is importable and the tensors are on CUDA, or 
 
 - Forward: one kernel computes each ``[BLOCK_M, BLOCK_N]`` logits tile with ``tl.dot`` (float32
   accumulator) and folds it straight into the four streamed power sums of
-  :mod:`entropy_dynamics._fused_stats` (``A, B, C, D`` relative to a running max) and ``x_k``;
+  :mod:`entropy_dynamics.kernels.streaming` (``A, B, C, D`` relative to a running max) and ``x_k``;
   the logits never leave registers. The grid is (row blocks × vocabulary splits) so that small
   batches still fill the GPU; the per-split partial sums, ``(6, splits, N)`` floats, are merged in
   torch with the same rebasing formula as the torch path.
 - Backward: one kernel recomputes a ``[rows, vocab chunk]`` tile of logits and writes
-  ``grad_z = [g1 (e_k - p) - g2 p (log p + H)] / T`` in float32; the two large matmuls
+  ``grad_z`` of :mod:`entropy_dynamics.kernels.logit_grad` in float32 (an in-register copy of
+  that formula, tested against it); the two large matmuls
   (``grad_z @ W`` and ``grad_zᵀ @ hidden``) are left to cuBLAS in the shared chunk loop.
 
 Float32 inputs use IEEE float32 dot products (not TF32), matching torch's default matmul.
@@ -23,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from entropy_dynamics._fused_stats import finalize, merge_splits
+from entropy_dynamics.kernels.power_sums import finalize, merge_splits
 
 __all__ = ["forward", "grad_tile"]
 
@@ -247,7 +248,7 @@ def grad_tile(
     g2: Tensor | None,
     inv_t: float,
 ):
-    """The backward's ``grad_z`` tile function (see ``_fused_stats._backward_loop``)."""
+    """The backward's ``grad_z`` tile function (see ``streaming._backward_loop``)."""
 
     def tile(rows: slice, v0: int, v1: int) -> Tensor:
         h = hidden[rows]

@@ -4,7 +4,7 @@
 loss (the PPO surrogate at ratio 1) on a *copy* of the model and measures the entropy change at
 the same positions, per sequence and overall, against the first-order prediction from the
 measured logit change and Theorem 3.3's prediction with a fitted effective logit step. Used by
-:func:`entropy_dynamics.analysis.analyze`.
+:func:`entropy_dynamics.study.analysis.analyze`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from torch import Tensor
 
 from entropy_dynamics import theory
 from entropy_dynamics.advantages import broadcast_to_tokens
-from entropy_dynamics.forward import ResponseStats
 from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
-from entropy_dynamics.report import pearson
-from entropy_dynamics.rollout import Rollout
 from entropy_dynamics.stats import default_chunk_size
+from entropy_dynamics.study.summaries import pearson
+from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.rollout import Rollout
 
 __all__ = ["DEFAULT_LR", "OneStepResult", "one_step_check"]
 
@@ -272,7 +272,7 @@ def one_step_check(
 
     Args:
         model: the causal LM that sampled ``rollout``.
-        rollout: ``N`` responses (:func:`~entropy_dynamics.rollout.generate`).
+        rollout: ``N`` responses (:func:`~entropy_dynamics.training.rollout.generate`).
         advantages: one number for all responses or an ``(N,)`` tensor of sequence advantages.
         lr: SGD step size (:data:`DEFAULT_LR`).
         temperature: ``T`` of the policy ``softmax(z / T)``.

@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from entropy_dynamics.study.summaries import mean_std
+
 __all__ = [
     "SIGN_CASES",
     "SIGN_DEFAULTS",
@@ -110,13 +112,6 @@ def _direction(value: float) -> str:
     return "rises" if value > 0 else "falls"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
-
-
 def sign_row(case: SignCase, histories: Sequence[Sequence[Mapping[str, float]]]) -> SignRow:
     """Summarise one intervention from the metric rows of each seed's run.
 
@@ -144,11 +139,9 @@ def sign_row(case: SignCase, histories: Sequence[Sequence[Mapping[str, float]]])
         total += len(changes)
         entropy_first.append(train[0]["entropy/mean"])
         entropy_last.append(train[-1]["entropy/mean"])
-    trained_mean, trained_std = _mean_std(trained)
-    batch_mean, batch_std = _mean_std(batch)
-    change, change_std = _mean_std(
-        [b - a for a, b in zip(entropy_first, entropy_last, strict=True)]
-    )
+    trained_mean, trained_std = mean_std(trained)
+    batch_mean, batch_std = mean_std(batch)
+    change, change_std = mean_std([b - a for a, b in zip(entropy_first, entropy_last, strict=True)])
     predicted = "rises" if case.predicted > 0 else "falls"
     return SignRow(
         sample_sign=case.sample_sign,
@@ -160,9 +153,9 @@ def sign_row(case: SignCase, histories: Sequence[Sequence[Mapping[str, float]]])
         steps_agreeing=agreeing / total,
         batch_sum=batch_mean,
         batch_sum_std=batch_std,
-        first_order_sum=_mean_std(first_order)[0],
-        entropy_first=_mean_std(entropy_first)[0],
-        entropy_last=_mean_std(entropy_last)[0],
+        first_order_sum=mean_std(first_order)[0],
+        entropy_first=mean_std(entropy_first)[0],
+        entropy_last=mean_std(entropy_last)[0],
         entropy_change=change,
         entropy_change_std=change_std,
         observed=_direction(trained_mean),
@@ -218,7 +211,7 @@ def summarize_sign_runs(run_dirs: Sequence[str | Path]) -> list[SignRow]:
     """One :class:`SignRow` per intervention found among ``run_dirs`` (seeds pooled)."""
     import yaml
 
-    from entropy_dynamics.metrics import read_metrics
+    from entropy_dynamics.training.metrics import read_metrics
 
     histories: dict[SignCase, list] = {}
     for run_dir in map(Path, run_dirs):
@@ -243,7 +236,7 @@ def validate_signs(
     The runs start from :data:`SIGN_DEFAULTS` (small step, 10 steps, no evaluation: only the
     entropy matters); ``base_overrides`` win.
     """
-    from entropy_dynamics.experiments import run_grid
+    from entropy_dynamics.study.experiments import run_grid
 
     sweeps = {
         f"{_OPTIONS}.sample_sign": ["positive", "negative"],

@@ -7,18 +7,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from entropy_dynamics.cli._console import console, fail
 from entropy_dynamics.tasks.math import DEFAULT_PROMPT_TEMPLATE, PRESETS
-
-console = Console()
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(2)
 
 
 def parse_rate(text: str, option: str) -> float:
@@ -84,16 +77,20 @@ def filter_data_command(
     to the kept file, a dataset in the input's layout (paper: DAPO-Math-17k, 16 samples,
     1/16 < p < 15/16).
     """
-    from entropy_dynamics.filter_data import default_kept_path, filter_by_pass_rate, write_kept
+    from entropy_dynamics.study.filter_data import (
+        default_kept_path,
+        filter_by_pass_rate,
+        write_kept,
+    )
 
     kept_path = Path(kept_output) if kept_output else default_kept_path(output)
     if kept_only:
         if not output.is_file():
-            _fail(f"--output: {output} does not exist; run filter-data first")
+            fail(f"--output: {output} does not exist; run filter-data first")
         try:
             path, count = write_kept(output, kept_path)
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         console.print(f"kept {count} problem(s) of {output} → [bold]{path}[/]")
         return
     try:
@@ -105,7 +102,7 @@ def filter_data_command(
             problems = problems[:max_problems]
         model_obj, tokenizer, task = _load_model(model, dtype, device, chat_template, task)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     import torch
 
     torch.manual_seed(seed)
@@ -135,7 +132,7 @@ def filter_data_command(
                 progress=lambda done, total: progress.update(bar, completed=done),
             )
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     console.print(
         f"{summary.decided} problem(s) decided ({summary.resumed} from an earlier run): "
         f"[bold]{summary.kept} kept[/], {summary.too_easy} with pass rate ≥ {high}, "
@@ -175,7 +172,7 @@ def _load_data(data, preset, prompt_field, answer_field, prompt_template, on_err
 def _load_model(model: str, dtype: str, device: str, chat_template: str, task):
     from entropy_dynamics.models import default_model_path
     from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.prompts import ChatTemplateTask, uses_chat
+    from entropy_dynamics.training.prompts import ChatTemplateTask, uses_chat
 
     path = Path(model).expanduser() if model else default_model_path()
     model_obj, tokenizer = load_model_and_tokenizer(path, dtype, device)

@@ -6,24 +6,17 @@ import warnings
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from entropy_dynamics.analysis import DEFAULT_LR
-
-console = Console()
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
+from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.study.analysis import DEFAULT_LR
 
 
 def _load_task(data: Path | None, preset: str, n: int):
     """``(task, problems)``: ``n`` held-out Countdown problems, or the first ``n`` of ``data``."""
     if data is None:
-        from entropy_dynamics.config import TaskConfig
         from entropy_dynamics.tasks import build_task
+        from entropy_dynamics.training.config import TaskConfig
 
         task = build_task(TaskConfig())
         return task, task.eval_problems()[:n]
@@ -102,15 +95,15 @@ def analyze_command(
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
 ) -> None:
     """Sample responses; write per-token S_k − E_p[S] (CSV/Parquet, HTML) and the one-step check."""
-    from entropy_dynamics.analysis import analyze
     from entropy_dynamics.models import default_model_path
     from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.prompts import ChatTemplateTask, uses_chat
+    from entropy_dynamics.study.analysis import analyze
+    from entropy_dynamics.training.prompts import ChatTemplateTask, uses_chat
 
     if advantage_sign not in (1, -1):
-        _fail(f"--advantage-sign must be +1 or -1, got {advantage_sign}")
+        fail(f"--advantage-sign must be +1 or -1, got {advantage_sign}")
     if not lr > 0:
-        _fail(f"--lr must be > 0, got {lr}")
+        fail(f"--lr must be > 0, got {lr}")
     path = model if model is not None else default_model_path()
     try:
         policy, tokenizer = load_model_and_tokenizer(path, dtype, device)
@@ -118,9 +111,9 @@ def analyze_command(
         if uses_chat(tokenizer, chat_template):  # type: ignore[arg-type]
             task = ChatTemplateTask(task, tokenizer)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not problems:
-        _fail(f"no problems to analyse in {data or 'the Countdown held-out split'}")
+        fail(f"no problems to analyse in {data or 'the Countdown held-out split'}")
     prompts = [task.prompt(problem) for problem in problems]
 
     def scorer(index: int, completion: str) -> float:

@@ -12,8 +12,8 @@ is deliberately a short run, not a run to convergence:
 - determinism: one seed drives initialisation (``torch.manual_seed``), the data order and the
   solution choices (``random.Random(seed)``) and the evaluation samples;
 - evaluation: held-out problems, ``eval_samples`` answers each sampled at temperature 1 with
-  ``model.generate`` (via :func:`entropy_dynamics.evaluate.evaluate`): pass@1, Pass@k and the mean
-  token entropy of the sampled answers.
+  ``model.generate`` (via :func:`entropy_dynamics.training.evaluate.evaluate`): pass@1, Pass@k
+  and the mean token entropy of the sampled answers.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class _Batches:
 
 
 def _evaluate(model, tokenizer, task, config: PretrainConfig, progress: ProgressFn | None):
-    from entropy_dynamics.evaluate import evaluate
+    from entropy_dynamics.training.evaluate import evaluate
 
     problems = list(task.eval_problems())[: config.eval_problems]
     k = config.eval_samples

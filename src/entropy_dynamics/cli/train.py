@@ -6,13 +6,12 @@ from pathlib import Path
 
 import typer
 import yaml
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from entropy_dynamics._config_io import ConfigError, to_dict
-
-console = Console()
+from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.errors import ConfigError
+from entropy_dynamics.training.config_io import to_dict
 
 SUMMARY_KEYS = (
     ("entropy/mean", "rollout entropy"),
@@ -22,11 +21,6 @@ SUMMARY_KEYS = (
     ("dynamics/delta_h_thm33", "ΔH Thm 3.3"),
     ("perf/tokens_per_s", "tokens/s"),
 )
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
 
 
 def _summary(history: list[dict[str, float]], eval_rows: list[dict[str, float]]) -> Table:
@@ -56,7 +50,7 @@ def train_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate config, model and data only."),
 ) -> None:
     """Train with GRPO (or any registered method) and show entropy dynamics live."""
-    from entropy_dynamics.config import load_config
+    from entropy_dynamics.training.config import load_config
 
     extra = list(overrides or [])
     if method:
@@ -66,17 +60,17 @@ def train_command(
     try:
         cfg = load_config(config, extra)
     except (ConfigError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if dry_run:
         _dry_run(cfg)
         return
-    from entropy_dynamics.report import plot_run
-    from entropy_dynamics.trainer import Trainer
+    from entropy_dynamics.study.run_plots import plot_run
+    from entropy_dynamics.training.trainer import Trainer
 
     try:
         trainer = Trainer(cfg, cfg.run_dir, resume=resume)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"run directory: [bold]{cfg.run_dir}[/]  method: [bold]{cfg.algorithm.method}[/]")
     history: list[dict[str, float]] = []
     eval_rows: list[dict[str, float]] = []
@@ -111,9 +105,9 @@ def train_command(
 
 
 def _dry_run(cfg) -> None:
-    from entropy_dynamics.forward import ResponseStats
     from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
-    from entropy_dynamics.prompts import build_prompted_task, uses_chat
+    from entropy_dynamics.training.forward import ResponseStats
+    from entropy_dynamics.training.prompts import build_prompted_task, uses_chat
 
     model_cfg = cfg.model
     try:
@@ -126,7 +120,7 @@ def _dry_run(cfg) -> None:
         stats_path = ResponseStats(model, cfg.rollout.temperature, model_cfg.fused_stats)
         fused = "fused" if stats_path.fused else f"materialised logits ({stats_path.reason})"
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     params = sum(p.numel() for p in model.parameters())
     console.print(
@@ -151,17 +145,17 @@ def eval_command(
     """Evaluate a model on the held-out split: Avg@k and unbiased Pass@k."""
     import torch
 
-    from entropy_dynamics.checkpoint import latest_checkpoint
-    from entropy_dynamics.config import TaskConfig, load_config
-    from entropy_dynamics.evaluate import evaluate
     from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.prompts import build_prompted_task
+    from entropy_dynamics.training.checkpoint import latest_checkpoint
+    from entropy_dynamics.training.config import TaskConfig, load_config
+    from entropy_dynamics.training.evaluate import evaluate
+    from entropy_dynamics.training.prompts import build_prompted_task
 
     task_config, chat_template = TaskConfig(), "auto"
     if run is not None:
         checkpoint = latest_checkpoint(run)
         if checkpoint is None:
-            _fail(f"--run: no checkpoint under {run}")
+            fail(f"--run: no checkpoint under {run}")
         model = checkpoint / "model"
         if (run / "config.yaml").is_file():  # the run's task and prompt format
             run_config = load_config(run / "config.yaml")
@@ -174,7 +168,7 @@ def eval_command(
         policy, tokenizer = load_model_and_tokenizer(model)
         task = build_prompted_task(task_config, tokenizer, chat_template)
     except (FileNotFoundError, ValueError, ConfigError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     torch.manual_seed(seed)
     held_out = task.eval_problems()[:problems]
     with console.status(f"sampling {len(held_out)} × {k} answers"):
@@ -184,4 +178,87 @@ def eval_command(
     table.add_column("value", justify="right")
     for key, value in result.to_metrics("eval").items():
         table.add_row(key, f"{value:.4f}")
+    console.print(table)
+
+
+def pretrain_command(
+    output: Path = typer.Option(
+        Path("countdown-tiny"), "--output", "-o", help="Directory to write the model into."
+    ),
+    steps: int = typer.Option(None, "--steps", min=1, help="Optimiser steps (default: config)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of init, data order and eval sampling."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Examples per step."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Peak AdamW learning rate."),
+    hidden_size: int = typer.Option(None, "--hidden-size", min=1, help="Model width."),
+    num_layers: int = typer.Option(None, "--num-layers", min=1, help="Transformer blocks."),
+    eval_problems: int = typer.Option(
+        None, "--eval-problems", min=0, help="Held-out problems to evaluate (0: none)."
+    ),
+    eval_samples: int = typer.Option(
+        None, "--eval-samples", min=1, help="Samples per held-out problem (Pass@k)."
+    ),
+) -> None:
+    """Pretrain the embedded tiny Qwen2 on Countdown (supervised) and evaluate pass@1, Pass@k."""
+    import shlex
+    from dataclasses import replace
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from entropy_dynamics.training.pretrain import PretrainConfig, pretrain
+
+    overrides = {
+        "steps": steps,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "eval_problems": eval_problems,
+        "eval_samples": eval_samples,
+    }
+    sizes = {"hidden_size": hidden_size, "num_layers": num_layers}
+    try:
+        config = PretrainConfig()
+        config = replace(
+            config,
+            model=replace(config.model, **{k: v for k, v in sizes.items() if v is not None}),
+            **{k: v for k, v in overrides.items() if v is not None},
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    # the effective options (defaults included), so the command reproduces the run exactly
+    effective = {
+        "--output": output,
+        "--seed": config.seed,
+        "--steps": config.steps,
+        "--batch-size": config.batch_size,
+        "--lr": config.lr,
+        "--hidden-size": config.model.hidden_size,
+        "--num-layers": config.model.num_layers,
+        "--eval-problems": config.eval_problems,
+        "--eval-samples": config.eval_samples,
+    }
+    command = shlex.join(
+        ["entropy-dynamics", "pretrain", *(str(x) for item in effective.items() for x in item)]
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        bars: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int, info: dict[str, float]) -> None:
+            if phase not in bars:
+                bars[phase] = bar.add_task(phase, total=total, status="")
+            status = " ".join(f"{key}={value:.3f}" for key, value in info.items())
+            bar.update(bars[phase], completed=done, total=total, status=status)
+
+        metrics = pretrain(config, output, progress=progress, provenance={"command": command})
+    table = Table(title=f"Pretrained {output}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)

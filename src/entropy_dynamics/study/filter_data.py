@@ -6,8 +6,8 @@ are all right or all wrong gives every sample the same reward, hence zero GRPO a
 gradient, so filtering them out is free speed. Here:
 
 - pass rate ``p = (1/n) Σ correct_i`` over ``n = samples`` completions sampled at
-  ``temperature`` / ``top_p`` (:func:`entropy_dynamics.rollout.generate`), each scored by the
-  task; a problem is kept iff ``low < p < high`` (strict: with 16 samples and the defaults,
+  ``temperature`` / ``top_p`` (:func:`entropy_dynamics.training.rollout.generate`), each scored by
+  the task; a problem is kept iff ``low < p < high`` (strict: with 16 samples and the defaults,
   2 to 14 correct).
 - The output is JSON Lines, one line per *decided* problem, written and flushed batch by batch:
   ``{"source", "question", "answer", "correct", "samples", "pass_rate", "kept", "settings",
@@ -209,7 +209,7 @@ def filter_by_pass_rate(
         kept_output: where the kept records go (default :func:`default_kept_path`).
         progress: called as ``progress(decided, total)`` after each batch (and once at start).
     """
-    from entropy_dynamics.rollout import generate
+    from entropy_dynamics.training.rollout import generate
 
     _check_arguments(samples, low, high, batch_prompts)
     output = Path(output)

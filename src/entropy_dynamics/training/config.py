@@ -15,13 +15,13 @@ from typing import Any, Literal
 
 import yaml
 
-from entropy_dynamics._config_io import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.tasks.countdown import CountdownConfig
 from entropy_dynamics.tasks.math import MathConfig
+from entropy_dynamics.training.config_io import apply_overrides, from_dict, load_yaml, to_dict
 
 __all__ = [
     "AlgorithmConfig",
-    "ConfigError",
     "EvalConfig",
     "ModelConfig",
     "OptimConfig",

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from entropy_dynamics.report_compare import (
+from entropy_dynamics.study.runs import (
     PREDICTIONS,
     QUADRANTS,
     Group,
-    _band,
-    _final,
-    _points,
-    fit_line,
-    mean_std,
+    band,
+    final_value,
     pass_rates,
+    points,
     run_scores,
 )
+from entropy_dynamics.study.summaries import fit_line, mean_std
 
 
 def pyplot():
@@ -34,7 +33,7 @@ def pyplot():
 
 
 def _plot_band(ax, group: Group, key: str, label: str, color=None) -> None:
-    steps, mean, std = _band(group, key)
+    steps, mean, std = band(group, key)
     if not steps:
         return
     (line,) = ax.plot(steps, mean, label=label, color=color)
@@ -71,9 +70,9 @@ def curves(groups, out: Path, plt) -> list[Path]:
 def scatter(groups, out: Path, plt) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for ax, (key, name) in zip(axes, PREDICTIONS.items(), strict=True):
-        every_x, every_y = _points([r for g in groups for r in g.runs], key)
+        every_x, every_y = points([r for g in groups for r in g.runs], key)
         for g in groups:
-            xs, ys = _points(g.runs, key)
+            xs, ys = points(g.runs, key)
             ax.scatter(xs, ys, s=10, alpha=0.7, label=g.label)
         r, slope = fit_line(every_x, every_y)
         if every_x:
@@ -144,7 +143,7 @@ def sweep(groups, key: str, short: str, pass_key: str, ks, out: Path, plt) -> Pa
         mine = [g for g in groups if g.method == method and key in g.settings]
         xs = [g.settings[key] for g in mine]
         for ax, values in (
-            (left, [[_final(r, "entropy/mean") for r in g.runs] for g in mine]),
+            (left, [[final_value(r, "entropy/mean") for r in g.runs] for g in mine]),
             (right, [[run_scores(r, ks)[1].get(pass_key, math.nan) for r in g.runs] for g in mine]),
         ):
             stats = [mean_std(v) for v in values]

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from entropy_dynamics.rollout import generate
+from entropy_dynamics.training.rollout import generate
 
 __all__ = ["EvalResult", "evaluate", "pass_at_k"]
 

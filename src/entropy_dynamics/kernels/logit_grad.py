@@ -1,0 +1,72 @@
+"""The one definition of the gradient of ``(log p_k, H)`` with respect to the logits.
+
+For ``p = softmax(x)``, ``x = z / T``, with upstream gradients ``g1`` of ``log p_k`` and ``g2`` of
+``H``::
+
+    ∂ log p_k / ∂x_i = 1[i = k] - p_i
+    ∂ H / ∂x_i       = -p_i (log p_i + H)          (Theorem 3.2's first-order form)
+
+    grad_z = [g1 (e_k - p) - g2 p (log p + H)] / T
+
+Every backward pass of the package forms its logit gradient here: the chunked pass over
+materialised logits (:func:`entropy_dynamics.stats.token_stats`), the streaming pass from hidden
+states (:mod:`entropy_dynamics.kernels.streaming`), and the tests of the Triton kernel, whose
+in-register copy of this line (``triton_stats._grad_kernel``) is checked against this function.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["logit_grad_"]
+
+_LOG_P_FLOOR = -1.0e4  # exp(-1e4) = 0 in float32 and float64: p = 0 entries stay exactly 0
+
+
+def logit_grad_(
+    log_p: Tensor,
+    entropy: Tensor,
+    g_logprob: Tensor | None,
+    g_entropy: Tensor | None,
+    tokens: Tensor,
+    inv_t: float,
+    col_start: int = 0,
+) -> Tensor:
+    """``grad_z`` of one block of rows × vocabulary columns, written over ``log_p``.
+
+    Args:
+        log_p: ``(n, v)`` log-probabilities ``log p_i`` of vocabulary columns
+            ``[col_start, col_start + v)`` of ``n`` rows, in the compute dtype; overwritten (it
+            becomes the result). ``-inf`` entries (``p = 0``) get gradient 0.
+        entropy: ``(n,)`` entropy ``H`` of each row's full distribution.
+        g_logprob: ``(n,)`` upstream gradient of ``log p_k``, or ``None``.
+        g_entropy: ``(n,)`` upstream gradient of ``H``, or ``None``; one of the two is given.
+        tokens: ``(n,)`` sampled ids in the full vocabulary; only those inside this block's
+            columns receive the ``g1 e_k`` term.
+        inv_t: ``1 / T``.
+        col_start: vocabulary id of the block's first column.
+
+    Returns:
+        ``(n, v)`` gradient with respect to the logits ``z`` (the storage of ``log_p``, plus one
+        block-sized temporary while it is formed).
+    """
+    if g_logprob is None and g_entropy is None:
+        raise ValueError("logit_grad_ needs g_logprob, g_entropy or both")
+    p = log_p.exp()  # (n, v)
+    if g_entropy is None:
+        grad = p.mul_(-g_logprob.unsqueeze(-1))  # type: ignore[union-attr]
+    else:
+        # the coefficient of -p: g1 + g2 (log p + H); the floor keeps 0 · (-inf) out at p = 0
+        coef = log_p.clamp_(min=_LOG_P_FLOOR).add_(entropy.unsqueeze(-1))
+        coef.mul_(g_entropy.unsqueeze(-1))
+        if g_logprob is not None:
+            coef.add_(g_logprob.unsqueeze(-1))
+        grad = p.mul_(coef).neg_()
+    if g_logprob is not None:
+        width = grad.shape[-1]
+        inside = (tokens >= col_start) & (tokens < col_start + width)  # (n,)
+        column = (tokens - col_start).clamp(0, width - 1).unsqueeze(-1)  # (n, 1)
+        value = torch.where(inside, g_logprob, torch.zeros_like(g_logprob)).to(grad.dtype)
+        grad.scatter_add_(-1, column, value.unsqueeze(-1))  # + g1 e_k, no host sync
+    return grad.mul_(inv_t) if inv_t != 1.0 else grad

@@ -1,0 +1,224 @@
+"""Runs on disk as data: loading a run directory (config, metrics, final evaluation), grouping runs
+that differ only in seed, and the per-run series and scores that reports tabulate and draw.
+
+A group is the runs whose ``config.yaml`` differ only in seed (and in options that do not change
+results, such as the run name), labelled by the method and the settings that differ between
+groups (``clip_b (mu=2.0)``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from entropy_dynamics.study.summaries import mean_std
+from entropy_dynamics.training.evaluate import pass_at_k
+from entropy_dynamics.training.metrics import read_metrics
+
+__all__ = [
+    "PREDICTIONS",
+    "QUADRANTS",
+    "Group",
+    "RunData",
+    "band",
+    "final_value",
+    "find_runs",
+    "group_runs",
+    "load_runs",
+    "pass_rates",
+    "points",
+    "run_scores",
+]
+
+IGNORED_KEYS = {
+    "name",
+    "output_dir",
+    "seed",
+    "tensorboard",
+    "threads",
+    "keep_checkpoints",
+    "checkpoint_every",
+    "model.device",
+}
+"""Config keys that do not define a group (seeds of one setting share everything else)."""
+QUADRANTS = {
+    "pos_adv_pos_dev": "A > 0, S_k > E_p[S]",
+    "pos_adv_neg_dev": "A > 0, S_k < E_p[S]",
+    "neg_adv_pos_dev": "A < 0, S_k > E_p[S]",
+    "neg_adv_neg_dev": "A < 0, S_k < E_p[S]",
+}
+PREDICTIONS = {
+    "dynamics/delta_h_first_order": "first order (measured Δz)",
+    "dynamics/delta_h_thm33": "Theorem 3.3",
+}
+FIGURES = ("entropy", "reward", "delta_h_scatter", "quadrants", "pass_rate_hist", "filters")
+
+
+@dataclass
+class RunData:
+    path: Path
+    config: dict[str, Any]
+    """Flattened config: dotted key → value."""
+    rows: list[dict[str, float]]
+    final_eval: dict[str, Any] | None
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("algorithm.method", "?"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+    @property
+    def train_rows(self) -> list[dict[str, float]]:
+        return [r for r in self.rows if "entropy/mean" in r]
+
+
+@dataclass
+class Group:
+    label: str
+    method: str
+    settings: dict[str, Any]
+    runs: list[RunData] = field(default_factory=list)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):  # an empty mapping (no overrides) sets nothing
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _expand(path: Path) -> list[Path]:
+    if (path / "metrics.jsonl").is_file():
+        return [path]
+    if not path.is_dir():
+        raise ValueError(f"run directory {path} does not exist")
+    manifest = path / "grid.json"
+    if manifest.is_file():
+        names = [r["name"] for r in json.loads(manifest.read_text())["runs"]]
+        found = [path / n for n in names if (path / n / "metrics.jsonl").is_file()]
+    else:
+        found = sorted(p.parent for p in path.glob("*/metrics.jsonl"))
+    if not found:
+        raise ValueError(f"{path}: neither a run directory (metrics.jsonl) nor a folder of runs")
+    return found
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories among ``paths``; a folder of runs (a ``compare`` output) is expanded."""
+    return [run for given in paths for run in _expand(Path(given))]
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[RunData]:
+    """Read the runs of :func:`find_runs`."""
+    runs = []
+    for path in find_runs(paths):
+        if not (path / "config.yaml").is_file():
+            raise ValueError(f"{path}: no config.yaml; is it a run directory?")
+        config = _flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
+        final = path / "final_eval.json"
+        final_eval = json.loads(final.read_text()) if final.is_file() else None
+        runs.append(RunData(path, config, read_metrics(path / "metrics.jsonl"), final_eval))
+    if not runs:
+        raise ValueError("run_dirs: no runs given")
+    return runs
+
+
+def _sort_key(value: Any) -> tuple:
+    return (0, float(value), "") if isinstance(value, int | float) else (1, 0.0, str(value))
+
+
+def group_runs(runs: Sequence[RunData]) -> list[Group]:
+    """Groups of runs that differ only in seed; ordered by method (first seen), then settings."""
+    keys = sorted({k for r in runs for k in r.config} - IGNORED_KEYS - {"algorithm.method"})
+    differing = [k for k in keys if len({repr(r.config.get(k)) for r in runs}) > 1]
+    last = [k.rsplit(".", 1)[-1] for k in differing]
+    short = {k: (s if last.count(s) == 1 else k) for k, s in zip(differing, last, strict=True)}
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        settings = {k: run.config[k] for k in differing if k in run.config}
+        ident = (run.method, tuple(repr(settings.get(k)) for k in differing))
+        if ident not in groups:
+            text = ", ".join(f"{short[k]}={v}" for k, v in settings.items())
+            label = f"{run.method} ({text})" if text else run.method
+            groups[ident] = Group(label, run.method, settings)
+        groups[ident].runs.append(run)
+    order = list(dict.fromkeys(r.method for r in runs))
+    result = sorted(
+        groups.values(),
+        key=lambda g: (order.index(g.method), [_sort_key(g.settings.get(k)) for k in differing]),
+    )
+    for group in result:
+        group.runs.sort(key=lambda r: r.seed)
+        seeds = [r.seed for r in group.runs]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"group {group.label}: seed given twice among {group.runs[0].path}…")
+    return result
+
+
+def band(group: Group, key: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    by_step: dict[int, list[float]] = {}
+    for run in group.runs:
+        for row in run.rows:
+            value = row.get(key)
+            if value is not None and math.isfinite(value):
+                by_step.setdefault(int(row["step"]), []).append(value)
+    steps = sorted(by_step)
+    stats = [mean_std(by_step[s]) for s in steps]
+    return steps, np.array([m for m, _ in stats]), np.array([s for _, s in stats])
+
+
+def final_value(run: RunData, key: str) -> float:
+    rows = [r for r in run.train_rows if key in r]
+    return rows[-1][key] if rows else math.nan
+
+
+def run_scores(run: RunData, ks: Sequence[int]) -> tuple[int | None, dict[str, float]]:
+    """``(n samples, {"avg": Avg@n, "pass@k": ...})`` of the run's final model."""
+    if run.final_eval is not None:
+        n, correct = int(run.final_eval["k"]), run.final_eval["correct"]
+        scores = {"avg": sum(correct) / (n * len(correct))}
+        for k in (k for k in ks if k <= n):
+            scores[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in correct) / len(correct)
+        return n, scores
+    evals = [r for r in run.rows if any(k.startswith("eval/avg@") for k in r)]
+    if not evals:
+        return None, {}
+    row = evals[-1]
+    avg_key = next(k for k in row if k.startswith("eval/avg@"))
+    scores = {"avg": row[avg_key]}
+    scores.update({f"pass@{k}": row[f"eval/pass@{k}"] for k in ks if f"eval/pass@{k}" in row})
+    return int(avg_key.split("@")[1]), scores
+
+
+def pass_rates(group: Group) -> tuple[list[float], set[int]]:
+    rates, ns = [], set()
+    for run in group.runs:
+        if run.final_eval is not None:
+            n = int(run.final_eval["k"])
+            ns.add(n)
+            rates.extend(c / n for c in run.final_eval["correct"])
+    return rates, ns
+
+
+def points(runs: Sequence[RunData], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for run in runs:
+        for row in run.train_rows:
+            x, y = row.get(key), row.get("dynamics/delta_h_actual")
+            if x is not None and y is not None and math.isfinite(x) and math.isfinite(y):
+                xs.append(x)
+                ys.append(y)
+    return xs, ys
