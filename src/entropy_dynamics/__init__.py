@@ -3,6 +3,15 @@
 Implements *On the Entropy Dynamics in Reinforcement Fine-Tuning of Large Language Models*
 (arXiv 2602.03392): the entropy discriminator, first-order entropy-change predictions, the Clip_B
 and Clip_V token filters, and a registry of policy losses.
+
+The paper's mathematics sits at the top, one module per idea, each importing only torch and
+:mod:`~entropy_dynamics.kernels`: ``theory`` (every formula on logits), ``stats`` (``TokenStats``
+for a batch, memory-bounded), ``advantages``, ``filters`` (Clip_B, Clip_V and peers),
+``losses`` (the policy-loss registry), ``aggregation`` (the four loss-aggregation modes) and
+``dynamics`` (actual vs predicted ΔH of an update). The machinery lives in rooms, each importing
+only the rooms listed before it: ``kernels`` (streaming statistics, Triton), ``models`` and
+``tasks``, ``training`` (the trainer), ``study`` (experiments and reports), ``cli`` (the
+``entropy-dynamics`` command). ``errors`` holds the exception types every room shares.
 """
 
 from entropy_dynamics import theory

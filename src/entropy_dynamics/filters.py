@@ -86,10 +86,6 @@ def _check_inputs(stats: TokenStats, advantages: Tensor, response_mask: Tensor) 
             )
 
 
-def _compute_dtype(stats: TokenStats) -> torch.dtype:
-    return torch.float64 if stats.discriminator.dtype == torch.float64 else torch.float32
-
-
 def _masked_moments(values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and population variance (denominator n) of ``values`` over ``valid``; 0-d each."""
     n = valid.sum().clamp_min(1).to(values.dtype)
@@ -158,7 +154,7 @@ def _prepare(
 ) -> tuple[Tensor, Tensor, torch.dtype]:
     """Validate; return ``(valid (B, T) bool, advantages in the compute dtype, dtype)``."""
     _check_inputs(stats, advantages, response_mask)
-    dtype = _compute_dtype(stats)
+    dtype = torch.float64 if stats.discriminator.dtype == torch.float64 else torch.float32
     return response_mask != 0, advantages.detach().to(dtype), dtype
 
 

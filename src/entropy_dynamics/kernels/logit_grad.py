@@ -48,21 +48,21 @@ def logit_grad_(
         col_start: vocabulary id of the block's first column.
 
     Returns:
-        ``(n, v)`` gradient with respect to the logits ``z`` (the storage of ``log_p``, plus one
-        block-sized temporary while it is formed).
+        ``(n, v)`` gradient with respect to the logits ``z``, in the storage of ``log_p`` (with
+        an entropy gradient, one block-sized temporary exists while it is formed).
     """
     if g_logprob is None and g_entropy is None:
         raise ValueError("logit_grad_ needs g_logprob, g_entropy or both")
-    p = log_p.exp()  # (n, v)
     if g_entropy is None:
-        grad = p.mul_(-g_logprob.unsqueeze(-1))  # type: ignore[union-attr]
+        grad = log_p.exp_().mul_(-g_logprob.unsqueeze(-1))  # type: ignore[union-attr]
     else:
+        p = log_p.exp()  # (n, v), the one block-sized temporary
         # the coefficient of -p: g1 + g2 (log p + H); the floor keeps 0 · (-inf) out at p = 0
         coef = log_p.clamp_(min=_LOG_P_FLOOR).add_(entropy.unsqueeze(-1))
         coef.mul_(g_entropy.unsqueeze(-1))
         if g_logprob is not None:
             coef.add_(g_logprob.unsqueeze(-1))
-        grad = p.mul_(coef).neg_()
+        grad = coef.mul_(p).neg_()
     if g_logprob is not None:
         width = grad.shape[-1]
         inside = (tokens >= col_start) & (tokens < col_start + width)  # (n,)

@@ -78,7 +78,7 @@ def test_gguf_file_loads_as_the_model_it_was_exported_from(gguf_model_file) -> N
         load_model_and_tokenizer(path.with_name("missing.gguf"))
 
 
-GSM8K = Path(__file__).parent / "data" / "math" / "gsm8k.jsonl"
+GSM8K = Path(__file__).parents[1] / "data" / "math" / "gsm8k.jsonl"
 TASKS = {
     "countdown": ["task.countdown.n_train=20", "task.countdown.n_eval=4"],
     "math": ["task.name=math", f"task.math.path={GSM8K}", "task.math.eval_size=4"],

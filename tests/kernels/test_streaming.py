@@ -288,7 +288,8 @@ def test_peak_memory_is_bounded_by_the_chunk_sizes():
 
 
 def _triton_checks() -> None:
-    """Forward vs float64 and gradients vs the torch path, under ``TRITON_INTERPRET=1``."""
+    """Forward vs float64, the gradient tile vs ``logit_grad_`` and gradients vs the torch path,
+    under ``TRITON_INTERPRET=1``."""
     hidden, weight, bias, tokens = _case((70,), 40, 300, seed=9, valid=290)
     fused = token_stats_from_hidden(
         hidden, weight, tokens, 0.7, bias=bias, valid_vocab=290, backend="triton"
@@ -296,8 +297,22 @@ def _triton_checks() -> None:
     logits = _logits(hidden, weight, bias, valid=290)
     _assert_fields(fused, _reference(logits, tokens, 0.7), rtol=1e-5, atol=5e-6)
 
+    # the backward kernel's in-register grad_z against the one formula (kernels.logit_grad)
+    from entropy_dynamics.kernels import logit_grad_, triton_stats
+
     hidden, weight, bias, tokens = _case((45,), 24, 200, seed=10, valid=190)
     w1, w2 = torch.randn(45), torch.randn(45)
+    x = _logits(hidden, weight, bias, valid=190) / 1.3
+    lse = torch.logsumexp(x, -1)
+    entropy = -(torch.softmax(x, -1) * torch.log_softmax(x, -1)).sum(-1)
+    tile = triton_stats.grad_tile(hidden, weight, bias, tokens, lse, entropy, w1, w2, 1 / 1.3)
+    for rows, v0, v1 in ((slice(0, 45), 0, 190), (slice(5, 30), 60, 130)):
+        expected = logit_grad_(
+            x[rows, v0:v1] - lse[rows].unsqueeze(-1), entropy[rows], w1[rows], w2[rows],
+            tokens[rows], 1 / 1.3, v0,
+        )  # fmt: skip
+        torch.testing.assert_close(tile(rows, v0, v1), expected, rtol=1e-4, atol=1e-6)
+
     grads = []
     for backend in ("triton", "torch"):
         inputs = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
@@ -317,8 +332,8 @@ def test_triton_kernel_through_the_cpu_interpreter():
         pytest.skip(
             "triton is not installed: the kernel is tested on CPU only through its interpreter"
         )
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_fused_stats; "
-    code += "test_fused_stats._triton_checks()"
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_streaming; "
+    code += "test_streaming._triton_checks()"
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     tests_dir = str(Path(__file__).parent)
     done = subprocess.run(

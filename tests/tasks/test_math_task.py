@@ -31,7 +31,7 @@ from entropy_dynamics.tasks.math import (
 )
 from entropy_dynamics.training.config import load_config
 
-DATA = Path(__file__).parent / "data" / "math"
+DATA = Path(__file__).parents[1] / "data" / "math"
 
 # file: (preset, problems kept, {source suffix: reason fragment} of the malformed records)
 FIXTURES = {

@@ -25,7 +25,7 @@ from entropy_dynamics.study.filter_data import (
 )
 from entropy_dynamics.tasks.math import MathProblem, MathReward, MathTask, load_problems
 
-DATA = Path(__file__).parent / "data" / "math"
+DATA = Path(__file__).parents[1] / "data" / "math"
 SAMPLES = 16
 # correct samples of 16 per problem; kept iff 1/16 < k/16 < 15/16, i.e. 2 <= k <= 14
 CORRECT = [0, 1, 2, 8, 14, 15, 16, 3]

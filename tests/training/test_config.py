@@ -68,7 +68,7 @@ def test_default_model_path_is_the_embedded_model() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml")), ids=str
+    "path", sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml")), ids=str
 )
 def test_shipped_configs_load(path) -> None:
     # Every recipe under configs/ names only real fields and valid values.

@@ -1,0 +1,12 @@
+"""The trainer: GRPO on one machine, instrumented for entropy dynamics.
+
+What lives here: the typed config and its YAML / ``key=value`` I/O (``config``, ``config_io``),
+the trainer's loop (``trainer``: rollout → reward → advantages → filter → PPO updates →
+dynamics), sampling with per-step log-probs (``rollout``), the teacher-forced forward that yields
+``TokenStats`` fused from hidden states where the model allows it (``forward``), chat-template
+prompts (``prompts``), held-out Avg@k / Pass@k (``evaluate``), checkpoints (``checkpoint``),
+metric sinks (``metrics``) and supervised pretraining of the embedded model (``pretrain``).
+
+Imports: the top-level mathematics, ``kernels``, ``models``, ``tasks`` and this room; never
+``study`` or ``cli``.
+"""

@@ -1,0 +1,58 @@
+"""The command line's public surface: every command with its flags, and the shared error exit."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from entropy_dynamics.cli import app
+
+FLAGS = {
+    "train": "--config -c --method -m --name --resume --dry-run",
+    "eval": "--model --run --k --problems --seed --temperature",
+    "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
+    "--eval-problems --eval-samples",
+    "compare": "--methods -m --seeds --config -c --output-dir -o --workers -j --dry-run "
+    "--final-eval --report --ks",
+    "validate-signs": "--config -c --seeds --output-dir -o --workers -j",
+    "report": "--output -o --ks --evaluate-missing",
+    "verify-theory": "--vocab-size --positions --seed",
+    "analyze": "--model --data --preset -n --problems --samples --output -o --advantage-sign "
+    "--constant-advantage --chat-template --device --dtype --lr --max-new-tokens --seed "
+    "--temperature",
+    "filter-data": "--model --data --output -o --preset --samples --low --high --kept-only "
+    "--kept-output --answer-field --prompt-field --prompt-template --batch-prompts "
+    "--chat-template --device --dtype --grading-timeout --max-new-tokens --max-problems "
+    "--on-error --seed --temperature --top-p",
+}
+"""Documented commands and their flags (README, DESIGN.md): users' scripts rely on them."""
+
+
+def _commands() -> dict:
+    return typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+
+def test_every_documented_command_is_registered_and_nothing_else() -> None:
+    assert set(_commands()) == set(FLAGS)
+
+
+@pytest.mark.parametrize("command", sorted(FLAGS))
+def test_each_command_keeps_its_flags(command: str) -> None:
+    options = {o for p in _commands()[command].params for o in p.opts if o.startswith("-")}
+    assert options == set(FLAGS[command].split())
+
+
+@pytest.mark.parametrize("command", sorted(FLAGS))
+def test_each_command_has_help(command: str) -> None:
+    done = CliRunner().invoke(app, [command, "--help"])
+    assert done.exit_code == 0, done.output
+    assert "Usage" in done.output
+
+
+def test_a_bad_value_exits_2_with_the_message_shown_verbatim(tmp_path) -> None:
+    # the shared fail(): markup-like text in a message (a path with brackets) is printed as typed
+    missing = tmp_path / "[not-there].yaml"
+    done = CliRunner().invoke(app, ["train", "--config", str(missing), "--dry-run"])
+    assert done.exit_code == 2
+    assert "error:" in done.output and "[not-there].yaml" in done.output
