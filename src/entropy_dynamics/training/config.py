@@ -23,6 +23,7 @@ from entropy_dynamics.training.config_io import apply_overrides, from_dict, load
 __all__ = [
     "AlgorithmConfig",
     "EvalConfig",
+    "ForecastConfig",
     "ModelConfig",
     "OptimConfig",
     "RolloutConfig",
@@ -198,6 +199,24 @@ class EvalConfig:
 
 
 @dataclass
+class ForecastConfig:
+    """Forecast of each optimizer step's entropy change before it is taken (parameter space,
+    :mod:`entropy_dynamics.training.forecast`; beyond the paper)."""
+
+    enabled: bool = False
+    """Forecast ``⟨∇θ H̄, Δθ⟩`` of the batch and probe entropy (needs ``dynamics``)."""
+    probe_prompts: int = 32
+    """Held-out prompts of the fixed probe set, one response each (0: no probe forecast)."""
+    second_order: bool = False
+    """Also the second-order forecast along the step (two more gradients per target)."""
+    groups: bool = True
+    """Split the forecast by token group (four extra backward passes of the loss)."""
+
+    def __post_init__(self) -> None:
+        _require(self.probe_prompts >= 0, "forecast.probe_prompts must be >= 0")
+
+
+@dataclass
 class TrainConfig:
     name: str = ""
     """Run name; empty: ``<method>-seed<seed>``. The run lives in ``output_dir/name``."""
@@ -225,6 +244,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, "steps must be >= 1")
@@ -232,6 +252,11 @@ class TrainConfig:
         _require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
         _require(self.dynamics_max_tokens >= 1, "dynamics_max_tokens must be >= 1")
         _require(self.threads >= 0, "threads must be >= 0")
+        _require(
+            self.dynamics or not self.forecast.enabled,
+            "forecast.enabled needs dynamics=true (the forecast is checked against the measured "
+            "ΔH of the step's batch)",
+        )
 
     @property
     def run_name(self) -> str:

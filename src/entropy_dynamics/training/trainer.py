@@ -15,7 +15,10 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
   filter such as Clip_B / Clip_V, token-mean aggregation by default);
 - optimizer: AdamW, constant learning rate after an optional linear warm-up, grad clip 1.0;
 - dynamics: entropy of the step's batch re-measured after the update (actual ΔH) next to the
-  first-order prediction from the measured logit change and Theorem 3.3's prediction.
+  first-order prediction from the measured logit change and Theorem 3.3's prediction;
+- forecast (``forecast.enabled``, beyond the paper): before each optimizer step, ``⟨∇θ H̄, Δθ⟩``
+  of the batch's and a fixed probe set's mean entropy, with ``Δθ`` the step AdamW is about to
+  take (:mod:`entropy_dynamics.training.forecast`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from torch import Tensor
 
 from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
-from entropy_dynamics.dynamics import entropy_dynamics_metrics
+from entropy_dynamics.dynamics import entropy_dynamics_metrics, quadrant_masks
 from entropy_dynamics.losses import (
     PolicyLossInputs,
     aggregation_share,
@@ -43,6 +46,14 @@ from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training import checkpoint as ckpt
 from entropy_dynamics.training.config import TrainConfig, save_config
 from entropy_dynamics.training.evaluate import evaluate
+from entropy_dynamics.training.forecast import (
+    PROBE_FILE,
+    EntropyForecast,
+    Target,
+    clip_coefficient,
+    load_probe,
+    save_probe,
+)
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
 from entropy_dynamics.training.prompts import build_prompted_task
@@ -141,6 +152,18 @@ class Trainer:
             ckpt.restore_rng_state(state["rng"])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, self.run_dir / "config.yaml")
+        self.forecaster: EntropyForecast | None = None
+        self.probe: Target | None = None
+        if config.forecast.enabled:
+            self.forecaster = EntropyForecast(
+                self.forward,
+                self.optimizer,
+                second_order=config.forecast.second_order,
+                groups=config.forecast.groups,
+            )
+            if config.forecast.probe_prompts:
+                probe = self._probe(resume=checkpoint is not None)
+                self.probe = Target(probe, probe.response_mask)
 
     # ------------------------------------------------------------------ one step
     def _stats(self, rollout: Rollout, rows=None, entropy_grad: bool = False) -> TokenStats:
@@ -220,23 +243,33 @@ class Trainer:
         keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)
         metrics.update(filter_metrics)
 
+        forecast = self._forecast_plan(rollout, positions, advantages, old)
         n = mask.shape[0]
         batches = torch.arange(n).chunk(cfg.algorithm.mini_batches)
         update_metrics: list[dict[str, Tensor]] = []
+        forecasts: dict[str, Tensor] = {}
         for _ in range(cfg.algorithm.updates_per_step):
             for rows in batches:
-                update_metrics.append(self._update(rollout, rows, old, advantages, keep))
+                step_metrics, step_forecast = self._update(
+                    rollout, rows, old, advantages, keep, forecast
+                )
+                update_metrics.append(step_metrics)
+                for key, value in step_forecast.items():  # forecasts of the K×M steps add up
+                    forecasts[key] = forecasts.get(key, 0.0) + value
         for key in update_metrics[0]:
             metrics[key] = torch.stack([m[key].float() for m in update_metrics]).mean()
 
         metrics["perf/update_time"] = time.perf_counter() - start
         if cfg.dynamics:
             metrics.update(self._dynamics(rollout, positions, before, advantages, keep))
+        if forecast is not None:
+            metrics.update(self._forecast_metrics(forecast, forecasts, metrics))
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         return to_floats(metrics)
 
-    def _update(self, rollout: Rollout, rows, old: TokenStats, advantages: Tensor, keep: Tensor):
-        """One optimizer step on ``rows``, accumulated over micro-batches when configured.
+    def _update(self, rollout: Rollout, rows, old: TokenStats, advantages, keep, forecast):
+        """One optimizer step on ``rows``, accumulated over micro-batches when configured;
+        returns ``(metrics, forecast of this step)``.
 
         Each micro-batch's two loss terms are weighted by their share of the mini-batch's
         aggregate (:func:`~entropy_dynamics.losses.aggregation_share`), so the accumulated
@@ -248,6 +281,8 @@ class Trainer:
         mask = rollout.response_mask
         trained, valid = keep[rows] & mask[rows], mask[rows]
         self.optimizer.zero_grad(set_to_none=True)
+        if forecast is not None:
+            self.forecaster.begin(forecast["targets"])  # ∇θ H̄ at the parameters of this step
         total, metrics = torch.zeros(()), []
         for chunk in chunks:
             inputs = self._loss_inputs(rollout, chunk, old, advantages, keep)
@@ -259,14 +294,20 @@ class Trainer:
                 if loss_cfg.entropy_coef != 0:
                     share = aggregation_share(mode, mask[chunk], valid)
                     loss = loss - loss_cfg.entropy_coef * share * out.entropy
+            if forecast is not None:
+                groups = {name: m[chunk] for name, m in forecast["groups"].items()}
+                self.forecaster.add_group_gradients(loss, inputs.logprobs, groups)
             loss.backward()
             total += loss.detach().cpu()
             metrics.append(out.metrics)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        predicted = {}
+        if forecast is not None:  # after clipping, before the step: the step the optimizer takes
+            predicted = self.forecaster.finish(clip_coefficient(grad_norm, cfg.optim.grad_clip))
         self.optimizer.step()
         self.scheduler.step()
         averaged = {k: torch.stack([m[k].float() for m in metrics]).mean() for k in metrics[0]}
-        return {**averaged, "actor/loss": total, "actor/grad_norm": grad_norm}
+        return {**averaged, "actor/loss": total, "actor/grad_norm": grad_norm}, predicted
 
     def _loss_inputs(self, rollout: Rollout, rows, old: TokenStats, advantages, keep):
         stats = self._stats(rollout, rows, entropy_grad=self.loss_config.entropy_coef != 0)
@@ -308,6 +349,64 @@ class Trainer:
         rows, cols = mask.nonzero(as_tuple=True)
         limit = self.config.dynamics_max_tokens
         return rows[:limit], cols[:limit]
+
+    # ------------------------------------------------------------------ forecast
+    def _probe(self, resume: bool) -> Rollout:
+        """The fixed probe set: loaded from the run directory, else sampled once from the
+        current policy (held-out prompts, one response each) without touching the run's RNG."""
+        path = self.run_dir / PROBE_FILE
+        if resume and path.is_file():
+            return load_probe(path, self.device)
+        cfg = self.config
+        problems = self.task.eval_problems()[: cfg.forecast.probe_prompts]
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.seed + 7919)  # a stream of its own
+            probe = generate(
+                self.model,
+                self.tokenizer,
+                [self.task.prompt(p) for p in problems],
+                temperature=cfg.rollout.temperature,
+                top_p=cfg.rollout.top_p,
+                max_new_tokens=cfg.rollout.max_new_tokens,
+                valid_vocab=self.valid_vocab,
+                batch_size=cfg.rollout.generation_batch_size,
+            )
+        save_probe(probe, path)
+        return probe
+
+    def _forecast_plan(self, rollout: Rollout, positions, advantages: Tensor, old: TokenStats):
+        """Targets and token groups of this step's forecast (``None`` when it is off)."""
+        if self.forecaster is None or positions is None or positions[0].numel() == 0:
+            return None
+        batch_mask = torch.zeros_like(rollout.response_mask)
+        batch_mask[positions] = True
+        targets = {"batch": Target(rollout, batch_mask)}
+        if self.probe is not None:
+            targets["probe"] = self.probe
+        groups = quadrant_masks(advantages, old.deviation) if self.forecaster.groups else {}
+        probe_before = None
+        if self.probe is not None:
+            probe_before, _ = self.forecaster.mean_entropy(self.probe)
+        return {"targets": targets, "groups": groups, "probe_before": probe_before}
+
+    def _forecast_metrics(self, plan, forecasts: dict[str, Tensor], measured: dict) -> dict:
+        """Forecast metrics under ``dynamics/``, with the errors against the measured ΔH."""
+        names = {"batch": "dynamics/forecast", "probe": "dynamics/forecast_probe"}
+        out = {}
+        for key, value in forecasts.items():
+            target, _, kind = key.partition("/")
+            suffix = "" if kind == "first_order" else "_" + kind
+            out[names[target] + suffix] = value
+        actual = {"batch": measured["dynamics/delta_h_actual"]}
+        if plan["probe_before"] is not None:
+            after, _ = self.forecaster.mean_entropy(self.probe)
+            actual["probe"] = out["dynamics/delta_h_probe_actual"] = after - plan["probe_before"]
+        for target, change in actual.items():
+            for order in ("", "_second_order"):
+                if names[target] + order in out:
+                    out[names[target] + order + "_error"] = out[names[target] + order] - change
+        return out
 
     @torch.no_grad()
     def _dynamics(self, rollout: Rollout, positions, before: Tensor, advantages, keep: Tensor):
