@@ -23,7 +23,7 @@ def to_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in metrics.items():
         if isinstance(value, torch.Tensor):
-            value = value.detach().float().cpu().item()
+            value = value.detach().cpu().double().item()  # float64 metrics keep their digits
         value = float(value)
         out[key] = value if math.isfinite(value) else float("nan")
     return out
