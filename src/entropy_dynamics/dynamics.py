@@ -50,6 +50,7 @@ from entropy_dynamics.aggregation import masked_mean
 
 __all__ = [
     "QUADRANTS",
+    "entropy_change_terms",
     "entropy_dynamics_metrics",
     "forecast_change",
     "optimizer_update",
@@ -81,11 +82,20 @@ def _row_chunks(n: int, vocab: int) -> list[slice]:
     return [slice(start, start + rows) for start in range(0, n, rows)]
 
 
-def _position_terms(
+def entropy_change_terms(
     z0: Tensor, z1: Tensor, tokens: Tensor, coef: Tensor, temperature: float
 ) -> tuple[Tensor, ...]:
-    """Per-position float64 terms of one row chunk: ``(ΔH actual, ΔH first order, S_k,
-    S_k - E_p[S], ⟨Δz, u⟩, |u|²)``, each ``(n,)``."""
+    """Per-position float64 terms of an entropy change, for a chunk of ``n`` positions.
+
+    Args:
+        z0: ``(n, V)`` logits before; z1: ``(n, V)`` logits after.
+        tokens: ``(n,)`` sampled tokens; coef: ``(n,)`` loss weight × advantage.
+        temperature: ``T``.
+
+    Returns:
+        ``(ΔH actual, ΔH first order, S_k, S_k - E_p[S], ⟨Δz, u⟩, |u|²)``, each ``(n,)``
+        float64, with ``u = coef (e_k - p) / T`` Theorem 3.3's logit direction.
+    """
     z0, z1 = z0.double(), z1.double()  # (n, V)
     delta = z1 - z0
     actual = theory.entropy(z1, temperature) - theory.entropy(z0, temperature)
@@ -136,7 +146,7 @@ def entropy_dynamics_metrics(
             raise ValueError(f"{name} must have shape ({n},), got {tuple(value.shape)}")
     coef = weights.double() * advantages.double()  # (N,) loss weight × advantage
     parts = [
-        _position_terms(logits_before[r], logits_after[r], tokens[r], coef[r], temperature)
+        entropy_change_terms(logits_before[r], logits_after[r], tokens[r], coef[r], temperature)
         for r in _row_chunks(n, logits_before.shape[-1])
     ]
     actual, first_order, s_k, deviation, dz_u, u_u = (

@@ -20,7 +20,7 @@ FLAGS = {
     "verify-theory": "--vocab-size --positions --seed",
     "analyze": "--model --data --preset -n --problems --samples --output -o --advantage-sign "
     "--constant-advantage --chat-template --device --dtype --lr --max-new-tokens --seed "
-    "--temperature",
+    "--temperature --forecast --no-forecast",
     "filter-data": "--model --data --output -o --preset --samples --low --high --kept-only "
     "--kept-output --answer-field --prompt-field --prompt-template --batch-prompts "
     "--chat-template --device --dtype --grading-timeout --max-new-tokens --max-problems "

@@ -331,6 +331,7 @@ def test_embedded_model_first_order_r_at_the_default_step() -> None:
     assert result.one_step.lr == DEFAULT_LR
     assert result.one_step.r_first_order >= 0.99
     assert result.one_step.first_order_rel_error < 0.05
+    assert result.one_step.r_forecast >= 0.99  # parameter space, taken before the step
 
 
 def test_padded_vocabulary_rows_are_no_tokens(chat_model_dir) -> None:
@@ -354,3 +355,26 @@ def test_padded_vocabulary_rows_are_no_tokens(chat_model_dir) -> None:
     # 4 % at 1e-4, the same in float64, so it is the second-order term, not rounding)
     result = one_step_check(model, rollout, 1.0, lr=1e-5, valid_vocab=vocab)
     assert result.first_order_rel_error < 0.02
+
+
+def test_forecast_view_before_the_step(tiny_lm, rollout) -> None:
+    # float64 copy, small SGD step: the parameter-space forecast, taken before the step, must
+    # match each sequence's measured ΔH to first order; its token groups explain all of it (plain
+    # SGD has no momentum or decay) and its overall value is the token-weighted sequence mean.
+    model, _ = tiny_lm
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0])
+    result = one_step_check(model, rollout, advantages, lr=1e-4, dtype=torch.float64)
+    rel = (result.forecast - result.actual).norm() / result.actual.norm()
+    assert rel < 0.01 and result.r_forecast > 0.999
+    weights = result.num_tokens.double() / result.num_tokens.sum()
+    assert result.forecast_overall == pytest.approx(float((weights * result.forecast).sum()))
+    groups = result.forecast_groups
+    assert abs(groups.pop("other")) < 1e-6 * abs(result.forecast_overall)
+    assert sum(groups.values()) == pytest.approx(result.forecast_overall, rel=1e-6)
+    summary = result.to_dict()
+    assert summary["forecast"]["pearson_r_per_sequence"] == pytest.approx(result.r_forecast)
+    assert "delta_h_forecast" in summary["per_sequence"][0]
+
+    without = one_step_check(model, rollout, advantages, lr=1e-3, forecast=False)
+    assert without.forecast is None and without.to_dict()["forecast"] is None
+    assert torch.equal(without.actual, one_step_check(model, rollout, advantages, lr=1e-3).actual)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
 from entropy_dynamics.study.analysis import DEFAULT_LR
+from entropy_dynamics.study.runs import QUADRANTS
 
 
 def _load_task(data: Path | None, preset: str, n: int):
@@ -53,6 +54,15 @@ def _summary(result, lr: float) -> Table:
         ("first-order relative error", f"{one.first_order_rel_error:.3g}"),
         ("effective logit step α̂", f"{one.effective_logit_lr:.4g}"),
     ]
+    if one.forecast is not None:  # parameter space, taken before the step
+        rows += [
+            ("ΔH forecast, before the step", f"{one.forecast_overall:+.4e}"),
+            ("Pearson r forecast vs actual", f"{one.r_forecast:.4f}"),
+        ]
+        rows += [
+            (f"  forecast share {QUADRANTS.get(g, g)}", f"{v:+.3e}")
+            for g, v in (one.forecast_groups or {}).items()
+        ]
     if result.rewards is not None:
         rows.insert(2, ("mean reward", f"{float(result.rewards.mean()):.3f}"))
     for name, value in rows:
@@ -93,6 +103,12 @@ def analyze_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
     output: Path = typer.Option(Path("analysis"), "--output", "-o", help="Output directory."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    forecast: bool = typer.Option(
+        True,
+        "--forecast/--no-forecast",
+        help="Forecast the step's ΔH in parameter space before taking it (by token group and "
+        "per sequence; one extra forward + backward per response).",
+    ),
 ) -> None:
     """Sample responses; write per-token S_k − E_p[S] (CSV/Parquet, HTML) and the one-step check."""
     from entropy_dynamics.models import default_model_path
@@ -132,6 +148,7 @@ def analyze_command(
             lr=lr,
             output_dir=output,
             seed=seed,
+            forecast=forecast,
         )
     console.print(_summary(result, lr))
     for name, file in result.paths.items():

@@ -214,6 +214,7 @@ def analyze(
     lr: float = DEFAULT_LR,
     output_dir: str | Path | None = None,
     seed: int | None = None,
+    forecast: bool = True,
 ) -> AnalysisResult:
     """Sample ``num_samples`` responses per prompt, tabulate their tokens, run the one-step check.
 
@@ -232,6 +233,8 @@ def analyze(
         output_dir: if given, write ``tokens.csv``, ``tokens.parquet`` (when pyarrow is
             importable), ``tokens.html`` and ``one_step.json`` there.
         seed: seeds torch's RNG before sampling.
+        forecast: also forecast the step's ΔH in parameter space before taking it (overall, by
+            token group, per sequence; :func:`one_step_check`).
 
     Returns:
         :class:`AnalysisResult`.
@@ -255,7 +258,13 @@ def analyze(
     advantages, rewards, source = _advantages(rollout, scorer, advantage_sign)
     rows = token_table(model, tokenizer, rollout, temperature, advantages, valid_vocab=valid_vocab)
     one_step = one_step_check(
-        model, rollout, advantages, lr=lr, temperature=temperature, valid_vocab=valid_vocab
+        model,
+        rollout,
+        advantages,
+        lr=lr,
+        temperature=temperature,
+        valid_vocab=valid_vocab,
+        forecast=forecast,
     )
     result = AnalysisResult(rollout, rows, one_step, advantages, source, rewards)
     if output_dir is not None:

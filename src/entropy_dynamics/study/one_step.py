@@ -21,9 +21,16 @@ from torch import Tensor
 
 from entropy_dynamics import theory
 from entropy_dynamics.advantages import broadcast_to_tokens
+from entropy_dynamics.dynamics import (
+    entropy_change_terms,
+    forecast_change,
+    optimizer_update,
+    quadrant_masks,
+)
 from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
 from entropy_dynamics.stats import default_chunk_size
 from entropy_dynamics.study.summaries import pearson
+from entropy_dynamics.training.forecast import EntropyForecast, Target
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout
 
@@ -86,6 +93,11 @@ class OneStepResult:
         first_order: ``(N,)`` mean of ``⟨∂H/∂z, Δz⟩`` with the measured ``Δz``.
         thm33: ``(N,)`` mean of ``-α̂ A (S_k - E_p[S]) / T²``.
         token_actual, token_first_order, token_thm33: ``(M,)`` the same per token.
+        forecast: ``(N,)`` parameter-space forecast of each sequence's ``actual``, taken before
+            the step (``⟨∇θ H̄_seq, Δθ⟩``), or ``None`` when not asked for.
+        forecast_overall: the forecast of the batch's token-mean ΔH (``None`` likewise).
+        forecast_groups: its split by token group (advantage sign × sign of ``S_k - E_p[S]``),
+            through the parameters every position shares.
     """
 
     lr: float
@@ -99,6 +111,9 @@ class OneStepResult:
     token_actual: Tensor
     token_first_order: Tensor
     token_thm33: Tensor
+    forecast: Tensor | None = None
+    forecast_overall: float | None = None
+    forecast_groups: dict[str, float] | None = None
 
     @property
     def overall(self) -> dict[str, float]:
@@ -120,6 +135,13 @@ class OneStepResult:
         return pearson(self.thm33.tolist(), self.actual.tolist())
 
     @property
+    def r_forecast(self) -> float:
+        """Pearson r across sequences, parameter-space forecast vs actual (nan if none)."""
+        if self.forecast is None:
+            return math.nan
+        return pearson(self.forecast.tolist(), self.actual.tolist())
+
+    @property
     def first_order_rel_error(self) -> float:
         """``‖first_order - actual‖₂ / ‖actual‖₂`` over sequences (nan if actual is all 0)."""
         norm = float(self.actual.norm())
@@ -138,6 +160,15 @@ class OneStepResult:
             "delta_h_first_order": self.first_order.tolist(),
             "delta_h_thm33": self.thm33.tolist(),
         }
+        forecast = None
+        if self.forecast is not None:
+            per_sequence["delta_h_forecast"] = self.forecast.tolist()
+            forecast = {
+                "delta_h_forecast": self.forecast_overall,
+                "delta_h_actual": clean(self.overall["actual"]),
+                "pearson_r_per_sequence": clean(self.r_forecast),
+                "groups": self.forecast_groups,
+            }
 
         return {
             "lr": self.lr,
@@ -149,6 +180,7 @@ class OneStepResult:
                 "thm33_vs_actual": clean(self.r_thm33),
             },
             "first_order_rel_error": clean(self.first_order_rel_error),
+            "forecast": forecast,
             "per_sequence": [
                 {"sample": i, **{key: column[i] for key, column in per_sequence.items()}}
                 for i in range(len(self.actual))
@@ -171,17 +203,22 @@ def _sgd_step(
     token_advantages: Tensor,
     lr: float,
     chunks: list[slice],
-) -> None:
+    forecast: bool = False,
+) -> dict[str, Any]:
     """One SGD step on the token-mean of ``-A log p_k`` (the PPO surrogate at ratio 1).
 
     Gradients are accumulated chunk by chunk, each chunk's token mean weighted by its share of
-    the batch's tokens, so the step is that of the whole batch's token mean.
+    the batch's tokens, so the step is that of the whole batch's token mean. With ``forecast``,
+    the step's parameter-space forecast is taken before it (:func:`_forecast`).
     """
     model = response_stats.model
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0)
     optimizer.zero_grad(set_to_none=True)
     mask = rollout.response_mask
     total = mask.sum().clamp(min=1)
+    forecaster = EntropyForecast(response_stats, optimizer) if forecast else None
+    if forecaster is not None:
+        forecaster.begin({"all": Target(rollout, mask)})
     loss_config = PolicyLossConfig()  # ppo, no filter, token-mean: at ratio 1, -A·log p_k
     for chunk in chunks:
         stats = response_stats.stats(
@@ -194,9 +231,37 @@ def _sgd_step(
             response_mask=mask[chunk],
             stats=stats,
         )
-        loss = compute_policy_loss(loss_config, inputs).loss
-        (loss * mask[chunk].sum() / total).backward()
+        loss = compute_policy_loss(loss_config, inputs).loss * mask[chunk].sum() / total
+        if forecaster is not None:
+            groups = quadrant_masks(inputs.advantages, stats.deviation)
+            forecaster.add_group_gradients(loss, stats.logprobs, groups)
+        loss.backward()
+    predicted = {} if forecaster is None else _forecast(forecaster, optimizer, rollout)
     optimizer.step()
+    return predicted
+
+
+def _forecast(forecaster: EntropyForecast, optimizer, rollout: Rollout) -> dict[str, Any]:
+    """Before the step: the first-order forecast of the batch's token-mean ΔH, its split by
+    token group, and each sequence's forecast (one forward + backward per sequence)."""
+    overall = forecaster.finish(clip_coef=1.0)
+    updates, _ = optimizer_update(optimizer)
+    mask = rollout.response_mask
+    per_sequence = []
+    for row in range(mask.shape[0]):
+        row_mask = torch.zeros_like(mask)
+        row_mask[row] = mask[row]
+        if not row_mask.any():
+            per_sequence.append(0.0)
+            continue
+        _, gradients = forecaster.mean_entropy(Target(rollout, row_mask), grad=True)
+        per_sequence.append(float(forecast_change(gradients, updates)))
+    groups = {k.rsplit("/", 1)[-1]: float(v) for k, v in overall.items() if "/group/" in k}
+    return {
+        "forecast": float(overall["all/first_order"]),
+        "groups": groups,
+        "per_sequence": per_sequence,
+    }
 
 
 @torch.no_grad()
@@ -222,20 +287,13 @@ def _position_changes(
     rows = max(1, default_chunk_size(vocab) // 4)  # a few float64 (rows, V) blocks at a time
     for start in range(0, m, rows):
         part = slice(start, min(start + rows, m))
-        z0 = before(features_before[part]).double()  # (n, V)
-        z1 = after(features_after[part]).double()
-        delta = z1 - z0
-        k, c = tokens[part], coef[part].double()
-        actual[part] = (theory.entropy(z1, temperature) - theory.entropy(z0, temperature)).cpu()
-        first[part] = theory.first_order_entropy_change(z0, delta, temperature).cpu()
-        deviation = theory.discriminator(z0, k, temperature) - theory.expected_discriminator(
-            z0, temperature
-        )
-        driver[part] = (c * deviation).cpu()  # A (S_k - E_p[S])
-        # u = coef (e_k - p) / T: Theorem 3.3's logit direction; α̂ = Σ⟨Δz, u⟩ / Σ|u|²
-        direction = theory.grpo_logit_update(z0, k, c, 1.0, temperature)  # (n, V)
-        dot += float((delta * direction).sum())
-        norm += float((direction * direction).sum())
+        z0, z1 = before(features_before[part]), after(features_after[part])  # (n, V)
+        c = coef[part].double()
+        terms = entropy_change_terms(z0, z1, tokens[part], c, temperature)
+        actual[part], first[part] = terms[0].cpu(), terms[1].cpu()
+        driver[part] = (c * terms[3]).cpu()  # A (S_k - E_p[S])
+        dot += float(terms[4].sum())  # α̂ = Σ⟨Δz, u⟩ / Σ|u|² (Theorem 3.3's fitted step)
+        norm += float(terms[5].sum())
     alpha = dot / norm if norm > 0 else 0.0
     thm33 = -alpha * driver / temperature**2
     return actual, first, thm33, alpha
@@ -259,6 +317,7 @@ def one_step_check(
     valid_vocab: int | None = None,
     dtype: torch.dtype | None = torch.float32,
     rows_per_chunk: int | None = None,
+    forecast: bool = True,
 ) -> OneStepResult:
     """Take one SGD step of the GRPO loss on a copy of ``model``; compare predicted and actual ΔH.
 
@@ -281,6 +340,9 @@ def one_step_check(
         dtype: parameter dtype of the copy (``None`` keeps the model's); the ΔH arithmetic is
             float64 on the resulting logits either way.
         rows_per_chunk: responses per forward / backward pass (``None``: all at once).
+        forecast: also forecast the step's entropy change in parameter space before taking it
+            (:mod:`entropy_dynamics.training.forecast`): overall, by token group and per
+            sequence; costs one forward + backward per sequence and four of the loss.
 
     Returns:
         :class:`OneStepResult`.
@@ -302,7 +364,7 @@ def one_step_check(
     with torch.no_grad():
         features_before = _valid_features(response_stats, rollout, chunks)  # (M, ·)
     logits_before = _frozen_logits(response_stats)
-    _sgd_step(response_stats, rollout, token_advantages, lr, chunks)
+    predicted = _sgd_step(response_stats, rollout, token_advantages, lr, chunks, forecast)
     with torch.no_grad():
         features_after = _valid_features(response_stats, rollout, chunks)
     actual, first, thm33, alpha = _position_changes(
@@ -334,6 +396,11 @@ def one_step_check(
         token_actual=actual,
         token_first_order=first,
         token_thm33=thm33,
+        forecast=(
+            torch.tensor(predicted["per_sequence"], dtype=torch.float64) if predicted else None
+        ),
+        forecast_overall=predicted.get("forecast"),
+        forecast_groups=predicted.get("groups"),
     )
 
 
