@@ -24,7 +24,6 @@ from typing import Any
 
 from entropy_dynamics.study import report_render as render
 from entropy_dynamics.study.runs import (
-    PREDICTIONS,
     QUADRANTS,
     Group,
     RunData,
@@ -33,6 +32,7 @@ from entropy_dynamics.study.runs import (
     load_runs,
     pass_rates,
     points,
+    predictions_in,
     run_scores,
 )
 from entropy_dynamics.study.summaries import fit_line, mean_std
@@ -155,11 +155,12 @@ def _final_scores(ctx: _Context) -> list[Section]:
 
 def _predictions(ctx: _Context) -> list[Section]:
     header, table = ["group", "points"], []
-    for name in PREDICTIONS.values():
+    predictions = predictions_in(ctx.runs)
+    for name in predictions.values():
         header += [f"r ({name})", f"slope ({name})"]
     for label, members in [*((g.label, g.runs) for g in ctx.groups), ("all runs", ctx.runs)]:
         cells, fits = [], {}
-        for key, name in PREDICTIONS.items():
+        for key, name in predictions.items():
             r, slope = fit_line(*points(members, key))
             fits[name] = {"r": r, "slope": slope}
             cells += [f"{r:.3f}", f"{slope:.3g}"]
@@ -168,8 +169,9 @@ def _predictions(ctx: _Context) -> list[Section]:
     text = (
         "One point per training step: the batch's mean token ΔH re-measured after the update "
         "(actual) against the first-order prediction from the measured logit change and "
-        "against Theorem 3.3's prediction. Slope: least squares of actual on predicted "
-        "(1 = exact scale)."
+        "against Theorem 3.3's prediction, and — in runs with forecast.enabled — against the "
+        "parameter-space forecast taken before the step. Slope: least squares of actual on "
+        "predicted (1 = exact scale)."
     )
     figure = render.scatter(ctx.groups, ctx.out, ctx.plt)
     return [Section("Predicted vs actual entropy change", text, [(header, table)], [figure])]

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from entropy_dynamics.study.runs import (
-    PREDICTIONS,
     QUADRANTS,
     Group,
     band,
     final_value,
     pass_rates,
     points,
+    predictions_in,
     run_scores,
 )
 from entropy_dynamics.study.summaries import fit_line, mean_std
@@ -68,9 +68,11 @@ def curves(groups, out: Path, plt) -> list[Path]:
 
 
 def scatter(groups, out: Path, plt) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for ax, (key, name) in zip(axes, PREDICTIONS.items(), strict=True):
-        every_x, every_y = points([r for g in groups for r in g.runs], key)
+    runs = [r for g in groups for r in g.runs]
+    predictions = predictions_in(runs)
+    fig, axes = plt.subplots(1, len(predictions), figsize=(6 * len(predictions), 5), squeeze=False)
+    for ax, (key, name) in zip(axes[0], predictions.items(), strict=True):
+        every_x, every_y = points(runs, key)
         for g in groups:
             xs, ys = points(g.runs, key)
             ax.scatter(xs, ys, s=10, alpha=0.7, label=g.label)

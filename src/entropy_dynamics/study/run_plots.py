@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from entropy_dynamics.study.runs import PREDICTIONS
 from entropy_dynamics.study.summaries import pearson
 from entropy_dynamics.training.metrics import read_metrics
 
@@ -61,11 +62,10 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     _, actual = _series(rows, "dynamics/delta_h_actual")
-    for key, label in (
-        ("dynamics/delta_h_first_order", "first order (measured Δz)"),
-        ("dynamics/delta_h_thm33", "Theorem 3.3 (fitted step)"),
-    ):
+    for key, label in PREDICTIONS.items():  # the forecasts only in runs that recorded them
         steps, predicted = _series(rows, key)
+        if not predicted:
+            continue
         if len(predicted) == len(actual) and actual:
             r = pearson(predicted, actual)
             right.scatter(predicted, actual, s=12, label=f"{label}: r = {r:.3f}")

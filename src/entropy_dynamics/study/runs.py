@@ -34,6 +34,7 @@ __all__ = [
     "load_runs",
     "pass_rates",
     "points",
+    "predictions_in",
     "run_scores",
 ]
 
@@ -57,7 +58,10 @@ QUADRANTS = {
 PREDICTIONS = {
     "dynamics/delta_h_first_order": "first order (measured Δz)",
     "dynamics/delta_h_thm33": "Theorem 3.3",
+    "dynamics/forecast": "forecast before the step",
+    "dynamics/forecast_second_order": "forecast, second order",
 }
+"""Predictions of the actual ΔH; the forecasts exist only in runs with ``forecast.enabled``."""
 FIGURES = ("entropy", "reward", "delta_h_scatter", "quadrants", "pass_rate_hist", "filters")
 
 
@@ -211,6 +215,13 @@ def pass_rates(group: Group) -> tuple[list[float], set[int]]:
             ns.add(n)
             rates.extend(c / n for c in run.final_eval["correct"])
     return rates, ns
+
+
+def predictions_in(runs: Sequence[RunData]) -> dict[str, str]:
+    """The :data:`PREDICTIONS` that at least one of ``runs`` recorded (the logit-space two when
+    none did, so a report still shows their empty axes)."""
+    found = {k: name for k, name in PREDICTIONS.items() if points(runs, k)[0]}
+    return found or dict(list(PREDICTIONS.items())[:2])
 
 
 def points(runs: Sequence[RunData], key: str) -> tuple[list[float], list[float]]:
