@@ -19,7 +19,7 @@ EMBEDDED = [  # the embedded model earns rewards, so GRPO has gradients without 
     "tensorboard=false",
     "forecast.probe_prompts=6",
 ]
-FORECAST = ["forecast.enabled=true", "forecast.second_order=true"]
+FORECAST = ["forecast.enabled=true", "forecast.second_order=true", "forecast.groups=true"]
 
 
 def _run(tmp_path, name: str, extra: list[str], resume: bool = False) -> list[dict]:
@@ -42,7 +42,7 @@ def test_forecast_leaves_the_training_unchanged(tmp_path) -> None:
 def test_token_groups_explain_the_whole_first_step(tmp_path) -> None:
     # Adam's first step has no momentum, no weight decay and GRPO no bonus: the four groups'
     # shares must add up to the whole forecast, for the batch and for the probe set.
-    row = _run(tmp_path, "groups", ["steps=1", "forecast.enabled=true"])[0]
+    row = _run(tmp_path, "groups", ["steps=1", "forecast.enabled=true", "forecast.groups=true"])[0]
     for name in ("dynamics/forecast", "dynamics/forecast_probe"):
         groups = [row[f"{name}_group/{q}"] for q in ("pos_adv_pos_dev", "pos_adv_neg_dev")]
         groups += [row[f"{name}_group/{q}"] for q in ("neg_adv_pos_dev", "neg_adv_neg_dev")]

@@ -216,7 +216,7 @@ def _sgd_step(
     optimizer.zero_grad(set_to_none=True)
     mask = rollout.response_mask
     total = mask.sum().clamp(min=1)
-    forecaster = EntropyForecast(response_stats, optimizer) if forecast else None
+    forecaster = EntropyForecast(response_stats, optimizer, groups=True) if forecast else None
     if forecaster is not None:
         forecaster.begin({"all": Target(rollout, mask)})
     loss_config = PolicyLossConfig()  # ppo, no filter, token-mean: at ratio 1, -A·log p_k

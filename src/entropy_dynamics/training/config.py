@@ -209,8 +209,9 @@ class ForecastConfig:
     """Held-out prompts of the fixed probe set, one response each (0: no probe forecast)."""
     second_order: bool = False
     """Also the second-order forecast along the step (two more gradients per target)."""
-    groups: bool = True
-    """Split the forecast by token group (four extra backward passes of the loss)."""
+    groups: bool = False
+    """Split the forecast by token group: four extra backward passes of the loss (about 3× the
+    learn phase on the embedded default, ``benchmarks/forecast_cost.py``)."""
 
     def __post_init__(self) -> None:
         _require(self.probe_prompts >= 0, "forecast.probe_prompts must be >= 0")

@@ -77,7 +77,7 @@ class EntropyForecast:
         optimizer: torch.optim.Optimizer,
         *,
         second_order: bool = False,
-        groups: bool = True,
+        groups: bool = False,
         h: float = 0.5,
     ) -> None:
         self.stats = stats
