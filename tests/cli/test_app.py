@@ -14,7 +14,7 @@ FLAGS = {
     "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
     "--eval-problems --eval-samples",
     "compare": "--methods -m --seeds --config -c --output-dir -o --workers -j --dry-run "
-    "--final-eval --report --ks",
+    "--final-eval --no-final-eval --report --no-report --ks",
     "validate-signs": "--config -c --seeds --output-dir -o --workers -j",
     "report": "--output -o --ks --evaluate-missing",
     "verify-theory": "--vocab-size --positions --seed",
@@ -39,7 +39,8 @@ def test_every_documented_command_is_registered_and_nothing_else() -> None:
 
 @pytest.mark.parametrize("command", sorted(FLAGS))
 def test_each_command_keeps_its_flags(command: str) -> None:
-    options = {o for p in _commands()[command].params for o in p.opts if o.startswith("-")}
+    params = _commands()[command].params
+    options = {o for p in params for o in [*p.opts, *p.secondary_opts] if o.startswith("-")}
     assert options == set(FLAGS[command].split())
 
 
