@@ -36,6 +36,9 @@ PAIRS = {  # name → (predicted key, actual key)
 }
 
 
+GROUPS = ("pos_adv_pos_dev", "pos_adv_neg_dev", "neg_adv_pos_dev", "neg_adv_neg_dev", "other")
+
+
 def _points(rows: list[dict], skip: int, predicted: str, actual: str):
     pairs = [
         (row[predicted], row[actual])
@@ -69,7 +72,17 @@ def summarize(parent: Path, skip: int) -> dict:
             pooled_x += xs
             pooled_y += ys
         out["pooled"][name] = _fit(pooled_x, pooled_y)
+    # each token group's share of the batch forecast, summed over training (parameter space),
+    # next to the actual ΔH of the group's own positions (dynamics/quadrant/*, logit space)
+    for group in GROUPS:
+        shares = [_total(rows, skip, f"dynamics/forecast_group/{group}") for rows in runs.values()]
+        own = [_total(rows, skip, f"dynamics/quadrant/{group}") for rows in runs.values()]
+        out.setdefault("groups", {})[group] = {"forecast_share": shares, "own_positions": own}
     return out
+
+
+def _total(rows: list[dict], skip: int, key: str) -> float:
+    return sum(row[key] for row in rows if row.get("step", 0) > skip and key in row)
 
 
 def plot(parent: Path, summary: dict, path: Path) -> None:
