@@ -14,15 +14,14 @@ GRPO step (rollout + learn). Writes JSON (default ``benchmarks/results/forecast_
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from _interleaved import interleaved_learn_times
 
 from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.trainer import Trainer
@@ -50,24 +49,18 @@ def _measure(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
     trainer = Trainer(load_config(None, overrides), run_dir)
     forecaster = trainer.forecaster
     problems = [trainer.train_problems[i] for i in trainer.cursor.take(args.prompts)]
-    weights = copy.deepcopy(trainer.model.state_dict())
-    optimizer = copy.deepcopy(trainer.optimizer.state_dict())
-    rollout_times, learn_times = [], {name: [] for name in VARIANTS}
-    trainer.learn(problems, trainer.rollout(problems))  # warm-up
-    for _ in range(args.repeats):
-        torch.manual_seed(args.seed)
-        trainer.model.load_state_dict(weights)
-        start = time.perf_counter()
-        rollout = trainer.rollout(problems)
-        rollout_times.append(time.perf_counter() - start)
-        for name, (enabled, groups, second_order) in VARIANTS.items():
-            trainer.model.load_state_dict(weights)
-            trainer.optimizer.load_state_dict(optimizer)
+
+    def use(enabled: bool, groups: bool, second_order: bool):
+        def switch() -> None:
             trainer.forecaster = forecaster if enabled else None
             forecaster.groups, forecaster.second_order = groups, second_order
-            start = time.perf_counter()
-            trainer.learn(problems, rollout)
-            learn_times[name].append(time.perf_counter() - start)
+
+        return switch
+
+    variants = {name: use(*setting) for name, setting in VARIANTS.items()}
+    rollout_times, learn_times, rollout = interleaved_learn_times(
+        trainer, problems, variants, args.repeats, args.seed
+    )
     rollout_s = statistics.median(rollout_times)
     learn_s = {name: statistics.median(times) for name, times in learn_times.items()}
     step_s = rollout_s + learn_s["grpo"]

@@ -18,7 +18,6 @@ of plain GRPO. Writes JSON (default ``benchmarks/results/trainer_throughput.json
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from _interleaved import interleaved_learn_times
 
 from entropy_dynamics.advantages import broadcast_to_tokens
 from entropy_dynamics.losses import select_tokens
@@ -76,23 +76,17 @@ def _filter_overhead(args: argparse.Namespace, run_dir: Path) -> dict[str, objec
     trainer = Trainer(_config("grpo", args), run_dir)
     losses = {m: _config(m, args).algorithm.policy_loss() for m in METHODS}
     problems = [trainer.train_problems[i] for i in trainer.cursor.take(args.prompts)]
-    weights = copy.deepcopy(trainer.model.state_dict())
-    optimizer = copy.deepcopy(trainer.optimizer.state_dict())
-    rollout_times, learn_times = [], {m: [] for m in METHODS}
-    trainer.learn(problems, trainer.rollout(problems))  # warm-up
-    for _ in range(args.repeats):
-        torch.manual_seed(args.seed)
-        trainer.model.load_state_dict(weights)
-        start = time.perf_counter()
-        rollout = trainer.rollout(problems)
-        rollout_times.append(time.perf_counter() - start)
-        for method in METHODS:
-            trainer.model.load_state_dict(weights)
-            trainer.optimizer.load_state_dict(optimizer)
+
+    def use(method: str):
+        def switch() -> None:
             trainer.loss_config = losses[method]
-            start = time.perf_counter()
-            trainer.learn(problems, rollout)
-            learn_times[method].append(time.perf_counter() - start)
+
+        return switch
+
+    variants = {method: use(method) for method in METHODS}
+    rollout_times, learn_times, rollout = interleaved_learn_times(
+        trainer, problems, variants, args.repeats, args.seed
+    )
     rollout_s = statistics.median(rollout_times)
     learn_s = {m: statistics.median(t) for m, t in learn_times.items()}
     step_s = rollout_s + learn_s["grpo"]
