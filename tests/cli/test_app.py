@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from entropy_dynamics.cli import app
 
 FLAGS = {
-    "train": "--config -c --method -m --name --resume --dry-run",
+    "train": "--config -c --method -m --name --resume --overwrite --dry-run",
     "eval": "--model --run --k --problems --seed --temperature",
     "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
     "--eval-problems --eval-samples",

@@ -25,11 +25,21 @@ def test_writer_resume_drops_lines_after_the_checkpoint(tmp_path) -> None:
     assert [(r["step"], r["x"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
 
 
-def test_fresh_writer_replaces_an_old_file(tmp_path) -> None:
+def test_fresh_writer_never_replaces_an_old_file(tmp_path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"step": 9}\n')
-    with MetricsWriter(tmp_path, tensorboard=False) as writer:
-        writer.write(1, {"x": 1.0})
-    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1]
+    with pytest.raises(FileExistsError, match="never deleted"):
+        MetricsWriter(tmp_path, tensorboard=False)
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 9}\n'
+
+
+def test_resume_drops_a_line_torn_by_a_kill(tmp_path) -> None:
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "x"')
+    with MetricsWriter(tmp_path, tensorboard=False, resume_step=2) as writer:
+        writer.write(3, {"x": 1.0})
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2"):  # only a torn *end* is repaired
+        MetricsWriter(tmp_path, tensorboard=False, resume_step=2)
 
 
 def test_tensorboard_events_are_written(tmp_path) -> None:

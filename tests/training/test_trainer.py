@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.metrics import read_metrics
+from entropy_dynamics.training.run_dir import RunDirectoryError
 from entropy_dynamics.training.trainer import Trainer
 
 SMALL = [
@@ -152,7 +153,7 @@ def test_run_directory_contents(tmp_path, random_model_dir) -> None:
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, random_model_dir) -> None:
     config = _config(tmp_path, random_model_dir, "empty", ["steps=1"])
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(RunDirectoryError, match="holds no run"):
         Trainer(config, config.run_dir, resume=True)
 
 

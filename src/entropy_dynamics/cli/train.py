@@ -47,6 +47,9 @@ def train_command(
     method: str = typer.Option(None, "--method", "-m", help="Method: grpo, clip_b, clip_v, ..."),
     name: str = typer.Option(None, "--name", help="Run name (directory under output_dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run's last checkpoint."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Move a run already in the run directory aside, start afresh."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate config, model and data only."),
 ) -> None:
     """Train with GRPO (or any registered method) and show entropy dynamics live."""
@@ -68,9 +71,13 @@ def train_command(
     from entropy_dynamics.training.trainer import Trainer
 
     try:
-        trainer = Trainer(cfg, cfg.run_dir, resume=resume)
+        trainer = Trainer(cfg, cfg.run_dir, resume=resume, overwrite=overwrite)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    if trainer.notice:
+        console.print(trainer.notice)
+    if resume:
+        console.print(f"resuming {cfg.run_dir} from step {trainer.step} of {cfg.steps}")
     console.print(f"run directory: [bold]{cfg.run_dir}[/]  method: [bold]{cfg.algorithm.method}[/]")
     history: list[dict[str, float]] = []
     eval_rows: list[dict[str, float]] = []

@@ -5,7 +5,8 @@ combination, named ``{method}-{key=value...}-seed{seed}`` under ``output_dir``, 
 sequentially or in worker processes (``spawn``; each worker runs whole runs). The grid is
 resumable: a run whose newest checkpoint is its last step and whose ``metrics.jsonl`` holds every
 step exactly once is skipped; a run with an earlier checkpoint is resumed from it (the trainer's
-resume is exact); a run without a checkpoint starts afresh. A run directory that holds a run of a
+resume is exact); a run without a checkpoint starts afresh, its leftovers moved aside to
+``<name>.old-<timestamp>`` (never deleted). A run directory that holds a run of a
 *different* config is refused rather than silently mixed.
 
 A sweep key may be scoped to one method with ``method:key`` (``clip_b:algorithm.loss.filter_options
@@ -35,6 +36,7 @@ from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.study.final_eval import final_eval_current, final_evaluation
 from entropy_dynamics.training.config import TrainConfig, load_config
 from entropy_dynamics.training.config_io import to_dict
+from entropy_dynamics.training.run_dir import config_differences
 
 __all__ = [
     "RunEvent",
@@ -268,18 +270,6 @@ def metrics_complete(run_dir: str | Path, steps: int, eval_at_start: bool) -> bo
     return logged == expected
 
 
-def _config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list:
-    out = []
-    for key in sorted(set(saved) | set(wanted)):
-        path = f"{prefix}{key}"
-        a, b = saved.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(_config_differences(a, b, f"{path}."))
-        elif a != b and path != "steps":  # more steps extend a finished run
-            out.append(f"{path}: {a!r} → {b!r}")
-    return out
-
-
 def run_status(spec: RunSpec) -> str:
     """``new``, ``partial`` (resume it) or ``done``; refuses a directory of another config."""
     config, run_dir = spec.config, spec.run_dir
@@ -289,7 +279,9 @@ def run_status(spec: RunSpec) -> str:
     saved_path = run_dir / "config.yaml"
     if saved_path.is_file():
         saved = yaml.safe_load(saved_path.read_text()) or {}
-        diffs = _config_differences(saved, to_dict(config))
+        diffs = [  # more steps extend a finished run
+            d for d in config_differences(saved, to_dict(config)) if not d.startswith("steps:")
+        ]
         if diffs:
             raise ValueError(
                 f"{run_dir} holds a run of a different config ({'; '.join(diffs[:4])}); choose "
@@ -305,21 +297,6 @@ def run_status(spec: RunSpec) -> str:
     return "done" if metrics_complete(run_dir, step, config.eval.every > 0) else "new"
 
 
-def _repair_metrics(run_dir: Path) -> None:
-    """Drop a torn last line (a kill during a write) so the trainer's resume can read the file."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines()
-    while lines:
-        try:
-            json.loads(lines[-1])
-            break
-        except json.JSONDecodeError:
-            lines.pop()
-    path.write_text("".join(line + "\n" for line in lines))
-
-
 def execute_run(spec: RunSpec, progress: Progress | None = None, final_eval: bool = True):
     """Run (or resume, or skip) one planned run; exceptions propagate."""
     from entropy_dynamics.training.trainer import Trainer
@@ -331,9 +308,8 @@ def execute_run(spec: RunSpec, progress: Progress | None = None, final_eval: boo
     if status == "done":
         emit(RunEvent(spec.name, "skipped", config.steps, config.steps))
     else:
-        if status == "partial":
-            _repair_metrics(run_dir)
-        trainer = Trainer(config, run_dir, resume=status == "partial")
+        # a "new" run's leftovers (no checkpoint yet) are moved aside, never deleted
+        trainer = Trainer(config, run_dir, resume=status == "partial", overwrite=status == "new")
         emit(RunEvent(spec.name, "start", trainer.step, config.steps))
 
         def callback(event: str, step: int, metrics: dict[str, float]) -> None:

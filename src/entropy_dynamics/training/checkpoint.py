@@ -1,14 +1,23 @@
-"""Atomic checkpoints for exact resume: model, optimizer, scheduler, RNG states, data position.
+"""Atomic, verified checkpoints for exact resume: model, optimizer, scheduler, RNG, data position.
 
 Layout of ``run_dir/checkpoints/step_000042/``: ``model/`` (an ordinary Hugging Face directory,
-loadable by any tool) and ``trainer_state.pt`` (optimizer, scheduler, RNG states, data position,
-step). A checkpoint is written to a temporary directory and renamed into place, so an interrupted
-write never leaves a half checkpoint behind; ``latest`` names the newest complete one.
+loadable by any tool), ``trainer_state.pt`` (optimizer, scheduler, RNG states, data position,
+step) and ``checksums.json`` (SHA-256 of every other file). A checkpoint is written to a temporary
+directory and renamed into place, so an interrupted write never leaves a half checkpoint behind;
+``latest`` names the newest complete one.
+
+Safety: ``trainer_state.pt`` holds tensors and plain Python values only and is read with
+``torch.load(..., weights_only=True)``, so a crafted file cannot run code on ``--resume``; anything
+else is refused. A checkpoint whose files do not match its checksums (a disk error, a copy cut
+short) is passed over for the previous good one, and the caller is told.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -18,18 +27,30 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CHECKSUM_FILE",
+    "CheckpointError",
     "capture_rng_state",
     "latest_checkpoint",
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
+    "verify_checkpoint",
 ]
+
+CHECKSUM_FILE = "checksums.json"
+_STATE_FILE = "trainer_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted or read; the message says which file and why."""
 
 
 def capture_rng_state() -> dict[str, Any]:
+    """Every RNG state, as tensors and plain values (``weights_only`` can read them back)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -39,7 +60,8 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -47,6 +69,19 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def _step_dir(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step_{step:06d}"
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _checksums(directory: Path) -> dict[str, str]:
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE)
+    return {str(p.relative_to(directory)): _digest(p) for p in files}
 
 
 def save_checkpoint(
@@ -68,9 +103,8 @@ def save_checkpoint(
     hf_logging.disable_progress_bar()  # no "Writing model shards" bars inside our progress display
     model.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
-    torch.save(
-        {**trainer_state, "step": step, "rng": capture_rng_state()}, tmp / "trainer_state.pt"
-    )
+    torch.save({**trainer_state, "step": step, "rng": capture_rng_state()}, tmp / _STATE_FILE)
+    (tmp / CHECKSUM_FILE).write_text(json.dumps(_checksums(tmp), indent=1))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     pointer = run_dir / "checkpoints" / "latest"
@@ -83,15 +117,55 @@ def save_checkpoint(
     return final
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint directory of a run, or ``None``."""
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "trainer_state.pt").is_file() else None
+def verify_checkpoint(path: str | Path) -> str | None:
+    """``None`` if every file of checkpoint ``path`` matches ``checksums.json``, else why not."""
+    path = Path(path)
+    listing = path / CHECKSUM_FILE
+    if not (path / _STATE_FILE).is_file():
+        return f"{path / _STATE_FILE} is missing"
+    if not listing.is_file():
+        return f"{listing} is missing (a checkpoint of an older version, or a partial copy)"
+    try:
+        expected = json.loads(listing.read_text())
+    except json.JSONDecodeError as exc:
+        return f"{listing} is not JSON ({exc.msg})"
+    actual = _checksums(path)
+    if actual != expected:
+        bad = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+        return f"{path}: files differ from their checksums ({', '.join(bad[:4])})"
+    return None
+
+
+def latest_checkpoint(run_dir: str | Path, notes: list[str] | None = None) -> Path | None:
+    """The newest verified checkpoint of a run, or ``None``; each checkpoint passed over (with
+    the reason) is appended to ``notes``."""
+    directory = Path(run_dir) / "checkpoints"
+    candidates = sorted(
+        (p for p in directory.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")),
+        reverse=True,
+    )
+    for candidate in candidates:
+        problem = verify_checkpoint(candidate)
+        if problem is None:
+            return candidate
+        if notes is not None:
+            notes.append(f"passed over checkpoint {candidate.name}: {problem}")
+    return None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The trainer state saved in checkpoint ``path`` (its ``model/`` is loaded separately)."""
-    return torch.load(Path(path) / "trainer_state.pt", weights_only=False)
+    """The trainer state saved in checkpoint ``path`` (its ``model/`` is loaded separately).
+
+    Raises:
+        CheckpointError: the state file holds anything but tensors and plain values (it could
+            run code when unpickled), or cannot be read.
+    """
+    state_file = Path(path) / _STATE_FILE
+    try:
+        return torch.load(state_file, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{state_file}: refused — it is not a plain state file of tensors and numbers "
+            f"(loading it could run code), or it is damaged: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None

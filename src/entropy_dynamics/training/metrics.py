@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,12 @@ def to_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """Read a ``metrics.jsonl`` file; a malformed line is an error naming file and line."""
     path = Path(path)
+    return _parse(path.read_text().splitlines(), path)
+
+
+def _parse(lines: list[str], path: Path) -> list[dict[str, float]]:
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -43,11 +48,25 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
     return rows
 
 
+def _rows_before_a_torn_end(path: Path) -> list[dict[str, float]]:
+    """The rows of ``path``; a last line cut short by a kill during its write is dropped, any
+    other malformed line is an error."""
+    lines = path.read_text().splitlines()
+    if lines:
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    return _parse(lines, path)
+
+
 class MetricsWriter:
     """Append step metrics to ``run_dir/metrics.jsonl`` and (optionally) TensorBoard events.
 
-    On resume from step ``s``, lines of steps after ``s`` (written after the checkpoint) are
-    dropped so the file holds exactly one line per step, as an uninterrupted run would.
+    On resume from step ``s``, lines of steps after ``s`` (written after the checkpoint) and a line
+    torn by a kill are dropped, so the file holds exactly one line per step, as an uninterrupted
+    run would; each line is flushed as it is written. A fresh writer never replaces a file that
+    holds metrics (:class:`FileExistsError`).
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int = 0):
@@ -55,10 +74,16 @@ class MetricsWriter:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
         if resume_step > 0 and self.path.exists():
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        elif self.path.exists():
-            self.path.unlink()
+            rows = _rows_before_a_torn_end(self.path)
+            kept = [r for r in rows if r.get("step", 0) <= resume_step]
+            tmp = self.path.with_name("metrics.jsonl.tmp")  # atomic: a kill keeps the old file
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.path)
+        elif resume_step == 0 and self.path.exists() and self.path.stat().st_size > 0:
+            raise FileExistsError(
+                f"{self.path} already holds metrics of a run; resume that run or move it aside "
+                "(Trainer's overwrite) — it is never deleted"
+            )
         self._file = self.path.open("a")
         self._tb = None
         if tensorboard:

@@ -45,6 +45,7 @@ from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_voca
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training import checkpoint as ckpt
 from entropy_dynamics.training.config import TrainConfig, save_config
+from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.evaluate import evaluate
 from entropy_dynamics.training.forecast import (
     PROBE_FILE,
@@ -58,6 +59,7 @@ from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
 from entropy_dynamics.training.prompts import build_prompted_task
 from entropy_dynamics.training.rollout import Rollout, generate
+from entropy_dynamics.training.run_dir import prepare_run_dir
 
 __all__ = ["Trainer", "masked_mean"]
 
@@ -98,11 +100,32 @@ class _DataCursor:
 
 
 class Trainer:
-    """Runs :class:`TrainConfig` in ``run_dir``; ``resume=True`` continues its last checkpoint."""
+    """Runs :class:`TrainConfig` in ``run_dir``.
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False):
+    A directory that already holds a run is refused unless ``resume`` (continue its last good
+    checkpoint; the config must match it, :mod:`~entropy_dynamics.training.run_dir`) or
+    ``overwrite`` (move the old run aside); :attr:`notice` says what was done.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        overwrite: bool = False,
+    ):
         self.config = config
         self.run_dir = Path(run_dir)
+        notes: list[str] = []  # checkpoints passed over (damaged), then what was done
+        checkpoint = ckpt.latest_checkpoint(self.run_dir, notes) if resume else None
+        done = prepare_run_dir(
+            self.run_dir,
+            to_dict(config),
+            resume=resume,
+            overwrite=overwrite,
+            has_checkpoint=checkpoint is not None,
+        )
+        self.notice = "\n".join([*notes, *([done] if done else [])])
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
@@ -110,9 +133,6 @@ class Trainer:
         self.advantage_fn = get_advantage_fn(config.algorithm.advantage)
         self.step = 0
 
-        checkpoint = ckpt.latest_checkpoint(self.run_dir) if resume else None
-        if resume and checkpoint is None:
-            raise FileNotFoundError(f"--resume: no checkpoint found under {self.run_dir}")
         model_path = checkpoint / "model" if checkpoint else config.model.resolved_path()
         self.model, self.tokenizer = load_model_and_tokenizer(
             model_path,

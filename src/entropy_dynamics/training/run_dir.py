@@ -1,0 +1,133 @@
+"""Run directories that never lose a run: refuse, resume with a checked config, or move aside.
+
+A directory *holds a run* once it has a ``config.yaml``, a ``metrics.jsonl`` or checkpoints. A new
+run into such a directory is refused unless the caller asks to ``resume`` it (the checkpoint's
+config must match the requested one, except for settings that are safe to change on resume,
+such as ``steps``) or to ``overwrite`` it, which moves the old run aside to
+``<name>.old-<timestamp>`` — nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "SAFE_ON_RESUME",
+    "RunDirectoryError",
+    "config_differences",
+    "holds_run",
+    "move_aside",
+    "prepare_run_dir",
+]
+
+SAFE_ON_RESUME = frozenset(
+    {
+        "steps",
+        "name",
+        "output_dir",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "tensorboard",
+        "threads",
+        "model.device",
+        "eval.every",
+    }
+)
+"""Settings a resumed run may change: they decide how long and how visibly it runs, not what it
+computes at each step."""
+
+
+class RunDirectoryError(ValueError):
+    """A run directory cannot be used as asked; the message says which commands would work."""
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` already holds (part of) a run."""
+    run_dir = Path(run_dir)
+    markers = ("config.yaml", "metrics.jsonl", "checkpoints")
+    return any((run_dir / marker).exists() for marker in markers)
+
+
+def move_aside(run_dir: str | Path) -> Path:
+    """Rename ``run_dir`` to a free ``<name>.old-<timestamp>[-N]`` beside it; return that."""
+    run_dir = Path(run_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = run_dir.with_name(f"{run_dir.name}.old-{stamp}"), 1
+    while target.exists():
+        target, n = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}"), n + 1
+    os.replace(run_dir, target)
+    return target
+
+
+def config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list:
+    """``["key: old → new", ...]`` for every dotted key whose value differs (nested dicts)."""
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        path = f"{prefix}{key}"
+        a, b = saved.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(config_differences(a, b, f"{path}."))
+        elif a != b:
+            out.append(f"{path}: {a!r} → {b!r}")
+    return out
+
+
+def _unsafe_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    saved = yaml.safe_load(path.read_text()) or {}
+    return [d for d in config_differences(saved, wanted) if d.split(":")[0] not in SAFE_ON_RESUME]
+
+
+def prepare_run_dir(
+    run_dir: str | Path,
+    config: dict[str, Any],
+    *,
+    resume: bool,
+    overwrite: bool,
+    has_checkpoint: bool,
+    command: str = "entropy-dynamics train",
+) -> str | None:
+    """Make ``run_dir`` ready for a run of ``config`` (a nested dict); return what was done.
+
+    Raises:
+        RunDirectoryError: the directory holds a run and neither ``resume`` nor ``overwrite`` was
+            given; or ``resume`` without a checkpoint; or ``resume`` with a config that differs
+            in settings that are not :data:`SAFE_ON_RESUME` (the message names them).
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise RunDirectoryError("--resume and --overwrite exclude each other; choose one")
+    if resume:
+        if not has_checkpoint:
+            hint = (
+                f"{run_dir} holds no complete checkpoint to resume (checkpoints are written every "
+                "checkpoint_every steps, on Ctrl-C and at the end)"
+                if holds_run(run_dir)
+                else f"{run_dir} holds no run"
+            )
+            raise RunDirectoryError(f"--resume: {hint}; start it afresh with: {command}")
+        differences = _unsafe_differences(run_dir, config)
+        if differences:
+            raise RunDirectoryError(
+                f"--resume: {run_dir} holds a run of another config "
+                f"({'; '.join(differences[:6])}); resume with the run's own settings (only "
+                f"{', '.join(sorted(SAFE_ON_RESUME))} may change), or start a new run with "
+                f"name=<new name>, or replace this one with: {command} --overwrite"
+            )
+        return None
+    if not holds_run(run_dir):
+        return None
+    if not overwrite:
+        raise RunDirectoryError(
+            f"{run_dir} already holds a run. Continue it with: {command} --resume   — or move "
+            f"it aside and start afresh with: {command} --overwrite   (or give name=<new name>)"
+        )
+    moved = move_aside(run_dir)
+    return f"moved the previous run in {run_dir} aside to {moved}"
