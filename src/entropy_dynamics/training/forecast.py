@@ -43,9 +43,18 @@ from entropy_dynamics.dynamics import (
     second_order_forecast,
 )
 from entropy_dynamics.training.forward import ResponseStats
-from entropy_dynamics.training.rollout import Rollout
+from entropy_dynamics.training.rollout import Rollout, generate
 
-__all__ = ["PROBE_FILE", "EntropyForecast", "Target", "load_probe", "save_probe"]
+__all__ = [
+    "PROBE_FILE",
+    "EntropyForecast",
+    "Target",
+    "clip_coefficient",
+    "forecast_metrics",
+    "load_probe",
+    "probe_rollout",
+    "save_probe",
+]
 
 PROBE_FILE = "probe.safetensors"
 _PROBE_FIELDS = ("input_ids", "attention_mask", "response_ids", "response_mask")
@@ -182,6 +191,25 @@ class EntropyForecast:
         return forecast_change(gradients, updates)
 
 
+def forecast_metrics(forecasts: dict[str, Tensor], actual: dict[str, Tensor]) -> dict:
+    """Trainer metrics from :meth:`EntropyForecast.finish` (summed over a step's updates) and the
+    measured changes ``{"batch": ΔH, "probe": ΔH}``: ``dynamics/forecast``,
+    ``dynamics/forecast_probe`` (+ ``_second_order``, ``_curvature``, ``_group/<g>``), their
+    ``_error`` against the measured change, and ``dynamics/delta_h_probe_actual``."""
+    names = {"batch": "dynamics/forecast", "probe": "dynamics/forecast_probe"}
+    out = {}
+    for key, value in forecasts.items():
+        target, _, kind = key.partition("/")
+        out[names[target] + ("" if kind == "first_order" else "_" + kind)] = value
+    if "probe" in actual:
+        out["dynamics/delta_h_probe_actual"] = actual["probe"]
+    for target, change in actual.items():
+        for order in ("", "_second_order"):
+            if names[target] + order in out:
+                out[names[target] + order + "_error"] = out[names[target] + order] - change
+    return out
+
+
 def clip_coefficient(total_norm: Tensor, max_norm: float) -> float:
     """The factor ``torch.nn.utils.clip_grad_norm_`` scaled the gradients by."""
     return min(1.0, max_norm / (float(total_norm) + 1e-6))
@@ -190,6 +218,31 @@ def clip_coefficient(total_norm: Tensor, max_norm: float) -> float:
 # ---------------------------------------------------------------------------------------------
 # The probe set: fixed sequences, kept with the run
 # ---------------------------------------------------------------------------------------------
+
+
+def probe_rollout(trainer, prompts: list[str], resume: bool) -> Rollout:
+    """The trainer's fixed probe set: read back from its run directory when resuming, else one
+    response per prompt sampled from the current policy on an RNG stream of its own (the run's
+    random numbers are not touched) and saved there (:data:`PROBE_FILE`)."""
+    path = trainer.run_dir / PROBE_FILE
+    if resume and path.is_file():
+        return load_probe(path, trainer.device)
+    cfg = trainer.config
+    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed + 7919)
+        probe = generate(
+            trainer.model,
+            trainer.tokenizer,
+            prompts,
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            valid_vocab=trainer.valid_vocab,
+            batch_size=cfg.rollout.generation_batch_size,
+        )
+    save_probe(probe, path)
+    return probe
 
 
 def save_probe(rollout: Rollout, path: str | Path) -> None:

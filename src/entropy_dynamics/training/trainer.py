@@ -48,12 +48,11 @@ from entropy_dynamics.training.config import TrainConfig, save_config
 from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.evaluate import evaluate
 from entropy_dynamics.training.forecast import (
-    PROBE_FILE,
     EntropyForecast,
     Target,
     clip_coefficient,
-    load_probe,
-    save_probe,
+    forecast_metrics,
+    probe_rollout,
 )
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
@@ -182,7 +181,9 @@ class Trainer:
                 groups=config.forecast.groups,
             )
             if config.forecast.probe_prompts:
-                probe = self._probe(resume=checkpoint is not None)
+                problems = self.task.eval_problems()[: config.forecast.probe_prompts]
+                prompts = [self.task.prompt(p) for p in problems]
+                probe = probe_rollout(self, prompts, resume=checkpoint is not None)
                 self.probe = Target(probe, probe.response_mask)
 
     # ------------------------------------------------------------------ one step
@@ -371,30 +372,6 @@ class Trainer:
         return rows[:limit], cols[:limit]
 
     # ------------------------------------------------------------------ forecast
-    def _probe(self, resume: bool) -> Rollout:
-        """The fixed probe set: loaded from the run directory, else sampled once from the
-        current policy (held-out prompts, one response each) without touching the run's RNG."""
-        path = self.run_dir / PROBE_FILE
-        if resume and path.is_file():
-            return load_probe(path, self.device)
-        cfg = self.config
-        problems = self.task.eval_problems()[: cfg.forecast.probe_prompts]
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(cfg.seed + 7919)  # a stream of its own
-            probe = generate(
-                self.model,
-                self.tokenizer,
-                [self.task.prompt(p) for p in problems],
-                temperature=cfg.rollout.temperature,
-                top_p=cfg.rollout.top_p,
-                max_new_tokens=cfg.rollout.max_new_tokens,
-                valid_vocab=self.valid_vocab,
-                batch_size=cfg.rollout.generation_batch_size,
-            )
-        save_probe(probe, path)
-        return probe
-
     def _forecast_plan(self, rollout: Rollout, positions, advantages: Tensor, old: TokenStats):
         """Targets and token groups of this step's forecast (``None`` when it is off)."""
         if self.forecaster is None or positions is None or positions[0].numel() == 0:
@@ -411,22 +388,12 @@ class Trainer:
         return {"targets": targets, "groups": groups, "probe_before": probe_before}
 
     def _forecast_metrics(self, plan, forecasts: dict[str, Tensor], measured: dict) -> dict:
-        """Forecast metrics under ``dynamics/``, with the errors against the measured ΔH."""
-        names = {"batch": "dynamics/forecast", "probe": "dynamics/forecast_probe"}
-        out = {}
-        for key, value in forecasts.items():
-            target, _, kind = key.partition("/")
-            suffix = "" if kind == "first_order" else "_" + kind
-            out[names[target] + suffix] = value
+        """Forecast metrics with their errors against the measured ΔH (batch and probe)."""
         actual = {"batch": measured["dynamics/delta_h_actual"]}
         if plan["probe_before"] is not None:
             after, _ = self.forecaster.mean_entropy(self.probe)
-            actual["probe"] = out["dynamics/delta_h_probe_actual"] = after - plan["probe_before"]
-        for target, change in actual.items():
-            for order in ("", "_second_order"):
-                if names[target] + order in out:
-                    out[names[target] + order + "_error"] = out[names[target] + order] - change
-        return out
+            actual["probe"] = after - plan["probe_before"]
+        return forecast_metrics(forecasts, actual)
 
     @torch.no_grad()
     def _dynamics(self, rollout: Rollout, positions, before: Tensor, advantages, keep: Tensor):
