@@ -6,12 +6,14 @@ from pathlib import Path
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.config_io import to_dict
+from entropy_dynamics.training.interrupts import TrainingInterrupted
 
 SUMMARY_KEYS = (
     ("entropy/mean", "rollout entropy"),
@@ -103,12 +105,30 @@ def train_command(
             )
             progress.update(bar, completed=step, status=status)
 
-        trainer.train(callback)
+        try:
+            trainer.train(callback)
+        except TrainingInterrupted as stop:
+            progress.stop()
+            _interrupted(stop)
     plots = plot_run(cfg.run_dir)
     if history:
         console.print(_summary(history, eval_rows))
     console.print(f"metrics: {cfg.run_dir / 'metrics.jsonl'}")
     console.print("plots: " + ", ".join(str(p) for p in plots))
+
+
+def _interrupted(stop) -> None:
+    """Say where the run stopped and how to continue it; exit 128 + the signal number."""
+    import shlex
+    import sys
+
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    command = shlex.join(["entropy-dynamics", *args, "--resume"])
+    console.print(
+        f"[yellow]{stop.signal_name}[/]: stopped after step {stop.step}; checkpoint "
+        f"{escape(str(stop.checkpoint))}\nresume with: {escape(command)}"
+    )
+    raise typer.Exit(stop.exit_code)
 
 
 def _dry_run(cfg) -> None:

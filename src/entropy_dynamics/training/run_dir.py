@@ -112,22 +112,24 @@ def prepare_run_dir(
                 if holds_run(run_dir)
                 else f"{run_dir} holds no run"
             )
-            raise RunDirectoryError(f"--resume: {hint}; start it afresh with: {command}")
+            fresh = f"{command} ... --overwrite"
+            raise RunDirectoryError(f"--resume: {hint}; start afresh with: {fresh}")
         differences = _unsafe_differences(run_dir, config)
         if differences:
             raise RunDirectoryError(
                 f"--resume: {run_dir} holds a run of another config "
                 f"({'; '.join(differences[:6])}); resume with the run's own settings (only "
                 f"{', '.join(sorted(SAFE_ON_RESUME))} may change), or start a new run with "
-                f"name=<new name>, or replace this one with: {command} --overwrite"
+                f"name=<new name>, or replace this one: {command} ... --overwrite"
             )
         return None
     if not holds_run(run_dir):
         return None
     if not overwrite:
         raise RunDirectoryError(
-            f"{run_dir} already holds a run. Continue it with: {command} --resume   — or move "
-            f"it aside and start afresh with: {command} --overwrite   (or give name=<new name>)"
+            f"{run_dir} already holds a run. Continue it: add --resume to your command "
+            f"({command} ... --resume); or move it aside and start afresh: add --overwrite "
+            f"({command} ... --overwrite); or give the new run another name=<name>"
         )
     moved = move_aside(run_dir)
     return f"moved the previous run in {run_dir} aside to {moved}"

@@ -55,6 +55,7 @@ from entropy_dynamics.training.forecast import (
     probe_rollout,
 )
 from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
 from entropy_dynamics.training.prompts import build_prompted_task
 from entropy_dynamics.training.rollout import Rollout, generate
@@ -439,10 +440,16 @@ class Trainer:
         )
 
     def train(self, callback: Callback | None = None) -> list[dict[str, float]]:
-        """Run until ``config.steps``; call ``callback(event, step, metrics)`` after each step."""
+        """Run until ``config.steps``; call ``callback(event, step, metrics)`` after each step.
+
+        Raises:
+            TrainingInterrupted: SIGINT / SIGTERM arrived; the step in progress was finished
+                and checkpointed (:mod:`~entropy_dynamics.training.interrupts`).
+        """
         cfg = self.config
         history = []
-        with MetricsWriter(self.run_dir, cfg.tensorboard, resume_step=self.step) as writer:
+        writer = MetricsWriter(self.run_dir, cfg.tensorboard, resume_step=self.step)
+        with writer, StopRequests() as stop:
             if self.step == 0 and cfg.eval.every > 0:
                 initial = self.evaluate()
                 writer.write(0, initial)
@@ -457,6 +464,8 @@ class Trainer:
                 history.append(metrics)
                 if callback:
                     callback("step", self.step, metrics)
-                if self.step % cfg.checkpoint_every == 0 or last:
-                    self.save()
+                saved = self.save() if self.step % cfg.checkpoint_every == 0 or last else None
+                if stop.requested and not last:
+                    checkpoint = saved or self.save()
+                    raise TrainingInterrupted(stop.requested, self.step, checkpoint)
         return history

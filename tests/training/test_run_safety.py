@@ -1,0 +1,238 @@
+"""Nothing lost, nothing half-written: run directories, checkpoints, interrupts and kills.
+
+The kill tests run the real command line in a subprocess, stop it at seeded random moments —
+during rollouts, updates and checkpoint writes alike — and resume until the run is complete;
+the final weights and every non-timing metric must equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from entropy_dynamics.cli import app
+from entropy_dynamics.training.checkpoint import (
+    CHECKSUM_FILE,
+    CheckpointError,
+    latest_checkpoint,
+)
+from entropy_dynamics.training.config import load_config
+from entropy_dynamics.training.metrics import read_metrics
+from entropy_dynamics.training.run_dir import RunDirectoryError
+from entropy_dynamics.training.trainer import Trainer
+
+TINY = [
+    "rollout.prompts_per_step=2",
+    "rollout.group_size=4",
+    "rollout.max_new_tokens=6",
+    "eval.every=0",
+    "tensorboard=false",
+    "threads=1",
+    "task.countdown.n_train=40",
+    "task.countdown.n_eval=10",
+    "algorithm.method=entropy_bonus",  # gradients even without reward on a random model
+    "algorithm.loss={entropy_coef: 0.05}",
+    "optim.lr=1e-3",
+]
+
+
+def _args(model_dir, out, name: str, steps: int, *extra: str) -> list[str]:
+    where = [f"model.path={model_dir}", f"output_dir={out}", f"name={name}", f"steps={steps}"]
+    return [*where, *TINY, *extra]
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    files = (p for p in directory.rglob("*") if p.is_file())
+    return {str(p.relative_to(directory)): p.read_bytes() for p in files}
+
+
+def _text(output: str) -> str:
+    return " ".join(output.split())  # the console wraps long lines
+
+
+def _comparable(run_dir: Path) -> list[dict]:
+    return [
+        {k: v for k, v in row.items() if not k.startswith("perf/")}
+        for row in read_metrics(run_dir / "metrics.jsonl")
+    ]
+
+
+def _weights(run_dir: Path) -> bytes:
+    checkpoint = latest_checkpoint(run_dir)
+    assert checkpoint is not None
+    return (checkpoint / "model" / "model.safetensors").read_bytes()
+
+
+# ------------------------------------------------------------------ run directories
+
+
+def test_a_rerun_is_refused_and_leaves_every_file_byte_identical(tmp_path, random_model_dir):
+    runner = CliRunner()
+    args = ["train", *_args(random_model_dir, tmp_path, "r", 2)]
+    assert runner.invoke(app, args).exit_code == 0
+    before = _snapshot(tmp_path / "r")
+    done = runner.invoke(app, args)
+    assert done.exit_code == 2
+    assert "already holds a run" in _text(done.output)
+    assert "--resume" in done.output and "--overwrite" in done.output
+    assert _snapshot(tmp_path / "r") == before
+
+
+def test_overwrite_moves_the_old_run_aside(tmp_path, random_model_dir):
+    runner = CliRunner()
+    args = ["train", *_args(random_model_dir, tmp_path, "r", 2)]
+    assert runner.invoke(app, args).exit_code == 0
+    before = _snapshot(tmp_path / "r")
+    done = runner.invoke(app, [*args, "--overwrite"])
+    assert done.exit_code == 0, done.output
+    (old,) = tmp_path.glob("r.old-*")
+    assert _snapshot(old) == before and "moved the previous run" in _text(done.output)
+    assert [row["step"] for row in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [1, 2]
+
+
+def test_resume_checks_the_config_and_says_where_it_continues(tmp_path, random_model_dir):
+    runner = CliRunner()
+    base = ["train", *_args(random_model_dir, tmp_path, "r", 2)]
+    assert runner.invoke(app, base).exit_code == 0
+    changed = runner.invoke(app, [*base, "optim.lr=5e-4", "--resume"])
+    assert changed.exit_code == 2 and "optim.lr" in changed.output
+    more = runner.invoke(app, ["train", *_args(random_model_dir, tmp_path, "r", 3), "--resume"])
+    assert more.exit_code == 0, more.output
+    assert "from step 2 of 3" in _text(more.output)
+    assert [row["step"] for row in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [1, 2, 3]
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+class _Payload:
+    """Unpickling this would create ``marker``: what a crafted checkpoint could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _rewrite_checksums(checkpoint: Path) -> None:
+    from entropy_dynamics.training.checkpoint import _checksums
+
+    (checkpoint / CHECKSUM_FILE).write_text(json.dumps(_checksums(checkpoint)))
+
+
+def test_a_crafted_checkpoint_is_refused_without_running(tmp_path, random_model_dir):
+    config = load_config(None, _args(random_model_dir, tmp_path, "r", 2))
+    Trainer(config, config.run_dir).train()
+    checkpoint = latest_checkpoint(config.run_dir)
+    marker = tmp_path / "pwned"
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+    state["data"] = _Payload(marker)
+    with (checkpoint / "trainer_state.pt").open("wb") as f:
+        pickle.dump(state, f)
+    _rewrite_checksums(checkpoint)  # checksums are about damage, not about trust
+    with pytest.raises(CheckpointError, match="refused"):
+        Trainer(config, config.run_dir, resume=True)
+    assert not marker.exists()
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(tmp_path, random_model_dir):
+    config = load_config(None, _args(random_model_dir, tmp_path, "r", 2, "checkpoint_every=1"))
+    Trainer(config, config.run_dir).train()
+    newest = config.run_dir / "checkpoints" / "step_000002" / "model" / "model.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte in the weights
+    newest.write_bytes(bytes(data))
+    more = load_config(None, _args(random_model_dir, tmp_path, "r", 3, "checkpoint_every=1"))
+    trainer = Trainer(more, more.run_dir, resume=True)
+    assert trainer.step == 1
+    assert "passed over checkpoint step_000002" in trainer.notice
+
+
+def test_resume_without_a_checkpoint_names_the_reason(tmp_path, random_model_dir):
+    config = load_config(None, _args(random_model_dir, tmp_path, "r", 2))
+    (config.run_dir).mkdir(parents=True)
+    (config.run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(RunDirectoryError, match="no complete checkpoint"):
+        Trainer(config, config.run_dir, resume=True)
+
+
+# ------------------------------------------------------------------ interrupts and kills
+
+
+def _command(args: list[str]) -> list[str]:
+    entry = "from entropy_dynamics.cli import main; main()"
+    return [sys.executable, "-c", entry, "train", *args]
+
+
+def _steps_logged(run_dir: Path) -> int:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return sum(1 for line in lines if line.endswith("}"))
+
+
+def _run(args: list[str], stop_after: int | None, delay: float, sig: int, run_dir: Path):
+    """Start the CLI; once ``run_dir`` has logged ``stop_after`` steps, wait ``delay`` seconds and
+    send ``sig`` (``None``: let it finish). Returns ``(exit code, output)``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        _command(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    deadline = time.monotonic() + 600  # generous: a hung run fails loudly below
+    while stop_after is not None and process.poll() is None and time.monotonic() < deadline:
+        if _steps_logged(run_dir) >= stop_after:
+            time.sleep(delay)
+            process.send_signal(sig)
+            break
+        time.sleep(0.005)
+    output, _ = process.communicate(timeout=600)
+    return process.returncode, output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, random_model_dir, sig):
+    steps = 24  # five stops of at most ~3 steps each leave the end unreached
+    reference = tmp_path / "reference"
+    code, output = _run(
+        _args(random_model_dir, tmp_path, "reference", steps, "checkpoint_every=1"),
+        None, 0.0, sig, reference,
+    )  # fmt: skip
+    assert code == 0, output
+    step_time = statistics.median(
+        r["perf/step_time"] for r in read_metrics(reference / "metrics.jsonl")
+    )
+    rng = random.Random(1234 + int(sig))
+    victim = tmp_path / "victim"
+    args = _args(random_model_dir, tmp_path, "victim", steps, "checkpoint_every=1")
+    codes = []
+    for _ in range(5):  # five stops, each at a random moment of the step after a logged one:
+        # its rollout, its update, or the checkpoint write that follows its metrics line
+        logged = _steps_logged(victim)
+        resume = ["--resume"] if latest_checkpoint(victim) else []
+        fresh = ["--overwrite"] if not resume and victim.exists() else []
+        stop_after = logged + rng.randint(1, 2)  # a step this process runs itself
+        delay = rng.uniform(0.0, step_time)
+        code, output = _run([*args, *resume, *fresh], stop_after, delay, sig, victim)
+        codes.append(code)
+        if sig == signal.SIGINT:
+            assert code == 130, output  # a clean stop, with a checkpoint and the way back
+            assert "resume with:" in output and "--resume" in output
+    assert 0 not in codes, codes  # all five stops landed before the end
+    code, output = _run([*args, "--resume"], None, 0.0, sig, victim)
+    assert code == 0, output
+    assert _comparable(victim) == _comparable(reference)
+    assert _weights(victim) == _weights(reference)
