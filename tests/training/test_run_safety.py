@@ -236,3 +236,43 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, random_mo
     assert code == 0, output
     assert _comparable(victim) == _comparable(reference)
     assert _weights(victim) == _weights(reference)
+
+
+# ------------------------------------------------------------------ numerics
+
+
+def test_non_finite_updates_are_skipped_then_stop_with_good_weights(
+    tmp_path, random_model_dir, monkeypatch
+):
+    from entropy_dynamics.training import trainer as trainer_module
+    from entropy_dynamics.training.guards import NonFiniteError
+
+    config = load_config(None, _args(random_model_dir, tmp_path, "r", 6, "max_bad_steps=2"))
+    trainer = Trainer(config, config.run_dir)
+    trainer.train_step()  # one good update
+    good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    real = trainer_module.compute_policy_loss
+
+    def poisoned(loss_config, inputs):
+        out = real(loss_config, inputs)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer_module, "compute_policy_loss", poisoned)
+    with pytest.warns(UserWarning, match="step 2: non-finite loss"):
+        metrics = trainer.train_step()
+    assert metrics["actor/skipped_nonfinite"] == 1.0
+    assert all(torch.equal(good[k], v) for k, v in trainer.model.state_dict().items())
+    with pytest.warns(UserWarning), pytest.raises(NonFiniteError, match="2 updates in a row"):
+        trainer.train_step()
+    saved = latest_checkpoint(config.run_dir)
+    assert saved is not None
+    from safetensors.torch import load_file
+
+    weights = load_file(saved / "model" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert all(torch.equal(good[k], weights[k]) for k in weights)
+
+    monkeypatch.setattr(trainer_module, "compute_policy_loss", real)
+    assert trainer.train_step()["actor/skipped_nonfinite"] == 0.0  # a good update resets it
+    assert trainer.bad_updates == 0

@@ -13,6 +13,7 @@ from rich.table import Table
 from entropy_dynamics.cli._console import console, fail
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.config_io import to_dict
+from entropy_dynamics.training.guards import NonFiniteError
 from entropy_dynamics.training.interrupts import TrainingInterrupted
 
 SUMMARY_KEYS = (
@@ -110,6 +111,10 @@ def train_command(
         except TrainingInterrupted as stop:
             progress.stop()
             _interrupted(stop)
+        except NonFiniteError as exc:
+            progress.stop()
+            console.print(f"[bold red]stopped:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from None
     plots = plot_run(cfg.run_dir)
     if history:
         console.print(_summary(history, eval_rows))

@@ -235,6 +235,9 @@ class TrainConfig:
     """Re-measure the batch after each update: actual vs predicted ΔH (costs one forward)."""
     dynamics_max_tokens: int = 4096
     """Response positions used by the dynamics measurement."""
+    max_bad_steps: int = 3
+    """Updates with a non-finite loss or gradient are skipped; this many in a row stop the run
+    (with a checkpoint of the last good weights)."""
     tensorboard: bool = True
     """Also write TensorBoard event files."""
     threads: int = 0
@@ -252,6 +255,7 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
         _require(self.dynamics_max_tokens >= 1, "dynamics_max_tokens must be >= 1")
+        _require(self.max_bad_steps >= 1, "max_bad_steps must be >= 1")
         _require(self.threads >= 0, "threads must be >= 0")
         _require(
             self.dynamics or not self.forecast.enabled,

@@ -24,8 +24,8 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training import checkpoint as ckpt
 from entropy_dynamics.training.config import TrainConfig, save_config
 from entropy_dynamics.training.config_io import to_dict
+from entropy_dynamics.training.cursor import DataCursor
 from entropy_dynamics.training.evaluate import evaluate
 from entropy_dynamics.training.forecast import (
     EntropyForecast,
@@ -55,6 +56,7 @@ from entropy_dynamics.training.forecast import (
     probe_rollout,
 )
 from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
 from entropy_dynamics.training.prompts import build_prompted_task
@@ -64,39 +66,6 @@ from entropy_dynamics.training.run_dir import prepare_run_dir
 __all__ = ["Trainer", "masked_mean"]
 
 Callback = Callable[[str, int, dict[str, float]], None]
-
-
-@dataclass
-class _DataCursor:
-    """Position in the training prompts: epoch and index into that epoch's permutation."""
-
-    seed: int
-    size: int
-    epoch: int = 0
-    index: int = 0
-    _order: list[int] = field(default_factory=list, repr=False)
-
-    def _permutation(self) -> list[int]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.size, generator=gen).tolist()
-
-    def take(self, n: int) -> list[int]:
-        out = []
-        while len(out) < n:
-            if not self._order:
-                self._order = self._permutation()
-            if self.index >= self.size:
-                self.epoch, self.index = self.epoch + 1, 0
-                self._order = self._permutation()
-            out.append(self._order[self.index])
-            self.index += 1
-        return out
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load(self, state: dict[str, int]) -> None:
-        self.epoch, self.index, self._order = state["epoch"], state["index"], []
 
 
 class Trainer:
@@ -132,6 +101,7 @@ class Trainer:
         self.loss_config = config.algorithm.policy_loss()
         self.advantage_fn = get_advantage_fn(config.algorithm.advantage)
         self.step = 0
+        self.bad_updates = 0  # non-finite updates in a row
 
         model_path = checkpoint / "model" if checkpoint else config.model.resolved_path()
         self.model, self.tokenizer = load_model_and_tokenizer(
@@ -143,7 +113,7 @@ class Trainer:
         self.task = build_prompted_task(config.task, self.tokenizer, config.model.chat_template)
         self.train_problems = self.task.train_problems()
         self.eval_problems = self.task.eval_problems()[: config.eval.problems]
-        self.cursor = _DataCursor(config.seed, len(self.train_problems))
+        self.cursor = DataCursor(config.seed, len(self.train_problems))
         self.device = next(self.model.parameters()).device
         if config.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
@@ -324,12 +294,42 @@ class Trainer:
             metrics.append(out.metrics)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         predicted = {}
-        if forecast is not None:  # after clipping, before the step: the step the optimizer takes
-            predicted = self.forecaster.finish(clip_coefficient(grad_norm, cfg.optim.grad_clip))
-        self.optimizer.step()
-        self.scheduler.step()
+        bad = nonfinite_update(self.model, total, grad_norm)
+        if bad is not None:  # never step into NaN weights: skip, count, stop when it persists
+            self.optimizer.zero_grad(set_to_none=True)
+            self._skip_update(bad)
+        else:
+            self.bad_updates = 0
+            if forecast is not None:  # after clipping, before the step: the step it will take
+                predicted = self.forecaster.finish(clip_coefficient(grad_norm, cfg.optim.grad_clip))
+            self.optimizer.step()
+            self.scheduler.step()
         averaged = {k: torch.stack([m[k].float() for m in metrics]).mean() for k in metrics[0]}
-        return {**averaged, "actor/loss": total, "actor/grad_norm": grad_norm}, predicted
+        skipped = torch.tensor(float(bad is not None))
+        return {
+            **averaged,
+            "actor/loss": total,
+            "actor/grad_norm": grad_norm,
+            "actor/skipped_nonfinite": skipped,
+        }, predicted
+
+    def _skip_update(self, what: str) -> None:
+        """Skip an update with a non-finite ``what``; after ``max_bad_steps`` in a row, checkpoint
+        the (still finite) weights and stop with :class:`NonFiniteError`."""
+        self.bad_updates += 1
+        step, limit = self.step + 1, self.config.max_bad_steps
+        warnings.warn(
+            f"step {step}: non-finite {what}; update skipped ({self.bad_updates} in a row, "
+            f"max_bad_steps={limit})",
+            stacklevel=2,
+        )
+        if self.bad_updates >= limit:
+            path = self.save()
+            raise NonFiniteError(
+                f"step {step}: non-finite {what} in {self.bad_updates} updates in a row "
+                f"(max_bad_steps={limit}); stopped with the last good weights in {path}. Lower "
+                "optim.lr or check the data and rewards, then resume"
+            )
 
     def _loss_inputs(self, rollout: Rollout, rows, old: TokenStats, advantages, keep):
         stats = self._stats(rollout, rows, entropy_grad=self.loss_config.entropy_coef != 0)
