@@ -1,4 +1,4 @@
-"""Answer extraction and equivalence grading with ``math-verify``, bounded in time.
+"""Answer extraction and equivalence grading with ``math-verify``, in killable worker processes.
 
 - The gold answer is parsed as ``\\boxed{gold}`` (LaTeX, then plain-expression extraction), so
   ``\\frac{1}{2}``, ``0.5`` and ``1/2`` are one value; a gold answer nothing can parse is compared
@@ -8,38 +8,53 @@
   last :data:`MAX_FALLBACK_CHARS` characters of the whole text, where ``math-verify`` looks for
   a final answer (``the answer is 3``, ``Answer: 3``, the last number).
 - ``math-verify``'s own timeouts use ``signal.alarm`` and cancel any timer around them, so they
-  are switched off and the whole grading of one completion (gold parse, prediction parse,
-  comparison) runs under one budget of our own. On the main thread an interval timer interrupts
-  it. Signals reach only the main thread, and a thread cannot be stopped (sympy can hold the GIL
-  in one big-integer operation for minutes), so other threads send the work to a child Python
-  process that is killed when late and restarted on the next call. A completion that runs over is
-  graded wrong with error ``timeout``; ``\\boxed{9^{9^{9^{9}}}}`` would otherwise never finish.
+  are switched off, and the whole grading of one completion (gold parse, prediction parse,
+  comparison) is one task for a small pool of worker processes (:class:`pebble.ProcessPool`)
+  under one budget of our own. A task that runs over is graded wrong with error ``timeout`` and
+  its worker is killed and replaced; ``\\boxed{9^{9^{9^{9}}}}`` would otherwise never finish.
+  Neither a thread (it cannot be stopped, and sympy can hold the GIL in one big-integer operation
+  for minutes) nor a signal in the caller's process (an alarm's exception raised inside a
+  callback that Python ignores is lost: a 0.5 s bound once took 7 s; and the trainer's own
+  timers and handlers are not ours to touch) can bound it, so the caller's process never gets a
+  signal, and grading works the same from any thread.
+
+The pool (:data:`POOL_WORKERS` processes) starts on the first grading, is replaced when it is
+found broken or shut down, and is stopped when the process exits, also when that process is
+itself a ``multiprocessing`` worker (``entropy-dynamics compare``). Workers are started with
+``spawn``: a fresh interpreter inherits no threads, locks or CUDA state from a trainer, so none
+can deadlock it (a script that grades needs the usual ``if __name__ == "__main__":`` guard).
+The budget counts from the moment a worker takes the completion, not while it waits its turn.
+
+A verdict depends on the gold answer and the text graded alone, so the calling process keeps the
+last :data:`VERDICTS_KEPT` ones a worker gave (not timeouts or errors): in a group of samples the
+same boxed answer comes back many times, and asking a worker again costs a round trip between
+processes as long as grading a GSM8K answer in place (``benchmarks/grading_throughput.py``).
 """
 
 from __future__ import annotations
 
-import atexit
-import json
 import logging
+import multiprocessing
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from concurrent.futures import TimeoutError as FutureTimeout
 from functools import lru_cache
-from typing import Any, TypeVar
+from multiprocessing import util as multiprocessing_util
+
+from pebble import ProcessExpired, ProcessPool
 
 __all__ = [
     "MAX_ANSWER_CHARS",
     "MAX_FALLBACK_CHARS",
-    "GraderError",
-    "GradingTimeout",
+    "POOL_WORKERS",
+    "VERDICTS_KEPT",
     "extract_boxed",
     "grade_completion",
-    "run_with_timeout",
+    "shutdown_pool",
 ]
 
 MAX_ANSWER_CHARS = 1000
@@ -48,17 +63,19 @@ MAX_ANSWER_CHARS = 1000
 MAX_FALLBACK_CHARS = 2000
 """Without a ``\\boxed{}``, only this tail of the completion is searched for an answer."""
 
-_T = TypeVar("_T")
+POOL_WORKERS = 1
+"""Grading processes. One, as callers grade one completion at a time (the trainer does): a
+second slowed every grading in ``benchmarks/grading_throughput.py`` (both wake for each task,
+and each keeps its own parse caches) and holds memory. The price: after a late worker is
+killed, the next grading waits for its replacement to start (a few seconds)."""
+
+VERDICTS_KEPT = 4096
+"""Verdicts remembered in the calling process (module docstring); keys of at most ~2 KB."""
+
+_START_SECONDS = 120.0  # waited beyond the budget: queued tasks, a worker starting when busy
+_POLL_SECONDS = 1.0  # how often a waiting caller checks that the pool is still running
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOX_BARE = re.compile(r"\\boxed +([^\s${}]+)")  # MATH sometimes writes "\boxed 5"
-
-
-class GradingTimeout(BaseException):
-    """Grading ran past its time budget (a BaseException so no library handler swallows it)."""
-
-
-class GraderError(RuntimeError):
-    """The grading process failed or math-verify raised in it (message ``grader error: ...``)."""
 
 
 class _DisabledTimeoutNotice(logging.Filter):
@@ -107,167 +124,141 @@ def extract_boxed(text: str) -> str | None:
     return None if best is None else best[1]
 
 
-def run_with_timeout(function: Callable[[], _T], seconds: float | None) -> _T:
-    """``function()``, or :class:`GradingTimeout` once it has run ``seconds`` (None/0: no limit).
+# ---------------------------------------------------------------------------------------------
+# The worker pool
 
-    On the main thread of a POSIX process an ``ITIMER_REAL`` timer interrupts the call (a timer
-    set by the caller is suspended and re-armed afterwards). Elsewhere the call runs in a daemon
-    thread that is abandoned when late (threads cannot be stopped); that bounds the wait only if
-    the work lets go of the GIL, which one long big-integer operation does not, hence the child
-    process of :func:`grade_completion` off the main thread.
+
+_pool: ProcessPool | None = None
+_verdicts: OrderedDict[tuple[str, str], tuple[bool, bool]] = OrderedDict()
+_lock = threading.Lock()  # guards both
+
+
+def _start_worker() -> None:
+    """Run once in each new worker, before its first task.
+
+    SIGTERM ends the worker at once: pebble's own handler is Python code, which waits for the
+    running bytecode (one big-integer operation can take minutes) until pebble sends SIGKILL 3 s
+    later; pebble stops a worker only while no task is being passed, so nothing is left half
+    sent. Then one answer is graded, so that importing sympy and compiling math-verify's
+    patterns is not charged to the first completion's budget.
     """
-    if not seconds or seconds <= 0:
-        return function()
-    on_main = threading.current_thread() is threading.main_thread()
-    if on_main and hasattr(signal, "setitimer"):
-        return _with_interval_timer(function, seconds)
-    return _with_watched_thread(function, seconds)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _grade("1", "\\boxed{1}")
 
 
-def _with_interval_timer(function: Callable[[], _T], seconds: float) -> _T:
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise GradingTimeout(f"grading took longer than {seconds} s")
-
-    started = time.monotonic()
-    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
-    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+def _grade_task(gold: str, text: str) -> tuple[bool, bool, str | None]:
+    """:func:`_grade` in a worker, as ``(extracted, correct, error)``: math-verify's exception
+    (on hostile input) is named here, as an exception object might not survive the way back."""
     try:
+        return (*_grade(gold, text), None)
+    except Exception as exc:  # RecursionError, sympy's errors, ...
+        return False, False, f"grader error: {type(exc).__name__}"
+
+
+def _running_pool() -> ProcessPool:
+    """The pool, started anew if there is none or it is broken or stopped (hold the lock)."""
+    global _pool
+    if _pool is None or not _pool.active:
+        if _pool is not None:
+            _stop(_pool)
+        context = multiprocessing.get_context("spawn")
+        _pool = ProcessPool(POOL_WORKERS, initializer=_start_worker, context=context)
+    return _pool
+
+
+def _stop(pool: ProcessPool) -> None:
+    pool.stop()
+    pool.join()
+
+
+def _discard(pool: ProcessPool) -> None:
+    """Stop ``pool``; the next grading starts a new one unless another did already."""
+    global _pool
+    with _lock:
+        if _pool is pool:
+            _pool = None
+    _stop(pool)
+
+
+def shutdown_pool() -> None:
+    """Stop the grading workers; a later grading starts a new pool. Called at exit."""
+    with _lock:
+        pool = _pool
+    if pool is not None:
+        _discard(pool)
+
+
+def _forget_pool_after_fork() -> None:
+    """In a forked child the pool's threads are gone and its workers are the parent's: start a
+    new pool there instead of stopping (killing) the parent's workers, and a fresh lock."""
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+# multiprocessing's exit handler runs these finalizers, then joins every child process; in a
+# multiprocessing worker (where atexit handlers do not run) the pool's workers would be waited
+# for forever without it
+multiprocessing_util.Finalize(None, shutdown_pool, exitpriority=100)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def _remembered_grade(gold: str, text: str, seconds: float | None) -> tuple[bool, bool, str | None]:
+    """:func:`_bounded_grade`, or the verdict a worker gave on the same ``(gold, text)`` before
+    (a timeout or a grader error is not remembered: it says nothing about the answer)."""
+    key = (gold, text)
+    with _lock:
+        verdict = _verdicts.get(key)
+        if verdict is not None:
+            _verdicts.move_to_end(key)
+            return (*verdict, None)
+    found, correct, error = _bounded_grade(gold, text, seconds)
+    if error is None:
+        with _lock:
+            _verdicts[key] = found, correct
+            if len(_verdicts) > VERDICTS_KEPT:
+                _verdicts.popitem(last=False)
+    return found, correct, error
+
+
+def _bounded_grade(gold: str, text: str, seconds: float | None) -> tuple[bool, bool, str | None]:
+    """``(extracted, correct, error)`` of :func:`_grade` run in the pool within ``seconds``
+    (None/0: no limit); ``error`` is ``timeout`` for a worker killed late, ``grader error: ...``
+    if the worker or the pool failed."""
+    limit = seconds if seconds and seconds > 0 else None
+    with _lock:
+        pool = _running_pool()
         try:
-            return function()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)  # an alarm that fires just before is caught
-    finally:
-        signal.signal(signal.SIGALRM, previous_handler)
-        if outer_delay > 0:  # give the caller's timer back what it had left (at least 1 ms)
-            left = outer_delay - (time.monotonic() - started)
-            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), outer_interval)
-
-
-def _with_watched_thread(function: Callable[[], _T], seconds: float) -> _T:
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
+            future = pool.schedule(_grade_task, args=(gold, text), timeout=limit)
+        except RuntimeError as exc:  # BrokenProcessPool: its workers could not be started
+            future, failure = None, exc
+    if future is None:
+        _discard(pool)
+        return False, False, f"grader error: the grading pool did not start ({failure!r})"
+    deadline = None if limit is None else time.monotonic() + limit + _START_SECONDS
+    while True:
         try:
-            outcome["value"] = function()
-        except BaseException as exc:  # handed to the waiting thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=target, name="math-grading", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        raise GradingTimeout(f"grading took longer than {seconds} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-class _GradingProcess:
-    """A child Python process that grades one request at a time (JSON lines over pipes), so that
-    a grading that runs late can be killed. Started on first use, restarted after a kill."""
-
-    # load this file by path (not the package, which imports torch) with the working directory
-    # off sys.path (a math.py there would shadow the standard library)
-    _CODE = (
-        "import sys; del sys.path[0]; import importlib.util as u; "
-        "s = u.spec_from_file_location('_entropy_dynamics_grading', sys.argv[1]); "
-        "m = u.module_from_spec(s); s.loader.exec_module(m); m._serve()"
-    )
-    _START_SECONDS = 120.0  # importing math-verify (sympy) on a busy machine
-
-    def __init__(self) -> None:
-        self._process: subprocess.Popen | None = None
-        self._lock = threading.Lock()
-        self._buffer = b""
-
-    def grade(self, gold: str, text: str, seconds: float) -> tuple[bool, bool]:
-        with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._start()
-            request = json.dumps([gold, text]).encode() + b"\n"
-            try:
-                self._process.stdin.write(request)
-                self._process.stdin.flush()
-                reply = json.loads(self._read_line(seconds))
-            except (OSError, ValueError):
-                self.stop()
-                raise GraderError("grader error: the grading process failed") from None
-            if "error" in reply:
-                raise GraderError(reply["error"])
-            return bool(reply["found"]), bool(reply["correct"])
-
-    def _start(self) -> None:
-        self._buffer = b""
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", self._CODE, __file__],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-        )
-        if self._read_line(self._START_SECONDS) != b"ready":
-            self.stop()
-            raise GraderError("grader error: the grading process did not start")
-
-    def _read_line(self, seconds: float) -> bytes:
-        import select
-
-        deadline = time.monotonic() + seconds
-        stdout = self._process.stdout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([stdout], [], [], left)[0]:
-                self.stop()
-                raise GradingTimeout(f"grading took longer than {seconds} s")
-            chunk = os.read(stdout.fileno(), 65536)
-            if not chunk:
-                self.stop()
-                raise GraderError("grader error: the grading process exited")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-            for pipe in (self._process.stdin, self._process.stdout):
-                pipe.close()
-            self._process = None
+            error = future.exception(timeout=_POLL_SECONDS)
+        except FutureTimeout:  # not done yet (a late task is failed by the pool itself)
+            if not pool.active:
+                return False, False, "grader error: the grading pool stopped"
+            if deadline is not None and time.monotonic() > deadline:
+                future.cancel()
+                _discard(pool)
+                return False, False, "grader error: the grading pool did not answer"
+            continue
+        break
+    if error is None:
+        return future.result()
+    if isinstance(error, FutureTimeout):
+        return False, False, "timeout"
+    if isinstance(error, ProcessExpired):
+        return False, False, "grader error: the grading process died"
+    return False, False, f"grader error: {type(error).__name__}"
 
 
-def _serve() -> None:
-    """The child's loop: ``[gold, text]`` per line in, ``{"found", "correct"}`` per line out."""
-    import math_verify  # noqa: F401 - imported before announcing readiness
-
-    out = sys.stdout.buffer
-    out.write(b"ready\n")
-    out.flush()
-    for line in sys.stdin.buffer:
-        try:
-            gold, text = json.loads(line)
-            found, correct = _grade(gold, text)
-            reply = {"found": found, "correct": correct}
-        except (Exception, RecursionError) as exc:
-            reply = {"error": f"grader error: {type(exc).__name__}"}
-        out.write(json.dumps(reply).encode() + b"\n")
-        out.flush()
-
-
-_PROCESS = _GradingProcess()
-atexit.register(_PROCESS.stop)
-
-
-def _bounded_grade(gold: str, text: str, seconds: float | None) -> tuple[bool, bool]:
-    """:func:`_grade` within ``seconds``: a timer on the main thread, a child process elsewhere
-    (POSIX), a watched thread as the last resort (Windows)."""
-    if not seconds or seconds <= 0:
-        return _grade(gold, text)
-    on_main = threading.current_thread() is threading.main_thread()
-    if on_main and hasattr(signal, "setitimer"):
-        return _with_interval_timer(lambda: _grade(gold, text), seconds)
-    if os.name == "posix":
-        return _PROCESS.grade(gold, text, seconds)
-    return _with_watched_thread(lambda: _grade(gold, text), seconds)
+# ---------------------------------------------------------------------------------------------
+# Grading
 
 
 def _parse(text: str) -> list:
@@ -288,7 +279,7 @@ def _parsed_gold(answer: str) -> tuple:
 
 
 def _grade(gold: str, prediction_text: str) -> tuple[bool, bool]:
-    """``(extracted, correct)`` without a time limit (the caller bounds it)."""
+    """``(extracted, correct)`` without a time limit (run in a worker, which is bounded)."""
     from math_verify import verify
 
     predicted = _parse(prediction_text)
@@ -306,7 +297,8 @@ def grade_completion(
     ``correct`` 1.0 when it is equivalent to ``gold``, ``extracted`` the boxed content (or the
     searched tail without a box) and ``error`` one of ``no answer``, ``empty answer``,
     ``answer too long``, ``wrong answer``, ``timeout``, ``grader error: ...``, or None if correct.
-    Never raises for any completion text; never runs much past ``timeout`` seconds.
+    Never raises for any completion text, from any thread; the worker grading it is stopped
+    ``timeout`` seconds after it took the completion (None or 0: no limit).
     """
     boxed = extract_boxed(completion)
     if boxed is not None:
@@ -317,14 +309,11 @@ def grade_completion(
         extracted, text = boxed, f"\\boxed{{{boxed}}}"
     else:
         extracted = text = completion[-MAX_FALLBACK_CHARS:]
-    try:
-        found, correct = _bounded_grade(gold, text, timeout)
-    except GradingTimeout:
-        return float(boxed is not None), 0.0, extracted, "timeout"
-    except GraderError as exc:
-        return 0.0, 0.0, extracted, str(exc)
-    except (Exception, RecursionError) as exc:  # math-verify / sympy on hostile input
-        return 0.0, 0.0, extracted, f"grader error: {type(exc).__name__}"
+    found, correct, error = _remembered_grade(gold, text, timeout)
+    if error == "timeout":
+        return float(boxed is not None), 0.0, extracted, error
+    if error is not None:
+        return 0.0, 0.0, extracted, error
     if not found:
         return 0.0, 0.0, None, "no answer"
     return 1.0, float(correct), extracted, None if correct else "wrong answer"
