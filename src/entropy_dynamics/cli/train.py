@@ -139,7 +139,8 @@ def _interrupted(stop) -> None:
 def _dry_run(cfg) -> None:
     from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
     from entropy_dynamics.training.forward import ResponseStats
-    from entropy_dynamics.training.prompts import build_prompted_task, uses_chat
+    from entropy_dynamics.training.prompts import build_prompted_task, context_problem, uses_chat
+    from entropy_dynamics.training.run_dir import unwritable
 
     model_cfg = cfg.model
     try:
@@ -148,6 +149,12 @@ def _dry_run(cfg) -> None:
         )
         task = build_prompted_task(cfg.task, tokenizer, model_cfg.chat_template)
         n_train, n_eval = len(task.train_problems()), len(task.eval_problems())
+        problems = task.train_problems() + task.eval_problems()
+        prompts = [task.prompt(p) for p in problems]
+        problem = context_problem(model, tokenizer, prompts, cfg.rollout.max_new_tokens)
+        problem = problem or unwritable(cfg.run_dir)
+        if problem:
+            fail(problem)
         chat = uses_chat(tokenizer, model_cfg.chat_template)
         stats_path = ResponseStats(model, cfg.rollout.temperature, model_cfg.fused_stats)
         fused = "fused" if stats_path.fused else f"materialised logits ({stats_path.reason})"

@@ -89,9 +89,24 @@ def load_model_and_tokenizer(
         )
     except ImportError as exc:  # gguf package missing
         raise ValueError(f"model.path: cannot read {path}: {exc}") from None
+    rows = _output_rows(model)
+    used = {"pad": tokenizer_obj.pad_token_id, "eos": tokenizer_obj.eos_token_id}
+    beyond = [f"{k} id {i}" for k, i in used.items() if i is not None and i >= rows]
+    if tokenizer_obj.vocab_size > rows or beyond:  # added tokens never produced may lie past it
+        where = f"model.tokenizer ({tokenizer})" if tokenizer else f"the tokenizer of {path}"
+        size = ", ".join(beyond) or f"a vocabulary of {tokenizer_obj.vocab_size} tokens"
+        raise ValueError(
+            f"{where} has {size}, but the model's output layer has {rows} rows: its ids would "
+            "index past the model's vocabulary; use the tokenizer the model was trained with"
+        )
     model.to(torch_device)
     model.train()
     return model, tokenizer_obj
+
+
+def _output_rows(model) -> int:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return getattr(head, "out_features", None) or model.config.vocab_size
 
 
 def valid_vocab_size(model, tokenizer) -> int | None:
@@ -100,7 +115,6 @@ def valid_vocab_size(model, tokenizer) -> int | None:
     Qwen2.5 pads its 151,665-token vocabulary to a 151,936-row ``lm_head``; the padded rows are
     never tokens, so sampling and every statistic (``H``, ``S_k``, ``E_p[S]``) exclude them.
     """
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    rows = getattr(head, "out_features", None) or model.config.vocab_size
+    rows = _output_rows(model)
     size = len(tokenizer)
     return size if size < rows else None

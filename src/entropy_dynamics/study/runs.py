@@ -166,9 +166,13 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
     )
     for group in result:
         group.runs.sort(key=lambda r: r.seed)
-        seeds = [r.seed for r in group.runs]
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"group {group.label}: seed given twice among {group.runs[0].path}…")
+        for first, second in zip(group.runs, group.runs[1:], strict=False):
+            if first.seed == second.seed:
+                raise ValueError(
+                    f"runs {first.path} and {second.path} have the same config and seed "
+                    f"{first.seed} (group {group.label}); report one of them, or give them "
+                    "different seeds"
+                )
     return result
 
 

@@ -87,3 +87,19 @@ def build_prompted_task(task_config: Any, tokenizer, mode: ChatTemplateMode = "a
     """``build_task(task_config)``, wrapped in the chat template when :func:`uses_chat` says so."""
     task = build_task(task_config)
     return ChatTemplateTask(task, tokenizer) if uses_chat(tokenizer, mode) else task
+
+
+def context_problem(model, tokenizer, prompts: list[str], max_new_tokens: int) -> str | None:
+    """Why the longest prompt plus ``max_new_tokens`` would not fit the model's context
+    (``config.max_position_embeddings``), or ``None`` when it fits (or the model sets no limit)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not limit or not prompts:
+        return None
+    longest = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
+    if longest + max_new_tokens <= limit:
+        return None
+    return (
+        f"rollout.max_new_tokens: the longest prompt has {longest} tokens, so {longest} + "
+        f"{max_new_tokens} new tokens exceed the model's context of {limit} positions; lower "
+        f"rollout.max_new_tokens to at most {max(limit - longest, 0)} or shorten the prompts"
+    )

@@ -23,6 +23,7 @@ __all__ = [
     "holds_run",
     "move_aside",
     "prepare_run_dir",
+    "unwritable",
 ]
 
 SAFE_ON_RESUME = frozenset(
@@ -44,6 +45,17 @@ computes at each step."""
 
 class RunDirectoryError(ValueError):
     """A run directory cannot be used as asked; the message says which commands would work."""
+
+
+def unwritable(run_dir: str | Path) -> str | None:
+    """Why ``run_dir`` cannot be created or written (checked without creating it), or ``None``."""
+    run_dir = Path(run_dir).absolute()
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir():
+        return f"output_dir / name: {existing} is a file, so {run_dir} cannot be a run directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"output_dir / name: {existing} is not writable, so {run_dir} cannot be created"
+    return None
 
 
 def holds_run(run_dir: str | Path) -> bool:
@@ -102,6 +114,9 @@ def prepare_run_dir(
             in settings that are not :data:`SAFE_ON_RESUME` (the message names them).
     """
     run_dir = Path(run_dir)
+    problem = unwritable(run_dir)
+    if problem:
+        raise RunDirectoryError(problem)
     if resume and overwrite:
         raise RunDirectoryError("--resume and --overwrite exclude each other; choose one")
     if resume:
@@ -124,6 +139,10 @@ def prepare_run_dir(
             )
         return None
     if not holds_run(run_dir):
+        try:  # created now, before any model is loaded: a bad output_dir fails at once
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirectoryError(f"output_dir / name: cannot create {run_dir}: {exc}") from None
         return None
     if not overwrite:
         raise RunDirectoryError(

@@ -35,6 +35,7 @@ from torch import Tensor
 from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
 from entropy_dynamics.dynamics import entropy_dynamics_metrics, quadrant_masks
+from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.losses import (
     PolicyLossInputs,
     aggregation_share,
@@ -59,7 +60,7 @@ from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
-from entropy_dynamics.training.prompts import build_prompted_task
+from entropy_dynamics.training.prompts import build_prompted_task, context_problem
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import prepare_run_dir
 
@@ -113,6 +114,12 @@ class Trainer:
         self.task = build_prompted_task(config.task, self.tokenizer, config.model.chat_template)
         self.train_problems = self.task.train_problems()
         self.eval_problems = self.task.eval_problems()[: config.eval.problems]
+        prompts = [self.task.prompt(p) for p in self.train_problems + self.eval_problems]
+        too_long = context_problem(
+            self.model, self.tokenizer, prompts, config.rollout.max_new_tokens
+        )
+        if too_long:
+            raise ConfigError(too_long)
         self.cursor = DataCursor(config.seed, len(self.train_problems))
         self.device = next(self.model.parameters()).device
         if config.model.gradient_checkpointing:
