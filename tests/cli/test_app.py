@@ -57,3 +57,29 @@ def test_a_bad_value_exits_2_with_the_message_shown_verbatim(tmp_path) -> None:
     done = CliRunner().invoke(app, ["train", "--config", str(missing), "--dry-run"])
     assert done.exit_code == 2
     assert "error:" in done.output and "[not-there].yaml" in done.output
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys) -> None:
+    # main() is the console script: a bug prints one line and exits 1; --debug re-raises it
+    import importlib
+
+    app_module = importlib.import_module("entropy_dynamics.cli.app")  # the module, not the app
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app_module, "app", broken)
+    monkeypatch.setitem(app_module._OPTIONS, "debug", False)
+    with pytest.raises(SystemExit) as stop:
+        app_module.main()
+    assert stop.value.code == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "internal error: RuntimeError: boom" in out and "--debug" in out
+    monkeypatch.setitem(app_module._OPTIONS, "debug", True)
+    with pytest.raises(RuntimeError, match="boom"):
+        app_module.main()
+
+
+def test_debug_is_a_global_flag() -> None:
+    done = CliRunner().invoke(app, ["--debug", "verify-theory", "--vocab-size", "10"])
+    assert done.exit_code == 0, done.output

@@ -23,6 +23,10 @@ def _files(tmp_path: Path) -> dict[str, Path]:
     files["malformed"].write_text("not json\n{also not\n")
     files["fields"].write_text('{"q": "1 + 1", "a": "2"}\n')
     files["a_file"].write_text("")
+    files["broken"] = tmp_path / "broken-run"
+    files["broken"].mkdir()
+    (files["broken"] / "metrics.jsonl").write_text('{"step": 1}\n')
+    (files["broken"] / "config.yaml").write_text("a: [\n")
     return files
 
 
@@ -71,6 +75,10 @@ CASES = {  # name → (arguments, words the message must contain)
     ),
     "eval without checkpoint": (["eval", "--run", "{tmp}"], ["--run", "no checkpoint"]),
     "report of nothing": (["report", "{tmp}/none", "-o", "{tmp}/r"], ["does not exist"]),
+    "report of a broken config": (
+        ["report", "{broken}", "-o", "{tmp}/r"],
+        ["broken-run", "not valid YAML"],
+    ),
     "analyze empty data": (["analyze", "--data", "{empty}", "-n", "1"], ["no usable problem"]),
     "filter-data bad rate": (
         ["filter-data", "--model", "{random}", "--data", "{fields}", "-o", "{tmp}/o", "--low", "2"],

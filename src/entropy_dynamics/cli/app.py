@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
+from entropy_dynamics.cli._console import console
 from entropy_dynamics.cli.analyze import analyze_command
 from entropy_dynamics.cli.data import filter_data_command
 from entropy_dynamics.cli.experiments import (
@@ -23,9 +25,17 @@ app = typer.Typer(
 )
 
 
+_OPTIONS = {"debug": False}
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of an unexpected error."
+    ),
+) -> None:
     """Study and control entropy in reinforcement fine-tuning of LLMs (arXiv 2602.03392)."""
+    _OPTIONS["debug"] = debug
 
 
 app.command("train")(train_command)
@@ -40,7 +50,18 @@ app.command("filter-data")(filter_data_command)
 
 
 def main() -> None:
-    app()
+    """The console script: bad input exits 2 with a message (each command's own checks); an
+    unexpected error prints one line and exits 1, with the traceback only under ``--debug``."""
+    try:
+        app()
+    except Exception as exc:  # a bug or an unforeseen environment problem
+        if _OPTIONS["debug"]:
+            raise
+        console.print(
+            f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')}\n"
+            "run again with --debug (before the command) for the traceback, and please report it"
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

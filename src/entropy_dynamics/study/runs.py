@@ -131,7 +131,10 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunData]:
     for path in find_runs(paths):
         if not (path / "config.yaml").is_file():
             raise ValueError(f"{path}: no config.yaml; is it a run directory?")
-        config = _flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
+        try:
+            config = _flatten(yaml.safe_load((path / "config.yaml").read_text()) or {})
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path / 'config.yaml'}: not valid YAML ({exc})") from None
         final = path / "final_eval.json"
         final_eval = json.loads(final.read_text()) if final.is_file() else None
         runs.append(RunData(path, config, read_metrics(path / "metrics.jsonl"), final_eval))
