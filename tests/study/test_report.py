@@ -8,6 +8,7 @@ import math
 import re
 
 import pytest
+import yaml
 from PIL import Image
 
 from entropy_dynamics.study.report import FIGURES, write_report
@@ -213,3 +214,20 @@ def test_report_input_errors(tmp_path) -> None:
     run = _write_run(tmp_path, "grpo-seed0", [], _rows(0, 1.0, None))
     with pytest.raises(ValueError, match="ks"):
         write_report([run], tmp_path / "out", ks=(0,))
+
+
+def test_an_incomplete_run_is_reported_with_a_warning(tmp_path, random_model_dir) -> None:
+    from entropy_dynamics.training.trainer import Trainer
+
+    config = load_config(
+        None,
+        [f"model.path={random_model_dir}", f"output_dir={tmp_path}", "name=short", "steps=2",
+         "eval.every=0", "tensorboard=false", "rollout.prompts_per_step=1",
+         "rollout.group_size=2", "rollout.max_new_tokens=4"],
+    )  # fmt: skip
+    Trainer(config, config.run_dir).train()
+    path = config.run_dir / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**saved, "steps": 5}))  # as if stopped at step 2 of 5
+    with pytest.warns(UserWarning, match=r"incomplete run \(2 of 5 steps\)"):
+        load_runs([config.run_dir])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +138,15 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunData]:
             raise ValueError(f"{path / 'config.yaml'}: not valid YAML ({exc})") from None
         final = path / "final_eval.json"
         final_eval = json.loads(final.read_text()) if final.is_file() else None
-        runs.append(RunData(path, config, read_metrics(path / "metrics.jsonl"), final_eval))
+        run = RunData(path, config, read_metrics(path / "metrics.jsonl"), final_eval)
+        done, planned = max((int(r["step"]) for r in run.rows), default=0), config.get("steps")
+        if isinstance(planned, int) and done < planned:
+            warnings.warn(
+                f"{path}: incomplete run ({done} of {planned} steps); its curves and scores end "
+                "early — resume it (entropy-dynamics train ... --resume) for a fair comparison",
+                stacklevel=2,
+            )
+        runs.append(run)
     if not runs:
         raise ValueError("run_dirs: no runs given")
     return runs
