@@ -11,7 +11,12 @@ contiguous layout (``rewards.view(num_prompts, group_size)``) build the ids with
 - ``batch``: ``A = (R - mean_B) / (std_B + eps)`` over the whole batch (unbiased std; a batch of
   one response gets mean 0 and std 1, as for a group of one).
 
-All computations are in float32 (float64 for float64 rewards); integer or bool rewards are cast.
+A group whose rewards are all equal carries no signal and gets ``A = 0`` exactly, whatever
+``eps`` (``eps = 0`` included): group sums are taken relative to the group's smallest reward, so
+equal rewards centre to exact zeros instead of ±1-ulp residues that ``/ std`` would amplify.
+
+All computations are in float32 (float64 for float64 rewards); integer or bool rewards are cast;
+NaN or infinite rewards are refused.
 """
 
 from __future__ import annotations
@@ -81,16 +86,22 @@ def _prepare(rewards: Tensor, group_ids: Tensor, eps: float) -> Tensor:
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     dtype = torch.float64 if rewards.dtype == torch.float64 else torch.float32
+    finite = torch.isfinite(rewards)
+    if not bool(finite.all()):
+        index = int((~finite).nonzero()[0])
+        raise ValueError(f"rewards must be finite, got {rewards[index].item()} at index {index}")
     return rewards.to(dtype)
 
 
 def _group_mean_std(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
     """Per-response mean and unbiased std of its group, ``(N,)`` each; mean 0, std 1 for groups
-    of one response (the reference implementation's convention)."""
+    of one response (the reference implementation's convention). Sums are shifted by the group's
+    smallest reward, so a group of equal rewards has exactly its reward as mean and std 0."""
     unique_ids, inverse = torch.unique(group_ids, return_inverse=True)  # (G,), (N,) in [0, G)
     zeros = rewards.new_zeros(unique_ids.numel())
     count = zeros.index_add(0, inverse, torch.ones_like(rewards))  # (G,)
-    mean = zeros.index_add(0, inverse, rewards) / count  # (G,)
+    shift = zeros.scatter_reduce(0, inverse, rewards, "amin", include_self=False)  # (G,)
+    mean = shift + zeros.index_add(0, inverse, rewards - shift[inverse]) / count  # (G,)
     centred = rewards - mean[inverse]  # (N,)
     sq = zeros.index_add(0, inverse, centred * centred)  # (G,)
     std = (sq / (count - 1).clamp_min(1)).sqrt()  # unbiased, torch.std(correction=1)
@@ -110,11 +121,16 @@ def grpo_advantages(rewards: Tensor, group_ids: Tensor, *, eps: float = 1e-6) ->
         eps: added to the std (1e-6 in the paper's released code).
 
     Returns:
-        ``(N,)`` advantages; a group of one response gets ``R / (1 + eps)``.
+        ``(N,)`` advantages; a group of one response gets ``R / (1 + eps)``, a group of equal
+        rewards 0.
     """
     r = _prepare(rewards, group_ids, eps)
-    mean, std = _group_mean_std(r, group_ids)
-    return (r - mean) / (std + eps)
+    return _standardise(r, *_group_mean_std(r, group_ids), eps)
+
+
+def _standardise(rewards: Tensor, mean: Tensor, std: Tensor, eps: float) -> Tensor:
+    """``(R - mean) / (std + eps)``, and 0 where ``std = 0`` (no variance: no signal, no 0 / 0)."""
+    return torch.where(std > 0, (rewards - mean) / (std + eps), 0.0)
 
 
 @register_advantage("dr_grpo")
@@ -137,8 +153,7 @@ def batch_advantages(rewards: Tensor, group_ids: Tensor, *, eps: float = 1e-6) -
     mean 0 and std 1. Shapes as in :func:`grpo_advantages`.
     """
     r = _prepare(rewards, group_ids, eps)
-    mean, std = _group_mean_std(r, torch.zeros_like(group_ids))
-    return (r - mean) / (std + eps)
+    return _standardise(r, *_group_mean_std(r, torch.zeros_like(group_ids)), eps)
 
 
 def broadcast_to_tokens(advantages: Tensor, response_mask: Tensor) -> Tensor:

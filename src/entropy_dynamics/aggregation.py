@@ -19,19 +19,23 @@ def aggregate(loss_mat: Tensor, mask: Tensor, agg_mode: str, norm: float | None 
     - ``seq-mean-token-sum-norm``: ``Σ_{b,t} m·l / norm``, ``norm`` defaulting to ``T``.
 
     Sequence means run over the sequences with at least one token in ``mask`` (as current verl);
-    an empty mask gives 0.
+    an empty mask gives 0. Entries outside ``mask`` never count, even NaN or inf ones (padding),
+    and get gradient 0.
 
     Args:
         loss_mat: ``(B, T)`` per-token values.
         mask: ``(B, T)`` bool or 0/1 weights.
         agg_mode: one of :data:`AGG_MODES`.
-        norm: constant divisor of ``seq-mean-token-sum-norm`` (ignored by the other modes).
+        norm: constant divisor ``> 0`` of ``seq-mean-token-sum-norm`` (``None``: ``max(T, 1)``;
+            ignored by the other modes).
 
     Returns:
         0-d tensor.
     """
+    if norm is not None and not norm > 0:
+        raise ValueError(f"norm must be > 0 (a constant divisor), got {norm}")
     m = mask.to(loss_mat.dtype)
-    token_sum = (loss_mat * m).sum(-1)  # (B,)
+    token_sum = _masked_product(loss_mat, m).sum(-1)  # (B,)
     token_count = m.sum(-1)  # (B,)
     num_seqs = (token_count > 0).sum().clamp(min=1)  # sequences with a token in the mask
     if agg_mode == "token-mean":
@@ -41,7 +45,7 @@ def aggregate(loss_mat: Tensor, mask: Tensor, agg_mode: str, norm: float | None 
     if agg_mode == "seq-mean-token-sum":
         return token_sum.sum() / num_seqs
     if agg_mode == "seq-mean-token-sum-norm":
-        return token_sum.sum() / (norm if norm is not None else loss_mat.shape[-1])
+        return token_sum.sum() / (norm if norm is not None else max(loss_mat.shape[-1], 1))
     raise ValueError(f"agg_mode: unknown {agg_mode!r}; use one of {', '.join(AGG_MODES)}")
 
 
@@ -69,4 +73,9 @@ def aggregation_share(agg_mode: str, part: Tensor, whole: Tensor) -> Tensor:
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` where ``mask`` holds (same shape, bool or 0/1); 0 for an empty mask."""
     m = mask.to(values.dtype)
-    return (values * m).sum() / m.sum().clamp(min=1)
+    return _masked_product(values, m).sum() / m.sum().clamp(min=1)
+
+
+def _masked_product(values: Tensor, weights: Tensor) -> Tensor:
+    """``values · weights``, exactly 0 where the weight is 0: ``torch.where``, not ``0 · NaN``."""
+    return torch.where(weights != 0, values * weights, 0.0)

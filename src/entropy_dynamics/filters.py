@@ -335,7 +335,9 @@ def keep_all(
 def _masked_quantile(values: Tensor, valid: Tensor, q: float) -> Tensor:
     """``torch.quantile(values[valid], q)`` (linear interpolation) without boolean indexing, so
     without a host sync and without ``torch.quantile``'s 2^24-element limit; NaN if nothing is
-    valid. 0-d tensor."""
+    valid (a zero-size batch included). 0-d tensor."""
+    if values.numel() == 0:
+        return values.new_tensor(torch.nan)
     flat = torch.where(valid, values, torch.inf).reshape(-1)
     ordered = torch.sort(flat).values  # valid values first, ascending
     n = valid.sum()
@@ -343,9 +345,8 @@ def _masked_quantile(values: Tensor, valid: Tensor, q: float) -> Tensor:
     lower = position.floor().long()
     upper = torch.minimum(lower + 1, (n - 1).clamp_min(0))
     weight = (position - lower).to(values.dtype)
-    lo, hi = ordered[lower], ordered[upper]
-    result = lo + weight * (hi - lo) if flat.numel() else values.new_tensor(torch.nan)
-    return torch.where(n > 0, result, torch.nan)
+    lo, hi = ordered[lower], ordered[upper]  # both +inf if nothing is valid
+    return torch.where(n > 0, lo + weight * (hi - lo), torch.nan)
 
 
 @register_filter("high_entropy")
@@ -361,12 +362,10 @@ def high_entropy(
 
     Returns:
         ``keep_mask (B, T)`` and metrics ``high_entropy/frac_kept`` (over valid tokens) and
-        ``high_entropy/threshold`` = ``τ``.
+        ``high_entropy/threshold`` = ``τ`` (NaN if no token is valid).
     """
     if not 0 < rho <= 1:
-        raise ValueError(
-            f"high_entropy: rho (fraction of tokens kept) must lie in (0, 1], got {rho}"
-        )
+        raise ValueError(f"high_entropy: rho (the fraction kept) must lie in (0, 1], got {rho}")
     valid, _, dtype = _prepare(stats, advantages, response_mask)
     h = stats.entropy.detach().to(dtype)
     threshold = _masked_quantile(h, valid, 1.0 - rho)
@@ -423,8 +422,8 @@ def clip_cov(
         ``keep_mask (B, T)`` and metrics ``clip_cov/frac_clipped``, ``clip_cov/frac_candidates``
         (over valid tokens) and ``clip_cov/cov_mean`` (``Cov(A, log p)`` over valid tokens).
     """
-    if not clip_ratio > 0:
-        raise ValueError(f"clip_cov: clip_ratio must be > 0, got {clip_ratio}")
+    if not 0 < clip_ratio <= 1:
+        raise ValueError(f"clip_cov: clip_ratio must be > 0 and <= 1, got {clip_ratio}")
     if not clip_cov_lb < clip_cov_ub:
         raise ValueError(
             f"clip_cov: need clip_cov_lb < clip_cov_ub, got {clip_cov_lb} and {clip_cov_ub}"
@@ -471,8 +470,8 @@ def kl_cov_selection(
         ``selected_mask (B, T)`` bool (a subset of ``response_mask``) and metrics
         ``kl_cov/frac_selected`` (over valid tokens) and ``kl_cov/cov_mean``.
     """
-    if not kl_cov_ratio > 0:
-        raise ValueError(f"kl_cov: kl_cov_ratio must be > 0, got {kl_cov_ratio}")
+    if not 0 < kl_cov_ratio <= 1:
+        raise ValueError(f"kl_cov: kl_cov_ratio must be > 0 and <= 1, got {kl_cov_ratio}")
     valid, adv, dtype = _prepare(stats, advantages, response_mask)
     cov, cov_mean = _token_covariance(stats, adv, valid)
     rank = _descending_rank(torch.where(valid, cov, -torch.inf))

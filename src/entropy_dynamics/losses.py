@@ -151,7 +151,8 @@ class PolicyLossConfig:
         self._check_filter_options()
 
     def _check_filter_options(self) -> None:
-        params = inspect.signature(get_filter(self.filter)).parameters
+        filter_fn = get_filter(self.filter)
+        params = inspect.signature(filter_fn).parameters
         accepted = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
         for key in self.filter_options:
             if key not in accepted:
@@ -159,6 +160,11 @@ class PolicyLossConfig:
                     f"filter_options: filter {self.filter!r} has no option {key!r}; "
                     f"its options: {', '.join(accepted) or 'none'}"
                 )
+        # Each filter checks its own option values (mu >= 0, max_frac in [0, 1], ...): run it on
+        # an empty batch now, so a bad value fails here and not at the first loss of a run.
+        empty = torch.zeros(0, 0)
+        values = {k: v for k, v in self.filter_options.items() if not isinstance(v, Tensor)}
+        filter_fn(TokenStats(empty, empty, empty, empty), empty, empty.bool(), **values)
 
 
 @dataclass
@@ -300,7 +306,14 @@ def select_tokens(
 
 
 def _log_ratio(inputs: PolicyLossInputs) -> Tensor:
-    return inputs.logprobs - inputs.old_logprobs  # (B, T)
+    """``log p - log p_old`` ``(B, T)``, 0 on padding. ``torch.where`` rather than a product, so
+    whatever padding holds (NaN, ``-inf - -inf``) reaches no loss, metric or gradient."""
+    return torch.where(inputs.response_mask != 0, inputs.logprobs - inputs.old_logprobs, 0.0)
+
+
+def _advantages(inputs: PolicyLossInputs, dtype: torch.dtype) -> Tensor:
+    """``A`` ``(B, T)`` in ``dtype``, 0 on padding (as :func:`_log_ratio`)."""
+    return torch.where(inputs.response_mask != 0, inputs.advantages, 0.0).to(dtype)
 
 
 def _assemble(
@@ -351,10 +364,9 @@ def ppo_policy_loss(config: PolicyLossConfig, inputs: PolicyLossInputs) -> Polic
     """
     log_ratio = _log_ratio(inputs).clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND)
     ratio = torch.exp(log_ratio)  # (B, T)
-    advantages = inputs.advantages.to(ratio.dtype)
     pg_losses, clipped, dual_clipped = ppo_clip_token_loss(
         ratio,
-        advantages,
+        _advantages(inputs, ratio.dtype),
         eps_low=config.eps_low,
         eps_high=config.eps_high,
         dual_clip_c=config.dual_clip_c,
@@ -377,7 +389,7 @@ def kl_cov_policy_loss(config: PolicyLossConfig, inputs: PolicyLossInputs) -> Po
     selected, metrics = kl_cov_selection(
         inputs.stats, inputs.advantages, inputs.response_mask, kl_cov_ratio=config.kl_cov_ratio
     )
-    advantages = inputs.advantages.to(ratio.dtype)
+    advantages = _advantages(inputs, ratio.dtype)
     pg_losses = kl_cov_token_loss(ratio, log_ratio, advantages, selected, coef=config.kl_cov_coef)
     never = torch.zeros_like(selected)
     return _assemble(config, inputs, pg_losses, never, never, metrics)

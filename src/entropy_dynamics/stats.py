@@ -12,7 +12,16 @@ always detached — the filters use them as constants, as in the reference imple
 
 Precision: bfloat16 / float16 logits are upcast chunk by chunk, so the statistics of the
 distribution they define are exact to float32 rounding (relative error ~1e-6); the difference to
-the statistics of the unrounded float32 logits is the rounding of the logits themselves.
+the statistics of the unrounded float32 logits is the rounding of the logits themselves. Each row
+is centred on its max *before* the division by ``T``: ``z_i - z_max`` is exact for the entries
+that carry the probability, whereas ``z / T`` and ``logsumexp`` at ``|z| / T ~ 1e5`` would round
+to float32's spacing there (0.008), ~1e-3 nats of error in ``log p`` and ``H``.
+
+Undefined rows: a row whose softmax does not exist (a NaN or ``+inf`` logit, every logit ``-inf``,
+a half-precision lm_head that overflowed) is refused with a ``ValueError`` naming its position
+(there ``log p_k`` comes out NaN, never merely ``-inf``). A sampled token whose logit is ``-inf``
+is not an error (padded positions may hold any id): ``log p_k = -inf``, ``S_k = 0`` and its logit
+gradient ``(e_k - p) / T`` is finite.
 """
 
 from __future__ import annotations
@@ -60,22 +69,40 @@ class TokenStats:
         )
 
 
+def _check_defined(log_p_k: Tensor, entropy: Tensor, logits: str, causes: str) -> None:
+    """Refuse rows without a softmax. Of a distribution, ``H`` is finite and ``log p_k`` at worst
+    ``-inf`` (``p_k = 0``); an undefined normaliser makes ``log p_k`` NaN. Shapes ``(...)``."""
+    defined = ~torch.isnan(log_p_k) & torch.isfinite(entropy)
+    if not bool(defined.all()):
+        position = tuple(int(i) for i in (~defined).nonzero()[0])
+        raise ValueError(f"{logits} at position {position} define no softmax: {causes}")
+
+
 def default_chunk_size(vocab_size: int) -> int:
     """Rows per chunk so that one float32 ``[rows, V]`` block is about 64 MiB."""
     return max(1, _CHUNK_BYTES // (4 * max(vocab_size, 1)))
 
 
+def _centred(logits: Tensor, z_max: Tensor, temperature: float) -> Tensor:
+    """``(z - z_max) / T`` ``(n, V)`` in the dtype of ``z_max`` ``(n,)`` (type promotion upcasts
+    half logits in the same pass): centred first, ``|z| / T`` is never formed."""
+    return torch.sub(logits, z_max.unsqueeze(-1)).div_(temperature)
+
+
 def _chunk_forward(
     logits: Tensor, tokens: Tensor, temperature: float, dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Statistics of one chunk of rows. ``logits`` ``(n, V)``, ``tokens`` ``(n,)``.
 
-    Returns ``(log p_k, H, S_k, E_p[S], logsumexp(z / T))``, each ``(n,)``.
+    Returns ``(log p_k, H, S_k, E_p[S], z_max, logsumexp((z - z_max) / T))``, each ``(n,)``.
     """
-    scaled = logits.to(dtype) / temperature  # (n, V)
-    lse = torch.logsumexp(scaled, dim=-1)  # (n,)
-    log_p = scaled - lse.unsqueeze(-1)  # (n, V)
-    p = log_p.exp()
+    z_max = logits.amax(-1).to(dtype)  # (n,)
+    scaled = _centred(logits, z_max, temperature)  # (n, V) ≤ 0, with a 0 at the max
+    e = scaled.exp()  # (n, V): no overflow, so no logsumexp (whose own max pass is redundant)
+    total = e.sum(-1)  # (n,) in [1, V]
+    lse = total.log()  # (n,)
+    log_p = scaled.sub_(lse.unsqueeze(-1))  # (n, V)
+    p = e.div_(total.unsqueeze(-1))
     p_log_p = torch.where(p > 0, p * log_p, torch.zeros_like(p))  # limit 0 at p = 0
     h = -p_log_p.sum(-1)  # (n,)
     log_p_k = log_p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (n,)
@@ -83,7 +110,7 @@ def _chunk_forward(
     s_k = torch.where(p_k > 0, p_k * (h + log_p_k), torch.zeros_like(p_k))
     # E_p[S] = H Σ p² + Σ p² log p  (theory.expected_discriminator)
     e_s = h * (p * p).sum(-1) + (p * p_log_p).sum(-1)
-    return log_p_k, h, s_k, e_s, lse
+    return log_p_k, h, s_k, e_s, z_max, lse
 
 
 class _ChunkedTokenStats(torch.autograd.Function):
@@ -91,15 +118,15 @@ class _ChunkedTokenStats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, tokens, temperature, chunk_size, dtype):  # type: ignore[override]
-        outs = [torch.empty(logits.shape[0], dtype=dtype, device=logits.device) for _ in range(5)]
+        outs = [torch.empty(logits.shape[0], dtype=dtype, device=logits.device) for _ in range(6)]
         for start in range(0, logits.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
             for out, value in zip(
                 outs, _chunk_forward(logits[rows], tokens[rows], temperature, dtype), strict=True
             ):
                 out[rows] = value
-        log_p_k, h, s_k, e_s, lse = outs
-        ctx.save_for_backward(logits, tokens, lse, h)
+        log_p_k, h, s_k, e_s, z_max, lse = outs
+        ctx.save_for_backward(logits, tokens, z_max, lse, h)
         ctx.temperature, ctx.chunk_size, ctx.dtype = temperature, chunk_size, dtype
         ctx.mark_non_differentiable(s_k, e_s)
         ctx.set_materialize_grads(False)  # an unused H (no entropy bonus) costs nothing
@@ -107,14 +134,15 @@ class _ChunkedTokenStats(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_log_p_k, grad_h, _grad_s, _grad_e):  # type: ignore[override]
-        logits, tokens, lse, h = ctx.saved_tensors
+        logits, tokens, z_max, lse, h = ctx.saved_tensors
         temperature, chunk_size, dtype = ctx.temperature, ctx.chunk_size, ctx.dtype
         if grad_log_p_k is None and grad_h is None:
             return None, None, None, None, None
         grad_logits = torch.empty_like(logits)
         for start in range(0, logits.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
-            log_p = logits[rows].to(dtype) / temperature - lse[rows].unsqueeze(-1)  # (n, V)
+            log_p = _centred(logits[rows], z_max[rows], temperature)  # (n, V)
+            log_p.sub_(lse[rows].unsqueeze(-1))
             g1 = None if grad_log_p_k is None else grad_log_p_k[rows].to(dtype)
             g2 = None if grad_h is None else grad_h[rows].to(dtype)
             grad = logit_grad_(log_p, h[rows], g1, g2, tokens[rows], 1.0 / temperature)
@@ -135,7 +163,8 @@ def token_stats(
         logits: ``(..., V)`` logits, any float dtype; ``-inf`` entries (padded vocabulary) are
             entries with ``p = 0`` and are handled exactly.
         tokens: ``(...)`` integer ids of the sampled tokens, each in ``[0, V)``.
-        temperature: sampling temperature ``T > 0``; all statistics are of the scaled distribution.
+        temperature: sampling temperature ``T``, finite and ``>= theory.MIN_TEMPERATURE`` (1e-5);
+            all statistics are of the scaled distribution.
         chunk_size: rows per chunk; ``None`` picks :func:`default_chunk_size` of ``V``.
         entropy_grad: make ``entropy`` differentiable (needed for an entropy bonus).
 
@@ -168,14 +197,15 @@ def token_stats(
     log_p_k, h, s_k, e_s = _ChunkedTokenStats.apply(
         flat_logits, flat_tokens, float(temperature), int(chunk_size), dtype
     )
-    if not entropy_grad:
-        h = h.detach()
-    return TokenStats(
-        logprobs=log_p_k.reshape(batch_shape),
-        entropy=h.reshape(batch_shape),
-        discriminator=s_k.reshape(batch_shape),
-        expected_discriminator=e_s.reshape(batch_shape),
+    log_p_k, h, s_k, e_s = (x.reshape(batch_shape) for x in (log_p_k, h, s_k, e_s))
+    _check_defined(
+        log_p_k,
+        h,
+        "logits",
+        "a NaN or +inf entry, or every entry -inf (mask a padded vocabulary "
+        "with -inf, never a whole row)",
     )
+    return TokenStats(log_p_k, h if entropy_grad else h.detach(), s_k, e_s)
 
 
 def token_stats_from_hidden(
@@ -202,7 +232,7 @@ def token_stats_from_hidden(
         hidden: ``(..., d)`` final hidden states (bf16 / fp16 / fp32 / fp64).
         weight: ``(V, d)`` lm_head weight, same dtype and device as ``hidden``.
         tokens: ``(...)`` sampled token ids in ``[0, valid_vocab)``.
-        temperature: sampling temperature ``T > 0``.
+        temperature: sampling temperature ``T``, finite and ``>= theory.MIN_TEMPERATURE``.
         bias: optional ``(V,)`` finite lm_head bias.
         vocab_chunk: vocabulary rows per block (``None``: 4096).
         row_chunk: positions per block (``None``: 1024); the forward holds about two float32
@@ -230,6 +260,13 @@ def token_stats_from_hidden(
         row_chunk=row_chunk,
         valid_vocab=valid_vocab,
         backend=backend,
+    )
+    _check_defined(
+        log_p_k,
+        entropy,
+        "logits hidden @ weightᵀ + bias",
+        "a NaN or inf entry (NaN in hidden or "
+        "weight, or a float16 / bfloat16 lm_head that overflowed)",
     )
     return TokenStats(
         logprobs=log_p_k,

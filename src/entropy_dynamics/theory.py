@@ -18,10 +18,14 @@ given float64 and in float32 otherwise, and treats ``-inf`` logits (padded vocab
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 __all__ = [
+    "MIN_TEMPERATURE",
+    "check_temperature",
     "discriminator",
     "entropy",
     "entropy_change",
@@ -32,13 +36,23 @@ __all__ = [
 ]
 
 
+MIN_TEMPERATURE = 1e-5
+"""Smallest temperature with a distribution to analyse: below it samplers decode greedily (vLLM's
+``_SAMPLING_EPS = 1e-5``, ``vllm/v1/sample/sampler.py``), so ``softmax(z / T)`` is one-hot."""
+
+
 def _compute_dtype(logits: Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
 def check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    """Refuse temperatures outside ``[MIN_TEMPERATURE, ∞)`` (NaN and ``inf`` included: ``z / inf``
+    turns a ``-inf`` logit into NaN)."""
+    if not MIN_TEMPERATURE <= temperature < math.inf:
+        raise ValueError(
+            f"temperature must be a finite number >= {MIN_TEMPERATURE} (below it sampling is "
+            f"greedy and softmax(z / T) one-hot), got {temperature}"
+        )
 
 
 def _log_probs(logits: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -63,7 +77,7 @@ def entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
 
     Args:
         logits: ``(..., V)``.
-        temperature: sampling temperature ``T > 0``.
+        temperature: sampling temperature ``T ≥ MIN_TEMPERATURE``.
 
     Returns:
         ``(...)`` entropy in nats, in the compute dtype.
@@ -77,7 +91,7 @@ def discriminator(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> T
     Args:
         logits: ``(..., V)``.
         tokens: ``(...)`` integer ids of the sampled tokens ``k``.
-        temperature: sampling temperature ``T > 0``.
+        temperature: sampling temperature ``T ≥ MIN_TEMPERATURE``.
 
     Returns:
         ``(...)`` values of ``S_k``; ``0`` where ``p_k = 0``.
@@ -95,7 +109,7 @@ def expected_discriminator(logits: Tensor, temperature: float = 1.0) -> Tensor:
 
     Args:
         logits: ``(..., V)``.
-        temperature: sampling temperature ``T > 0``.
+        temperature: sampling temperature ``T ≥ MIN_TEMPERATURE``.
 
     Returns:
         ``(...)``.
@@ -112,7 +126,7 @@ def entropy_change(logits: Tensor, delta: Tensor, temperature: float = 1.0) -> T
     Args:
         logits: ``(..., V)`` logits ``z``.
         delta: ``(..., V)`` logit change ``Δz`` (raw logit space, before temperature).
-        temperature: sampling temperature ``T > 0``.
+        temperature: sampling temperature ``T ≥ MIN_TEMPERATURE``.
 
     Returns:
         ``(...)``.
@@ -130,7 +144,7 @@ def first_order_entropy_change(logits: Tensor, delta: Tensor, temperature: float
     Args:
         logits: ``(..., V)`` logits ``z``.
         delta: ``(..., V)`` logit change ``Δz``.
-        temperature: sampling temperature ``T > 0``.
+        temperature: sampling temperature ``T ≥ MIN_TEMPERATURE``.
 
     Returns:
         ``(...)``.
@@ -155,7 +169,7 @@ def grpo_logit_update(
         tokens: ``(...)`` sampled token ids ``k``.
         advantages: ``(...)`` advantages ``A`` (a float or a tensor broadcastable to ``(...)``).
         lr: step size ``η`` on the logits.
-        temperature: sampling temperature ``T > 0``.
+        temperature: sampling temperature ``T ≥ MIN_TEMPERATURE``.
 
     Returns:
         ``(..., V)`` logit change ``Δz`` in the compute dtype.
@@ -176,7 +190,7 @@ def grpo_entropy_change(
         tokens: ``(...)`` sampled token ids ``k``.
         advantages: ``(...)`` advantages ``A``.
         lr: step size ``η`` on the logits.
-        temperature: sampling temperature ``T > 0``.
+        temperature: sampling temperature ``T ≥ MIN_TEMPERATURE``.
 
     Returns:
         ``(...)`` predicted ``ΔH`` per position.
