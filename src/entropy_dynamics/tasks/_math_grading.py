@@ -203,38 +203,47 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-def _remembered_grade(gold: str, text: str, seconds: float | None) -> tuple[bool, bool, str | None]:
-    """:func:`_bounded_grade`, or the verdict a worker gave on the same ``(gold, text)`` before
-    (a timeout or a grader error is not remembered: it says nothing about the answer)."""
-    key = (gold, text)
+def _remembered(key: tuple[str, str]) -> tuple[bool, bool] | None:
     with _lock:
         verdict = _verdicts.get(key)
         if verdict is not None:
             _verdicts.move_to_end(key)
-            return (*verdict, None)
-    found, correct, error = _bounded_grade(gold, text, seconds)
+        return verdict
+
+
+def _remember(key: tuple[str, str], verdict: tuple[bool, bool, str | None]) -> None:
+    """Keep a worker's verdict (a timeout or a grader error says nothing about the answer)."""
+    found, correct, error = verdict
     if error is None:
         with _lock:
             _verdicts[key] = found, correct
             if len(_verdicts) > VERDICTS_KEPT:
                 _verdicts.popitem(last=False)
-    return found, correct, error
 
 
 def _bounded_grade(gold: str, text: str, seconds: float | None) -> tuple[bool, bool, str | None]:
     """``(extracted, correct, error)`` of :func:`_grade` run in the pool within ``seconds``
     (None/0: no limit); ``error`` is ``timeout`` for a worker killed late, ``grader error: ...``
     if the worker or the pool failed."""
+    return _wait(*_schedule(gold, text, seconds))
+
+
+def _schedule(gold: str, text: str, seconds: float | None):
+    """``(pool, future or the failure, limit)``: the grading handed to the pool."""
     limit = seconds if seconds and seconds > 0 else None
     with _lock:
         pool = _running_pool()
         try:
-            future = pool.schedule(_grade_task, args=(gold, text), timeout=limit)
+            return pool, pool.schedule(_grade_task, args=(gold, text), timeout=limit), limit
         except RuntimeError as exc:  # BrokenProcessPool: its workers could not be started
-            future, failure = None, exc
-    if future is None:
+            return pool, exc, limit
+
+
+def _wait(pool: ProcessPool, future, limit: float | None) -> tuple[bool, bool, str | None]:
+    """The verdict of a scheduled grading (:func:`_bounded_grade`)."""
+    if isinstance(future, Exception):
         _discard(pool)
-        return False, False, f"grader error: the grading pool did not start ({failure!r})"
+        return False, False, f"grader error: the grading pool did not start ({future!r})"
     deadline = None if limit is None else time.monotonic() + limit + _START_SECONDS
     while True:
         try:
@@ -288,6 +297,33 @@ def _grade(gold: str, prediction_text: str) -> tuple[bool, bool]:
     return True, bool(verify(list(_parsed_gold(gold)), predicted, timeout_seconds=None))
 
 
+def _prepare(completion: str) -> tuple[str | None, str | None, str | None]:
+    """``(text to grade or None, extracted, error)``: the boxed answer (or the searched tail)
+    and, when it cannot be graded at all, why."""
+    boxed = extract_boxed(completion)
+    if boxed is None:
+        tail = completion[-MAX_FALLBACK_CHARS:]
+        return tail, tail, None
+    if not boxed.strip():
+        return None, boxed, "empty answer"
+    if len(boxed) > MAX_ANSWER_CHARS:
+        return None, None, "answer too long"
+    return f"\\boxed{{{boxed}}}", boxed, None
+
+
+def _result(
+    completion: str, extracted: str, verdict: tuple[bool, bool, str | None]
+) -> tuple[float, float, str | None, str | None]:
+    found, correct, error = verdict
+    if error == "timeout":
+        return float(extract_boxed(completion) is not None), 0.0, extracted, error
+    if error is not None:
+        return 0.0, 0.0, extracted, error
+    if not found:
+        return 0.0, 0.0, None, "no answer"
+    return 1.0, float(correct), extracted, None if correct else "wrong answer"
+
+
 def grade_completion(
     gold: str, completion: str, timeout: float | None = 5.0
 ) -> tuple[float, float, str | None, str | None]:
@@ -300,20 +336,36 @@ def grade_completion(
     Never raises for any completion text, from any thread; the worker grading it is stopped
     ``timeout`` seconds after it took the completion (None or 0: no limit).
     """
-    boxed = extract_boxed(completion)
-    if boxed is not None:
-        if not boxed.strip():
-            return 0.0, 0.0, boxed, "empty answer"
-        if len(boxed) > MAX_ANSWER_CHARS:
-            return 0.0, 0.0, None, "answer too long"
-        extracted, text = boxed, f"\\boxed{{{boxed}}}"
-    else:
-        extracted = text = completion[-MAX_FALLBACK_CHARS:]
-    found, correct, error = _remembered_grade(gold, text, timeout)
-    if error == "timeout":
-        return float(boxed is not None), 0.0, extracted, error
-    if error is not None:
-        return 0.0, 0.0, extracted, error
-    if not found:
-        return 0.0, 0.0, None, "no answer"
-    return 1.0, float(correct), extracted, None if correct else "wrong answer"
+    return grade_completions([(gold, completion)], timeout)[0]
+
+
+def grade_completions(
+    items: list[tuple[str, str]], timeout: float | None = 5.0
+) -> list[tuple[float, float, str | None, str | None]]:
+    """:func:`grade_completion` of many ``(gold, completion)`` pairs, same results.
+
+    Every grading the workers must do (not remembered, not repeated within ``items``) is handed
+    to the pool before the first answer is awaited, so the round trips between processes overlap
+    the grading instead of adding to it (``benchmarks/grading_throughput.py``).
+    """
+    prepared = [(gold, completion, *_prepare(completion)) for gold, completion in items]
+    verdicts: dict[tuple[str, str], tuple[bool, bool, str | None]] = {}
+    jobs: dict[tuple[str, str], tuple] = {}
+    for gold, _, text, _, error in prepared:
+        key = (gold, text)
+        if error is not None or key in verdicts or key in jobs:
+            continue
+        known = _remembered(key)
+        if known is not None:
+            verdicts[key] = (*known, None)
+        else:
+            jobs[key] = _schedule(gold, text, timeout)  # all handed over before any is awaited
+    for key, job in jobs.items():
+        verdicts[key] = _wait(*job)
+        _remember(key, verdicts[key])
+    return [
+        (0.0, 0.0, extracted, error)
+        if error is not None
+        else _result(completion, extracted, verdicts[(gold, text)])
+        for gold, completion, text, extracted, error in prepared
+    ]

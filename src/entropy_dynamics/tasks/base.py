@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Task", "TaskReward"]
+__all__ = ["Task", "TaskReward", "score_all"]
 
 
 @runtime_checkable
@@ -57,3 +57,14 @@ class Task(Protocol):
     def reference_solutions(self, problem: Any) -> list[str]:
         """Completions that score as correct (for supervised pretraining and tests)."""
         ...
+
+
+def score_all(task: Task, problems: list[Any], completions: list[str]) -> list[TaskReward]:
+    """``task.score`` of each ``(problem, completion)`` pair; a task that grades better in batches
+    (the math task's worker pool) offers ``score_many`` and gets them all at once."""
+    if len(problems) != len(completions):
+        raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
+    many = getattr(task, "score_many", None)
+    if callable(many):
+        return list(many(problems, completions))
+    return [task.score(p, c) for p, c in zip(problems, completions, strict=True)]

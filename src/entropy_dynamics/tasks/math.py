@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from entropy_dynamics.errors import ConfigError
-from entropy_dynamics.tasks._math_grading import extract_boxed, grade_completion
+from entropy_dynamics.tasks._math_grading import extract_boxed, grade_completions
 from entropy_dynamics.tasks._records import SUFFIXES, DataIssue, read_records
 
 __all__ = [
@@ -346,12 +346,22 @@ def load_problems(
 
 def score(problem: MathProblem, completion: str, config: MathConfig | None = None) -> MathReward:
     """Grade ``completion`` against ``problem.answer`` (see :mod:`._math_grading`)."""
+    return score_many([problem], [completion], config)[0]
+
+
+def score_many(
+    problems: list[MathProblem], completions: list[str], config: MathConfig | None = None
+) -> list[MathReward]:
+    """:func:`score` of each pair, graded as one batch by the worker pool."""
     config = MathConfig() if config is None else config
-    fmt, correct, extracted, error = grade_completion(
-        problem.answer, completion, timeout=config.grading_timeout
-    )
-    reward = correct + config.format_weight * fmt * (1.0 - correct)
-    return MathReward(format=fmt, correct=correct, reward=reward, extracted=extracted, error=error)
+    pairs = [(p.answer, c) for p, c in zip(problems, completions, strict=True)]
+    rewards = []
+    for fmt, correct, extracted, error in grade_completions(pairs, config.grading_timeout):
+        reward = correct + config.format_weight * fmt * (1.0 - correct)
+        rewards.append(
+            MathReward(format=fmt, correct=correct, reward=reward, extracted=extracted, error=error)
+        )
+    return rewards
 
 
 class MathTask:
@@ -430,6 +440,9 @@ class MathTask:
 
     def score(self, problem: MathProblem, completion: str) -> MathReward:
         return score(problem, completion, self.config)
+
+    def score_many(self, problems: list[MathProblem], completions: list[str]) -> list[MathReward]:
+        return score_many(problems, completions, self.config)
 
     def reference_solutions(self, problem: MathProblem) -> list[str]:
         return [f"\\boxed{{{problem.answer}}}"]

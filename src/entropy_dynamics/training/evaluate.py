@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training.rollout import generate
 
 __all__ = ["EvalResult", "evaluate", "pass_at_k"]
@@ -129,10 +130,8 @@ def evaluate(
             top_p=top_p,
             max_new_tokens=max_new_tokens,
         )
-        scores = [
-            task.score(chunk[i], text)
-            for i, text in zip(rollout.prompt_index.tolist(), rollout.completions, strict=True)
-        ]
+        owners = [chunk[i] for i in rollout.prompt_index.tolist()]
+        scores = score_all(task, owners, rollout.completions)
         for j in range(len(chunk)):
             correct_counts.append(sum(float(s.correct) >= 0.5 for s in scores[j * k : (j + 1) * k]))
         formats += sum(float(s.format) for s in scores)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from entropy_dynamics.tasks import build_task
-from entropy_dynamics.tasks.base import Task, TaskReward
+from entropy_dynamics.tasks.base import Task, TaskReward, score_all
 
 __all__ = [
     "ChatTemplateMode",
@@ -78,6 +78,9 @@ class ChatTemplateTask:
 
     def score(self, problem: Any, completion: str) -> TaskReward:
         return self.task.score(problem, completion)
+
+    def score_many(self, problems: list[Any], completions: list[str]) -> list[TaskReward]:
+        return score_all(self.task, problems, completions)
 
     def reference_solutions(self, problem: Any) -> list[str]:
         return self.task.reference_solutions(problem)

@@ -44,6 +44,7 @@ from entropy_dynamics.losses import (
 )
 from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
 from entropy_dynamics.stats import TokenStats
+from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training import checkpoint as ckpt
 from entropy_dynamics.training.config import TrainConfig, save_config
 from entropy_dynamics.training.config_io import to_dict
@@ -171,10 +172,8 @@ class Trainer:
         return self.forward.stats(features, tokens, entropy_grad=entropy_grad)
 
     def _rewards(self, problems: list, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
-        scores = [
-            self.task.score(problems[int(i)], text)
-            for i, text in zip(rollout.prompt_index, rollout.completions, strict=True)
-        ]
+        owners = [problems[int(i)] for i in rollout.prompt_index]
+        scores = score_all(self.task, owners, rollout.completions)
         reward = torch.tensor([s.reward for s in scores], dtype=torch.float32)
         correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
         fmt = torch.tensor([s.format for s in scores], dtype=torch.float32)
