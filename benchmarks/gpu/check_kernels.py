@@ -146,8 +146,10 @@ def time_backends(report, n=4096, d=1536, v=151936):
     for backend in ("triton", "torch"):
         h = hidden.clone().requires_grad_(True)
         w = weight.clone().requires_grad_(True)
-        row[f"{backend}_forward_s"] = _timed(lambda b=backend: _forward(h, w, tokens, b))
-        row[f"{backend}_forward_backward_s"] = _timed(lambda b=backend: _both(h, w, tokens, b))
+        row[f"{backend}_forward_s"] = _timed(lambda b=backend, h=h, w=w: _forward(h, w, tokens, b))
+        row[f"{backend}_forward_backward_s"] = _timed(
+            lambda b=backend, h=h, w=w: _both(h, w, tokens, b)
+        )
         row[f"{backend}_forward_over_matmul"] = row[f"{backend}_forward_s"] / matmul
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
