@@ -9,6 +9,7 @@ overrides of the chosen method's preset.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ import yaml
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.tasks.countdown import CountdownConfig
 from entropy_dynamics.tasks.math import MathConfig
+from entropy_dynamics.theory import MIN_TEMPERATURE
 from entropy_dynamics.training.config_io import apply_overrides, from_dict, load_yaml, to_dict
 
 __all__ = [
@@ -108,7 +110,10 @@ class RolloutConfig:
         _require(self.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1")
         _require(self.generation_batch_size >= 0, "rollout.generation_batch_size must be >= 0")
         _require(self.group_size >= 2, "rollout.group_size must be >= 2 (GRPO needs a group)")
-        _require(self.temperature > 0, "rollout.temperature must be > 0")
+        _require(
+            MIN_TEMPERATURE <= self.temperature < math.inf,
+            f"rollout.temperature must be a finite number >= {MIN_TEMPERATURE}",
+        )
         _require(0 < self.top_p <= 1, "rollout.top_p must be in (0, 1]")
         _require(self.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")
 
@@ -195,7 +200,10 @@ class EvalConfig:
         _require(self.every >= 0, "eval.every must be >= 0")
         _require(self.problems >= 1, "eval.problems must be >= 1")
         _require(self.k >= 1, "eval.k must be >= 1")
-        _require(self.temperature > 0, "eval.temperature must be > 0")
+        _require(
+            MIN_TEMPERATURE <= self.temperature < math.inf,
+            f"eval.temperature must be a finite number >= {MIN_TEMPERATURE}",
+        )
 
 
 @dataclass
