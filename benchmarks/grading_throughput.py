@@ -11,7 +11,9 @@ Both graders grade the same completions one at a time, as the trainer does, in i
 chunks (the order alternating per chunk) after one untimed warm-up chunk each; both must agree
 on every grade. Ratios are also given per variant: the new grader remembers the verdicts its
 workers gave, so a boxed answer seen before is not sent again, while every ``unboxed`` text is
-new, so its ratio is that of a round trip to a worker against grading in place. Writes JSON
+new, so its ratio is that of a round trip to a worker against grading in place. Last, never-seen
+texts only, graded the way the trainer now grades a rollout: the new grader gets each chunk as one
+batch (``grade_completions``), the old one grades them one at a time. Writes JSON
 (default ``benchmarks/results/grading_throughput.json``).
 
     python benchmarks/grading_throughput.py --completions 2000
@@ -102,6 +104,28 @@ def _timed(grade: Grader, chunk: list, timeout: float) -> tuple[dict[str, float]
     return seconds, grades
 
 
+def _unseen_batches(old: Grader, chunks: list[list], timeout: float) -> dict[str, float]:
+    """Never-seen texts: the old grader one at a time against the new one given each chunk as a
+    batch (as the trainer now grades a rollout), with no remembered verdicts; interleaved."""
+    seconds = {"old": 0.0, "new_batched": 0.0}
+    for index, chunk in enumerate(chunks):
+        pairs = [(gold, text) for _, gold, text in chunk]
+        runs = [("old", None), ("new_batched", None)]
+        for name, _ in runs if index % 2 == 0 else reversed(runs):
+            _math_grading._verdicts.clear()  # every text is new to the workers
+            start = time.perf_counter()
+            if name == "old":
+                old_grades = [old(gold, text, timeout) for gold, text in pairs]
+            else:
+                new_grades = _math_grading.grade_completions(pairs, timeout)
+            seconds[name] += time.perf_counter() - start
+        if old_grades != new_grades:
+            raise SystemExit("the graders disagree on never-seen texts")
+    count = sum(len(chunk) for chunk in chunks)
+    rates = {name: count / s for name, s in seconds.items()}
+    return {**rates, "ratio_new_batched_over_old": rates["new_batched"] / rates["old"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--completions", type=int, default=2000, help="graded by each grader")
@@ -140,6 +164,13 @@ def main() -> None:
                 for variant, value in spent.items():
                     seconds[name][variant] += value
             disagreements += sum(a != b for a, b in zip(grades["old"], grades["new"], strict=True))
+        fresh = [c for c in _completions(6 * args.completions, args.seed + 2) if c[0] == "unboxed"]
+        fresh = fresh[: args.completions]
+        unseen = _unseen_batches(
+            graders["old"],
+            [fresh[i : i + args.chunk] for i in range(0, len(fresh), args.chunk)],
+            args.timeout,
+        )
     _math_grading.shutdown_pool()
     counts = Counter(variant for variant, _, _ in completions)
     throughput = {name: len(completions) / sum(chunk_seconds[name]) for name in graders}
@@ -155,11 +186,18 @@ def main() -> None:
         "completions_per_s_by_variant": by_variant,
         "ratio_by_variant": {v: r["new"] / r["old"] for v, r in by_variant.items()},
         "disagreements": disagreements,
+        "unseen_texts_graded_as_a_batch": unseen,
         "chunk_seconds": chunk_seconds,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1))
-    shown = ("completions_per_s", "ratio_new_over_old", "ratio_by_variant", "disagreements")
+    shown = (
+        "completions_per_s",
+        "ratio_new_over_old",
+        "ratio_by_variant",
+        "disagreements",
+        "unseen_texts_graded_as_a_batch",
+    )
     print(json.dumps({key: results[key] for key in shown}, indent=1))
     if disagreements:
         raise SystemExit(f"the graders disagree on {disagreements} completion(s)")
