@@ -69,8 +69,7 @@ POOL_WORKERS = min(2, os.cpu_count() or 1)
 never-seen answers went from 0.74× the old in-process grader with one worker to 0.94–1.15× with
 two, and the benchmark's whole mix to 0.93–0.98× (``benchmarks/grading_throughput.py``); graded
 one at a time, never-seen answers run at 0.43–0.45× (both workers wake for each task). After a
-late worker is killed, the next grading waits
-for its replacement to start (a few seconds)."""
+late worker is killed, the next grading waits for its replacement to start (a few seconds)."""
 
 VERDICTS_KEPT = 4096
 """Verdicts remembered in the calling process (module docstring); keys of at most ~2 KB."""
