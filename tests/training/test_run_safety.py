@@ -276,3 +276,30 @@ def test_non_finite_updates_are_skipped_then_stop_with_good_weights(
     monkeypatch.setattr(trainer_module, "compute_policy_loss", real)
     assert trainer.train_step()["actor/skipped_nonfinite"] == 0.0  # a good update resets it
     assert trainer.bad_updates == 0
+
+
+def test_a_first_signal_is_recorded_and_a_second_stops_at_once() -> None:
+    from entropy_dynamics.training.interrupts import StopRequests
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequests() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # let the handler run
+        assert stop.requested == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):  # the default handler is back
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_batch_that_trains_no_token_is_a_zero_update(tmp_path, random_model_dir):
+    # GRPO on a random model: no reward, so every advantage is 0 and no token carries loss
+    overrides = _args(
+        random_model_dir, tmp_path, "idle", 2, "algorithm.method=grpo", "algorithm.loss={}"
+    )
+    trainer = Trainer(load_config(None, overrides), tmp_path / "idle")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    rows = trainer.train()
+    assert all(row["actor/skipped_nonfinite"] == 0.0 for row in rows)
+    assert all(row["actor/loss"] == 0.0 and row["actor/grad_norm"] == 0.0 for row in rows)
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
