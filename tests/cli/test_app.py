@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from entropy_dynamics.cli import app
 
 FLAGS = {
-    "train": "--config -c --method -m --name --resume --overwrite --dry-run",
+    "train": "--config -c --method -m --name --resume --overwrite --dry-run --quiet -q",
     "eval": "--model --run --k --problems --seed --temperature",
     "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
     "--eval-problems --eval-samples",
@@ -83,3 +83,10 @@ def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys) -> No
 def test_debug_is_a_global_flag() -> None:
     done = CliRunner().invoke(app, ["--debug", "verify-theory", "--vocab-size", "10"])
     assert done.exit_code == 0, done.output
+
+
+def test_version() -> None:
+    from entropy_dynamics import __version__
+
+    done = CliRunner().invoke(app, ["--version"])
+    assert done.exit_code == 0 and done.output.strip() == f"entropy-dynamics {__version__}"

@@ -9,6 +9,13 @@ Imports: anything in the package (heavy rooms lazily, inside the command, so ``-
 Nothing imports ``cli``.
 """
 
+import os
+
+# transformers' per-load progress bars and advisory notices are not the user's business here
+# (set before transformers is imported; a user's own setting wins)
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
 from entropy_dynamics.cli.app import app, main
 
 __all__ = ["app", "main"]

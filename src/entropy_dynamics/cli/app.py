@@ -28,10 +28,21 @@ app = typer.Typer(
 _OPTIONS = {"debug": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from entropy_dynamics import __version__
+
+        console.print(f"entropy-dynamics {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(
         False, "--debug", help="Show the full traceback of an unexpected error."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Study and control entropy in reinforcement fine-tuning of LLMs (arXiv 2602.03392)."""

@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 import yaml
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.cli._progress import TrainDisplay
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.guards import NonFiniteError
@@ -54,6 +55,9 @@ def train_command(
         False, "--overwrite", help="Move a run already in the run directory aside, start afresh."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate config, model and data only."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No per-step progress; only the run directory and summary."
+    ),
 ) -> None:
     """Train with GRPO (or any registered method) and show entropy dynamics live."""
     from entropy_dynamics.training.config import load_config
@@ -84,27 +88,14 @@ def train_command(
     console.print(f"run directory: [bold]{cfg.run_dir}[/]  method: [bold]{cfg.algorithm.method}[/]")
     history: list[dict[str, float]] = []
     eval_rows: list[dict[str, float]] = []
-    columns = (
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("train", total=cfg.steps, completed=trainer.step, status="")
+    with TrainDisplay(cfg.steps, trainer.step, quiet=quiet) as progress:
 
         def callback(event: str, step: int, metrics: dict[str, float]) -> None:
             if any(k.startswith("eval/") for k in metrics):
                 eval_rows.append(metrics)
-            if event != "step":
-                return
-            history.append(metrics)
-            status = (
-                f"H={metrics['entropy/mean']:.3f} acc={metrics['reward/accuracy']:.3f} "
-                f"ΔH={metrics.get('dynamics/delta_h_actual', float('nan')):+.2e}"
-            )
-            progress.update(bar, completed=step, status=status)
+            if event == "step":
+                history.append(metrics)
+                progress.step(step, metrics)
 
         try:
             trainer.train(callback)
@@ -240,8 +231,6 @@ def pretrain_command(
     """Pretrain the embedded tiny Qwen2 on Countdown (supervised) and evaluate pass@1, Pass@k."""
     import shlex
     from dataclasses import replace
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from entropy_dynamics.training.pretrain import PretrainConfig, pretrain
 

@@ -123,8 +123,9 @@ class Trainer:
             raise ConfigError(too_long)
         self.cursor = DataCursor(config.seed, len(self.train_problems))
         self.device = next(self.model.parameters()).device
-        if config.model.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+        if config.model.gradient_checkpointing:  # activation_checkpointing in transformers 5
+            enable = getattr(self.model, "activation_checkpointing_enable", None)
+            (enable or self.model.gradient_checkpointing_enable)()
         self.valid_vocab = valid_vocab_size(self.model, self.tokenizer)
         self.forward = ResponseStats(
             self.model, config.rollout.temperature, config.model.fused_stats, self.valid_vocab
