@@ -10,7 +10,7 @@ from entropy_dynamics.cli import app
 
 FLAGS = {
     "train": "--config -c --method -m --name --resume --overwrite --dry-run --quiet -q",
-    "eval": "--model --run --k --problems --seed --temperature",
+    "eval": "--model --run --k --problems --seed --temperature --ks --output -o --final-eval",
     "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
     "--eval-problems --eval-samples",
     "compare": "--methods -m --seeds --config -c --output-dir -o --workers -j --dry-run "

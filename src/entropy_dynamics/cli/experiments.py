@@ -235,7 +235,9 @@ def _write_report(run_dirs: list[Path], out: Path, ks: list[int]) -> None:
 
 def report_command(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories or folders of runs."),
-    output: Path = typer.Option(Path("report"), "--output", "-o", help="Report directory."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Report directory (default: report/ beside the first run)."
+    ),
     ks: str = typer.Option("1,8", "--ks", help="Pass@k values, e.g. 1,8."),
     evaluate_missing: bool = typer.Option(
         False,
@@ -249,6 +251,10 @@ def report_command(
         k_list = parse_ks(ks)
         if evaluate_missing:
             _evaluate_missing(run_dirs)
+        if output is None:  # beside the runs, not in whatever directory the shell is in
+            from entropy_dynamics.study.runs import find_runs
+
+            output = find_runs(run_dirs)[0].parent / "report"
         _write_report(run_dirs, output, k_list)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -171,16 +171,38 @@ def eval_command(
     problems: int = typer.Option(200, "--problems", min=1, help="Held-out problems."),
     temperature: float = typer.Option(1.0, "--temperature", min=1e-6, help="Sampling temperature."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    ks: str = typer.Option(None, "--ks", help="Pass@k values, e.g. 1,4,16 (default: 1 and --k)."),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Write the scores as JSON here (default with --run: RUN/eval.json).",
+    ),
+    final_eval: bool = typer.Option(
+        False,
+        "--final-eval",
+        help="With --run: also write RUN/final_eval.json, per-problem pass counts at the run's "
+        "eval settings (the report's pass-rate histogram).",
+    ),
 ) -> None:
     """Evaluate a model on the held-out split: Avg@k and unbiased Pass@k."""
+    import json
+
     import torch
 
+    from entropy_dynamics.cli.experiments import parse_ks
     from entropy_dynamics.models.loading import load_model_and_tokenizer
     from entropy_dynamics.training.checkpoint import latest_checkpoint
     from entropy_dynamics.training.config import TaskConfig, load_config
     from entropy_dynamics.training.evaluate import evaluate
     from entropy_dynamics.training.prompts import build_prompted_task
 
+    try:
+        k_list = tuple(k_value for k_value in parse_ks(ks or f"1,{k}") if k_value <= k)
+    except ValueError as exc:
+        fail(str(exc))
+    if final_eval and run is None:
+        fail("--final-eval needs --run (it writes the run's final_eval.json)")
     task_config, chat_template = TaskConfig(), "auto"
     if run is not None:
         checkpoint = latest_checkpoint(run)
@@ -202,13 +224,36 @@ def eval_command(
     torch.manual_seed(seed)
     held_out = task.eval_problems()[:problems]
     with console.status(f"sampling {len(held_out)} × {k} answers"):
-        result = evaluate(policy, tokenizer, task, held_out, k=k, temperature=temperature)
-    table = Table(title=f"Held-out evaluation of {model}")
+        result = evaluate(
+            policy, tokenizer, task, held_out, k=k, ks=k_list, temperature=temperature
+        )
+    console.print(f"model: {escape(str(model))}")
+    table = Table(title="Held-out evaluation")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in result.to_metrics("eval").items():
+    metrics = result.to_metrics("eval")
+    for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
+    output = output or (run / "eval.json" if run is not None else None)
+    if output is not None:
+        record = {
+            "model": str(model),
+            "problems": len(held_out),
+            "k": k,
+            "temperature": temperature,
+            "seed": seed,
+            "metrics": metrics,
+            "per_problem_correct": list(result.per_problem_correct),
+        }
+        output.write_text(json.dumps(record, indent=1))
+        console.print(f"scores: {escape(str(output))}")
+    if final_eval:
+        from entropy_dynamics.study.final_eval import final_evaluation
+
+        with console.status(f"final evaluation of {run}"):
+            final_evaluation(run, load_config(run / "config.yaml"))
+        console.print(f"final evaluation: {escape(str(run / 'final_eval.json'))}")
 
 
 def pretrain_command(

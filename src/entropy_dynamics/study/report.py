@@ -64,13 +64,20 @@ def _is_number(value: Any) -> bool:
 
 
 def _sweep_keys(groups: Sequence[Group]) -> list[str]:
+    """Numeric settings that some method was run at with several values: a sweep. A setting
+    that differs only *between* methods (GRPO at 200 steps, Clip_B at 20) is not one."""
     keys = {k for g in groups for k in g.settings}
-    return [
-        k
-        for k in sorted(keys)
-        if all(_is_number(g.settings.get(k, 0)) for g in groups)
-        and len({g.settings[k] for g in groups if k in g.settings}) > 1
-    ]
+    swept = []
+    for k in sorted(keys):
+        if not all(_is_number(g.settings.get(k, 0)) for g in groups):
+            continue
+        values = {}
+        for g in groups:
+            if k in g.settings:
+                values.setdefault(g.method, set()).add(g.settings[k])
+        if any(len(v) > 1 for v in values.values()):
+            swept.append(k)
+    return swept
 
 
 @dataclass
@@ -203,7 +210,9 @@ def _pass_rate_section(ctx: _Context) -> list[Section]:
         ctx.record(g, "pass_rate_fractions", fracs)
     text = (
         "Pass rate of each held-out problem under the final model (seeds pooled); the paper "
-        "reports that GRPO piles problems up at all-wrong and all-right. Needs final_eval.json."
+        "reports that GRPO piles problems up at all-wrong and all-right. Needs each run's "
+        "final_eval.json: written by `compare` (--final-eval), by `eval --run RUN --final-eval`, "
+        "or add --evaluate-missing to `report`."
     )
     figure = render.histogram(ctx.groups, ctx.out, ctx.plt)
     return [Section("Per-problem pass rates", text, [(header, table)], [figure])]
