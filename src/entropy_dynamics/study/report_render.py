@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from entropy_dynamics.study import plot_style as style
 from entropy_dynamics.study.runs import (
     QUADRANTS,
     Group,
@@ -24,47 +25,78 @@ from entropy_dynamics.study.summaries import fit_line, mean_std
 
 
 def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    """The report's pyplot: :func:`~entropy_dynamics.study.plot_style.pyplot`."""
+    return style.pyplot()
 
 
-def _plot_band(ax, group: Group, key: str, label: str, color=None) -> None:
+def _plot_band(ax, group: Group, key: str, label: str | None, **kwargs) -> None:
+    """The mean over seeds, smoothed over its raw values, in a band of ± 1 std (smoothed)."""
     steps, mean, std = band(group, key)
-    if not steps:
-        return
-    (line,) = ax.plot(steps, mean, label=label, color=color)
-    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    line = style.plot_smoothed(ax, steps, mean, label, **kwargs)
+    if line is not None and len(group.runs) > 1:
+        lower, upper = style.ema(mean - std), style.ema(mean + std)
+        ax.fill_between(steps, lower, upper, color=line.get_color(), alpha=0.15, linewidth=0)
 
 
-def _save(fig, path: Path, plt) -> Path:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+def _save(fig, path: Path) -> Path:
+    return style.save(fig, path)
+
+
+def _legend_below(fig, ncols: int) -> None:
+    """One legend for all subplots, under them (constrained layout keeps room for it)."""
+    by_label = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            by_label.setdefault(label, handle)
+    if by_label:
+        fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=ncols)
+
+
+def _entropy_multiples(groups, plt):
+    """One small axes per group, GRPO's curve in grey behind each (``> 4`` groups tangle)."""
+    reference = next((g for g in groups if g.method == "grpo"), None)
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4 * cols, 2.8 * rows), sharex=True, sharey=True, squeeze=False
+    )
+    for i, (ax, g) in enumerate(zip(axes.flat, groups, strict=False)):
+        if reference is not None and g is not reference:
+            _plot_band(ax, reference, "entropy/mean", None, color=style.GREY)
+        _plot_band(ax, g, "entropy/mean", None, color=style.COLORS[i % len(style.COLORS)])
+        ax.set_title(g.label)
+    for i in range(len(groups), rows * cols):  # an empty cell: the axes above shows the steps
+        axes.flat[i].axis("off")
+        axes.flat[i - cols].xaxis.set_tick_params(labelbottom=True)
+    note = f" (grey: {reference.label})" if reference is not None else ""
+    fig.suptitle(f"Entropy over training{note}")
+    fig.supxlabel("step")
+    fig.supylabel("rollout token entropy (nats)")
+    return fig
 
 
 def curves(groups, out: Path, plt) -> list[Path]:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for g in groups:
-        _plot_band(ax, g, "entropy/mean", g.label)
-    ax.set(xlabel="step", ylabel="rollout token entropy (nats)", title="Entropy over training")
-    ax.legend(fontsize=7)
-    paths = [_save(fig, out / "entropy.png", plt)]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    for g in groups:
-        _plot_band(left, g, "reward/accuracy", g.label)
+    if len(groups) > 4:
+        fig = _entropy_multiples(groups, plt)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for g in groups:
+            _plot_band(ax, g, "entropy/mean", g.label)
+        ax.set(xlabel="step", ylabel="rollout token entropy (nats)", title="Entropy over training")
+        ax.legend()
+    paths = [_save(fig, out / "entropy.png")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, g in enumerate(groups):
+        color = style.COLORS[i % len(style.COLORS)]
+        _plot_band(left, g, "reward/accuracy", g.label, color=color)
         avg = next((k for r in g.runs for row in r.rows for k in row if "eval/avg@" in k), None)
         if avg:
-            _plot_band(right, g, avg, f"{g.label} {avg.split('/')[1]}")
+            steps, mean, std = band(g, avg)
+            right.errorbar(steps, mean, std, marker="o", capsize=3, color=color, label=g.label)
     left.set(xlabel="step", ylabel="accuracy", title="Training accuracy (rollouts)")
     right.set(xlabel="step", ylabel="Avg@k", title="Held-out Avg@k")
-    for ax in (left, right):
-        if ax.lines:
-            ax.legend(fontsize=7)
-    return [*paths, _save(fig, out / "reward.png", plt)]
+    _legend_below(fig, min(len(groups), 4))
+    return [*paths, _save(fig, out / "reward.png")]
 
 
 def scatter(groups, out: Path, plt) -> Path:
@@ -83,9 +115,9 @@ def scatter(groups, out: Path, plt) -> Path:
         ax.axhline(0, color="grey", linewidth=0.3)
         ax.axvline(0, color="grey", linewidth=0.3)
         ax.set(xlabel=f"predicted ΔH: {name}", ylabel="actual ΔH")
-        ax.set_title(f"{name}: r = {r:.3f}, slope = {slope:.3g}", fontsize=10)
-        ax.legend(fontsize=6)
-    return _save(fig, out / "delta_h_scatter.png", plt)
+        ax.set_title(f"{name}: r = {r:.3f}, slope = {slope:.3g}")
+        ax.legend()
+    return _save(fig, out / "delta_h_scatter.png")
 
 
 def quadrants(groups, out: Path, plt) -> Path:
@@ -98,10 +130,10 @@ def quadrants(groups, out: Path, plt) -> Path:
         _plot_band(ax, g, "dynamics/delta_h_actual", "total actual ΔH", color="black")
         ax.axhline(0, color="grey", linewidth=0.4)
         ax.set(xlabel="step", ylabel="ΔH contribution", title=g.label)
-        ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
-    return _save(fig, out / "quadrants.png", plt)
+    _legend_below(fig, 3)
+    return _save(fig, out / "quadrants.png")
 
 
 def histogram(groups, out: Path, plt) -> Path:
@@ -119,8 +151,8 @@ def histogram(groups, out: Path, plt) -> Path:
     ax.set(xlabel="per-problem pass rate of the final model", ylabel="fraction of problems")
     ax.set_title("Per-problem pass rates (all-wrong at 0, all-right at 1)")
     if shown:
-        ax.legend(fontsize=7)
-    return _save(fig, out / "pass_rate_hist.png", plt)
+        ax.legend()
+    return _save(fig, out / "pass_rate_hist.png")
 
 
 def filters(groups, keys: list[str], out: Path, plt) -> Path:
@@ -131,11 +163,10 @@ def filters(groups, keys: list[str], out: Path, plt) -> Path:
         for g in groups:
             _plot_band(ax, g, key, g.label)
         ax.set(xlabel="step", ylabel="fraction of tokens", title=key)
-        if ax.lines:
-            ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
-    return _save(fig, out / "filters.png", plt)
+    _legend_below(fig, min(len(groups), 4))
+    return _save(fig, out / "filters.png")
 
 
 def sweep(groups, key: str, short: str, pass_key: str, ks, out: Path, plt) -> Path:
@@ -153,8 +184,8 @@ def sweep(groups, key: str, short: str, pass_key: str, ks, out: Path, plt) -> Pa
     left.set(xlabel=symbol, ylabel="final rollout entropy", title=f"Entropy vs {symbol}")
     right.set(xlabel=symbol, ylabel=pass_key, title=f"{pass_key} vs {symbol}")
     for ax in (left, right):
-        ax.legend(fontsize=7)
-    return _save(fig, out / f"sweep_{short.replace('.', '_')}.png", plt)
+        ax.legend()
+    return _save(fig, out / f"sweep_{short.replace('.', '_')}.png")
 
 
 def markdown(title: str, sections: list, out: Path) -> str:

@@ -1,24 +1,18 @@
-"""Plots of one training run from its ``metrics.jsonl`` (matplotlib, PNG, no display needed)."""
+"""Plots of one training run from its ``metrics.jsonl`` (matplotlib, PNG, no display needed), in
+the look of :mod:`~entropy_dynamics.study.plot_style`: per-step curves smoothed over their raw
+series, held-out evaluations as markers, and no series that repeats another."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+from entropy_dynamics.study import plot_style as style
 from entropy_dynamics.study.runs import PREDICTIONS
 from entropy_dynamics.study.summaries import pearson
 from entropy_dynamics.training.metrics import read_metrics
 
 __all__ = ["plot_run"]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -31,55 +25,82 @@ def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
     return steps, values
 
 
+def _same(rows: list[dict], key: str, other: str) -> bool:
+    """Whether ``key`` repeats ``other``: logged at the same steps with the same values."""
+    mine = dict(zip(*_series(rows, key), strict=True))
+    theirs = dict(zip(*_series(rows, other), strict=True))
+    return mine.keys() == theirs.keys() and all(
+        math.isclose(v, theirs[s], rel_tol=1e-9, abs_tol=1e-12) for s, v in mine.items()
+    )
+
+
+def _entropy(ax, rows: list[dict], name: str) -> None:
+    style.plot_smoothed(ax, *_series(rows, "entropy/mean"), "rollout token entropy")
+    steps, held_out = _series(rows, "eval/entropy")
+    if steps:
+        ax.plot(steps, held_out, marker="o", linestyle="--", label="held-out entropy (eval)")
+    ax.set(xlabel="step", ylabel="entropy (nats per token)", title=f"Entropy — {name}")
+    ax.legend()
+
+
+def _reward(ax, rows: list[dict], name: str) -> None:
+    if _same(rows, "reward/mean", "reward/accuracy"):
+        style.plot_smoothed(ax, *_series(rows, "reward/accuracy"), "train reward = accuracy")
+    else:
+        style.plot_smoothed(ax, *_series(rows, "reward/mean"), "train reward")
+        style.plot_smoothed(ax, *_series(rows, "reward/accuracy"), "train accuracy")
+    evals = sorted(
+        {k for r in rows for k in r if k.startswith(("eval/avg@", "eval/pass@"))},
+        key=lambda k: (k.startswith("eval/avg@"), int(k.split("@")[1])),
+    )
+    for key in evals:
+        if key.startswith("eval/avg@") and _same(rows, key, "eval/pass@1"):
+            continue  # Avg@k is the unbiased Pass@1 estimate: drawn once, as pass@1
+        ax.plot(*_series(rows, key), marker="o", linestyle="--", label=f"held-out {key[5:]}")
+    ax.set(xlabel="step", ylabel="rate", title=f"Reward and accuracy — {name}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
+def _dynamics(left, right, rows: list[dict]) -> None:
+    actual_steps, actual = _series(rows, "dynamics/delta_h_actual")
+    for key, label in PREDICTIONS.items():  # the forecasts only in runs that recorded them
+        steps, predicted = _series(rows, key)
+        if not predicted:
+            continue
+        line = style.plot_smoothed(left, steps, predicted, label)
+        if len(predicted) == len(actual) and actual:
+            r = pearson(predicted, actual)
+            right.scatter(
+                predicted, actual, s=12, color=line.get_color(), label=f"{label}: r = {r:.3f}"
+            )
+    style.plot_smoothed(left, actual_steps, actual, "actual", color="black")
+    left.axhline(0.0, color=style.GREY, linewidth=0.5)
+    left.set(xlabel="step", ylabel="ΔH per token", title="Entropy change of each update")
+    if actual:
+        lo, hi = min(actual), max(actual)
+        right.plot([lo, hi], [lo, hi], color=style.GREY, linewidth=0.8, label="y = x")
+    right.set(xlabel="predicted ΔH", ylabel="actual ΔH", title="Predicted vs actual")
+    for ax in (left, right):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+
+
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write ``entropy.png``, ``reward.png`` and ``dynamics.png`` for a run; return their paths."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
     rows = read_metrics(run_dir / "metrics.jsonl")
-    plt = _pyplot()
-    written = []
+    plt = style.pyplot()
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(*_series(rows, "entropy/mean"), label="rollout token entropy")
-    ax.set(xlabel="step", ylabel="entropy (nats)", title=f"Entropy — {run_dir.name}")
-    ax.legend()
-    written.append(out / "entropy.png")
-    fig.savefig(written[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(*_series(rows, "reward/mean"), label="train reward")
-    ax.plot(*_series(rows, "reward/accuracy"), label="train accuracy")
-    for key in sorted({k for r in rows for k in r if k.startswith("eval/")}):
-        if key.startswith(("eval/avg@", "eval/pass@")):
-            ax.plot(*_series(rows, key), marker="o", label=key)
-    ax.set(xlabel="step", ylabel="rate", title=f"Reward and accuracy — {run_dir.name}")
-    ax.legend(fontsize=8)
-    written.append(out / "reward.png")
-    fig.savefig(written[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    _, actual = _series(rows, "dynamics/delta_h_actual")
-    for key, label in PREDICTIONS.items():  # the forecasts only in runs that recorded them
-        steps, predicted = _series(rows, key)
-        if not predicted:
-            continue
-        if len(predicted) == len(actual) and actual:
-            r = pearson(predicted, actual)
-            right.scatter(predicted, actual, s=12, label=f"{label}: r = {r:.3f}")
-        left.plot(steps, predicted, label=label)
-    left.plot(*_series(rows, "dynamics/delta_h_actual"), color="black", label="actual")
-    left.axhline(0.0, color="grey", linewidth=0.5)
-    left.set(xlabel="step", ylabel="ΔH per token", title="Entropy change of each update")
-    left.legend(fontsize=8)
-    if actual:
-        lo, hi = min(actual), max(actual)
-        right.plot([lo, hi], [lo, hi], color="grey", linewidth=0.5)
-    right.set(xlabel="predicted ΔH", ylabel="actual ΔH", title="Predicted vs actual")
-    right.legend(fontsize=8)
-    written.append(out / "dynamics.png")
-    fig.savefig(written[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    _entropy(ax, rows, run_dir.name)
+    written = [style.save(fig, out / "entropy.png")]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    _reward(ax, rows, run_dir.name)
+    written.append(style.save(fig, out / "reward.png"))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    _dynamics(left, right, rows)
+    written.append(style.save(fig, out / "dynamics.png"))
     return written
