@@ -82,3 +82,11 @@ def test_overrides_do_not_mutate_the_input() -> None:
     data = {"inner": {"size": 2}}
     apply_overrides(data, ["inner.size=5"])
     assert data == {"inner": {"size": 2}}
+
+
+def test_a_flow_mapping_without_a_space_says_how_to_write_it() -> None:
+    with pytest.raises(ConfigError, match=r"algorithm\.loss\.filter_options\.mu=2\.0"):
+        apply_overrides({}, ["algorithm.loss.filter_options={mu:2.0}"])
+    with pytest.raises(ConfigError, match=r"a space must follow"):
+        apply_overrides({}, ["algorithm.loss={filter_options: {mu:2.0}}"])
+    assert apply_overrides({}, ["a={mu: 2.0}"]) == {"a": {"mu": 2.0}}

@@ -149,6 +149,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _check_flow_mapping(key: str, raw: str, value: Any) -> None:
+    """``{mu:2.0}`` is YAML for the key ``"mu:2.0"`` with no value: say how to write it."""
+    if not isinstance(value, dict):
+        return
+    for inner, item in value.items():
+        if isinstance(inner, str) and ":" in inner and item is None:
+            name, _, number = inner.partition(":")
+            raise ConfigError(
+                f"{key}={raw}: YAML reads {inner!r} as one key without a value (a space must "
+                f"follow ':'); write {key}='{{{name}: {number}}}' or {key}.{name}={number}"
+            )
+        if isinstance(item, dict):
+            _check_flow_mapping(f"{key}.{inner}", raw, item)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.field=value`` overrides (values parsed as YAML scalars) to a nested dict."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
@@ -160,6 +175,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        _check_flow_mapping(key.strip(), raw, value)
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
