@@ -139,9 +139,9 @@ def _dry_run(cfg) -> None:
             model_cfg.resolved_path(), model_cfg.dtype, "cpu", model_cfg.tokenizer
         )
         task = build_prompted_task(cfg.task, tokenizer, model_cfg.chat_template)
-        n_train, n_eval = len(task.train_problems()), len(task.eval_problems())
-        problems = task.train_problems() + task.eval_problems()
-        prompts = [task.prompt(p) for p in problems]
+        train, held_out = task.train_problems(), task.eval_problems()
+        n_train, n_eval = len(train), len(held_out)
+        prompts = [task.prompt(p) for p in train + held_out]
         problem = context_problem(model, tokenizer, prompts, cfg.rollout.max_new_tokens)
         problem = problem or unwritable(cfg.run_dir)
         if problem:

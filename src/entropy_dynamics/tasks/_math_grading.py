@@ -223,15 +223,9 @@ def _remember(key: tuple[str, str], verdict: tuple[bool, bool, str | None]) -> N
                 _verdicts.popitem(last=False)
 
 
-def _bounded_grade(gold: str, text: str, seconds: float | None) -> tuple[bool, bool, str | None]:
-    """``(extracted, correct, error)`` of :func:`_grade` run in the pool within ``seconds``
-    (None/0: no limit); ``error`` is ``timeout`` for a worker killed late, ``grader error: ...``
-    if the worker or the pool failed."""
-    return _wait(*_schedule(gold, text, seconds))
-
-
 def _schedule(gold: str, text: str, seconds: float | None):
-    """``(pool, future or the failure, limit)``: the grading handed to the pool."""
+    """``(pool, future or the failure, limit)``: :func:`_grade` handed to the pool, to run within
+    ``seconds`` (None/0: no limit) once a worker takes it."""
     limit = seconds if seconds and seconds > 0 else None
     with _lock:
         pool = _running_pool()
@@ -242,7 +236,8 @@ def _schedule(gold: str, text: str, seconds: float | None):
 
 
 def _wait(pool: ProcessPool, future, limit: float | None) -> tuple[bool, bool, str | None]:
-    """The verdict of a scheduled grading (:func:`_bounded_grade`)."""
+    """``(extracted, correct, error)`` of a scheduled grading; ``error`` is ``timeout`` for a
+    worker killed late, ``grader error: ...`` if the worker or the pool failed."""
     if isinstance(future, Exception):
         _discard(pool)
         return False, False, f"grader error: the grading pool did not start ({future!r})"
@@ -314,11 +309,11 @@ def _prepare(completion: str) -> tuple[str | None, str | None, str | None]:
 
 
 def _result(
-    completion: str, extracted: str, verdict: tuple[bool, bool, str | None]
+    text: str, extracted: str, verdict: tuple[bool, bool, str | None]
 ) -> tuple[float, float, str | None, str | None]:
     found, correct, error = verdict
-    if error == "timeout":
-        return float(extract_boxed(completion) is not None), 0.0, extracted, error
+    if error == "timeout":  # a boxed answer was found even if not graded (text != extracted)
+        return float(text != extracted), 0.0, extracted, error
     if error is not None:
         return 0.0, 0.0, extracted, error
     if not found:
@@ -350,10 +345,10 @@ def grade_completions(
     to the pool before the first answer is awaited, so the round trips between processes overlap
     the grading instead of adding to it (``benchmarks/grading_throughput.py``).
     """
-    prepared = [(gold, completion, *_prepare(completion)) for gold, completion in items]
+    prepared = [(gold, *_prepare(completion)) for gold, completion in items]
     verdicts: dict[tuple[str, str], tuple[bool, bool, str | None]] = {}
     jobs: dict[tuple[str, str], tuple] = {}
-    for gold, _, text, _, error in prepared:
+    for gold, text, _, error in prepared:
         key = (gold, text)
         if error is not None or key in verdicts or key in jobs:
             continue
@@ -368,6 +363,6 @@ def grade_completions(
     return [
         (0.0, 0.0, extracted, error)
         if error is not None
-        else _result(completion, extracted, verdicts[(gold, text)])
-        for gold, completion, text, extracted, error in prepared
+        else _result(text, extracted, verdicts[(gold, text)])
+        for gold, text, extracted, error in prepared
     ]

@@ -281,7 +281,8 @@ class Trainer:
         trained, valid = keep[rows] & mask[rows], mask[rows]
         self.optimizer.zero_grad(set_to_none=True)
         if forecast is not None:
-            self.forecaster.begin(forecast["targets"])  # ∇θ H̄ at the parameters of this step
+            values = self.forecaster.begin(forecast["targets"])  # ∇θ H̄ at this step's θ
+            forecast.setdefault("before", values)  # H̄ before the first update of the batch
         total, metrics = torch.zeros(()), []
         for chunk in chunks:
             inputs = self._loss_inputs(rollout, chunk, old, advantages, keep)
@@ -390,17 +391,14 @@ class Trainer:
         if self.probe is not None:
             targets["probe"] = self.probe
         groups = quadrant_masks(advantages, old.deviation) if self.forecaster.groups else {}
-        probe_before = None
-        if self.probe is not None:
-            probe_before, _ = self.forecaster.mean_entropy(self.probe)
-        return {"targets": targets, "groups": groups, "probe_before": probe_before}
+        return {"targets": targets, "groups": groups}
 
     def _forecast_metrics(self, plan, forecasts: dict[str, Tensor], measured: dict) -> dict:
         """Forecast metrics with their errors against the measured ΔH (batch and probe)."""
         actual = {"batch": measured["dynamics/delta_h_actual"]}
-        if plan["probe_before"] is not None:
+        if "probe" in plan.get("before", {}):
             after, _ = self.forecaster.mean_entropy(self.probe)
-            actual["probe"] = after - plan["probe_before"]
+            actual["probe"] = after - plan["before"]["probe"]
         return forecast_metrics(forecasts, actual)
 
     @torch.no_grad()
