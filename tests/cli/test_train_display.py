@@ -41,3 +41,13 @@ def test_quiet_prints_no_step_lines(tmp_path, random_model_dir) -> None:
     output = _train(tmp_path, random_model_dir, "quiet", "--quiet")
     assert not any(line.startswith("step ") for line in output.splitlines())
     assert "Run summary" in output
+
+
+def test_an_idle_filter_is_named_during_the_run_and_in_the_summary(tmp_path, random_model_dir):
+    # 2 x 4 response tokens per step: no z-score can reach Clip_V's 8.5 sigma (max sqrt(n - 1)),
+    # so the filter drops nothing and must be called idle once 20 steps are in.
+    output = _train(tmp_path, random_model_dir, "idle", "steps=20", "--method", "clip_v")
+    flat = " ".join(output.split())
+    assert flat.count("clip_v is idle: it dropped 0.000% of tokens over the last 20 steps") == 2
+    assert "step 20: clip_v is idle" in flat and "note: clip_v is idle" in flat
+    assert "mu=8.5, max_frac=0.0001" in flat

@@ -75,6 +75,7 @@ def train_command(
         _dry_run(cfg)
         return
     from entropy_dynamics.study.run_plots import plot_run
+    from entropy_dynamics.training.filter_activity import idle_filter_notice
     from entropy_dynamics.training.trainer import Trainer
 
     try:
@@ -88,14 +89,21 @@ def train_command(
     console.print(f"run directory: [bold]{cfg.run_dir}[/]  method: [bold]{cfg.algorithm.method}[/]")
     history: list[dict[str, float]] = []
     eval_rows: list[dict[str, float]] = []
+    loss_cfg = cfg.algorithm.policy_loss()
+    idle_said = False
     with TrainDisplay(cfg.steps, trainer.step, quiet=quiet) as progress:
 
         def callback(event: str, step: int, metrics: dict[str, float]) -> None:
+            nonlocal idle_said
             if any(k.startswith("eval/") for k in metrics):
                 eval_rows.append(metrics)
             if event == "step":
                 history.append(metrics)
                 progress.step(step, metrics)
+                notice = None if idle_said else idle_filter_notice(history, loss_cfg)
+                if notice:  # once per run; the summary repeats it if it still holds
+                    idle_said = True
+                    console.print(f"[yellow]step {step}: {escape(notice)}[/]", soft_wrap=True)
 
         try:
             trainer.train(callback)
@@ -109,6 +117,9 @@ def train_command(
     plots = plot_run(cfg.run_dir)
     if history:
         console.print(_summary(history, eval_rows))
+        notice = idle_filter_notice(history, loss_cfg)
+        if notice:
+            console.print(f"[yellow]note: {escape(notice)}[/]", soft_wrap=True)
     console.print(f"metrics: {cfg.run_dir / 'metrics.jsonl'}")
     console.print("plots: " + ", ".join(str(p) for p in plots))
 
@@ -129,6 +140,7 @@ def _interrupted(stop) -> None:
 
 def _dry_run(cfg) -> None:
     from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
+    from entropy_dynamics.training.filter_activity import effective_filter_options
     from entropy_dynamics.training.forward import ResponseStats
     from entropy_dynamics.training.prompts import build_prompted_task, context_problem, uses_chat
     from entropy_dynamics.training.run_dir import unwritable
@@ -160,6 +172,10 @@ def _dry_run(cfg) -> None:
         f"valid vocabulary {valid_vocab_size(model, tokenizer) or 'all rows'}, "
         f"policy loss {cfg.algorithm.policy_loss()}"
     )
+    loss_cfg = cfg.algorithm.policy_loss()
+    if loss_cfg.filter != "none":
+        options = ", ".join(f"{k}={v}" for k, v in effective_filter_options(loss_cfg).items())
+        console.print(f"filter {loss_cfg.filter} runs with {options or 'no options'}")
 
 
 def eval_command(
