@@ -1,0 +1,236 @@
+"""A loss of ``(log p_k, H)`` and its gradient from hidden states, in one pass (three matmuls).
+
+For a training loss ``L = Σ_t ℓ(rows_t; log p_k, H)`` whose per-token inputs (old log-probs,
+advantages, keep-mask, aggregation weights) are all known before the forward, the gradient with
+respect to the logits of a block of positions is known as soon as that block's statistics are:
+
+    g1 = ∂L/∂ log p_k,  g2 = ∂L/∂H                 (from the caller's loss on the block's rows)
+    grad_z = [g1 (e_k - p) - g2 p (log p + H)] / T  (kernels/logit_grad.py, the one formula)
+
+So each block of ``row_chunk`` positions is processed once, over the whole vocabulary:
+
+    x = (h Wᵀ + b) / T            (r, V)   matmul 1
+    sums A, B (and C, D for E_p[S]) over x - max  → log p_k, H, S_k, E_p[S]   (power_sums.py)
+    loss of the block, g1, g2 by autograd on r-vectors (the caller's own loss definition)
+    grad_z in place of the block                 (r, V)
+    grad_hidden[rows] = grad_z W                 (r, d)   matmul 2
+    grad_W += grad_zᵀ h[rows]                    (V, d)   matmul 3
+
+and no logits are saved: the custom autograd function's backward only scales the gradients the
+forward stored by the upstream gradient of the loss (a scalar). That is one matmul fewer than the
+statistics path (:mod:`entropy_dynamics.kernels.streaming`), whose backward recomputes every block,
+and ``[N, V]`` never exists: at most two ``(row_chunk, V)`` blocks in the compute dtype.
+
+Where the loss needs ``log p_k`` itself (a ratio to old log-probs, a clip decision) it cannot be
+streamed over vocabulary chunks in one pass — ``log p_k`` needs the row's full ``logsumexp`` — so
+blocks span the whole (valid) vocabulary and are bounded by rows instead.
+
+``valid_vocab``: lm_head rows ``≥ valid_vocab`` are not tokens; they are skipped (``p = 0``) and
+their gradient is zero. Precision: float32 sums and gradients for bf16 / fp16 / fp32 inputs
+(matmuls in the input dtype), float64 for float64 inputs. Backend: torch (cuBLAS on CUDA); there
+is no Triton kernel for this pass yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from entropy_dynamics.kernels.power_sums import finalize
+from entropy_dynamics.kernels.streaming import _block_logits, _check_inputs, _compute_dtype
+
+__all__ = ["BlockLoss", "default_loss_row_chunk", "fused_linear_loss"]
+
+BlockLoss = Callable[[slice, Tensor, Tensor], Tensor]
+"""``loss(rows, log_p_k, entropy) -> 0-d tensor``: the loss of the flat positions ``rows``,
+differentiable in the two ``(r,)`` tensors; the total loss is the sum over blocks."""
+
+_BLOCK_BYTES = 1 << 27  # 128 MiB per (row_chunk, V) block in the compute dtype, by default
+
+
+def default_loss_row_chunk(vocab: int, device: torch.device) -> int:
+    """Positions per block: 128 MiB of float32 logits (1 GiB on CUDA), at least 16 rows."""
+    budget = _BLOCK_BYTES * (8 if device.type == "cuda" else 1)
+    return max(16, budget // (4 * max(vocab, 1)))
+
+
+def _block_stats(x: Tensor, tokens: Tensor, with_es: bool):
+    """Statistics of one block of logits ``x`` ``(r, V)`` (already ``/ T``), which becomes
+    ``x - max``; returns ``(e = exp(x - max), (log p_k, H, S_k, E_p[S], log A))``."""
+    x_k = x.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (r,)
+    row_max = x.amax(-1)  # (r,)
+    rel = x.sub_(row_max.unsqueeze(-1))  # (r, V) ≤ 0
+    e = rel.exp()  # (r, V), the second block
+    a = e.sum(-1)
+    if with_es:
+        re = rel * e  # (r, V) temporary: (x - m) e^{x - m}
+        b = re.sum(-1)
+        c = torch.linalg.vecdot(e, e)
+        d = torch.linalg.vecdot(re, e)
+        del re
+    else:
+        b = torch.linalg.vecdot(rel, e)
+        c = d = torch.zeros_like(a)
+    log_p_k, entropy, s_k, e_s, lse = finalize((row_max, a, b, c, d), x_k)
+    return e, (log_p_k, entropy, s_k, e_s, lse - row_max)
+
+
+def _block_grad_(rel: Tensor, e: Tensor, log_a, entropy, g1, g2, tokens, inv_t) -> Tensor:
+    """``grad_z`` of the block, written over ``e``; ``rel = x - max`` (clobbered).
+
+    With ``p = e / A`` and ``log p = rel - log A``, the formula of
+    :func:`~entropy_dynamics.kernels.logit_grad.logit_grad_` reads
+    ``grad_z = g1 e_k / T - e ⊙ [g1 + g2 (H - log A) + g2 rel] / (A T)``.
+    """
+    scale = -inv_t / log_a.exp()  # (r,)  -1 / (A T)
+    coef = (g1 + g2 * (entropy - log_a)) * scale  # (r,)
+    if bool((g2 != 0).any()):
+        grad = torch.addcmul(coef.unsqueeze(-1), rel, (g2 * scale).unsqueeze(-1), out=rel)
+        grad.mul_(e)
+    else:
+        grad = e.mul_(coef.unsqueeze(-1))
+    grad.scatter_add_(-1, tokens.unsqueeze(-1), (g1 * inv_t).unsqueeze(-1).to(grad.dtype))
+    return grad
+
+
+def _loss_grads(loss_fn: BlockLoss, rows: slice, log_p_k: Tensor, entropy: Tensor):
+    """``(loss, g1, g2)`` of the caller's block loss, by autograd on the two ``(r,)`` vectors."""
+    with torch.enable_grad():
+        lp = log_p_k.detach().requires_grad_(True)
+        h = entropy.detach().requires_grad_(True)
+        loss = loss_fn(rows, lp, h)
+        if not loss.requires_grad:  # a loss that does not depend on this block
+            return loss.detach(), torch.zeros_like(lp), torch.zeros_like(h)
+        g1, g2 = torch.autograd.grad(loss, (lp, h), allow_unused=True)
+    g1 = torch.zeros_like(lp) if g1 is None else g1
+    g2 = torch.zeros_like(h) if g2 is None else g2
+    return loss.detach(), g1.detach(), g2.detach()
+
+
+def _fused_pass(hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs):
+    """The single pass: ``(loss, stats (5 × (N,)), grad_hidden, grad_W, grad_b)``."""
+    need_h, need_w, need_b = needs
+    dtype = _compute_dtype(hidden.dtype)
+    n, dim = hidden.shape
+    w = weight[:vocab]  # (V', d): padded rows are not tokens
+    b = None if bias is None else bias[:vocab]
+    grad_h = torch.empty(n, dim, dtype=dtype, device=hidden.device) if need_h else None
+    grad_w = torch.zeros(vocab, dim, dtype=dtype, device=weight.device) if need_w else None
+    grad_b = torch.zeros(vocab, dtype=dtype, device=weight.device) if need_b else None
+    loss = torch.zeros((), dtype=dtype, device=hidden.device)
+    stats = [torch.empty(n, dtype=dtype, device=hidden.device) for _ in range(5)]
+    for r0 in range(0, n, row_chunk):
+        rows = slice(r0, min(r0 + row_chunk, n))
+        h = hidden[rows]  # (r, d)
+        x = _block_logits(h, w, b, inv_t, dtype)  # (r, V') matmul 1
+        e, block = _block_stats(x, tokens[rows], with_es)  # x := x - max
+        for out, value in zip(stats, block, strict=True):
+            out[rows] = value
+        log_p_k, entropy, _, _, log_a = block
+        block_loss, g1, g2 = _loss_grads(loss_fn, rows, log_p_k, entropy)
+        loss += block_loss.to(dtype)
+        if not (need_h or need_w or need_b):
+            continue
+        grad = _block_grad_(x, e, log_a, entropy, g1.to(dtype), g2.to(dtype), tokens[rows], inv_t)
+        del x
+        if grad_b is not None:
+            grad_b += grad.sum(0)
+        if grad.dtype != hidden.dtype:  # half: matmuls in the input dtype, sums in float32
+            grad = grad.to(hidden.dtype)
+        if grad_h is not None:  # (r, V') x (V', d) -> (r, d) matmul 2
+            if grad.dtype == dtype:
+                torch.mm(grad, w, out=grad_h[rows])
+            else:
+                grad_h[rows] = grad @ w
+        if grad_w is not None:
+            if grad.dtype == dtype:
+                grad_w.addmm_(grad.T, h)  # (V', r) x (r, d) -> (V', d) matmul 3
+            else:
+                grad_w += grad.T @ h
+        del grad, e
+    return loss, stats, grad_h, grad_w, grad_b
+
+
+class _FusedLinearLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, grads_on
+    ):
+        # forward() itself runs with grad mode off: the caller's mode comes in as ``grads_on``
+        needs = tuple(grads_on and bool(x) for x in ctx.needs_input_grad[:3])
+        loss, stats, grad_h, grad_w, grad_b = _fused_pass(
+            hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs
+        )
+        if grad_w is not None and vocab < weight.shape[0]:  # padded rows: gradient 0
+            full = torch.zeros(weight.shape, dtype=grad_w.dtype, device=weight.device)
+            grad_w = full.index_copy_(0, torch.arange(vocab, device=weight.device), grad_w)
+        if grad_b is not None and vocab < weight.shape[0]:
+            grad_b = torch.cat([grad_b, grad_b.new_zeros(weight.shape[0] - vocab)])
+        ctx.grads = (grad_h, grad_w, grad_b)
+        ctx.dtypes = (hidden.dtype, weight.dtype, weight.dtype)
+        ctx.mark_non_differentiable(*stats)
+        return (loss, *stats[:4])
+
+    @staticmethod
+    def backward(ctx, g_loss, *_unused):  # type: ignore[override]
+        grads = []
+        for grad, dtype in zip(ctx.grads, ctx.dtypes, strict=True):
+            grads.append(None if grad is None or g_loss is None else (grad * g_loss).to(dtype))
+        ctx.grads = None  # the stored gradients are used once
+        return (*grads, None, None, None, None, None, None, None)
+
+
+def fused_linear_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    tokens: Tensor,
+    loss_fn: BlockLoss,
+    temperature: float = 1.0,
+    *,
+    bias: Tensor | None = None,
+    row_chunk: int | None = None,
+    valid_vocab: int | None = None,
+    expected_discriminator: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(loss, log p_k, H, S_k, E_p[S])`` of ``softmax((hidden @ weightᵀ + bias) / T)``, with the
+    loss's gradient to ``hidden``, ``weight`` and ``bias`` formed during the forward.
+
+    Args:
+        hidden: ``(N, d)`` final hidden states (flattened positions).
+        weight: ``(V, d)`` lm_head weight, same dtype and device as ``hidden``.
+        tokens: ``(N,)`` sampled ids in ``[0, valid_vocab)``.
+        loss_fn: :data:`BlockLoss`, called once per block with the flat slice of its positions
+            and their ``log p_k`` and ``H`` (compute dtype, requiring grad); must be a sum of
+            per-position terms (the total is the sum of the blocks' losses).
+        temperature: ``T > 0`` (the caller checks it).
+        bias: optional ``(V,)`` finite lm_head bias.
+        row_chunk: positions per block (``None``: :func:`default_loss_row_chunk`).
+        valid_vocab: rows of ``weight`` that are tokens (``None``: all).
+        expected_discriminator: also compute ``E_p[S]`` (two extra power sums); else it is 0.
+
+    Returns:
+        ``loss`` (0-d, differentiable: its backward scales the stored gradients) and four
+        detached ``(N,)`` statistics, float32 (float64 for float64 input).
+    """
+    vocab = _check_inputs(hidden, weight, tokens, bias, 1, 1, valid_vocab)
+    if hidden.dim() != 2:
+        raise ValueError(f"hidden must be (N, d) (flatten positions first), got {hidden.dim()}-d")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    row_chunk = default_loss_row_chunk(vocab, hidden.device) if row_chunk is None else row_chunk
+    if row_chunk < 1:
+        raise ValueError(f"row_chunk must be >= 1, got {row_chunk}")
+    return _FusedLinearLoss.apply(
+        hidden,
+        weight,
+        bias,
+        tokens.long(),
+        loss_fn,
+        1.0 / float(temperature),
+        vocab,
+        int(row_chunk),
+        bool(expected_discriminator),
+        torch.is_grad_enabled(),
+    )
