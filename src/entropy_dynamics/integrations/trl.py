@@ -1,0 +1,363 @@
+"""TRL ``GRPOTrainer`` with the paper's token filters (Clip_B, Clip_V, ... by name), arXiv 2602.03392.
+
+TRL has no hook for custom losses and, from 1.15 on, never forms logits: its fused LM head returns
+``log p_k`` and ``H`` but not ``Σ p² log p``, so ``E_p[S]`` cannot be built from what it returns.
+This subclass therefore changes *what TRL trains on*, not how it computes the loss:
+
+- statistics: a forward hook on the decoder (``base_model``, the module TRL's fused head calls)
+  captures the final hidden states of the rollout policy's teacher-forced pass; ``TokenStats``
+  (``log p_k``, ``H``, ``S_k``, ``E_p[S]`` of ``softmax(z / T)``) come from them and the
+  ``lm_head`` through :func:`entropy_dynamics.stats.token_stats_from_hidden` (no logits). The pass
+  is TRL's own old-log-prob pass when TRL runs one (vLLM importance sampling, misaligned
+  generation steps), else one extra no-grad pass through TRL's forward;
+- keep-mask: decided once per generation batch, on the batch gathered from every process (so the
+  filter's moments, and Clip_V's cap, are those of the whole batch), by
+  :func:`entropy_dynamics.losses.select_tokens` with the configured filter — the call our trainer
+  makes;
+- dropped tokens leave the loss *and* its denominators: the mask is multiplied into TRL's
+  ``tool_mask`` and ``num_items_in_batch`` is recounted, so every ``loss_type`` normalises over
+  the kept tokens, as :mod:`entropy_dynamics.losses` does. Everything else (clipping, ``beta``,
+  ``scale_rewards``, ``top_entropy_quantile``, the entropy bonus and its adaptive mode, vLLM
+  importance sampling) is TRL's unchanged; they see the kept tokens only;
+- metrics: ``entropy/mean``, ``discriminator/*`` (the keys of our trainer) and the filter's own
+  (``clip_b/*``, ``clip_v/*``, ...) go through TRL's ``_metrics``, hence ``log_history`` and
+  every ``report_to`` backend.
+
+Aggregation: TRL's ``loss_type`` maps onto :data:`entropy_dynamics.aggregation.AGG_MODES` as
+:func:`trl_aggregation` says. Tested against our trainer's loss path on TRL 1.16 (CPU).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from trl import GRPOConfig, GRPOTrainer
+
+from entropy_dynamics.advantages import broadcast_to_tokens
+from entropy_dynamics.aggregation import masked_mean
+from entropy_dynamics.losses import PolicyLossConfig, select_tokens
+from entropy_dynamics.stats import TokenStats, token_stats, token_stats_from_hidden
+
+__all__ = ["EntropyGRPOConfig", "EntropyGRPOTrainer", "rollout_metrics", "trl_aggregation"]
+
+_MULTIMODAL_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "num_tiles",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
+)
+_UNSUPPORTED_SCALES = ("output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+@dataclass
+class EntropyGRPOConfig(GRPOConfig):
+    """``GRPOConfig`` plus the token filter; every TRL option keeps its meaning and default."""
+
+    entropy_filter: str = field(
+        default="none",
+        metadata={
+            "help": "Token filter by name (entropy_dynamics.filters): none, clip_b, clip_v, "
+            "high_entropy, clip_cov, kl_cov, sign_intervention. Clip_B / Clip_V: arXiv 2602.03392."
+        },
+    )
+    entropy_filter_options: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword options of the filter, a dict or a JSON string, e.g. "
+            '\'{"mu": 2.5}\' for clip_b, \'{"mu": 8.5, "max_frac": 1e-4}\' for clip_v; unset '
+            "options keep the filter's documented defaults."
+        },
+    )
+    entropy_valid_vocab: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rows of the lm_head that are real tokens (Qwen2.5 pads 151,665 to 151,936); "
+            "later rows get p = 0 in the statistics. None: every row, as TRL's log-probs."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.entropy_filter_options, str):
+            try:
+                self.entropy_filter_options = json.loads(self.entropy_filter_options)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"entropy_filter_options must be a JSON object such as '{{\"mu\": 2.5}}', "
+                    f"got {self.entropy_filter_options!r} ({exc})"
+                ) from exc
+        if not isinstance(self.entropy_filter_options, dict | None):
+            raise ValueError(
+                "entropy_filter_options must be a dict or a JSON object string, got "
+                f"{type(self.entropy_filter_options).__name__}"
+            )
+        self.filter_config()  # an unknown filter or option fails here, not at the first step
+
+    def filter_config(self) -> PolicyLossConfig:
+        """The :class:`PolicyLossConfig` whose ``filter`` the plug-in runs (validated)."""
+        return PolicyLossConfig(
+            filter=self.entropy_filter, filter_options=dict(self.entropy_filter_options or {})
+        )
+
+
+def trl_aggregation(
+    loss_type: str, batch_size: int, max_completion_length: int
+) -> tuple[str, float | None]:
+    """The ``(agg_mode, loss_agg_norm)`` of :class:`PolicyLossConfig` that TRL's ``loss_type``
+    computes on one batch of ``batch_size`` sequences (no gradient accumulation, one process).
+
+    - ``dapo`` (TRL's default), ``bnpo`` → ``token-mean`` (``dapo`` over the generation batch,
+      gathered across processes; ``bnpo`` over each micro-batch);
+    - ``grpo`` → ``seq-mean-token-mean``; equal as long as every sequence keeps a token (TRL
+      still counts a sequence whose tokens were all dropped, with loss 0, in its mean);
+    - ``dr_grpo`` → ``seq-mean-token-sum-norm`` with the constant ``B · max_completion_length``.
+    """
+    if loss_type in ("dapo", "bnpo"):
+        return "token-mean", None
+    if loss_type == "grpo":
+        return "seq-mean-token-mean", None
+    if loss_type == "dr_grpo":
+        return "seq-mean-token-sum-norm", float(batch_size * max_completion_length)
+    raise ValueError(
+        f"loss_type {loss_type!r} has no aggregation mode of ours (it changes the per-token "
+        "loss itself); mapped: dapo, bnpo, grpo, dr_grpo"
+    )
+
+
+@torch.no_grad()
+def rollout_metrics(stats: TokenStats, mask: Tensor) -> dict[str, Tensor]:
+    """Our trainer's rollout statistics over ``mask`` ``(B, T)``: ``entropy/mean`` and
+    ``discriminator/{mean, std, frac_positive, deviation_mean}`` (0-d tensors)."""
+    s = stats.discriminator
+    s_mean = masked_mean(s, mask)
+    return {
+        "entropy/mean": masked_mean(stats.entropy, mask),
+        "discriminator/mean": s_mean,
+        "discriminator/std": masked_mean((s - s_mean) ** 2, mask).sqrt(),
+        "discriminator/frac_positive": masked_mean((s > 0).float(), mask),
+        "discriminator/deviation_mean": masked_mean(stats.deviation, mask),
+    }
+
+
+def _cat(parts: list[TokenStats]) -> TokenStats:
+    return TokenStats(*(torch.cat([getattr(p, f) for p in parts]) for f in TokenStats.__annotations__))
+
+
+class _Capture:
+    """What the decoder hook needs while armed: the ids of the pass and the response width."""
+
+    def __init__(self, input_ids: Tensor, response_width: int) -> None:
+        self.input_ids, self.width, self.offset = input_ids, response_width, 0
+        self.parts: list[TokenStats] = []
+
+
+class EntropyGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` whose generation batches carry the configured filter's keep-mask.
+
+    Takes the arguments of ``GRPOTrainer``; ``args`` must be an :class:`EntropyGRPOConfig`. PEFT
+    models, ZeRO-3 and FSDP2 (the ``lm_head`` weight is gathered as TRL's fused head gathers it),
+    ``logit_scale`` and ``final_logit_softcapping`` (Gemma) are handled as in TRL's head; other
+    logit multipliers are refused.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        config = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if not isinstance(config, EntropyGRPOConfig):
+            raise TypeError(
+                "EntropyGRPOTrainer needs args=EntropyGRPOConfig(..., entropy_filter='clip_b'), "
+                f"got {type(config).__name__}"
+            )
+        super().__init__(*args, **kwargs)
+        self.filter_config = config.filter_config()
+        self._capture: _Capture | None = None
+        self._arm_next_pass = False
+        causal_lm = self._causal_lm()
+        text_config = causal_lm.config.get_text_config()
+        for name in _UNSUPPORTED_SCALES:
+            if getattr(text_config, name, None) not in (None, 1, 1.0):
+                raise ValueError(
+                    f"the model's config sets {name}={getattr(text_config, name)}: the plug-in's "
+                    "statistics support logit_scale and final_logit_softcapping only"
+                )
+        scale = getattr(text_config, "logit_scale", None)
+        self._logit_scale = 1.0 if scale is None else float(scale)
+        self._softcap = getattr(text_config, "final_logit_softcapping", None)
+        backbone = getattr(causal_lm, "base_model", None)
+        if backbone is None or backbone is causal_lm:
+            raise ValueError(
+                f"{type(causal_lm).__name__} exposes no decoder as `base_model`: the plug-in needs "
+                "the final hidden states of a causal LM"
+            )
+        self._hook = backbone.register_forward_hook(self._on_decoder_output)
+
+    # ------------------------------------------------------------------ the model's parts
+    def _causal_lm(self) -> nn.Module:
+        model = self.accelerator.unwrap_model(self.model)
+        get_base = getattr(model, "get_base_model", None)  # PEFT
+        return get_base() if callable(get_base) else model
+
+    def _head_weights(self) -> tuple[Tensor, Tensor | None]:
+        head = self._causal_lm().get_output_embeddings()
+        weight, bias = head.weight, getattr(head, "bias", None)
+        if hasattr(weight, "full_tensor"):  # FSDP2 DTensor, as TRL's fused head
+            weight = weight.full_tensor()
+            bias = bias.full_tensor() if bias is not None else None
+        return weight, bias
+
+    def _gather_ctx(self, weight: Tensor, bias: Tensor | None):
+        """ZeRO-3: all-gather the partitioned ``lm_head`` for a direct read, as TRL does."""
+        try:
+            from trl.trainer.utils import maybe_gather_lm_head_ctx
+        except ImportError:
+            return nullcontext()
+        return maybe_gather_lm_head_ctx(weight, bias)
+
+    # ------------------------------------------------------------------ statistics
+    def head_stats(self, hidden: Tensor, tokens: Tensor) -> TokenStats:
+        """Detached :class:`TokenStats` of ``softmax(lm_head(hidden) / T)`` at ``tokens``.
+
+        Args:
+            hidden: ``(b, C, d)`` final hidden states predicting each token.
+            tokens: ``(b, C)`` token ids.
+        """
+        weight, bias = self._head_weights()
+        with torch.no_grad(), self._gather_ctx(weight, bias):
+            dtype = torch.float32 if self.args.cast_lm_head_to_fp32 else weight.dtype
+            hidden, w = hidden.to(weight.device, dtype), weight.to(dtype)
+            b = None if bias is None else bias.to(dtype)
+            valid_vocab = self.args.entropy_valid_vocab
+            if self._softcap is None:  # z·s = (h·s) Wᵀ + b·s: stays on the fused path
+                if self._logit_scale != 1.0:
+                    hidden = hidden * self._logit_scale
+                    b = None if b is None else b * self._logit_scale
+                return token_stats_from_hidden(
+                    hidden, w, tokens, self.temperature, bias=b, valid_vocab=valid_vocab
+                )
+            parts = []  # soft-capping is not linear: logits of one sequence at a time
+            for row in range(hidden.shape[0]):
+                z = nn.functional.linear(hidden[row].float(), w.float(), b) * self._logit_scale
+                z = self._softcap * torch.tanh(z / self._softcap)
+                z = z if valid_vocab is None else z[:, :valid_vocab]
+                parts.append(token_stats(z.unsqueeze(0), tokens[row : row + 1], self.temperature))
+            return _cat(parts)
+
+    def _on_decoder_output(self, module: nn.Module, args: Any, output: Any) -> None:
+        capture = self._capture
+        if capture is None:  # generation and the training forward pass through untouched
+            return
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        rows = slice(capture.offset, capture.offset + hidden.shape[0])
+        capture.offset += hidden.shape[0]
+        width = capture.width
+        tokens = capture.input_ids[rows, -width:]  # (b, C)
+        # position P - 1 + t predicts response token t (TRL's fused head shifts the same way)
+        capture.parts.append(self.head_stats(hidden[:, -width - 1 : -1].detach(), tokens))
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                           *args: Any, **kwargs: Any):  # fmt: skip
+        if not self._arm_next_pass:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        self._arm_next_pass = False  # only the first pass (the policy's, before any ref pass)
+        self._capture = _Capture(input_ids, logits_to_keep)
+        try:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        finally:
+            self._captured, self._capture = self._capture, None
+
+    def _trl_runs_old_pass(self) -> bool:
+        """Whether TRL's generation computes ``old_per_token_logps`` (its own condition); only an
+        optimisation: the capture is used only if the output then carries them."""
+        every = self.args.steps_per_generation * self.num_iterations
+        vllm_is = self.use_vllm and getattr(self, "vllm_importance_sampling_correction", False)
+        return self.args.gradient_accumulation_steps % every != 0 or vllm_is
+
+    def rollout_stats(self, output: dict[str, Any]) -> TokenStats:
+        """``TokenStats`` ``(B, C)`` of the current (rollout) policy on a generation batch, from
+        one no-grad pass through TRL's own forward (FSDP / ZeRO-3 / PEFT as TRL handles them)."""
+        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        mode = "train" if self.model.training else "eval"
+        batch_size = getattr(self.args, f"per_device_{mode}_batch_size")
+        extra = {k: output[k] for k in _MULTIMODAL_KEYS if k in output}
+        self._arm_next_pass = True
+        with torch.no_grad():
+            self._get_per_token_logps_and_entropies(
+                self.model, ids, attention, output["completion_ids"].shape[1],
+                batch_size=batch_size, **extra,
+            )  # fmt: skip
+        return self._take_captured(ids.shape[0])
+
+    def _take_captured(self, rows: int) -> TokenStats | None:
+        captured, self._captured = getattr(self, "_captured", None), None
+        if captured is None or captured.offset != rows or not captured.parts:
+            return None
+        return _cat(captured.parts)
+
+    # ------------------------------------------------------------------ the keep-mask
+    def _generate_and_score_completions(self, inputs):
+        self._captured = None
+        self._arm_next_pass = self._trl_runs_old_pass()
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._arm_next_pass, self._capture = False, None
+        rows = output["completion_ids"].shape[0]
+        stats = self._take_captured(rows) if "old_per_token_logps" in output else None
+        if stats is None:
+            stats = self.rollout_stats(output)
+        return self.apply_filter(output, stats)
+
+    def _gather(self, tensor: Tensor) -> Tensor:
+        """``(B, C)`` local rows → ``(P·B, C_max)``, right-padded with 0 across processes."""
+        padded = self.accelerator.pad_across_processes(tensor, dim=1, pad_index=0)
+        return self.accelerator.gather(padded)
+
+    def apply_filter(self, output: dict[str, Any], stats: TokenStats) -> dict[str, Any]:
+        """Decide the keep-mask on the whole generation batch and write it into ``output``.
+
+        ``output["tool_mask"]`` becomes ``tool_mask · keep`` and ``num_items_in_batch`` is
+        recounted over the kept tokens of every process; the metrics go to ``self._metrics``.
+
+        Args:
+            output: TRL's generation batch (``completion_mask`` ``(B, C)``, ``advantages``
+                ``(B,)`` or ``(B, C)``, optional ``tool_mask``).
+            stats: ``TokenStats`` ``(B, C)`` of the rollout policy at the completion tokens.
+        """
+        completion_mask = output["completion_mask"]
+        tool_mask = output.get("tool_mask")
+        mask = completion_mask if tool_mask is None else completion_mask * tool_mask  # (B, C)
+        advantages = output["advantages"]
+        if advantages.dim() == 1:
+            advantages = broadcast_to_tokens(advantages, mask)  # (B, C)
+        local_rows, width = mask.shape
+        fields = [stats.logprobs, stats.entropy, stats.discriminator, stats.expected_discriminator]
+        gathered = [self._gather(t.float()) for t in (*fields, advantages.float())]
+        whole_mask = self._gather(mask.long()) != 0  # (P·B, C_max)
+        whole = TokenStats(*gathered[:4])
+        keep, metrics = select_tokens(self.filter_config, whole, gathered[4], whole_mask)
+        metrics.update(rollout_metrics(whole, whole_mask))
+        start = self.accelerator.process_index * local_rows
+        local_keep = keep[start : start + local_rows, :width].to(completion_mask.dtype)
+        base = torch.ones_like(completion_mask) if tool_mask is None else tool_mask
+        output["tool_mask"] = base * local_keep
+        kept = (completion_mask * output["tool_mask"]).sum()
+        output["num_items_in_batch"] = self.accelerator.gather(kept).sum()
+        mode = "train" if self.model.training else "eval"
+        for key, value in metrics.items():
+            self._metrics[mode][key].append(float(value))
+        return output
