@@ -185,6 +185,10 @@ def test_every_module_imports_in_a_fresh_interpreter_state() -> None:
         import triton  # noqa: F401
     except ImportError:
         skip.add(f"{PACKAGE}.kernels.triton_stats")  # imported only where triton exists
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        skip.add(f"{PACKAGE}.integrations.trl")  # needs the `trl` extra
     modules = [m for m in _modules() if m not in skip]
     code = (
         "import importlib, sys\n"
