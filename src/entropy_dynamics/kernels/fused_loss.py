@@ -178,7 +178,6 @@ class _FusedLinearLoss(torch.autograd.Function):
         grads = []
         for grad, dtype in zip(ctx.grads, ctx.dtypes, strict=True):
             grads.append(None if grad is None or g_loss is None else (grad * g_loss).to(dtype))
-        ctx.grads = None  # the stored gradients are used once
         return (*grads, None, None, None, None, None, None, None)
 
 

@@ -1,0 +1,112 @@
+"""kernels.fused_loss: a loss of (log p_k, H) with its gradient formed in the forward pass.
+
+Checked against torch autograd through materialised logits (``stats.token_stats``), by float64
+gradcheck, for row blocks that do not divide N, a padded vocabulary and T ≠ 1.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from entropy_dynamics.kernels import default_loss_row_chunk, fused_linear_loss
+from entropy_dynamics.stats import token_stats
+
+N, D, V, VALID = 11, 5, 19, 16
+
+
+def _case(dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(N, D, generator=gen, dtype=torch.float64).to(dtype)
+    weight = torch.randn(V, D, generator=gen, dtype=torch.float64).to(dtype)
+    bias = torch.randn(V, generator=gen, dtype=torch.float64).to(dtype)
+    tokens = torch.randint(0, VALID, (N,), generator=gen)
+    c1, c2 = torch.randn(2, N, generator=gen, dtype=torch.float64)
+    return hidden, weight, bias, tokens, c1, c2
+
+
+def _smooth_loss(c1, c2):
+    """A non-linear per-token loss of both statistics: Σ c1 p_k + c2 H²."""
+
+    def loss(rows, log_p, entropy):
+        return (c1[rows].to(log_p) * log_p.exp() + c2[rows].to(log_p) * entropy.square()).sum()
+
+    return loss
+
+
+@pytest.mark.parametrize("row_chunk", [1, 4, 11, 64])
+def test_matches_autograd_through_materialised_logits(row_chunk) -> None:
+    hidden, weight, bias, tokens, c1, c2 = _case()
+    leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
+    loss, log_p, entropy, s_k, e_s = fused_linear_loss(
+        *leaves[:2], tokens, _smooth_loss(c1, c2), 0.6, bias=leaves[2], row_chunk=row_chunk,
+        valid_vocab=VALID,
+    )  # fmt: skip
+    grads = torch.autograd.grad(loss, leaves)
+    ref_leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
+    h, w, b = ref_leaves
+    stats = token_stats((h @ w.T + b)[:, :VALID], tokens, 0.6, entropy_grad=True)
+    ref = (c1 * stats.logprobs.exp() + c2 * stats.entropy.square()).sum()
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-13, atol=1e-13)
+    for got, expected in zip(grads, torch.autograd.grad(ref, ref_leaves), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+    assert grads[1][VALID:].abs().max() == 0 and grads[2][VALID:].abs().max() == 0
+    for got, name in ((log_p, "logprobs"), (entropy, "entropy"), (s_k, "discriminator"),
+                      (e_s, "expected_discriminator")):  # fmt: skip
+        torch.testing.assert_close(got, getattr(stats, name).detach(), rtol=1e-12, atol=1e-13)
+    assert not log_p.requires_grad
+
+
+def test_gradcheck() -> None:
+    hidden, weight, bias, tokens, c1, c2 = _case(seed=1)
+    loss_fn = _smooth_loss(c1, c2)
+
+    def loss(h, w, b):
+        return fused_linear_loss(h, w, tokens, loss_fn, 1.7, bias=b, row_chunk=3)[0]
+
+    leaves = tuple(t.clone().requires_grad_(True) for t in (hidden, weight, bias))
+    assert torch.autograd.gradcheck(loss, leaves)
+
+
+def test_float32_and_bfloat16_follow_float64() -> None:
+    hidden, weight, _bias, tokens, c1, c2 = _case(seed=2)
+    loss_fn = _smooth_loss(c1, c2)
+    ref = fused_linear_loss(hidden.requires_grad_(True), weight, tokens, loss_fn, row_chunk=4)
+    (ref_grad,) = torch.autograd.grad(ref[0], hidden)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 5e-2)):
+        h = hidden.detach().to(dtype).requires_grad_(True)
+        out = fused_linear_loss(h, weight.to(dtype), tokens, loss_fn, row_chunk=4)
+        assert out[1].dtype == torch.float32  # float32 statistics for half inputs
+        (grad,) = torch.autograd.grad(out[0], h)
+        assert grad.dtype == dtype
+        scale = ref_grad.abs().max().item()
+        assert (grad.double() - ref_grad).abs().max().item() <= tol * scale
+        assert abs(out[0].item() - ref[0].item()) <= tol * (1 + abs(ref[0].item()))
+
+
+def test_without_expected_discriminator_and_without_grad() -> None:
+    hidden, weight, _bias, tokens, c1, c2 = _case()
+    with torch.no_grad():
+        loss, _log_p, entropy, _, e_s = fused_linear_loss(
+            hidden.requires_grad_(True), weight, tokens, _smooth_loss(c1, c2),
+            expected_discriminator=False,
+        )  # fmt: skip
+    stats = token_stats(hidden.detach() @ weight.T, tokens)
+    torch.testing.assert_close(entropy, stats.entropy, rtol=1e-12, atol=1e-13)
+    assert (e_s == 0).all() and not loss.requires_grad
+
+
+def test_default_row_chunk_bounds_the_block() -> None:
+    cpu = default_loss_row_chunk(151_936, torch.device("cpu"))
+    assert cpu >= 16 and cpu * 151_936 * 4 <= 1 << 27
+    assert default_loss_row_chunk(10, torch.device("cpu")) * 10 * 4 <= 1 << 27
+
+
+def test_bad_input_is_refused() -> None:
+    hidden, weight, _bias, tokens, c1, c2 = _case()
+    with pytest.raises(ValueError, match="row_chunk"):
+        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), row_chunk=0)
+    with pytest.raises(ValueError, match="temperature"):
+        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), 0.0)
+    with pytest.raises(ValueError, match="token ids"):
+        fused_linear_loss(hidden, weight, tokens + VALID, _smooth_loss(c1, c2), valid_vocab=VALID)
