@@ -95,3 +95,44 @@ def test_trainer_uses_the_fused_path_by_default(random_model_dir, tmp_path) -> N
     assert Trainer(load_config(None, overrides), tmp_path / "a").forward.fused
     never = load_config(None, [*overrides, "model.fused_stats=never"])
     assert not Trainer(never, tmp_path / "b").forward.fused
+
+
+@pytest.mark.parametrize("entropy_coef", [0.0, 0.05])
+def test_fused_policy_loss_equals_the_unfused_loss_on_every_parameter(
+    tiny_lm, rollout, entropy_coef
+) -> None:
+    # The trainer's fused update (issue 16) against compute_policy_loss on materialised logits:
+    # same value, same gradient on every parameter (the tied lm_head / embedding included).
+    from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
+
+    model = copy.deepcopy(tiny_lm[0])
+    config = PolicyLossConfig(eps_high=0.28, dual_clip_c=3.0, entropy_coef=entropy_coef)
+    fused, plain = ResponseStats(model, 0.7, "auto"), ResponseStats(model, 0.7, "never")
+    assert fused.fuses_loss(config) and not plain.fuses_loss(config)
+    gen = torch.Generator().manual_seed(0)
+    shape = rollout.response_mask.shape
+    with torch.no_grad():
+        old = plain.stats(plain.features(rollout), rollout.response_ids).logprobs
+    old = old + 0.3 * torch.randn(shape, generator=gen)  # ratios away from 1: clips bind
+    adv = torch.randn(shape[0], 1, generator=gen).expand(shape)
+    keep = torch.rand(shape, generator=gen) > 0.2
+    rows = torch.tensor([0, 2, 3, 5])
+    model.zero_grad()
+    out = fused.policy_loss(config, rollout, rows, old, adv, keep, (0.5, 2.0))
+    out.loss.backward()
+    fused_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    stats = plain.stats(plain.features(rollout, rows), rollout.response_ids[rows], True)
+    mask = rollout.response_mask[rows]
+    inputs = PolicyLossInputs(stats.logprobs, old[rows], adv[rows], mask, stats, keep[rows])
+    ref = compute_policy_loss(config, inputs)
+    expected = 0.5 * ref.pg_loss - entropy_coef * 2.0 * ref.entropy
+    expected.backward()
+    assert 0 < ref.metrics["actor/pg_clipfrac"] < 1
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
+    for key in ("actor/pg_loss", "actor/entropy", "actor/pg_clipfrac", "actor/frac_kept"):
+        assert out.metrics[key].item() == pytest.approx(ref.metrics[key].item(), rel=1e-4), key
+    for a, b in zip(fused_grads, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="fused path"):
+        plain.policy_loss(config, rollout, rows, old, adv, keep)

@@ -71,10 +71,14 @@ def test_resume_is_exact(tmp_path, random_model_dir) -> None:
     assert any(not torch.equal(v, _weights(full.run_dir, 3)[k]) for k, v in weights_full.items())
 
 
-def _learn_gradient(tmp_path, model_dir, name: str, extra: list[str], checkpointing=False):
+def _learn_gradient(
+    tmp_path, model_dir, name: str, extra: list[str], checkpointing=False, fused_loss=True
+):
     """The gradient one learn() hands to the optimizer, on a fixed rollout of 4 prompts."""
     config = _config(tmp_path, model_dir, name, ["steps=1", "dynamics=false", *extra])
     trainer = Trainer(config, config.run_dir)
+    assert trainer.fused_loss  # the default on the fused statistics path
+    trainer.fused_loss = fused_loss
     active = getattr(trainer.model, "is_activation_checkpointing", None)
     if active is None:  # transformers < 5
         active = trainer.model.is_gradient_checkpointing
@@ -98,6 +102,17 @@ def test_micro_batches_accumulate_the_same_gradient(tmp_path, random_model_dir) 
     assert any(g.abs().sum() > 0 for g in whole)
     for a, w in zip(accumulated, whole, strict=True):
         torch.testing.assert_close(a, w, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("micro", [0, 3])
+def test_fused_loss_gives_the_unfused_gradient(tmp_path, random_model_dir, micro) -> None:
+    # Issue 16: the default fused loss against compute_policy_loss, with micro-batch shares.
+    extra = [f"algorithm.micro_batch_size={micro}"]
+    fused = _learn_gradient(tmp_path, random_model_dir, f"fused{micro}", extra)
+    plain = _learn_gradient(tmp_path, random_model_dir, f"plain{micro}", extra, fused_loss=False)
+    assert any(g.abs().sum() > 0 for g in plain)
+    for f, p in zip(fused, plain, strict=True):
+        torch.testing.assert_close(f, p, rtol=1e-4, atol=1e-7)
 
 
 def test_gradient_checkpointing_gives_the_same_gradient(tmp_path, random_model_dir) -> None:

@@ -13,6 +13,11 @@ values to float32 rounding.
 The trainer works with *features*: hidden states on the fused path, logits otherwise;
 :meth:`ResponseStats.logits` turns a few selected feature rows into logits (the dynamics metrics
 need full logits at a bounded number of positions only).
+
+On the fused path the PPO-clip loss of an update is fused too (:meth:`ResponseStats.policy_loss`,
+issue 16): the loss and its gradient to the hidden states and the ``lm_head`` are formed in the
+forward pass, three matmuls and no saved logits
+(:func:`entropy_dynamics.fused_policy_loss.fused_policy_loss`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from entropy_dynamics.fused_policy_loss import fused_policy_loss
+from entropy_dynamics.losses import PolicyLossConfig, PolicyLossOutput
 from entropy_dynamics.stats import TokenStats, token_stats, token_stats_from_hidden
 from entropy_dynamics.training.rollout import Rollout, response_logits, teacher_forcing_inputs
 
@@ -140,3 +147,47 @@ class ResponseStats:
             entropy_grad=entropy_grad,
             valid_vocab=self.valid_vocab,
         )
+
+    def fuses_loss(self, config: PolicyLossConfig) -> bool:
+        """Whether :meth:`policy_loss` serves ``config``: the fused path and the ``ppo`` loss."""
+        return self.fused and config.loss == "ppo"
+
+    def policy_loss(
+        self,
+        config: PolicyLossConfig,
+        rollout: Rollout,
+        rows: Tensor | slice,
+        old_logprobs: Tensor,
+        advantages: Tensor,
+        keep_mask: Tensor,
+        scales: tuple[float | Tensor, float | Tensor] = (1.0, 1.0),
+    ) -> PolicyLossOutput:
+        """The ``ppo`` loss of ``config`` on the response tokens of ``rollout[rows]``, fused with
+        the ``lm_head``: its gradient is formed in the forward pass
+        (:func:`~entropy_dynamics.fused_policy_loss.fused_policy_loss`).
+
+        Args:
+            old_logprobs, advantages, keep_mask: ``(N, R)`` over the whole rollout.
+            scales: ``(pg_scale, entropy_scale)``, the micro-batch's shares of the two terms.
+        """
+        if not self.fuses_loss(config):
+            raise ValueError(
+                f"the fused loss serves loss 'ppo' on the fused path only; loss is "
+                f"{config.loss!r}, fused path: {self.reason or 'yes'}"
+            )
+        out, _ = fused_policy_loss(
+            config,
+            self.features(rollout, rows),
+            self.head.weight,
+            rollout.response_ids[rows],
+            old_logprobs[rows],
+            advantages[rows],
+            rollout.response_mask[rows],
+            keep_mask[rows],
+            self.temperature,
+            bias=self.head.bias,
+            valid_vocab=self.valid_vocab,
+            pg_scale=scales[0],
+            entropy_scale=scales[1],
+        )
+        return out

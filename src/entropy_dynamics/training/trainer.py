@@ -12,7 +12,8 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
 - update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each,
   gradients accumulated over micro-batches of ``micro_batch_size`` sequences (exactly);
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
-  filter such as Clip_B / Clip_V, token-mean aggregation by default);
+  filter such as Clip_B / Clip_V, token-mean aggregation by default); on the fused path PPO-clip
+  and its gradient come from one pass over the hidden states (``forward.policy_loss``, issue 16);
 - optimizer: AdamW, constant learning rate after an optional linear warm-up, grad clip 1.0;
 - dynamics: entropy of the step's batch re-measured after the update (actual ΔH) next to the
   first-order prediction from the measured logit change and Theorem 3.3's prediction;
@@ -130,6 +131,7 @@ class Trainer:
         self.forward = ResponseStats(
             self.model, config.rollout.temperature, config.model.fused_stats, self.valid_vocab
         )
+        self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
         optim = config.optim
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -285,15 +287,23 @@ class Trainer:
             forecast.setdefault("before", values)  # H̄ before the first update of the batch
         total, metrics = torch.zeros(()), []
         for chunk in chunks:
-            inputs = self._loss_inputs(rollout, chunk, old, advantages, keep)
-            out = compute_policy_loss(loss_cfg, inputs)
-            loss = out.loss
+            shares = (1.0, 1.0)
             if len(chunks) > 1:
                 mode = loss_cfg.agg_mode
-                loss = aggregation_share(mode, keep[chunk] & mask[chunk], trained) * out.pg_loss
-                if loss_cfg.entropy_coef != 0:
-                    share = aggregation_share(mode, mask[chunk], valid)
-                    loss = loss - loss_cfg.entropy_coef * share * out.entropy
+                share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained)
+                shares = (share_pg, aggregation_share(mode, mask[chunk], valid))
+            if self.fused_loss and forecast is None:  # the gradient is formed in this forward
+                out = self.forward.policy_loss(loss_cfg, rollout, chunk, old.logprobs, advantages,
+                                               keep, shares)  # fmt: skip
+                loss = out.loss
+            else:
+                inputs = self._loss_inputs(rollout, chunk, old, advantages, keep)
+                out = compute_policy_loss(loss_cfg, inputs)
+                loss = out.loss
+                if len(chunks) > 1:
+                    loss = shares[0] * out.pg_loss
+                    if loss_cfg.entropy_coef != 0:
+                        loss = loss - loss_cfg.entropy_coef * shares[1] * out.entropy
             if forecast is not None:
                 groups = {name: m[chunk] for name, m in forecast["groups"].items()}
                 self.forecaster.add_group_gradients(loss, inputs.logprobs, groups)
