@@ -12,8 +12,8 @@ CPU, the embedded model (verified, a few seconds per step on 2 cores)::
 
 One GPU with vLLM colocated (NOT verified here: vLLM could not be installed on the test machine)::
 
-    python examples/trl_grpo.py --config configs/trl/clip_b.yaml --model_path /models/Qwen2.5-1.5B \\
-        --use_vllm true --vllm_mode colocate --bf16 true
+    python examples/trl_grpo.py --config configs/trl/clip_b.yaml \\
+        --model_path /models/Qwen2.5-1.5B --use_vllm true --vllm_mode colocate --bf16 true
 
 Several GPUs with DeepSpeed ZeRO-3 or FSDP2 (NOT verified here: one CPU machine; TRL's example
 accelerate configs ship in its repository under ``examples/accelerate_configs/``)::

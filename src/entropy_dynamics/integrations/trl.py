@@ -1,4 +1,4 @@
-"""TRL ``GRPOTrainer`` with the paper's token filters (Clip_B, Clip_V, ... by name), arXiv 2602.03392.
+"""TRL's ``GRPOTrainer`` with the token filters (Clip_B, Clip_V, ... by name) of arXiv 2602.03392.
 
 TRL has no hook for custom losses and, from 1.15 on, never forms logits: its fused LM head returns
 ``log p_k`` and ``H`` but not ``Σ p² log p``, so ``E_p[S]`` cannot be built from what it returns.
@@ -151,7 +151,9 @@ def rollout_metrics(stats: TokenStats, mask: Tensor) -> dict[str, Tensor]:
 
 
 def _cat(parts: list[TokenStats]) -> TokenStats:
-    return TokenStats(*(torch.cat([getattr(p, f) for p in parts]) for f in TokenStats.__annotations__))
+    """Row chunks of ``TokenStats`` ``(b_i, C)`` → one ``(Σ b_i, C)``."""
+    names = ("logprobs", "entropy", "discriminator", "expected_discriminator")
+    return TokenStats(*(torch.cat([getattr(p, name) for p in parts]) for name in names))
 
 
 class _Capture:

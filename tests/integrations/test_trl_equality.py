@@ -1,0 +1,175 @@
+"""The TRL plug-in against our trainer's loss path, on one fixed batch (issue 12).
+
+Same weights, token ids, advantages and old log-probs on both sides. Ours: the trainer's own
+``forward`` statistics of the rollout policy, ``select_tokens`` on the whole batch, the trainer's
+``_loss_inputs`` and ``compute_policy_loss``. TRL's: ``EntropyGRPOTrainer.rollout_stats`` and
+``apply_filter`` on the generation batch, then TRL's unmodified ``compute_loss``. The keep-mask,
+the loss and every parameter gradient must agree, for ``grpo``, ``clip_b`` and ``clip_v``, with
+TRL's ``loss_type`` mapped by ``trl_aggregation``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+from datasets import Dataset
+
+from entropy_dynamics.advantages import broadcast_to_tokens
+from entropy_dynamics.integrations.trl import (
+    EntropyGRPOConfig,
+    EntropyGRPOTrainer,
+    trl_aggregation,
+)
+from entropy_dynamics.losses import compute_policy_loss, select_tokens
+from entropy_dynamics.stats import TokenStats
+from entropy_dynamics.training.config import load_config
+from entropy_dynamics.training.rollout import Rollout
+from entropy_dynamics.training.trainer import Trainer
+
+B, P, C = 8, 6, 10
+# Options that make both filters drop tokens on this small batch (the paper's mu would not).
+FILTERS = {
+    "grpo": ("none", {}),
+    "clip_b": ("clip_b", {"mu": 0.5}),
+    "clip_v": ("clip_v", {"mu": 0.5, "max_frac": 0.05}),
+}
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Fixed token ids, masks, advantages and old log-probs (ratios ≠ 1, some clipped)."""
+    gen = torch.Generator().manual_seed(0)
+    vocab = 40  # ids of ordinary characters of the embedded tokenizer
+    prompt_ids = torch.randint(2, vocab, (B, P), generator=gen)
+    completion_ids = torch.randint(2, vocab, (B, C), generator=gen)
+    lengths = torch.tensor([10, 7, 4, 10, 9, 3, 6, 8])
+    completion_mask = (torch.arange(C) < lengths.unsqueeze(1)).long()  # (B, C)
+    completion_ids = torch.where(completion_mask.bool(), completion_ids, 0)
+    advantages = torch.tensor([1.2, -0.8, 0.5, -1.5, 0.9, -0.3, 1.1, -1.1])
+    noise = 0.3 * torch.randn(B, C, generator=gen)
+    return prompt_ids, completion_ids, completion_mask, advantages, noise
+
+
+def _ours(tmp_path, method: str, loss_type: str, batch):
+    prompt_ids, completion_ids, completion_mask, seq_adv, noise = batch
+    name, options = FILTERS[method]
+    agg_mode, norm = trl_aggregation(loss_type, B, C)
+    overrides = [
+        f"output_dir={tmp_path}",
+        "steps=1",
+        f"algorithm.method={'grpo' if name == 'none' else name}",
+        f"algorithm.loss.agg_mode={agg_mode}",
+    ]
+    if norm is not None:
+        overrides.append(f"algorithm.loss.loss_agg_norm={norm}")
+    if options:
+        body = ", ".join(f"{k}: {v}" for k, v in options.items())
+        overrides.append(f"algorithm.loss.filter_options={{{body}}}")
+    trainer = Trainer(load_config(None, overrides), tmp_path / "ours")
+    trainer.model.train()
+    mask = completion_mask.bool()
+    rollout = Rollout(
+        input_ids=torch.cat([prompt_ids, completion_ids], 1),
+        attention_mask=torch.cat([torch.ones_like(prompt_ids), completion_mask], 1),
+        response_ids=completion_ids,
+        response_mask=mask,
+        sampling_logprobs=torch.zeros(B, C),
+        sampling_entropy=torch.zeros(B, C),
+        prompt_index=torch.arange(B),
+        completions=[""] * B,
+        prompt_length=P,
+        truncated=torch.zeros(B, dtype=torch.bool),
+    )
+    advantages = broadcast_to_tokens(seq_adv, mask)
+    with torch.no_grad():  # the trainer's `learn`: rollout-policy statistics, then the filter
+        old = trainer.forward.stats(trainer.forward.features(rollout), rollout.response_ids)
+    keep, _ = select_tokens(trainer.loss_config, old, advantages, mask)
+    old_logprobs = torch.where(mask, old.logprobs + noise, 0.0)
+    old = TokenStats(old_logprobs, old.entropy, old.discriminator, old.expected_discriminator)
+    inputs = trainer._loss_inputs(rollout, torch.arange(B), old, advantages, keep)
+    out = compute_policy_loss(trainer.loss_config, inputs)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+    return trainer.model, keep & mask, out.loss.detach(), grads, old_logprobs
+
+
+def _trl(tmp_path, model, method: str, loss_type: str, batch, old_logprobs):
+    prompt_ids, completion_ids, completion_mask, seq_adv, _ = batch
+    name, options = FILTERS[method]
+    args = EntropyGRPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        loss_type=loss_type,
+        entropy_filter=name,
+        entropy_filter_options=options,
+        per_device_train_batch_size=B,
+        num_generations=B,
+        max_completion_length=C,
+        bf16=False,
+        report_to="none",
+    )
+    data = Dataset.from_list([{"prompt": "1 2 -> 3: "}] * B)
+    trainer = EntropyGRPOTrainer(
+        model=copy.deepcopy(model),  # the weights our side started from
+        reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+        args=args,
+        train_dataset=data,
+    )
+    trainer.model.zero_grad(set_to_none=True)
+    output = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": seq_adv,
+        "num_items_in_batch": completion_mask.sum(),
+        "old_per_token_logps": old_logprobs,
+    }
+    output = trainer.apply_filter(output, trainer.rollout_stats(output))
+    trainer.current_gradient_accumulation_steps = 1  # what TRL's training loop sets
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, output)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+    keep = (output["tool_mask"] * completion_mask).bool()
+    return trainer, keep, loss.detach(), grads
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
+@pytest.mark.parametrize("method", ["grpo", "clip_b", "clip_v"])
+def test_plugin_keep_mask_loss_and_gradients_equal_our_trainer(tmp_path, batch, method, loss_type):
+    # our trainer's weights are the embedded model as loaded; gradients were taken from them
+    model, keep, loss, grads, old_logprobs = _ours(tmp_path, method, loss_type, batch)
+    model.zero_grad(set_to_none=True)
+    trainer, trl_keep, trl_loss, trl_grads = _trl(
+        tmp_path, model, method, loss_type, batch, old_logprobs
+    )
+    mask = batch[2].bool()
+    if method != "grpo":  # the comparison must involve dropped tokens
+        assert (mask & ~keep).any()
+    if loss_type == "grpo":  # trl_aggregation's condition for grpo ↔ seq-mean-token-mean
+        assert keep.any(-1).all()
+    torch.testing.assert_close(trl_keep, keep, rtol=0, atol=0)
+    torch.testing.assert_close(trl_loss, loss, rtol=1e-5, atol=1e-6)
+    assert set(trl_grads) == set(grads)
+    for name, grad in grads.items():  # float32: two kernels, two summation orders
+        atol = 1e-4 * float(grad.abs().max())
+        torch.testing.assert_close(
+            trl_grads[name], grad, rtol=1e-3, atol=atol, msg=lambda m, n=name: f"{n}: {m}"
+        )
+    kept_fraction = trainer._metrics["train"]
+    if method != "grpo":
+        key = f"{method}/frac_clipped"
+        expected = float((mask & ~keep).sum() / mask.sum())
+        assert kept_fraction[key] == pytest.approx([expected])
+
+
+def test_loss_types_without_an_aggregation_mode_are_named() -> None:
+    with pytest.raises(ValueError, match="sapo"):
+        trl_aggregation("sapo", 4, 8)
+    assert trl_aggregation("bnpo", 4, 8) == ("token-mean", None)
+    assert trl_aggregation("dr_grpo", 4, 8) == ("seq-mean-token-sum-norm", 32.0)
