@@ -12,7 +12,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from entropy_dynamics.study.summaries import mean_std
+from entropy_dynamics.training.config import LoggingConfig
 from entropy_dynamics.training.evaluate import pass_at_k
 from entropy_dynamics.training.metrics import read_metrics
 
@@ -48,6 +49,7 @@ IGNORED_KEYS = {
     "keep_checkpoints",
     "checkpoint_every",
     "model.device",
+    *(f"logging.{f.name}" for f in fields(LoggingConfig)),
 }
 """Config keys that do not define a group (seeds of one setting share everything else)."""
 QUADRANTS = {

@@ -26,6 +26,7 @@ __all__ = [
     "AlgorithmConfig",
     "EvalConfig",
     "ForecastConfig",
+    "LoggingConfig",
     "ModelConfig",
     "OptimConfig",
     "RolloutConfig",
@@ -226,6 +227,37 @@ class ForecastConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Metric back-ends besides ``metrics.jsonl`` (always written) and TensorBoard
+    (``tensorboard``): each writes under the run directory, needs no network, and is an optional
+    extra (:mod:`entropy_dynamics.training.metrics`)."""
+
+    wandb: bool = False
+    """Weights & Biases in offline mode (``WANDB_MODE=offline`` unless set): the run is written to
+    ``RUN/wandb/offline-run-*`` and uploaded later with ``wandb sync``; needs
+    ``pip install 'entropy-dynamics[wandb]'``."""
+    wandb_project: str = "entropy-dynamics"
+    """W&B project the run is filed under when synced."""
+    mlflow: bool = False
+    """MLflow tracking: the run's config as params and every step's metrics (``@`` in a metric
+    name becomes ``_at_``: ``eval/pass_at_8``); needs ``pip install 'entropy-dynamics[mlflow]'``."""
+    mlflow_tracking_uri: str = ""
+    """MLflow tracking URI; empty: the local file store ``file:RUN/mlruns``
+    (``mlflow ui --backend-store-uri RUN/mlruns``)."""
+    mlflow_experiment: str = "entropy-dynamics"
+    """MLflow experiment the run is filed under."""
+
+    def __post_init__(self) -> None:
+        _require(
+            not self.wandb or bool(self.wandb_project.strip()), "logging.wandb_project is empty"
+        )
+        _require(
+            not self.mlflow or bool(self.mlflow_experiment.strip()),
+            "logging.mlflow_experiment is empty",
+        )
+
+
+@dataclass
 class TrainConfig:
     name: str = ""
     """Run name; empty: ``<method>-seed<seed>``. The run lives in ``output_dir/name``."""
@@ -247,7 +279,7 @@ class TrainConfig:
     """Updates with a non-finite loss or gradient are skipped; this many in a row stop the run
     (with a checkpoint of the last good weights)."""
     tensorboard: bool = True
-    """Also write TensorBoard event files."""
+    """Also write TensorBoard event files (``RUN/tensorboard``); other back-ends: ``logging``."""
     threads: int = 0
     """torch CPU threads; 0 keeps torch's default."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -257,6 +289,7 @@ class TrainConfig:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, "steps must be >= 1")

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from entropy_dynamics.training.config import LoggingConfig
 
 __all__ = [
     "SAFE_ON_RESUME",
@@ -37,6 +40,8 @@ SAFE_ON_RESUME = frozenset(
         "threads",
         "model.device",
         "eval.every",
+        "logging",  # a run saved before the section existed
+        *(f"logging.{f.name}" for f in fields(LoggingConfig)),
     }
 )
 """Settings a resumed run may change: they decide how long and how visibly it runs, not what it

@@ -463,7 +463,14 @@ class Trainer:
         """
         cfg = self.config
         history = []
-        writer = MetricsWriter(self.run_dir, cfg.tensorboard, resume_step=self.step)
+        writer = MetricsWriter(
+            self.run_dir,
+            cfg.tensorboard,
+            resume_step=self.step,
+            logging=cfg.logging,
+            run_name=cfg.run_name,
+            run_config=to_dict(cfg),
+        )
         with writer, StopRequests() as stop:
             if self.step == 0 and cfg.eval.every > 0:
                 initial = self.evaluate()
