@@ -1,11 +1,12 @@
 """The TRL plug-in against our trainer's loss path, on one fixed batch (issue 12).
 
 Same weights, token ids, advantages and old log-probs on both sides. Ours: the trainer's own
-``forward`` statistics of the rollout policy, ``select_tokens`` on the whole batch, the trainer's
-``_loss_inputs`` and ``compute_policy_loss``. TRL's: ``EntropyGRPOTrainer.rollout_stats`` and
-``apply_filter`` on the generation batch, then TRL's unmodified ``compute_loss``. The keep-mask,
-the loss and every parameter gradient must agree, for ``grpo``, ``clip_b`` and ``clip_v``, with
-TRL's ``loss_type`` mapped by ``trl_aggregation``.
+``forward`` statistics of the rollout policy, ``select_tokens`` on the whole batch (as its
+``learn``), then its own ``_update`` (the fused policy loss, or ``compute_policy_loss``).
+TRL's: ``EntropyGRPOTrainer.rollout_stats`` and ``apply_filter`` on the generation batch, then
+TRL's unmodified ``compute_loss``. The keep-mask, the loss and every parameter gradient must
+agree, for ``grpo``, ``clip_b`` and ``clip_v``, with TRL's ``loss_type`` mapped by
+``trl_aggregation``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from entropy_dynamics.integrations.trl import (
     EntropyGRPOTrainer,
     trl_aggregation,
 )
-from entropy_dynamics.losses import compute_policy_loss, select_tokens
+from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.rollout import Rollout
@@ -55,7 +56,8 @@ def batch():
     return prompt_ids, completion_ids, completion_mask, advantages, noise
 
 
-def _ours(tmp_path, method: str, loss_type: str, batch):
+def _ours(tmp_path, method: str, loss_type: str, fused: bool, batch):
+    """Our trainer's `learn` on the fixed batch, up to the gradient of its one update."""
     prompt_ids, completion_ids, completion_mask, seq_adv, noise = batch
     name, options = FILTERS[method]
     agg_mode, norm = trl_aggregation(loss_type, B, C)
@@ -64,6 +66,7 @@ def _ours(tmp_path, method: str, loss_type: str, batch):
         "steps=1",
         f"algorithm.method={'grpo' if name == 'none' else name}",
         f"algorithm.loss.agg_mode={agg_mode}",
+        "optim.grad_clip=1e9",  # the raw gradient: clipping would rescale it
     ]
     if norm is not None:
         overrides.append(f"algorithm.loss.loss_agg_norm={norm}")
@@ -71,6 +74,9 @@ def _ours(tmp_path, method: str, loss_type: str, batch):
         body = ", ".join(f"{k}: {v}" for k, v in options.items())
         overrides.append(f"algorithm.loss.filter_options={{{body}}}")
     trainer = Trainer(load_config(None, overrides), tmp_path / "ours")
+    assert trainer.fused_loss  # the default on the embedded model
+    trainer.fused_loss = fused  # its fused loss, or compute_policy_loss
+    start = copy.deepcopy(trainer.model)  # the weights the gradient is taken at
     trainer.model.train()
     mask = completion_mask.bool()
     rollout = Rollout(
@@ -91,11 +97,9 @@ def _ours(tmp_path, method: str, loss_type: str, batch):
     keep, _ = select_tokens(trainer.loss_config, old, advantages, mask)
     old_logprobs = torch.where(mask, old.logprobs + noise, 0.0)
     old = TokenStats(old_logprobs, old.entropy, old.discriminator, old.expected_discriminator)
-    inputs = trainer._loss_inputs(rollout, torch.arange(B), old, advantages, keep)
-    out = compute_policy_loss(trainer.loss_config, inputs)
-    out.loss.backward()
+    metrics, _ = trainer._update(rollout, torch.arange(B), old, advantages, keep, None)
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
-    return trainer.model, keep & mask, out.loss.detach(), grads, old_logprobs
+    return start, keep & mask, metrics["actor/loss"], grads, old_logprobs
 
 
 def _trl(tmp_path, model, method: str, loss_type: str, batch, old_logprobs):
@@ -139,12 +143,13 @@ def _trl(tmp_path, model, method: str, loss_type: str, batch, old_logprobs):
     return trainer, keep, loss.detach(), grads
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-loss", "compute_policy_loss"])
 @pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
 @pytest.mark.parametrize("method", ["grpo", "clip_b", "clip_v"])
-def test_plugin_keep_mask_loss_and_gradients_equal_our_trainer(tmp_path, batch, method, loss_type):
-    # our trainer's weights are the embedded model as loaded; gradients were taken from them
-    model, keep, loss, grads, old_logprobs = _ours(tmp_path, method, loss_type, batch)
-    model.zero_grad(set_to_none=True)
+def test_plugin_keep_mask_loss_and_gradients_equal_our_trainer(
+    tmp_path, batch, method, loss_type, fused
+):
+    model, keep, loss, grads, old_logprobs = _ours(tmp_path, method, loss_type, fused, batch)
     trainer, trl_keep, trl_loss, trl_grads = _trl(
         tmp_path, model, method, loss_type, batch, old_logprobs
     )
