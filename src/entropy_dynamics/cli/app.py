@@ -6,6 +6,7 @@ import typer
 from rich.markup import escape
 
 from entropy_dynamics.cli._console import console
+from entropy_dynamics.cli._help import FlagsAsFlagsCommand, FlagsAsFlagsGroup
 from entropy_dynamics.cli.analyze import analyze_command
 from entropy_dynamics.cli.data import filter_data_command
 from entropy_dynamics.cli.experiments import (
@@ -22,6 +23,7 @@ app = typer.Typer(
     help="Study and control entropy in reinforcement fine-tuning of LLMs (arXiv 2602.03392).",
     no_args_is_help=True,
     add_completion=False,
+    cls=FlagsAsFlagsGroup,
 )
 
 
@@ -49,15 +51,15 @@ def _root(
     _OPTIONS["debug"] = debug
 
 
-app.command("train")(train_command)
-app.command("eval")(eval_command)
-app.command("pretrain")(pretrain_command)
-app.command("compare")(compare_command)
-app.command("validate-signs")(validate_signs_command)
-app.command("report")(report_command)
-app.command("verify-theory")(verify_theory_command)
-app.command("analyze")(analyze_command)
-app.command("filter-data")(filter_data_command)
+app.command("train", cls=FlagsAsFlagsCommand)(train_command)
+app.command("eval", cls=FlagsAsFlagsCommand)(eval_command)
+app.command("pretrain", cls=FlagsAsFlagsCommand)(pretrain_command)
+app.command("compare", cls=FlagsAsFlagsCommand)(compare_command)
+app.command("validate-signs", cls=FlagsAsFlagsCommand)(validate_signs_command)
+app.command("report", cls=FlagsAsFlagsCommand)(report_command)
+app.command("verify-theory", cls=FlagsAsFlagsCommand)(verify_theory_command)
+app.command("analyze", cls=FlagsAsFlagsCommand)(analyze_command)
+app.command("filter-data", cls=FlagsAsFlagsCommand)(filter_data_command)
 
 
 def main() -> None:
