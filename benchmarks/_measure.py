@@ -1,0 +1,93 @@
+"""Peak memory and time of one forward (+ backward), shared by the kernel benchmarks.
+
+Peak memory is the peak of live allocations above the level at the call's start (CPU: replay of
+the profiler's allocator events; CUDA: ``torch.cuda.max_memory_allocated``); the forward peak is
+the peak before the backward starts. Times are wall and process-CPU seconds (on a shared CPU the
+process CPU time is the robust measure of work; on CUDA, wall time with synchronisation).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cpu_peaks(forward: Callable[[], Any], backward: Callable[[Any], None] | None):
+    """``(forward peak bytes, fwd+bwd peak bytes, forward's output)``."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        outputs = forward()
+        with record_function("benchmark_backward"):
+            if backward is not None:
+                backward(outputs)
+    events = prof.profiler.kineto_results.events()
+    boundary = min(e.start_ns() for e in events if e.name() == "benchmark_backward")
+    memory = sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    level = forward_peak = peak = 0
+    for event in memory:
+        level += event.nbytes()
+        peak = max(peak, level)
+        if event.start_ns() < boundary:
+            forward_peak = peak
+    return forward_peak, peak, outputs
+
+
+def cuda_peaks(forward: Callable[[], Any], backward: Callable[[Any], None] | None):
+    """As :func:`cpu_peaks`, from the CUDA caching allocator's counters."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    outputs = forward()
+    torch.cuda.synchronize()
+    forward_peak = torch.cuda.max_memory_allocated() - base
+    if backward is not None:
+        backward(outputs)
+    torch.cuda.synchronize()
+    return forward_peak, torch.cuda.max_memory_allocated() - base, outputs
+
+
+def timed(forward: Callable[[], Any], backward: Callable[[Any], None] | None, device):
+    """Wall and process-CPU seconds of the forward and of forward + backward."""
+    sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    outputs = forward()
+    sync(device)
+    out = {"forward_s": time.perf_counter() - wall, "forward_cpu_s": time.process_time() - cpu}
+    if backward is not None:
+        backward(outputs)
+        sync(device)
+        out["forward_backward_s"] = time.perf_counter() - wall
+        out["forward_backward_cpu_s"] = time.process_time() - cpu
+    del outputs
+    return out
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        return 1 << 62
+
+
+def machine_load() -> dict[str, float]:
+    """1-, 5- and 15-minute load averages (others share the machine)."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return {}
+    return {"load_1min": one, "load_5min": five, "load_15min": fifteen, "cpus": os.cpu_count()}
