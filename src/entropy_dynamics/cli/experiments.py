@@ -194,35 +194,40 @@ def validate_signs_command(
             )
     except (ConfigError, ValueError, RuntimeError) as exc:
         fail(str(exc))
-    table = Table(title="Sign intervention vs Theorem 3.2")
-    columns = (
-        "samples",
-        "tokens kept",
-        "predicted",
-        "observed",
-        "Σ ΔH trained tokens",
-        "Σ ΔH whole batch",
-        "entropy change",
-    )
-    for column in (*columns, "agrees"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(
-            r.sample_sign,
-            "S_k > 0" if r.keep == "s_positive" else "S_k < 0",
-            r.predicted,
-            r.observed,
-            f"{r.trained_sum:+.3e}",
-            f"{r.batch_sum:+.3e}",
-            f"{r.entropy_first:.4f} → {r.entropy_last:.4f} ({r.entropy_change:+.4f})",
-            "[green]yes[/]" if r.agrees else "[red]NO[/]",
-        )
-    console.print(table)
+    console.print(signs_table(rows))
     console.print(
         f"{sum(r.agrees for r in rows)}/{len(rows)} directions agree with Theorem 3.2 "
         "at the trained tokens"
     )
     console.print(f"table: {output_dir / 'signs.md'}, numbers: {output_dir / 'signs.json'}")
+
+
+SIGNS_LEGEND = (
+    "A: advantage sign of the trained samples · S_k: sign of S_k of the tokens trained · "
+    "pred.: entropy direction by Theorem 3.2 · obs.: that of ΣΔH kept · ΣΔH kept, all: entropy "
+    "change summed over steps at the trained tokens, over the whole batch (mean over seeds) · "
+    "H: rollout entropy at the first and last step · ok: obs. = pred."
+)
+
+
+def signs_table(rows) -> Table:
+    """validate-signs' console table: short columns that fit 80 columns, explained in the
+    caption (the full table is ``signs.md``)."""
+    table = Table(title="Sign intervention vs Theorem 3.2", caption=SIGNS_LEGEND)
+    for column in ("A", "S_k", "pred.", "obs.", "ΣΔH kept", "ΣΔH all", "H first→last", "ok"):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        table.add_row(
+            "+" if r.sample_sign == "positive" else "−",
+            "> 0" if r.keep == "s_positive" else "< 0",
+            r.predicted,
+            r.observed,
+            f"{r.trained_sum:+.2e}",
+            f"{r.batch_sum:+.2e}",
+            f"{r.entropy_first:.3f}→{r.entropy_last:.3f}",
+            "[green]yes[/]" if r.agrees else "[red]NO[/]",
+        )
+    return table
 
 
 def _write_report(run_dirs: list[Path], out: Path, ks: list[int]) -> None:
