@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 from _measure import available_bytes, cpu_peaks, cuda_peaks, machine_load, timed
+from _peers import trl_chunked_logprob, verl_fused_linear_for_ppo
 
 from entropy_dynamics import stats
 from entropy_dynamics.fused_policy_loss import fused_policy_loss
@@ -115,34 +116,18 @@ def _ours_fused(with_es: bool) -> Forward:
 
 
 def _trl() -> Forward:
-    from trl.kernels import ChunkedLogProbFunction
-    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE as chunk  # what GRPOTrainer uses
+    function, chunk = trl_chunked_logprob()
 
     def run(c: Case) -> torch.Tensor:
         flat_h, flat_t = c.h.reshape(-1, c.h.shape[-1]), c.tokens.reshape(-1)
-        out = ChunkedLogProbFunction.apply(
-            flat_h, c.w, None, flat_t, TEMPERATURE, chunk, None, 1.0, ("entropy",)
-        )
+        out = function.apply(flat_h, c.w, None, flat_t, TEMPERATURE, chunk, None, 1.0, ("entropy",))
         return c.loss(out[0], out[1])
 
     return run
 
 
 def _verl() -> Forward:
-    try:
-        from verl.utils.experimental.torch_functional import FusedLinearForPPO
-    except ImportError:  # verl's package __init__ needs ray; the module itself is plain torch
-        import importlib.util
-
-        spec = importlib.util.find_spec("verl")
-        if spec is None or not spec.submodule_search_locations:
-            raise
-        path = Path(spec.submodule_search_locations[0]) / "utils/experimental/torch_functional.py"
-        module_spec = importlib.util.spec_from_file_location("_verl_torch_functional", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        FusedLinearForPPO = module.FusedLinearForPPO
-    head = FusedLinearForPPO()  # verl's default chunk_size 512
+    head = verl_fused_linear_for_ppo()()  # verl's default chunk_size 512
 
     def run(c: Case) -> torch.Tensor:
         log_p, entropy = head(c.h, c.w, c.tokens, TEMPERATURE)

@@ -9,7 +9,12 @@ and returns ``log p_k`` and the entropy ``H`` of ``softmax(h Wᵀ)``; the backwa
 - ``verl``: materialised logits + verl's ``logprobs_from_logits`` and
   ``entropy_from_logits_with_chunking`` (skipped when verl is not importable).
 - ``trl``: materialised logits + TRL's ``selective_log_softmax`` and ``entropy_from_logits``
-  (TRL switches to its own Triton kernel on CUDA).
+  (TRL's path before 1.15).
+- ``trl_fused``: TRL's current fused LM head, ``trl.kernels.ChunkedLogProbFunction`` (log p_k and
+  H from hidden states, no E_p[S]; Triton on CUDA, torch elsewhere), at the chunk size TRL's
+  GRPOTrainer uses.
+- ``verl_fused``: verl's ``FusedLinearForPPO`` (log p_k and H from hidden states, chunks of 512
+  positions, plain torch; loaded without verl's ray-importing package ``__init__``).
 - ``ours``: :func:`entropy_dynamics.stats.token_stats_from_hidden` — also returns ``S_k`` and
   ``E_p[S]``; ``ours_no_es`` (forward only) is the same pass without the two extra power sums,
   to price ``E_p[S]``.
@@ -30,18 +35,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _measure import available_bytes, cpu_peaks, cuda_peaks, machine_load, timed
+from _peers import trl_chunked_logprob, verl_fused_linear_for_ppo
 
 from entropy_dynamics import stats
 from entropy_dynamics.kernels import streaming
 
 QUICK = {"n": 1024, "d": 512, "v": 32768}
 FULL = {"n": 4096, "d": 1536, "v": 151936}
-METHODS = ("matmul", "naive", "verl", "trl", "ours", "ours_no_es")
+METHODS = ("matmul", "naive", "verl", "trl", "trl_fused", "verl_fused", "ours", "ours_no_es")
 
 Outputs = tuple[torch.Tensor, torch.Tensor | None]  # (log p_k or logits, H or None)
 
@@ -80,6 +86,25 @@ def _trl() -> Callable[..., Outputs]:
     return run
 
 
+def _trl_fused() -> Callable[..., Outputs]:
+    function, chunk = trl_chunked_logprob()
+
+    def run(h, w, tokens) -> Outputs:
+        out = function.apply(h, w, None, tokens, 1.0, chunk, None, 1.0, ("entropy",))
+        return out[0], out[1]
+
+    return run
+
+
+def _verl_fused() -> Callable[..., Outputs]:
+    head = verl_fused_linear_for_ppo()()
+
+    def run(h, w, tokens) -> Outputs:
+        return head(h, w, tokens, 1.0)
+
+    return run
+
+
 def _ours(h, w, tokens) -> Outputs:
     out = stats.token_stats_from_hidden(h, w, tokens, entropy_grad=True)
     return out.logprobs, out.entropy
@@ -105,12 +130,8 @@ def _ours_no_es(h, w, tokens) -> Outputs:
 
 def _method(name: str) -> Callable[..., Outputs]:
     plain = {"matmul": _matmul, "naive": _naive, "ours": _ours, "ours_no_es": _ours_no_es}
-    return plain[name] if name in plain else {"verl": _verl, "trl": _trl}[name]()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    peers = {"verl": _verl, "trl": _trl, "trl_fused": _trl_fused, "verl_fused": _verl_fused}
+    return plain[name] if name in plain else peers[name]()
 
 
 def _backward(outputs: Outputs, g1: torch.Tensor, g2: torch.Tensor) -> None:
@@ -125,18 +146,8 @@ def _timed(fn, inputs, g1, g2, backward: bool) -> dict[str, float]:
     """Wall and process-CPU seconds of the forward and of forward+backward."""
     h, w, tokens = inputs
     h.grad = w.grad = None
-    device = h.device
-    _sync(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    outputs = fn(h, w, tokens)
-    _sync(device)
-    out = {"forward_s": time.perf_counter() - wall, "forward_cpu_s": time.process_time() - cpu}
-    if backward:
-        _backward(outputs, g1, g2)
-        _sync(device)
-        out["forward_backward_s"] = time.perf_counter() - wall
-        out["forward_backward_cpu_s"] = time.process_time() - cpu
-    del outputs
+    grads = (lambda outputs: _backward(outputs, g1, g2)) if backward else None
+    out = timed(lambda: fn(h, w, tokens), grads, h.device)
     h.grad = w.grad = None
     return out
 
@@ -147,67 +158,26 @@ def _values(outputs: Outputs) -> Outputs | None:
     return None if entropy is None else (first.detach().float(), entropy.detach().float())
 
 
-def _cpu_peaks(fn, inputs, g1, g2, backward: bool) -> tuple[int, int, Outputs | None]:
-    """Forward and fwd+bwd peak bytes above the start (profiler's allocator events), values."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+def _peaks(measure):
+    """``(forward peak, fwd+bwd peak, values)`` of one method by ``measure`` (``_measure``)."""
 
-    h, w, tokens = inputs
-    h.grad = w.grad = None
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        outputs = fn(h, w, tokens)
-        with record_function("benchmark_backward"):
-            if backward:
-                _backward(outputs, g1, g2)
+    def run(fn, inputs, g1, g2, backward: bool) -> tuple[int, int, Outputs | None]:
+        h, w, tokens = inputs
+        h.grad = w.grad = None
+        grads = (lambda outputs: _backward(outputs, g1, g2)) if backward else None
+        forward_peak, peak, outputs = measure(lambda: fn(h, w, tokens), grads)
         values = _values(outputs)
         del outputs
-    h.grad = w.grad = None
-    events = prof.profiler.kineto_results.events()
-    boundary = min(e.start_ns() for e in events if e.name() == "benchmark_backward")
-    memory = sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns())
-    level = forward_peak = peak = 0
-    for event in memory:
-        level += event.nbytes()
-        peak = max(peak, level)
-        if event.start_ns() < boundary:
-            forward_peak = peak
-    return forward_peak, peak, values
+        h.grad = w.grad = None
+        return forward_peak, peak, values
 
-
-def _cuda_peaks(fn, inputs, g1, g2, backward: bool) -> tuple[int, int, Outputs | None]:
-    h, w, tokens = inputs
-    h.grad = w.grad = None
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    outputs = fn(h, w, tokens)
-    torch.cuda.synchronize()
-    forward_peak = torch.cuda.max_memory_allocated() - base
-    if backward:
-        _backward(outputs, g1, g2)
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    values = _values(outputs)
-    del outputs
-    h.grad = w.grad = None
-    return forward_peak, peak, values
+    return run
 
 
 def _estimated_bytes(name: str, n: int, v: int, d: int) -> int:
     """Rough peak for the materialising methods (float32 copies of [N, V]), to skip, not OOM."""
     copies = {"naive": 6, "verl": 6, "trl": 6, "matmul": 2}.get(name, 0)
     return copies * n * v * 4 + 2 * v * d * 4
-
-
-def _available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free
-    try:
-        import psutil
-
-        return psutil.virtual_memory().available
-    except ImportError:
-        return 1 << 62
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -224,7 +194,7 @@ def run(args: argparse.Namespace) -> dict:
     tokens = torch.randint(0, v, (n,), generator=gen).to(device)
     g1, g2 = torch.randn(2, n, generator=gen).to(device)
     inputs = (hidden, weight, tokens)
-    peaks = _cuda_peaks if device.type == "cuda" else _cpu_peaks
+    peaks = _peaks(cuda_peaks if device.type == "cuda" else cpu_peaks)
     results: dict[str, dict] = {}
     with torch.no_grad():
         reference = tuple(t.float() for t in _naive(hidden, weight, tokens))
@@ -236,7 +206,7 @@ def run(args: argparse.Namespace) -> dict:
             results[name] = {"skipped": f"not importable: {error}"}
             continue
         need = _estimated_bytes(name, n, v, d)
-        if need > 0.8 * _available_bytes(device):
+        if need > 0.8 * available_bytes(device):
             results[name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, not available"}
             continue
         forward_peak, peak, values = peaks(fn, inputs, g1, g2, name != "ours_no_es")
@@ -271,6 +241,7 @@ def run(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "repeat": args.repeat,
+        "machine_load_after": machine_load(),
         "naive_logits_bytes": n * v * 4,
         "gradient_output_bytes": (n * d + v * d) * torch.finfo(dtype).bits // 8,
         "ratio_clock": clock,
