@@ -122,7 +122,7 @@ def _fixed_output(trainer, gen: torch.Generator, batch: int = 4, width: int = 7)
     }
 
 
-def _small_trainer(tmp_path, model, tokenizer, **options) -> EntropyGRPOTrainer:
+def _small_trainer(tmp_path, model, tokenizer, peft_config=None, **options) -> EntropyGRPOTrainer:
     args = EntropyGRPOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -138,6 +138,7 @@ def _small_trainer(tmp_path, model, tokenizer, **options) -> EntropyGRPOTrainer:
         args=args,
         train_dataset=Dataset.from_list([{"prompt": "1 2 -> 3: "}] * 4),
         processing_class=tokenizer,
+        peft_config=peft_config,
     )
 
 
@@ -195,6 +196,22 @@ def test_soft_capped_logits_are_handled_as_trl_handles_them(tmp_path, tiny_lm):
     trainer = _small_trainer(tmp_path, model, tiny_lm[1])
     assert trainer._softcap == 2.0
     _check_stats_against_trl_and_theory(trainer, 1.0)
+
+
+def test_peft_models_work(tmp_path, tiny_lm):
+    peft = pytest.importorskip("peft")
+    # random LoRA weights (init_lora_weights=False), so the adapter changes the logits
+    lora = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    trainer = _small_trainer(tmp_path, *tiny_lm, peft_config=lora, max_steps=1)
+    assert isinstance(trainer.accelerator.unwrap_model(trainer.model), peft.PeftModel)
+    _check_stats_against_trl_and_theory(trainer, 1.0)  # the adapter's logits, not the base's
+    output = _fixed_output(trainer, torch.Generator().manual_seed(1))
+    with trainer.accelerator.unwrap_model(trainer.model).disable_adapter():
+        base = trainer.rollout_stats(output)
+    adapted = trainer.rollout_stats(output)
+    assert not torch.allclose(base.logprobs, adapted.logprobs)
+    trainer.train()
+    assert trainer.state.global_step == 1
 
 
 def test_trl_old_log_prob_pass_is_reused(tmp_path, tiny_lm):
