@@ -72,6 +72,7 @@ def fused_policy_loss(
     pg_scale: float | Tensor = 1.0,
     entropy_scale: float | Tensor = 1.0,
     expected_discriminator: bool = False,
+    backend: str = "auto",
 ) -> tuple[PolicyLossOutput, TokenStats]:
     """The ``ppo`` policy loss of ``config`` on the positions of ``hidden``, fused with its lm_head.
 
@@ -90,6 +91,7 @@ def fused_policy_loss(
         pg_scale, entropy_scale: constant factors of the two terms, known before the forward
             (the trainer's micro-batch shares, :func:`losses.aggregation_share`).
         expected_discriminator: also compute ``E_p[S]`` of the current policy (else 0).
+        backend: ``"auto"`` (Triton block kernels on CUDA), ``"torch"`` or ``"triton"``.
 
     Returns:
         ``(output, stats)``: ``output.loss = pg_scale·pg_loss - entropy_coef·entropy_scale·H̄``
@@ -150,6 +152,7 @@ def fused_policy_loss(
         row_chunk=row_chunk,
         valid_vocab=valid_vocab,
         expected_discriminator=expected_discriminator,
+        backend=backend,
     )
     stats = TokenStats(*(x.reshape(shape) for x in (log_p_k, entropy, s_k, e_s)))
     with torch.no_grad():  # values and metrics as the registered loss gives them

@@ -6,6 +6,12 @@ gradcheck, for row blocks that do not divide N, a padded vocabulary and T ≠ 1.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -110,3 +116,71 @@ def test_bad_input_is_refused() -> None:
         fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), 0.0)
     with pytest.raises(ValueError, match="token ids"):
         fused_linear_loss(hidden, weight, tokens + VALID, _smooth_loss(c1, c2), valid_vocab=VALID)
+
+
+# ---- Triton block kernels through the CPU interpreter ---------------------------------------
+# As in test_streaming: TRITON_INTERPRET must be set before triton is first imported, so the
+# checks run in a fresh interpreter.
+
+
+def _triton_checks() -> None:
+    """The Triton backend against the float64 torch backend: loss, the four statistics and the
+    gradients, with and without E_p[S], with and without an entropy term, float32 and bf16."""
+    hidden, weight, bias, tokens, c1, c2 = _case(seed=4)
+    hidden, weight, bias = hidden * 0.8, weight * 2, bias * 3  # peaked rows: large logits
+    losses = {
+        "both": _smooth_loss(c1, c2),
+        "log_p only": lambda rows, lp, h: (c1[rows].to(lp) * lp).sum(),
+    }
+    for (name, loss_fn), with_es in ((n, e) for n in losses.items() for e in (True, False)):
+        results = {}
+        for backend, dtype in (("torch", torch.float64), ("triton", torch.float32)):
+            leaves = [t.to(dtype).requires_grad_(True) for t in (hidden, weight, bias)]
+            out = fused_linear_loss(
+                *leaves[:2], tokens, loss_fn, 0.7, bias=leaves[2], row_chunk=4,
+                valid_vocab=VALID, expected_discriminator=with_es, backend=backend,
+            )  # fmt: skip
+            results[backend] = out, torch.autograd.grad(out[0], leaves)
+        (ref, ref_grads), (got, grads) = results["torch"], results["triton"]
+        for a, b in zip(got, ref, strict=True):
+            torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5, msg=name)
+        for a, b in zip(grads, ref_grads, strict=True):
+            assert (a.double() - b).abs().max() <= 1e-5 * b.abs().max(), name
+        assert grads[1][VALID:].abs().max() == 0
+    bf16 = [t.to(torch.bfloat16).requires_grad_(True) for t in (hidden, weight)]
+    out = fused_linear_loss(*bf16, tokens, losses["both"], 0.7, row_chunk=5, backend="triton")
+    grads = torch.autograd.grad(out[0], bf16)
+    assert all(g.dtype == torch.bfloat16 and torch.isfinite(g).all() for g in grads)
+    # on CPU both backends see logits rounded to bf16 (no float32-output bf16 matmul there)
+    ref = fused_linear_loss(*bf16, tokens, losses["both"], 0.7, row_chunk=5, backend="torch")
+    for a, b in zip(out, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, torch.autograd.grad(ref[0], bf16), strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-3)
+    assert "entropy_dynamics.kernels.triton_loss" in sys.modules  # the kernels did run
+
+
+def test_triton_block_kernels_through_the_cpu_interpreter() -> None:
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed: the kernels are tested only through its interpreter")
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_fused_loss; "
+    code += "test_fused_loss._triton_checks()"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_triton_backend_without_cuda_is_refused(monkeypatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    hidden, weight, _, tokens, c1, c2 = _case()
+    with pytest.raises(ValueError, match="backend='triton'"):
+        fused_linear_loss(hidden.float(), weight.float(), tokens, _smooth_loss(c1, c2),
+                          backend="triton")  # fmt: skip
+    with pytest.raises(ValueError, match="backend must be"):
+        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), backend="cuda")

@@ -27,8 +27,10 @@ blocks span the whole (valid) vocabulary and are bounded by rows instead.
 
 ``valid_vocab``: lm_head rows ``≥ valid_vocab`` are not tokens; they are skipped (``p = 0``) and
 their gradient is zero. Precision: float32 sums and gradients for bf16 / fp16 / fp32 inputs
-(matmuls in the input dtype), float64 for float64 inputs. Backend: torch (cuBLAS on CUDA); there
-is no Triton kernel for this pass yet.
+(matmuls in the input dtype), float64 for float64 inputs. Backends: the matmuls are torch's
+(cuBLAS on CUDA); the element-wise work on each block is torch's on CPU and two Triton kernels on
+CUDA (:mod:`entropy_dynamics.kernels.triton_loss`: one read of the block for the statistics, one
+read + write for ``grad_z``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics.kernels.power_sums import finalize
-from entropy_dynamics.kernels.streaming import _block_logits, _check_inputs, _compute_dtype
+from entropy_dynamics.kernels.streaming import (
+    _block_logits,
+    _check_inputs,
+    _compute_dtype,
+    triton_usable,
+)
 
 __all__ = ["BlockLoss", "default_loss_row_chunk", "fused_linear_loss"]
 
@@ -77,22 +84,77 @@ def _block_stats(x: Tensor, tokens: Tensor, with_es: bool):
     return e, (log_p_k, entropy, s_k, e_s, lse - row_max)
 
 
-def _block_grad_(rel: Tensor, e: Tensor, log_a, entropy, g1, g2, tokens, inv_t) -> Tensor:
-    """``grad_z`` of the block, written over ``e``; ``rel = x - max`` (clobbered).
+def _grad_coefficients(log_a, entropy, g1, g2, inv_t) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row ``(coef, g2s, g1t)`` with ``grad_z = e ⊙ (coef + g2s·rel) + g1t·e_k``.
 
-    With ``p = e / A`` and ``log p = rel - log A``, the formula of
-    :func:`~entropy_dynamics.kernels.logit_grad.logit_grad_` reads
+    With ``rel = x - max``, ``e = exp(rel)``, ``p = e / A`` and ``log p = rel - log A``, the formula
+    of :func:`~entropy_dynamics.kernels.logit_grad.logit_grad_` reads
     ``grad_z = g1 e_k / T - e ⊙ [g1 + g2 (H - log A) + g2 rel] / (A T)``.
     """
     scale = -inv_t / log_a.exp()  # (r,)  -1 / (A T)
-    coef = (g1 + g2 * (entropy - log_a)) * scale  # (r,)
+    return (g1 + g2 * (entropy - log_a)) * scale, g2 * scale, g1 * inv_t
+
+
+def _block_grad_(rel: Tensor, e: Tensor, log_a, entropy, g1, g2, tokens, inv_t) -> Tensor:
+    """``grad_z`` of the block (:func:`_grad_coefficients`), written over ``e``; ``rel`` is
+    clobbered."""
+    coef, g2s, g1t = _grad_coefficients(log_a, entropy, g1, g2, inv_t)
     if bool((g2 != 0).any()):
-        grad = torch.addcmul(coef.unsqueeze(-1), rel, (g2 * scale).unsqueeze(-1), out=rel)
+        grad = torch.addcmul(coef.unsqueeze(-1), rel, g2s.unsqueeze(-1), out=rel)
         grad.mul_(e)
     else:
         grad = e.mul_(coef.unsqueeze(-1))
-    grad.scatter_add_(-1, tokens.unsqueeze(-1), (g1 * inv_t).unsqueeze(-1).to(grad.dtype))
+    grad.scatter_add_(-1, tokens.unsqueeze(-1), g1t.unsqueeze(-1).to(grad.dtype))
     return grad
+
+
+def _torch_block(h, w, b, tokens, inv_t, with_es, dtype, out_dtype):
+    """``(stats, grad_fn)`` of one block with torch element-wise passes (CPU, float64)."""
+    x = _block_logits(h, w, b, inv_t, dtype)  # (r, V') matmul 1
+    e, block = _block_stats(x, tokens, with_es)  # x := x - max
+
+    def grad_fn(g1: Tensor, g2: Tensor) -> Tensor:
+        grad = _block_grad_(x, e, block[4], block[1], g1, g2, tokens, inv_t)
+        return grad if grad.dtype == out_dtype else grad.to(out_dtype)
+
+    return block, grad_fn
+
+
+def _mm_float32(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` as float32: for half inputs the matmul's float32 accumulator where torch has it
+    (CUDA, torch ≥ 2.8), else the half product upcast."""
+    if a.dtype == torch.float32:
+        return a @ b
+    try:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    except (TypeError, RuntimeError):
+        return (a @ b).float()
+
+
+def _raw_logits(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """``h Wᵀ + b`` as float32 ``(r, V')``."""
+    if h.dtype == torch.float32 and b is not None:
+        return torch.addmm(b, h, w.T)
+    z = _mm_float32(h, w.T)
+    return z if b is None else z.add_(b)
+
+
+def _triton_block(h, w, b, tokens, inv_t, with_es, dtype, out_dtype):
+    """``(stats, grad_fn)`` of one block with the Triton kernels of :mod:`.triton_loss`."""
+    from entropy_dynamics.kernels import triton_loss
+
+    z = _raw_logits(h, w, b)  # (r, V') float32, unscaled
+    row_max, a, b_sum, c, d, x_k = triton_loss.block_stats(z, tokens, inv_t, with_es)
+    log_p_k, entropy, s_k, e_s, lse = finalize((row_max, a, b_sum, c, d), x_k)
+    block = (log_p_k, entropy, s_k, e_s, lse - row_max)
+
+    def grad_fn(g1: Tensor, g2: Tensor) -> Tensor:
+        coef, g2s, g1t = _grad_coefficients(block[4], entropy, g1, g2, inv_t)
+        out = z if out_dtype == torch.float32 else torch.empty_like(z, dtype=out_dtype)
+        coefficients = torch.stack([row_max, coef, g2s, g1t]).float().contiguous()
+        return triton_loss.block_grad(z, tokens, coefficients, inv_t, out)
+
+    return block, grad_fn
 
 
 def _loss_grads(loss_fn: BlockLoss, rows: slice, log_p_k: Tensor, entropy: Tensor):
@@ -109,7 +171,9 @@ def _loss_grads(loss_fn: BlockLoss, rows: slice, log_p_k: Tensor, entropy: Tenso
     return loss.detach(), g1.detach(), g2.detach()
 
 
-def _fused_pass(hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs):
+def _fused_pass(
+    hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs, use_triton
+):
     """The single pass: ``(loss, stats (5 × (N,)), grad_hidden, grad_W, grad_b)``."""
     need_h, need_w, need_b = needs
     dtype = _compute_dtype(hidden.dtype)
@@ -121,48 +185,47 @@ def _fused_pass(hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, 
     grad_b = torch.zeros(vocab, dtype=dtype, device=weight.device) if need_b else None
     loss = torch.zeros((), dtype=dtype, device=hidden.device)
     stats = [torch.empty(n, dtype=dtype, device=hidden.device) for _ in range(5)]
+    block_fn = _triton_block if use_triton else _torch_block
     for r0 in range(0, n, row_chunk):
         rows = slice(r0, min(r0 + row_chunk, n))
         h = hidden[rows]  # (r, d)
-        x = _block_logits(h, w, b, inv_t, dtype)  # (r, V') matmul 1
-        e, block = _block_stats(x, tokens[rows], with_es)  # x := x - max
+        block, grad_fn = block_fn(h, w, b, tokens[rows], inv_t, with_es, dtype, hidden.dtype)
         for out, value in zip(stats, block, strict=True):
             out[rows] = value
-        log_p_k, entropy, _, _, log_a = block
-        block_loss, g1, g2 = _loss_grads(loss_fn, rows, log_p_k, entropy)
+        block_loss, g1, g2 = _loss_grads(loss_fn, rows, block[0], block[1])
         loss += block_loss.to(dtype)
         if not (need_h or need_w or need_b):
             continue
-        grad = _block_grad_(x, e, log_a, entropy, g1.to(dtype), g2.to(dtype), tokens[rows], inv_t)
-        del x
+        grad = grad_fn(g1.to(dtype), g2.to(dtype))  # (r, V') in the matmuls' dtype
+        del grad_fn
         if grad_b is not None:
-            grad_b += grad.sum(0)
-        if grad.dtype != hidden.dtype:  # half: matmuls in the input dtype, sums in float32
-            grad = grad.to(hidden.dtype)
+            grad_b += grad.sum(0, dtype=dtype)
         if grad_h is not None:  # (r, V') x (V', d) -> (r, d) matmul 2
             if grad.dtype == dtype:
                 torch.mm(grad, w, out=grad_h[rows])
-            else:
-                grad_h[rows] = grad @ w
-        if grad_w is not None:
+            else:  # half: matmuls in the input dtype, float32 results
+                grad_h[rows] = _mm_float32(grad, w)
+        if grad_w is not None:  # (V', r) x (r, d) -> (V', d) matmul 3
             if grad.dtype == dtype:
-                grad_w.addmm_(grad.T, h)  # (V', r) x (r, d) -> (V', d) matmul 3
+                grad_w.addmm_(grad.T, h)
             else:
-                grad_w += grad.T @ h
-        del grad, e
+                grad_w += _mm_float32(grad.T, h)
+        del grad
     return loss, stats, grad_h, grad_w, grad_b
 
 
 class _FusedLinearLoss(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, grads_on
-    ):
+        ctx, hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, grads_on,
+        use_triton,
+    ):  # fmt: skip
         # forward() itself runs with grad mode off: the caller's mode comes in as ``grads_on``
         needs = tuple(grads_on and bool(x) for x in ctx.needs_input_grad[:3])
         loss, stats, grad_h, grad_w, grad_b = _fused_pass(
-            hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs
-        )
+            hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs,
+            use_triton,
+        )  # fmt: skip
         if grad_w is not None and vocab < weight.shape[0]:  # padded rows: gradient 0
             full = torch.zeros(weight.shape, dtype=grad_w.dtype, device=weight.device)
             grad_w = full.index_copy_(0, torch.arange(vocab, device=weight.device), grad_w)
@@ -178,7 +241,20 @@ class _FusedLinearLoss(torch.autograd.Function):
         grads = []
         for grad, dtype in zip(ctx.grads, ctx.dtypes, strict=True):
             grads.append(None if grad is None or g_loss is None else (grad * g_loss).to(dtype))
-        return (*grads, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None, None)
+
+
+def _use_triton(backend: str, hidden: Tensor) -> bool:
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    usable = triton_usable(hidden.device, interpreter=backend == "triton")
+    usable = usable and hidden.dtype != torch.float64
+    if backend == "triton" and not usable:
+        raise ValueError(
+            "backend='triton' needs the triton package and a CUDA tensor (or TRITON_INTERPRET=1 "
+            "for the CPU interpreter), and does not take float64; use backend='torch'"
+        )
+    return usable if backend == "auto" else backend == "triton"
 
 
 def fused_linear_loss(
@@ -192,6 +268,7 @@ def fused_linear_loss(
     row_chunk: int | None = None,
     valid_vocab: int | None = None,
     expected_discriminator: bool = True,
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(loss, log p_k, H, S_k, E_p[S])`` of ``softmax((hidden @ weightᵀ + bias) / T)``, with the
     loss's gradient to ``hidden``, ``weight`` and ``bias`` formed during the forward.
@@ -208,6 +285,8 @@ def fused_linear_loss(
         row_chunk: positions per block (``None``: :func:`default_loss_row_chunk`).
         valid_vocab: rows of ``weight`` that are tokens (``None``: all).
         expected_discriminator: also compute ``E_p[S]`` (two extra power sums); else it is 0.
+        backend: ``"auto"`` (the Triton block kernels on CUDA when triton is importable, else
+            torch), ``"torch"`` or ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``).
 
     Returns:
         ``loss`` (0-d, differentiable: its backward scales the stored gradients) and four
@@ -218,6 +297,7 @@ def fused_linear_loss(
         raise ValueError(f"hidden must be (N, d) (flatten positions first), got {hidden.dim()}-d")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    use_triton = _use_triton(backend, hidden)
     row_chunk = default_loss_row_chunk(vocab, hidden.device) if row_chunk is None else row_chunk
     if row_chunk < 1:
         raise ValueError(f"row_chunk must be >= 1, got {row_chunk}")
@@ -232,4 +312,5 @@ def fused_linear_loss(
         int(row_chunk),
         bool(expected_discriminator),
         torch.is_grad_enabled(),
+        use_triton,
     )
