@@ -28,8 +28,8 @@ import pytest
 README = Path(__file__).resolve().parents[2] / "README.md"
 EXTERNAL = ("/models/", "/data/")
 """Paths of the user's own models and data in the README's examples."""
-NOT_RUN = (("pip", "install"), ("python", "-m", "pytest"))
-"""Commands a test does not repeat: installation, and the test suite itself."""
+NOT_RUN = (("pip", "install"), ("python", "-m", "pytest"), ("bash", "scripts/test-engines.sh"))
+"""Commands a test does not repeat: installation, and the test command itself."""
 FAST = {
     "train": ["steps=2", "eval.every=0", "checkpoint_every=2"],
     "analyze": ["-n", "1", "--samples", "2"],
