@@ -10,13 +10,19 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+TRL_CHUNK_SIZE = 32768  # trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE in TRL 1.16
+
 
 def trl_chunked_logprob():
-    """``(trl.kernels.ChunkedLogProbFunction, the chunk size TRL's GRPOTrainer passes it)``."""
+    """``(trl.kernels.ChunkedLogProbFunction, the chunk size TRL's GRPOTrainer passes it)``;
+    ``trl.kernels`` needs only transformers, ``trl.trainer`` also accelerate and datasets."""
     from trl.kernels import ChunkedLogProbFunction
-    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
 
-    return ChunkedLogProbFunction, _CHUNKED_LOGPROB_CHUNK_SIZE
+    try:
+        from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE as chunk
+    except ImportError:
+        chunk = TRL_CHUNK_SIZE
+    return ChunkedLogProbFunction, chunk
 
 
 def verl_fused_linear_for_ppo():

@@ -10,12 +10,14 @@ backward goes to ``hidden`` and ``weight``.
 - ``ours_stats``: :func:`stats.token_stats_from_hidden` (fused statistics, backward recomputes
   every block) + the registered loss — the trainer's path before issue 16.
 - ``ours_fused`` / ``ours_fused_es``: :func:`fused_policy_loss.fused_policy_loss`, loss and
-  gradient in one pass (three matmuls); ``_es`` also computes ``E_p[S]`` (prices it).
+  gradient in one pass (three matmuls); ``_es`` also computes ``E_p[S]`` (prices it). On CUDA the
+  block work runs in Triton; ``ours_fused_torch`` (CUDA only) is the same pass in torch ops.
 - ``trl``: TRL's fused LM head (``trl.kernels.ChunkedLogProbFunction``: log p_k and H, no
   E_p[S]; Triton on CUDA, torch elsewhere) + the registered loss.
 - ``verl``: verl's ``FusedLinearForPPO`` (log p_k and H) + the registered loss.
 - ``liger``: Liger-Kernel's ``LigerFusedLinearGRPOLoss`` (its own PPO-clip loss, ``dapo`` =
-  token-mean; it takes no keep-mask, so it trains every token; no dual clip).
+  token-mean; it takes no keep-mask, so it trains every token; no dual clip; not
+  ``torch.compile``d, to keep compile time out of the GPU check's budget).
 
 The peers are imported only when importable (``"not importable: ..."`` otherwise). Keep them out of
 the project's environment: a separate venv with ``--system-site-packages`` (docs/performance.md).
@@ -47,7 +49,17 @@ from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_
 QUICK = {"n": 1024, "d": 512, "v": 32768}
 FULL = {"n": 4096, "d": 1536, "v": 151936}
 SEQ_LEN = 256  # positions per sequence: N = B · SEQ_LEN
-METHODS = ("matmul", "naive", "ours_stats", "ours_fused", "ours_fused_es", "trl", "verl", "liger")
+METHODS = (
+    "matmul",
+    "naive",
+    "ours_stats",
+    "ours_fused",
+    "ours_fused_es",
+    "ours_fused_torch",
+    "trl",
+    "verl",
+    "liger",
+)
 CONFIG = PolicyLossConfig(eps_high=0.28, dual_clip_c=3.0)
 TEMPERATURE = 1.0
 
@@ -106,10 +118,10 @@ def _ours_stats(c: Case) -> torch.Tensor:
     return c.loss(out.logprobs, out.entropy)
 
 
-def _ours_fused(with_es: bool) -> Forward:
+def _ours_fused(with_es: bool, backend: str = "auto") -> Forward:
     def run(c: Case) -> torch.Tensor:
         args = (c.config, c.h, c.w, c.tokens, c.old, c.adv, c.mask, c.keep, TEMPERATURE)
-        out, _ = fused_policy_loss(*args, expected_discriminator=with_es)
+        out, _ = fused_policy_loss(*args, expected_discriminator=with_es, backend=backend)
         return out.loss
 
     return run
@@ -143,7 +155,7 @@ def _liger() -> Forward:
         loss_fn = LigerFusedLinearGRPOLoss(
             beta=0.0,
             use_ref_model=False,
-            compiled=c.h.device.type == "cuda",
+            compiled=False,
             epsilon_low=c.config.eps_low,
             epsilon_high=c.config.eps_high,
             loss_type="dapo",  # token-mean
@@ -162,6 +174,7 @@ def _method(name: str) -> Forward:
         "ours_stats": _ours_stats,
         "ours_fused": _ours_fused(False),
         "ours_fused_es": _ours_fused(True),
+        "ours_fused_torch": _ours_fused(False, "torch"),
     }
     return plain[name] if name in plain else {"trl": _trl, "verl": _verl, "liger": _liger}[name]()
 
@@ -191,6 +204,9 @@ def run(args: argparse.Namespace) -> dict:
     runnable: dict[str, Forward] = {}
     reference = None
     for name in args.methods:  # memory pass (untimed; also the warm-up) and value check
+        if name == "ours_fused_torch" and device.type != "cuda":
+            results[name] = {"skipped": "CUDA only (on CPU ours_fused is the torch backend)"}
+            continue
         try:
             fn = _method(name)
         except ImportError as error:
