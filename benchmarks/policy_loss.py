@@ -217,7 +217,12 @@ def run(args: argparse.Namespace) -> dict:
             results[name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, not available"}
             continue
         case.h.grad = case.w.grad = None
-        forward_peak, peak, out = peaks(lambda fn=fn: fn(case), _backward)
+        try:
+            forward_peak, peak, out = peaks(lambda fn=fn: fn(case), _backward)
+        except Exception as error:  # a peer that imports but fails here: record, go on
+            results[name] = {"skipped": f"failed: {type(error).__name__}: {error}"[:500]}
+            case.h.grad = case.w.grad = None
+            continue
         entry: dict = {"forward_peak_bytes": forward_peak, "forward_backward_peak_bytes": peak}
         if out.dim() == 0:
             entry["loss"] = out.item()

@@ -209,7 +209,12 @@ def run(args: argparse.Namespace) -> dict:
         if need > 0.8 * available_bytes(device):
             results[name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, not available"}
             continue
-        forward_peak, peak, values = peaks(fn, inputs, g1, g2, name != "ours_no_es")
+        try:
+            forward_peak, peak, values = peaks(fn, inputs, g1, g2, name != "ours_no_es")
+        except Exception as error:  # a peer that imports but fails here: record, go on
+            results[name] = {"skipped": f"failed: {type(error).__name__}: {error}"[:500]}
+            hidden.grad = weight.grad = None
+            continue
         entry: dict = {"forward_peak_bytes": forward_peak}
         if name != "ours_no_es":
             entry["forward_backward_peak_bytes"] = peak
