@@ -26,7 +26,6 @@ from torch import Tensor
 __all__ = ["block_grad", "block_stats"]
 
 _BLOCK = 1024
-_FLOOR = -1.0e30  # the initial running max: finite, so that δ · 0 never forms inf · 0
 
 
 @triton.jit
@@ -37,7 +36,9 @@ def _stats_kernel(
     row = tl.program_id(0)
     base = x_ptr + row.to(tl.int64) * stride
     token = tl.load(tokens_ptr + row)
-    m = tl.full((BLOCK,), _FLOOR, tl.float32)
+    # the initial running max: finite, so that δ · 0 never forms inf · 0 (a literal: jit'd code
+    # may not read module globals)
+    m = tl.full((BLOCK,), -1.0e30, tl.float32)
     a = tl.zeros((BLOCK,), tl.float32)
     b = tl.zeros((BLOCK,), tl.float32)
     c = tl.zeros((BLOCK,), tl.float32)
