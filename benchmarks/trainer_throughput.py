@@ -12,7 +12,12 @@ the same weights and optimizer state each time, methods interleaved, ``--repeats
 overhead is the difference of the median learn times over the median full step (rollout + learn)
 of plain GRPO. Writes JSON (default ``benchmarks/results/trainer_throughput.json``).
 
+Fused loss (issue 16): the learn time with the fused policy loss (the default on the fused
+statistics path) over the unfused one (statistics + registered loss, the path before), measured
+the same way: one fixed rollout, both variants interleaved from the same weights.
+
     python benchmarks/trainer_throughput.py --steps 10 --prompts 16 --group 8 --repeats 15
+    python benchmarks/trainer_throughput.py --parts fused_loss --output OUT.json
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.trainer import Trainer
 
 METHODS = ("grpo", "clip_b", "clip_v")
+PARTS = ("overhead", "throughput", "fused_loss")
 
 
 def _config(method: str, args: argparse.Namespace):
@@ -100,6 +106,35 @@ def _filter_overhead(args: argparse.Namespace, run_dir: Path) -> dict[str, objec
         "step_overhead": {m: (learn_s[m] - learn_s["grpo"]) / step_s for m in METHODS[1:]},
         "learn_overhead": {m: learn_s[m] / learn_s["grpo"] - 1.0 for m in METHODS[1:]},
         "filter_step_fraction": {m: (filter_s[m] - filter_s["grpo"]) / step_s for m in METHODS[1:]},
+    }
+
+
+def _fused_loss_gain(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
+    """Learn time with the fused policy loss over the unfused one, on identical data."""
+    trainer = Trainer(_config("grpo", args), run_dir)
+    if not trainer.fused_loss:
+        return {"skipped": f"the fused path is off: {trainer.forward.reason}"}
+    problems = [trainer.train_problems[i] for i in trainer.cursor.take(args.prompts)]
+
+    def use(fused: bool):
+        def switch() -> None:
+            trainer.fused_loss = fused
+
+        return switch
+
+    variants = {"fused": use(True), "unfused": use(False)}
+    rollout_times, learn_times, rollout = interleaved_learn_times(
+        trainer, problems, variants, args.repeats, args.seed
+    )
+    learn_s = {name: statistics.median(times) for name, times in learn_times.items()}
+    head = trainer.forward.head
+    return {
+        "lm_head": {"vocab": head.out_features, "hidden": head.in_features},
+        "rollout_s": statistics.median(rollout_times),
+        "learn_s": learn_s,
+        "learn_s_all": learn_times,
+        "response_tokens": float(rollout.response_mask.sum()),
+        "fused_over_unfused_learn": learn_s["fused"] / learn_s["unfused"],
     }
 
 
@@ -210,6 +245,9 @@ def main() -> None:
     parser.add_argument("--dynamics", action="store_true", help="include our ΔH measurement")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument(
+        "--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure"
+    )
+    parser.add_argument(
         "--output", type=Path, default=Path(__file__).parent / "results/trainer_throughput.json"
     )
     args = parser.parse_args()
@@ -217,21 +255,32 @@ def main() -> None:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
     }
+    ratios: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["filter_overhead"] = overhead = _filter_overhead(args, Path(tmp) / "overhead")
-        results["ours"] = grpo = _ours("grpo", args, Path(tmp) / "grpo")
-        results["trl"] = (
-            {"skipped": "--skip-trl"} if args.skip_trl else _trl(args, Path(tmp) / "trl")
-        )
-    results["ratios"] = (
-        {f"{m}_step_overhead": overhead["step_overhead"][m] for m in METHODS[1:]}
-        | {f"{m}_learn_overhead": overhead["learn_overhead"][m] for m in METHODS[1:]}
-        | {f"{m}_filter_step_fraction": overhead["filter_step_fraction"][m] for m in METHODS[1:]}
-    )
-    if "tokens_per_s" in results["trl"]:
-        results["ratios"]["ours_vs_trl_tokens_per_s"] = (
-            grpo["tokens_per_s"] / results["trl"]["tokens_per_s"]
-        )
+        if "fused_loss" in args.parts:
+            results["fused_loss"] = fused = _fused_loss_gain(args, Path(tmp) / "fused")
+            if "fused_over_unfused_learn" in fused:
+                ratios["fused_loss_over_unfused_learn"] = fused["fused_over_unfused_learn"]
+        if "overhead" in args.parts:
+            results["filter_overhead"] = overhead = _filter_overhead(args, Path(tmp) / "overhead")
+            ratios |= (
+                {f"{m}_step_overhead": overhead["step_overhead"][m] for m in METHODS[1:]}
+                | {f"{m}_learn_overhead": overhead["learn_overhead"][m] for m in METHODS[1:]}
+                | {
+                    f"{m}_filter_step_fraction": overhead["filter_step_fraction"][m]
+                    for m in METHODS[1:]
+                }
+            )
+        if "throughput" in args.parts:
+            results["ours"] = grpo = _ours("grpo", args, Path(tmp) / "grpo")
+            results["trl"] = (
+                {"skipped": "--skip-trl"} if args.skip_trl else _trl(args, Path(tmp) / "trl")
+            )
+            if "tokens_per_s" in results["trl"]:
+                ratios["ours_vs_trl_tokens_per_s"] = (
+                    grpo["tokens_per_s"] / results["trl"]["tokens_per_s"]
+                )
+    results["ratios"] = ratios
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
     print(json.dumps(results["ratios"], indent=2))
