@@ -290,18 +290,35 @@ class EntropyGRPOTrainer(GRPOTrainer):
 
     def rollout_stats(self, output: dict[str, Any]) -> TokenStats:
         """``TokenStats`` ``(B, C)`` of the current (rollout) policy on a generation batch, from
-        one no-grad pass through TRL's own forward (FSDP / ZeRO-3 / PEFT as TRL handles them)."""
+        one no-grad pass over it, in TRL's row chunks and autocast.
+
+        Sharded models (FSDP, DeepSpeed) and multimodal batches go through TRL's own forward,
+        which unshards what the decoder needs; otherwise the decoder alone runs (TRL's head
+        would score every position for nothing).
+        """
         ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        width = output["completion_ids"].shape[1]
         mode = "train" if self.model.training else "eval"
         batch_size = getattr(self.args, f"per_device_{mode}_batch_size")
         extra = {k: output[k] for k in _MULTIMODAL_KEYS if k in output}
-        self._arm_next_pass = True
+        sharded = getattr(self, "is_fsdp_enabled", False) or self.is_deepspeed_enabled
         with torch.no_grad():
-            self._get_per_token_logps_and_entropies(
-                self.model, ids, attention, output["completion_ids"].shape[1],
-                batch_size=batch_size, **extra,
-            )  # fmt: skip
+            if sharded or extra:
+                self._arm_next_pass = True
+                self._get_per_token_logps_and_entropies(
+                    self.model, ids, attention, width, batch_size=batch_size, **extra
+                )
+            else:
+                self._captured = self._capture = _Capture(ids, width)
+                try:
+                    decoder = self._causal_lm().base_model
+                    for start in range(0, ids.shape[0], batch_size):
+                        rows = slice(start, start + batch_size)
+                        with self.accelerator.autocast():  # the hook computes the statistics
+                            decoder(input_ids=ids[rows], attention_mask=attention[rows])
+                finally:
+                    self._capture = None
         return self._take_captured(ids.shape[0])
 
     def _take_captured(self, rows: int) -> TokenStats | None:
