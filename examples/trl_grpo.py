@@ -73,13 +73,17 @@ def countdown_reward(completions, numbers, target, num_solutions, **kwargs) -> l
     ]
 
 
-def build_trainer(args: EntropyGRPOConfig, script: ScriptArguments) -> EntropyGRPOTrainer:
+def build_trainer(
+    args: EntropyGRPOConfig, script: ScriptArguments, trainer_class=EntropyGRPOTrainer
+) -> EntropyGRPOTrainer:
+    """The trainer of ``args`` on Countdown (``trainer_class=trl.GRPOTrainer``: plain TRL, the
+    baseline of ``benchmarks/engine_overhead.py``)."""
     path = script.model_path or str(default_model_path())
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return EntropyGRPOTrainer(
+    return trainer_class(
         model=model,
         reward_funcs=countdown_reward,
         args=args,
