@@ -19,7 +19,12 @@ import pytest
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.config import LoggingConfig, load_config
 from entropy_dynamics.training.config_io import to_dict
-from entropy_dynamics.training.metrics import MetricsWriter, mlflow_metric_name, read_metrics
+from entropy_dynamics.training.metrics import (
+    MetricsWriter,
+    check_backends,
+    mlflow_metric_name,
+    read_metrics,
+)
 from entropy_dynamics.training.trainer import Trainer
 
 STEPS = {1: {"entropy/mean": 0.5, "eval/pass@8": 0.25}, 2: {"entropy/mean": 0.4}}
@@ -126,8 +131,23 @@ def test_missing_package_names_its_extra(tmp_path, monkeypatch, backend) -> None
     monkeypatch.setitem(sys.modules, backend, None)  # import of the package fails
     options = LoggingConfig(**{backend: True})
     with pytest.raises(ConfigError, match=rf"entropy-dynamics\[{backend}\]"):
+        check_backends(options)
+    with pytest.raises(ConfigError, match=rf"entropy-dynamics\[{backend}\]"):
         MetricsWriter(tmp_path, False, logging=options)
     assert (tmp_path / "metrics.jsonl").read_text() == ""  # closed; nothing written
+    check_backends(LoggingConfig())  # nothing asked, nothing needed
+
+
+def test_train_refuses_a_missing_backend_before_any_work(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from entropy_dynamics.cli import app
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    done = CliRunner().invoke(app, ["train", f"output_dir={tmp_path}", "logging.wandb=true"])
+    assert done.exit_code == 2, done.output
+    assert "entropy-dynamics[wandb]" in " ".join(done.output.split())
+    assert not any(tmp_path.iterdir())  # no run directory was started
 
 
 def test_training_run_fills_every_backend_alike(tmp_path, random_model_dir, monkeypatch) -> None:

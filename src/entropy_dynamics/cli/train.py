@@ -76,9 +76,11 @@ def train_command(
         return
     from entropy_dynamics.study.run_plots import plot_run
     from entropy_dynamics.training.filter_activity import idle_filter_notice
+    from entropy_dynamics.training.metrics import check_backends
     from entropy_dynamics.training.trainer import Trainer
 
     try:
+        check_backends(cfg.logging)
         trainer = Trainer(cfg, cfg.run_dir, resume=resume, overwrite=overwrite)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))

@@ -13,6 +13,7 @@ so that a run never needs the network.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -34,6 +35,7 @@ __all__ = [
     "Sink",
     "TensorBoardSink",
     "WandbSink",
+    "check_backends",
     "mlflow_metric_name",
     "read_metrics",
     "to_floats",
@@ -140,14 +142,30 @@ class TensorBoardSink:
         self._tb.close()
 
 
-def _import_extra(module: str, extra: str, option: str) -> Any:
+_BACKENDS = {"wandb": "logging.wandb", "mlflow": "logging.mlflow"}
+"""Optional back-end: its package, which is also the name of its extra, and its option."""
+
+
+def _missing(module: str) -> str:
+    return (
+        f"{_BACKENDS[module]}=true needs the {module} package: pip install "
+        f"'entropy-dynamics[{module}]' (or set {_BACKENDS[module]}=false)"
+    )
+
+
+def _import_extra(module: str) -> Any:
     try:
         return __import__(module)
     except ImportError:
-        raise ConfigError(
-            f"{option}=true needs the {module} package: pip install 'entropy-dynamics[{extra}]' "
-            f"(or set {option}=false)"
-        ) from None
+        raise ConfigError(_missing(module)) from None
+
+
+def check_backends(options: LoggingConfig) -> None:
+    """Refuse, before any work, a back-end whose package is not installed
+    (:class:`ConfigError` naming the extra to install)."""
+    for module in _BACKENDS:
+        if getattr(options, module) and importlib.util.find_spec(module) is None:
+            raise ConfigError(_missing(module))
 
 
 class _RunIds:
@@ -181,7 +199,7 @@ class WandbSink:
         config: Mapping[str, Any],
         resume_step: int = 0,
     ):
-        wandb = _import_extra("wandb", "wandb", "logging.wandb")
+        wandb = _import_extra("wandb")
         ids = _RunIds(run_dir)
         run_id = ids.get("wandb") if resume_step else None
         self.run = wandb.init(
@@ -226,7 +244,7 @@ class MlflowSink:
         config: Mapping[str, Any],
         resume_step: int = 0,
     ):
-        _import_extra("mlflow", "mlflow", "logging.mlflow")
+        _import_extra("mlflow")
         from mlflow.entities import Metric, Param, RunStatus
         from mlflow.tracking import MlflowClient
 
