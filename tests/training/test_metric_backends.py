@@ -12,6 +12,7 @@ import json
 import math
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,25 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
+def _complete_records(run_file: Path, timeout: float = 60.0) -> list:
+    """The records of ``run_file`` once it holds its exit record: W&B's core process may still be
+    writing the file when ``finish()`` returns (seen on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = _wandb_records(run_file)
+        except Exception:  # a chunk cut short by the writer
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"{run_file} never got its exit record"
+        time.sleep(0.2)
+
+
 def _wandb_run(run_dir: Path, index: int = 0) -> tuple[str, dict, list[dict]]:
     """(run id, config, history rows) of the ``index``-th offline run written into ``run_dir``."""
     run_files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-    records = _wandb_records(run_files[index])
+    records = _complete_records(run_files[index])
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     config = {_key(i): json.loads(i.value_json) for i in run.config.update if _key(i) != "_wandb"}
     history = [
