@@ -258,7 +258,15 @@ def test_non_finite_updates_are_skipped_then_stop_with_good_weights(
         out.loss = out.loss * float("nan")
         return out
 
+    real_fused = trainer.forward.policy_loss  # the default loss path on the fused statistics
+
+    def poisoned_fused(*args, **kwargs):
+        out = real_fused(*args, **kwargs)
+        out.loss = out.loss * float("nan")
+        return out
+
     monkeypatch.setattr(trainer_module, "compute_policy_loss", poisoned)
+    monkeypatch.setattr(trainer.forward, "policy_loss", poisoned_fused)
     with pytest.warns(UserWarning, match="step 2: non-finite loss"):
         metrics = trainer.train_step()
     assert metrics["actor/skipped_nonfinite"] == 1.0
@@ -274,6 +282,7 @@ def test_non_finite_updates_are_skipped_then_stop_with_good_weights(
     assert all(torch.equal(good[k], weights[k]) for k in weights)
 
     monkeypatch.setattr(trainer_module, "compute_policy_loss", real)
+    monkeypatch.setattr(trainer.forward, "policy_loss", real_fused)
     assert trainer.train_step()["actor/skipped_nonfinite"] == 0.0  # a good update resets it
     assert trainer.bad_updates == 0
 
