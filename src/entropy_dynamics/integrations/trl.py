@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from trl import GRPOConfig, GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
 
 from entropy_dynamics.advantages import broadcast_to_tokens
 from entropy_dynamics.aggregation import masked_mean
@@ -182,7 +183,8 @@ class EntropyGRPOTrainer(GRPOTrainer):
             )
         super().__init__(*args, **kwargs)
         self.filter_config = config.filter_config()
-        self._capture: _Capture | None = None
+        self._capture: _Capture | None = None  # armed: the decoder hook computes statistics
+        self._captured: _Capture | None = None  # the last armed pass's
         self._arm_next_pass = False
         causal_lm = self._causal_lm()
         text_config = causal_lm.config.get_text_config()
@@ -248,7 +250,8 @@ class EntropyGRPOTrainer(GRPOTrainer):
                 )
             parts = []  # soft-capping is not linear: logits of one sequence at a time
             for row in range(hidden.shape[0]):
-                z = nn.functional.linear(hidden[row].float(), w.float(), b) * self._logit_scale
+                bias32 = None if b is None else b.float()
+                z = nn.functional.linear(hidden[row].float(), w.float(), bias32) * self._logit_scale
                 z = self._softcap * torch.tanh(z / self._softcap)
                 z = z if valid_vocab is None else z[:, :valid_vocab]
                 parts.append(token_stats(z.unsqueeze(0), tokens[row : row + 1], self.temperature))
@@ -303,7 +306,8 @@ class EntropyGRPOTrainer(GRPOTrainer):
         batch_size = getattr(self.args, f"per_device_{mode}_batch_size")
         extra = {k: output[k] for k in _MULTIMODAL_KEYS if k in output}
         sharded = getattr(self, "is_fsdp_enabled", False) or self.is_deepspeed_enabled
-        with torch.no_grad():
+        checkpointing = self.args.gradient_checkpointing_kwargs
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, checkpointing):
             if sharded or extra:
                 self._arm_next_pass = True
                 self._get_per_token_logps_and_entropies(
@@ -316,13 +320,22 @@ class EntropyGRPOTrainer(GRPOTrainer):
                     for start in range(0, ids.shape[0], batch_size):
                         rows = slice(start, start + batch_size)
                         with self.accelerator.autocast():  # the hook computes the statistics
-                            decoder(input_ids=ids[rows], attention_mask=attention[rows])
+                            decoder(
+                                input_ids=ids[rows], attention_mask=attention[rows], use_cache=False
+                            )
                 finally:
                     self._capture = None
-        return self._take_captured(ids.shape[0])
+        stats = self._take_captured(ids.shape[0])
+        if stats is None:
+            raise RuntimeError(
+                "the statistics pass did not reach the decoder's forward hook (a model whose "
+                "`base_model` is not the module its forward runs?); nothing was filtered"
+            )
+        return stats
 
     def _take_captured(self, rows: int) -> TokenStats | None:
-        captured, self._captured = getattr(self, "_captured", None), None
+        """The armed pass's statistics if it covered all ``rows``, else ``None``."""
+        captured, self._captured = self._captured, None
         if captured is None or captured.offset != rows or not captured.parts:
             return None
         return _cat(captured.parts)
