@@ -181,8 +181,11 @@ def _fused_pass(
     w = weight[:vocab]  # (V', d): padded rows are not tokens
     b = None if bias is None else bias[:vocab]
     grad_h = torch.empty(n, dim, dtype=dtype, device=hidden.device) if need_h else None
-    grad_w = torch.zeros(vocab, dim, dtype=dtype, device=weight.device) if need_w else None
-    grad_b = torch.zeros(vocab, dtype=dtype, device=weight.device) if need_b else None
+    # full-size gradients (padded rows stay 0), accumulated through views of the valid rows
+    full_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_w else None
+    full_b = torch.zeros(weight.shape[0], dtype=dtype, device=weight.device) if need_b else None
+    grad_w = None if full_w is None else full_w[:vocab]
+    grad_b = None if full_b is None else full_b[:vocab]
     loss = torch.zeros((), dtype=dtype, device=hidden.device)
     stats = [torch.empty(n, dtype=dtype, device=hidden.device) for _ in range(5)]
     block_fn = _triton_block if use_triton else _torch_block
@@ -211,7 +214,7 @@ def _fused_pass(
             else:
                 grad_w += _mm_float32(grad.T, h)
         del grad
-    return loss, stats, grad_h, grad_w, grad_b
+    return loss, stats, grad_h, full_w, full_b
 
 
 class _FusedLinearLoss(torch.autograd.Function):
@@ -226,11 +229,6 @@ class _FusedLinearLoss(torch.autograd.Function):
             hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs,
             use_triton,
         )  # fmt: skip
-        if grad_w is not None and vocab < weight.shape[0]:  # padded rows: gradient 0
-            full = torch.zeros(weight.shape, dtype=grad_w.dtype, device=weight.device)
-            grad_w = full.index_copy_(0, torch.arange(vocab, device=weight.device), grad_w)
-        if grad_b is not None and vocab < weight.shape[0]:
-            grad_b = torch.cat([grad_b, grad_b.new_zeros(weight.shape[0] - vocab)])
         ctx.grads = (grad_h, grad_w, grad_b)
         ctx.dtypes = (hidden.dtype, weight.dtype, weight.dtype)
         ctx.mark_non_differentiable(*stats)
@@ -238,9 +236,16 @@ class _FusedLinearLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_loss, *_unused):  # type: ignore[override]
+        # The usual upstream gradient is 1: hand over the stored tensors as fresh aliases
+        # (detach), which autograd takes as ``.grad`` without copying the weight-sized gradient;
+        # the stored ones stay intact for a second backward of a retained graph.
+        unit = g_loss is not None and bool(g_loss == 1)
         grads = []
         for grad, dtype in zip(ctx.grads, ctx.dtypes, strict=True):
-            grads.append(None if grad is None or g_loss is None else (grad * g_loss).to(dtype))
+            if grad is None or g_loss is None:
+                grads.append(None)
+            else:
+                grads.append((grad if unit else grad * g_loss).to(dtype).detach())
         return (*grads, None, None, None, None, None, None, None, None)
 
 
