@@ -8,9 +8,12 @@ process CPU time is the robust measure of work; on CUDA, wall time with synchron
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,3 +94,31 @@ def machine_load() -> dict[str, float]:
     except OSError:
         return {}
     return {"load_1min": one, "load_5min": five, "load_15min": fifteen, "cpus": os.cpu_count()}
+
+
+def shape_arguments(parser: argparse.ArgumentParser, methods, out: str) -> None:
+    """The options the kernel benchmarks share: shape, device, dtype, repeats, methods, outputs."""
+    parser.add_argument("--full", action="store_true", help="N=4096, d=1536, V=151936")
+    parser.add_argument("--shape", type=int, nargs=3, metavar=("N", "D", "V"), default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, help="float32 on CPU, bfloat16 on CUDA")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs per method")
+    parser.add_argument("--methods", nargs="+", default=list(methods), choices=methods)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+
+
+def run_and_write(args: argparse.Namespace, run, markdown) -> None:
+    """Fill the device defaults, ``run(args)``, write the JSON (and the Markdown table)."""
+    if args.dtype is None:
+        args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+    if args.repeat is None:
+        args.repeat = 2 if args.full and args.device == "cpu" else 3
+    report = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    if args.markdown is not None:
+        args.markdown.write_text(table)
+    print(json.dumps(report["ratios"], indent=2))
+    print(table)

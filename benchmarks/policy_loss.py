@@ -36,10 +36,17 @@ import json
 import platform
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from _measure import available_bytes, cpu_peaks, cuda_peaks, machine_load, timed
+from _measure import (
+    available_bytes,
+    cpu_peaks,
+    cuda_peaks,
+    machine_load,
+    run_and_write,
+    shape_arguments,
+    timed,
+)
 from _peers import trl_chunked_logprob, verl_fused_linear_for_ppo
 
 from entropy_dynamics import stats
@@ -326,28 +333,9 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="N=4096, d=1536, V=151936")
-    parser.add_argument("--shape", type=int, nargs=3, metavar=("N", "D", "V"), default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default=None, help="float32 on CPU, bfloat16 on CUDA")
-    parser.add_argument("--repeat", type=int, default=None, help="timed runs (median is kept)")
+    shape_arguments(parser, METHODS, "benchmarks/results/policy_loss.json")
     parser.add_argument("--entropy-coef", type=float, default=0.0, help="entropy bonus")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/policy_loss.json"))
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
-    args = parser.parse_args()
-    if args.dtype is None:
-        args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
-    if args.repeat is None:
-        args.repeat = 2 if args.full and args.device == "cpu" else 3
-    report = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    if args.markdown is not None:
-        args.markdown.write_text(table)
-    print(json.dumps(report["ratios"], indent=2))
-    print(table)
+    run_and_write(parser.parse_args(), run, markdown)
 
 
 if __name__ == "__main__":

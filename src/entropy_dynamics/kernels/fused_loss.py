@@ -45,7 +45,7 @@ from entropy_dynamics.kernels.streaming import (
     _block_logits,
     _check_inputs,
     _compute_dtype,
-    triton_usable,
+    resolve_backend,
 )
 
 __all__ = ["BlockLoss", "default_loss_row_chunk", "fused_linear_loss"]
@@ -249,19 +249,6 @@ class _FusedLinearLoss(torch.autograd.Function):
         return (*grads, None, None, None, None, None, None, None, None)
 
 
-def _use_triton(backend: str, hidden: Tensor) -> bool:
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    usable = triton_usable(hidden.device, interpreter=backend == "triton")
-    usable = usable and hidden.dtype != torch.float64
-    if backend == "triton" and not usable:
-        raise ValueError(
-            "backend='triton' needs the triton package and a CUDA tensor (or TRITON_INTERPRET=1 "
-            "for the CPU interpreter), and does not take float64; use backend='torch'"
-        )
-    return usable if backend == "auto" else backend == "triton"
-
-
 def fused_linear_loss(
     hidden: Tensor,
     weight: Tensor,
@@ -302,7 +289,7 @@ def fused_linear_loss(
         raise ValueError(f"hidden must be (N, d) (flatten positions first), got {hidden.dim()}-d")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    use_triton = _use_triton(backend, hidden)
+    use_triton = resolve_backend(backend, hidden)
     row_chunk = default_loss_row_chunk(vocab, hidden.device) if row_chunk is None else row_chunk
     if row_chunk < 1:
         raise ValueError(f"row_chunk must be >= 1, got {row_chunk}")

@@ -247,6 +247,21 @@ def triton_usable(device: torch.device, interpreter: bool = False) -> bool:
     return True
 
 
+def resolve_backend(backend: str, hidden: Tensor) -> bool:
+    """Whether ``backend`` (``"auto"``, ``"torch"`` or ``"triton"``) runs the Triton kernels on
+    ``hidden``; ``"triton"`` where they cannot run (no CUDA, float64) is refused."""
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    usable = triton_usable(hidden.device, interpreter=backend == "triton")
+    usable = usable and hidden.dtype != torch.float64
+    if backend == "triton" and not usable:
+        raise ValueError(
+            "backend='triton' needs the triton package and a CUDA tensor (or TRITON_INTERPRET=1 "
+            "for the CPU interpreter), and does not take float64; use backend='torch'"
+        )
+    return usable if backend == "auto" else backend == "triton"
+
+
 def _check_inputs(hidden, weight, tokens, bias, vocab_chunk, row_chunk, valid_vocab) -> int:
     """Validate the arguments of :func:`fused_token_stats` (the temperature is the caller's to
     check); return the number of vocabulary rows to use."""
@@ -321,16 +336,7 @@ def fused_token_stats(
     vocab_chunk = DEFAULT_VOCAB_CHUNK if vocab_chunk is None else vocab_chunk
     row_chunk = DEFAULT_ROW_CHUNK if row_chunk is None else row_chunk
     vocab = _check_inputs(hidden, weight, tokens, bias, vocab_chunk, row_chunk, valid_vocab)
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    usable = triton_usable(hidden.device, interpreter=backend == "triton")
-    usable = usable and hidden.dtype != torch.float64
-    if backend == "triton" and not usable:
-        raise ValueError(
-            "backend='triton' needs the triton package and a CUDA tensor (or TRITON_INTERPRET=1 "
-            "for the CPU interpreter), and does not take float64; use backend='torch'"
-        )
-    use_triton = usable if backend == "auto" else backend == "triton"
+    use_triton = resolve_backend(backend, hidden)
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
     flat_tokens = tokens.reshape(-1).long()  # (N,)
     outs = _FusedTokenStats.apply(
