@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +123,31 @@ def run_and_write(args: argparse.Namespace, run, markdown) -> None:
         args.markdown.write_text(table)
     print(json.dumps(report["ratios"], indent=2))
     print(table)
+
+
+def load_method(name: str, factory, need_bytes: int, device, results: dict):
+    """``factory(name)``, or ``None`` with ``results[name]`` saying why it is skipped (its peer
+    package is not importable, or it would need more memory than the device has free)."""
+    try:
+        fn = factory(name)
+    except ImportError as error:
+        results[name] = {"skipped": f"not importable: {error}"}
+        return None
+    if need_bytes > 0.8 * available_bytes(device):
+        results[name] = {"skipped": f"needs about {need_bytes / 2**30:.1f} GiB, not available"}
+        return None
+    return fn
+
+
+def report_header(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """What every kernel benchmark report starts with: dtype, device, versions, threads, load."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {
+        "dtype": args.dtype,
+        "device": str(device),
+        "device_name": name or platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeat": args.repeat,
+        "machine_load_after": machine_load(),
+    }

@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 from collections.abc import Callable
 
 import torch
 from _measure import (
-    available_bytes,
     cpu_peaks,
     cuda_peaks,
+    load_method,
     machine_load,
+    report_header,
     run_and_write,
     shape_arguments,
     timed,
@@ -214,14 +214,8 @@ def run(args: argparse.Namespace) -> dict:
         if name == "ours_fused_torch" and device.type != "cuda":
             results[name] = {"skipped": "CUDA only (on CPU ours_fused is the torch backend)"}
             continue
-        try:
-            fn = _method(name)
-        except ImportError as error:
-            results[name] = {"skipped": f"not importable: {error}"}
-            continue
-        need = _estimated_bytes(name, n, v, d)
-        if need > 0.8 * available_bytes(device):
-            results[name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, not available"}
+        fn = load_method(name, _method, _estimated_bytes(name, n, v, d), device, results)
+        if fn is None:
             continue
         case.h.grad = case.w.grad = None
         try:
@@ -256,17 +250,9 @@ def run(args: argparse.Namespace) -> dict:
     clock = "cpu_s" if device.type == "cpu" else "s"
     return {
         "shape": {**shape, "batch": case.h.shape[0], "seq_len": case.h.shape[1]},
-        "dtype": args.dtype,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "repeat": args.repeat,
+        **report_header(args, device),
         "loss_config": {"eps_high": 0.28, "dual_clip_c": 3.0, "entropy_coef": args.entropy_coef},
         "machine_load_before": load_before,
-        "machine_load_after": machine_load(),
         "naive_logits_bytes": n * v * 4,
         "gradient_output_bytes": (n * d + v * d) * torch.finfo(dtype).bits // 8,
         "ratio_clock": clock,

@@ -34,15 +34,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from collections.abc import Callable
 
 import torch
 from _measure import (
-    available_bytes,
     cpu_peaks,
     cuda_peaks,
-    machine_load,
+    load_method,
+    report_header,
     run_and_write,
     shape_arguments,
     timed,
@@ -207,14 +206,8 @@ def run(args: argparse.Namespace) -> dict:
         reference = tuple(t.float() for t in _naive(hidden, weight, tokens))
     runnable: dict[str, Callable[..., Outputs]] = {}
     for name in args.methods:  # memory pass (untimed; also the warm-up) and value check
-        try:
-            fn = _method(name)
-        except ImportError as error:
-            results[name] = {"skipped": f"not importable: {error}"}
-            continue
-        need = _estimated_bytes(name, n, v, d)
-        if need > 0.8 * available_bytes(device):
-            results[name] = {"skipped": f"needs about {need / 2**30:.1f} GiB, not available"}
+        fn = load_method(name, _method, _estimated_bytes(name, n, v, d), device, results)
+        if fn is None:
             continue
         try:
             forward_peak, peak, values = peaks(fn, inputs, g1, g2, name != "ours_no_es")
@@ -245,15 +238,7 @@ def run(args: argparse.Namespace) -> dict:
     clock = "cpu_s" if device.type == "cpu" else "s"
     return {
         "shape": shape,
-        "dtype": args.dtype,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "repeat": args.repeat,
-        "machine_load_after": machine_load(),
+        **report_header(args, device),
         "naive_logits_bytes": n * v * 4,
         "gradient_output_bytes": (n * d + v * d) * torch.finfo(dtype).bits // 8,
         "ratio_clock": clock,
