@@ -5,11 +5,17 @@ TRL has no hook for custom losses and, from 1.15 on, never forms logits: its fus
 This subclass therefore changes *what TRL trains on*, not how it computes the loss:
 
 - statistics: a forward hook on the decoder (``base_model``, the module TRL's fused head calls)
-  captures the final hidden states of the rollout policy's teacher-forced pass; ``TokenStats``
-  (``log p_k``, ``H``, ``S_k``, ``E_p[S]`` of ``softmax(z / T)``) come from them and the
-  ``lm_head`` through :func:`entropy_dynamics.stats.token_stats_from_hidden` (no logits). The pass
-  is TRL's own old-log-prob pass when TRL runs one (vLLM importance sampling, misaligned
-  generation steps), else one extra no-grad pass through TRL's forward;
+  captures the rollout policy's final hidden states; ``TokenStats`` (``log p_k``, ``H``, ``S_k``,
+  ``E_p[S]`` of ``softmax(z / T)``) come from them and the ``lm_head`` through
+  :func:`entropy_dynamics.stats.token_stats_from_hidden` (no logits). The hidden states are, in
+  this order of preference: those of TRL's own old-log-prob pass when TRL runs one (vLLM
+  importance sampling, ``num_iterations > 1``, misaligned generation steps); else those of TRL's
+  sampling itself, when it runs transformers' ``generate`` in one turn (no vLLM, paged
+  generation, tools, environments, ``rollout_func``, FSDP or DeepSpeed) — the prefill's last
+  position predicts completion token 0, each decode step the next — used only if the recorded
+  forwards were fed exactly the prompt and the completion tokens (:meth:`generation_stats`);
+  else one extra no-grad pass through TRL's forward (overheads:
+  ``benchmarks/results/engine_overhead_trl.json``);
 - keep-mask: decided once per generation batch, on the batch gathered from every process (so the
   filter's moments, and Clip_V's cap, are those of the whole batch), by
   :func:`entropy_dynamics.losses.select_tokens` with the configured filter — the call our trainer
@@ -165,6 +171,29 @@ class _Capture:
         self.parts: list[TokenStats] = []
 
 
+class _Generation:
+    """What the decoder hook records during one ``generate`` call: the ids each forward was fed
+    and the final hidden state of its last position, the one that predicts the next token."""
+
+    def __init__(self) -> None:
+        self.prompt: Tensor | None = None  # (B, P): the prefill's ids
+        self.fed: list[Tensor] = []  # (B,) per decode step: the completion token it was fed
+        self.hidden: list[Tensor] = []  # (B, d) per forward: predicts completion token t
+        self.aligned = True
+
+    def record(self, input_ids: Tensor | None, hidden: Tensor) -> None:
+        rows = None if self.prompt is None else self.prompt.shape[0]
+        if input_ids is None or (rows is not None and input_ids.shape[0] != rows):
+            self.aligned = False  # inputs_embeds, beams, ...: no token-by-token alignment
+        if not self.aligned:
+            return
+        if self.prompt is None:
+            self.prompt = input_ids.detach().clone()
+        else:  # one new token per step (or the whole sequence, without a KV cache)
+            self.fed.append(input_ids[:, -1].detach().clone())
+        self.hidden.append(hidden[:, -1].detach().clone())
+
+
 class EntropyGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose generation batches carry the configured filter's keep-mask.
 
@@ -186,6 +215,10 @@ class EntropyGRPOTrainer(GRPOTrainer):
         self._capture: _Capture | None = None  # armed: the decoder hook computes statistics
         self._captured: _Capture | None = None  # the last armed pass's
         self._arm_next_pass = False
+        self._arm_generation = False  # record TRL's next `generate` (no old-log-prob pass)
+        self._generation: _Generation | None = None  # recording
+        self._generations: list[_Generation] = []  # recorded in this generation batch
+        self.stats_source: str | None = None  # "trl_pass", "generation" or "extra_pass"
         causal_lm = self._causal_lm()
         text_config = causal_lm.config.get_text_config()
         for name in _UNSUPPORTED_SCALES:
@@ -203,7 +236,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
                 f"{type(causal_lm).__name__} exposes no decoder as `base_model`: the plug-in needs "
                 "the final hidden states of a causal LM"
             )
-        self._hook = backbone.register_forward_hook(self._on_decoder_output)
+        self._hook = backbone.register_forward_hook(self._on_decoder_output, with_kwargs=True)
 
     # ------------------------------------------------------------------ the model's parts
     def _causal_lm(self) -> nn.Module:
@@ -257,11 +290,14 @@ class EntropyGRPOTrainer(GRPOTrainer):
                 parts.append(token_stats(z.unsqueeze(0), tokens[row : row + 1], self.temperature))
             return _cat(parts)
 
-    def _on_decoder_output(self, module: nn.Module, args: Any, output: Any) -> None:
-        capture = self._capture
-        if capture is None:  # generation and the training forward pass through untouched
+    def _on_decoder_output(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        capture, generation = self._capture, self._generation
+        if capture is None and generation is None:  # the training forward passes untouched
             return
         hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        if capture is None:
+            generation.record(kwargs.get("input_ids", args[0] if args else None), hidden)
+            return
         rows = slice(capture.offset, capture.offset + hidden.shape[0])
         capture.offset += hidden.shape[0]
         width = capture.width
@@ -284,6 +320,61 @@ class EntropyGRPOTrainer(GRPOTrainer):
         finally:
             self._captured, self._capture = self._capture, None
 
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, *args, **kwargs):
+        if not self._arm_generation or images is not None or multimodal_fields:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, *args, **kwargs
+            )
+        self._generation = _Generation()
+        try:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, *args, **kwargs
+            )
+        finally:
+            self._generations.append(self._generation)
+            self._generation = None
+
+    def _generation_route(self) -> bool:
+        """Whether TRL's sampling runs through transformers' ``generate``, one turn per batch,
+        whose decoder forwards the hook can align token by token with the completions."""
+        return not (
+            self.use_vllm
+            or getattr(self, "use_transformers_continuous_batching", False)  # paged
+            or getattr(self, "tools", None)  # multi-turn: tool results are not sampled
+            or getattr(self, "environment_factories", None) is not None
+            or getattr(self, "rollout_func", None) is not None
+            or getattr(self, "is_fsdp_enabled", False)
+            or self.is_deepspeed_enabled
+        )
+
+    def generation_stats(self, output: dict[str, Any]) -> TokenStats | None:
+        """``TokenStats`` ``(B, C)`` from the hidden states recorded during TRL's ``generate``,
+        or ``None`` (then a teacher-forced pass is needed) unless the record is exactly aligned:
+        one ``generate`` call, its prefill fed ``output["prompt_ids"]`` and its decode steps
+        fed the completion tokens of ``output`` at every valid position."""
+        generations, self._generations = self._generations, []
+        if len(generations) != 1 or not generations[0].aligned or not generations[0].hidden:
+            return None
+        record = generations[0]
+        prompt_ids, tokens = output["prompt_ids"], output["completion_ids"]
+        if record.prompt.shape != prompt_ids.shape or not torch.equal(
+            record.prompt.to(prompt_ids.device), prompt_ids
+        ):
+            return None
+        steps, width = len(record.hidden), tokens.shape[1]
+        valid = output["completion_mask"].bool()
+        if valid[:, steps:].any():  # a valid token no forward predicted
+            return None
+        if record.fed:  # decode step t was fed completion token t - 1
+            fed = torch.stack(record.fed, dim=1).to(tokens.device)[:, :width]
+            check = valid[:, : fed.shape[1]]
+            if not torch.equal(fed[check], tokens[:, : fed.shape[1]][check]):
+                return None
+        hidden = torch.stack(record.hidden, dim=1)[:, :width]  # (B, min(steps, C), d)
+        if hidden.shape[1] < width:  # TRL's pad_to_multiple_of: padding, dropped by the mask
+            hidden = nn.functional.pad(hidden, (0, 0, 0, width - hidden.shape[1]))
+        return self.head_stats(hidden, tokens)
+
     def _trl_runs_old_pass(self) -> bool:
         """Whether TRL's generation computes ``old_per_token_logps`` (its own condition); only an
         optimisation: the capture is used only if the output then carries them."""
@@ -293,7 +384,8 @@ class EntropyGRPOTrainer(GRPOTrainer):
 
     def rollout_stats(self, output: dict[str, Any]) -> TokenStats:
         """``TokenStats`` ``(B, C)`` of the current (rollout) policy on a generation batch, from
-        one no-grad pass over it, in TRL's row chunks and autocast.
+        one no-grad pass over it, in TRL's row chunks and autocast (the fallback when neither
+        TRL's old-log-prob pass nor its ``generate`` gave the hidden states).
 
         Sharded models (FSDP, DeepSpeed) and multimodal batches go through TRL's own forward,
         which unshards what the decoder needs; otherwise the decoder alone runs (TRL's head
@@ -342,16 +434,22 @@ class EntropyGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ the keep-mask
     def _generate_and_score_completions(self, inputs):
-        self._captured = None
+        self._captured, self._generations = None, []
         self._arm_next_pass = self._trl_runs_old_pass()
+        self._arm_generation = not self._arm_next_pass and self._generation_route()
         try:
             output = super()._generate_and_score_completions(inputs)
         finally:
-            self._arm_next_pass, self._capture = False, None
+            self._arm_next_pass, self._arm_generation, self._capture = False, False, None
+            self._generation = None
         rows = output["completion_ids"].shape[0]
         stats = self._take_captured(rows) if "old_per_token_logps" in output else None
+        self.stats_source = "trl_pass"
+        if stats is None and self._generations:
+            stats, self.stats_source = self.generation_stats(output), "generation"
         if stats is None:
-            stats = self.rollout_stats(output)
+            stats, self.stats_source = self.rollout_stats(output), "extra_pass"
+        self._generations = []
         return self.apply_filter(output, stats)
 
     def _gather(self, tensor: Tensor) -> Tensor:
