@@ -192,3 +192,19 @@ def test_bad_tokens_are_refused_with_a_clear_message() -> None:
         token_stats(logits, tokens.unsqueeze(0))
     with pytest.raises(TypeError, match="floating-point"):
         token_stats(torch.zeros(2, 5, dtype=torch.long), tokens)
+
+
+def test_metrics_are_means_over_the_mask_of_hand_made_values():
+    # three tokens, the last masked out: S = (0.2, -0.1 | 9), E_p[S] = (0.1, 0.1 | 9), H = (1, 3 | 9)
+    stats = TokenStats(
+        logprobs=torch.zeros(3, dtype=torch.float64),
+        entropy=torch.tensor([1.0, 3.0, 9.0], dtype=torch.float64),
+        discriminator=torch.tensor([0.2, -0.1, 9.0], dtype=torch.float64),
+        expected_discriminator=torch.tensor([0.1, 0.1, 9.0], dtype=torch.float64),
+    )
+    got = {k: float(v) for k, v in stats.metrics(torch.tensor([True, True, False])).items()}
+    assert got["entropy/mean"] == pytest.approx(2.0)
+    assert got["discriminator/mean"] == pytest.approx(0.05)
+    assert got["discriminator/std"] == pytest.approx(0.15)  # population std of (0.2, -0.1)
+    assert got["discriminator/frac_positive"] == pytest.approx(0.5)
+    assert got["discriminator/deviation_mean"] == pytest.approx(-0.05)  # mean of (0.1, -0.2)

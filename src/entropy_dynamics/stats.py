@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from entropy_dynamics.aggregation import masked_mean
 from entropy_dynamics.kernels import fused_token_stats, logit_grad_
 from entropy_dynamics.theory import check_temperature
 
@@ -59,6 +60,20 @@ class TokenStats:
     def deviation(self) -> Tensor:
         """``S_k - E_p[S]``: Theorem 3.3's driver of the entropy change (detached)."""
         return self.discriminator - self.expected_discriminator
+
+    def metrics(self, mask: Tensor) -> dict[str, Tensor]:
+        """Means over ``mask`` (``(...)``, bool) as 0-d tensors, the keys every engine logs:
+        ``entropy/mean`` and ``discriminator/{mean, std, frac_positive, deviation_mean}``
+        (std: population, over the masked tokens)."""
+        s = self.discriminator
+        s_mean = masked_mean(s, mask)
+        return {
+            "entropy/mean": masked_mean(self.entropy, mask),
+            "discriminator/mean": s_mean,
+            "discriminator/std": masked_mean((s - s_mean) ** 2, mask).sqrt(),
+            "discriminator/frac_positive": masked_mean((s > 0).float(), mask),
+            "discriminator/deviation_mean": masked_mean(self.deviation, mask),
+        }
 
     def detach(self) -> TokenStats:
         return TokenStats(

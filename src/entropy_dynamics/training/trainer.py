@@ -368,14 +368,8 @@ class Trainer:
 
     def _rollout_metrics(self, rollout: Rollout, old: TokenStats, advantages: Tensor):
         mask = rollout.response_mask
-        s = old.discriminator
-        s_mean = masked_mean(s, mask)
         return {
-            "entropy/mean": masked_mean(old.entropy, mask),
-            "discriminator/mean": s_mean,
-            "discriminator/std": masked_mean((s - s_mean) ** 2, mask).sqrt(),
-            "discriminator/frac_positive": masked_mean((s > 0).float(), mask),
-            "discriminator/deviation_mean": masked_mean(old.deviation, mask),
+            **old.metrics(mask),
             "advantage/abs_mean": masked_mean(advantages.abs(), mask),
             "response/length_mean": mask.sum(-1).float().mean(),
             "response/truncated_frac": rollout.truncated.float().mean(),
