@@ -10,15 +10,21 @@ is timed inside the same steps. One torch thread by default: on a shared machine
 other jobs) a second spinning thread makes wall and CPU times swing by 10x between identical steps.
 
 Two settings (``SETTINGS``): ``aligned``, where TRL makes no old-log-prob pass and the plug-in
-adds one no-grad pass over the generation batch, and ``trl_old_pass``, where TRL makes that pass
-itself (always with vLLM) and the plug-in reuses it. Two overhead figures each, both medians
-over rounds of per-round ratios:
+takes the hidden states recorded during TRL's own ``generate`` (before: one extra no-grad pass
+over the generation batch, still the fallback), and ``trl_old_pass``, where TRL makes that pass
+itself (always with vLLM) and the plug-in reuses it. Each run records which source the plug-in's
+statistics came from (``stats_sources``). Two overhead figures each, both medians over rounds of
+per-round ratios:
 
 - ``step_time_ratio``: median step time with the plug-in over plain TRL's. With ``none`` the
   trajectories are identical (nothing is dropped), so this is the plug-in's pure cost; with
   ``clip_b`` / ``clip_v`` the runs sample different completions after their first update, so
   the ratio also carries the data's difference (``per_token_ratio`` normalises by tokens);
 - ``plugin_share``: the plug-in's own time over the step time, measured in the same steps.
+
+``clip_b_extra_pass`` is ``clip_b`` with the generation-time route switched off, the fallback
+(and the plug-in before it) as a baseline in the same run; in ``trl_old_pass`` it is ``clip_b``
+(TRL's own pass comes first).
 
     python benchmarks/engine_overhead.py --steps 10 --rounds 3   # needs the trl extra
 """
@@ -36,7 +42,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"plain": None, "none": "none", "clip_b": "clip_b", "clip_v": "clip_v"}
+VARIANTS = {
+    "plain": None,
+    "none": "none",
+    "clip_b": "clip_b",
+    "clip_v": "clip_v",
+    "clip_b_extra_pass": "clip_b",  # the generation-time route off: the extra-pass fallback
+}
 WARM_UP = 2  # untimed optimizer steps at the start of each run (one generation in either setting)
 OPTIONS = {"none": {}, "clip_b": {"mu": 2.5}, "clip_v": {"mu": 8.5, "max_frac": 1e-4}}
 
@@ -63,14 +75,16 @@ def _timed(obj, name: str, sink: list[tuple[float, float]]) -> None:
 
 
 class _PluginClock:
-    """Wall seconds of the plug-in's own work per generation batch: its statistics pass
+    """Wall seconds of the plug-in's own work per generation batch: its statistics from the
+    hidden states recorded during ``generate`` (``generation_stats``), its own pass
     (``rollout_stats``) or, when it reuses TRL's pass, its statistics in the hook
-    (``head_stats``), plus ``apply_filter``."""
+    (``head_stats``), plus ``apply_filter``. (The hook's copies of one hidden row per decode
+    step, inside ``generate``, are not counted here; the step-time ratio carries them.)"""
 
     def __init__(self, trainer) -> None:
         self.per_generation: list[float] = []
         self.depth = 0
-        for name in ("rollout_stats", "head_stats", "apply_filter"):
+        for name in ("generation_stats", "rollout_stats", "head_stats", "apply_filter"):
             self._wrap(trainer, name)
 
     def _wrap(self, trainer, name: str) -> None:
@@ -83,7 +97,7 @@ class _PluginClock:
                 return inner(*args, **kwargs)
             finally:
                 self.depth -= 1
-                if self.depth == 0:  # head_stats inside rollout_stats is counted once
+                if self.depth == 0:  # head_stats inside the others is counted once
                     self.per_generation[-1] += time.perf_counter() - start
 
         setattr(trainer, name, wrapper)
@@ -91,7 +105,7 @@ class _PluginClock:
 
 SETTINGS = {
     # TRL makes no old-log-prob pass (generation aligned with the optimizer step): the plug-in
-    # adds one no-grad pass over the generation batch
+    # takes the hidden states recorded during TRL's generate (fallback: one extra no-grad pass)
     "aligned": [],
     # TRL recomputes old log-probs itself (as always with vLLM, or num_iterations > 1, or here a
     # generation batch spanning 2 optimizer steps): the plug-in reuses that pass
@@ -113,7 +127,9 @@ def run(example, variant: str, setting: str, steps: int, out_dir: Path) -> dict[
     args, script = parser.parse_args_and_config(args=argv)
     trainer_class = GRPOTrainer if VARIANTS[variant] is None else EntropyGRPOTrainer
     trainer = example.build_trainer(args, script, trainer_class)
-    micro, tokens = [], []
+    if variant == "clip_b_extra_pass":
+        trainer._generation_route = lambda: False
+    micro, tokens, sources = [], [], []
     _timed(trainer, "training_step", micro)
     clock = _PluginClock(trainer) if trainer_class is EntropyGRPOTrainer else None
     generate = trainer._generate_and_score_completions
@@ -123,6 +139,7 @@ def run(example, variant: str, setting: str, steps: int, out_dir: Path) -> dict[
             clock.per_generation.append(0.0)
         output = generate(inputs)
         tokens.append(float(output["completion_mask"].sum()))
+        sources.append(getattr(trainer, "stats_source", None) or "plain")
         return output
 
     trainer._generate_and_score_completions = count
@@ -136,6 +153,7 @@ def run(example, variant: str, setting: str, steps: int, out_dir: Path) -> dict[
         "step_cpu": step_cpu[WARM_UP:],
         "tokens": tokens[warm_gens:],
         "plugin_wall": clock.per_generation[warm_gens:] if clock else [],
+        "stats_sources": sorted(set(sources)),
     }
 
 
@@ -157,6 +175,7 @@ def _summarise(runs_of: dict[str, list[dict[str, list[float]]]]) -> dict:
             "median_step_wall_s": med([med(r["step_wall"]) for r in runs]),
             "median_step_cpu_s": med([med(r["step_cpu"]) for r in runs]),
             "median_tokens_per_generation": med([med(r["tokens"]) for r in runs]),
+            "stats_sources": sorted({s for r in runs for s in r.get("stats_sources", [])}),
         }
     for variant in VARIANTS:
         if variant == "plain":
