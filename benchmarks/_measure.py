@@ -109,6 +109,14 @@ def shape_arguments(parser: argparse.ArgumentParser, methods, out: str) -> None:
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
 
 
+def resolve_case(args: argparse.Namespace, quick: dict, full: dict):
+    """``(n, d, v, device, dtype)``: ``--shape`` if given, else the full or the quick shape."""
+    shape = full if args.full else quick
+    if args.shape is not None:
+        shape = dict(zip(("n", "d", "v"), args.shape, strict=True))
+    return shape["n"], shape["d"], shape["v"], torch.device(args.device), getattr(torch, args.dtype)
+
+
 def run_and_write(args: argparse.Namespace, run, markdown) -> None:
     """Fill the device defaults, ``run(args)``, write the JSON (and the Markdown table)."""
     if args.dtype is None:

@@ -43,6 +43,7 @@ from _measure import (
     load_method,
     machine_load,
     report_header,
+    resolve_case,
     run_and_write,
     shape_arguments,
     timed,
@@ -197,12 +198,7 @@ def _estimated_bytes(name: str, n: int, v: int, d: int) -> int:
 
 
 def run(args: argparse.Namespace) -> dict:
-    shape = FULL if args.full else QUICK
-    if args.shape is not None:
-        shape = dict(zip(("n", "d", "v"), args.shape, strict=True))
-    n, d, v = shape["n"], shape["d"], shape["v"]
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
+    n, d, v, device, dtype = resolve_case(args, QUICK, FULL)
     config = PolicyLossConfig(eps_high=0.28, dual_clip_c=3.0, entropy_coef=args.entropy_coef)
     case = Case(n, d, v, device, dtype, config)
     peaks = cuda_peaks if device.type == "cuda" else cpu_peaks
@@ -249,7 +245,7 @@ def run(args: argparse.Namespace) -> dict:
         print(name, json.dumps(results[name]), flush=True)
     clock = "cpu_s" if device.type == "cpu" else "s"
     return {
-        "shape": {**shape, "batch": case.h.shape[0], "seq_len": case.h.shape[1]},
+        "shape": {"n": n, "d": d, "v": v, "batch": case.h.shape[0], "seq_len": case.h.shape[1]},
         **report_header(args, device),
         "loss_config": {"eps_high": 0.28, "dual_clip_c": 3.0, "entropy_coef": args.entropy_coef},
         "machine_load_before": load_before,

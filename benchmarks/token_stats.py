@@ -42,6 +42,7 @@ from _measure import (
     cuda_peaks,
     load_method,
     report_header,
+    resolve_case,
     run_and_write,
     shape_arguments,
     timed,
@@ -187,12 +188,7 @@ def _estimated_bytes(name: str, n: int, v: int, d: int) -> int:
 
 
 def run(args: argparse.Namespace) -> dict:
-    shape = FULL if args.full else QUICK
-    if args.shape is not None:
-        shape = dict(zip(("n", "d", "v"), args.shape, strict=True))
-    n, d, v = shape["n"], shape["d"], shape["v"]
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
+    n, d, v, device, dtype = resolve_case(args, QUICK, FULL)
     gen = torch.Generator().manual_seed(0)
     # Hidden states of unit RMS and a weight giving logits of spread ~3: peaked, realistic rows.
     hidden = torch.randn(n, d, generator=gen).to(device, dtype).requires_grad_(True)
@@ -237,7 +233,7 @@ def run(args: argparse.Namespace) -> dict:
     # users' load); on CUDA, wall time with synchronisation.
     clock = "cpu_s" if device.type == "cpu" else "s"
     return {
-        "shape": shape,
+        "shape": {"n": n, "d": d, "v": v},
         **report_header(args, device),
         "naive_logits_bytes": n * v * 4,
         "gradient_output_bytes": (n * d + v * d) * torch.finfo(dtype).bits // 8,
