@@ -195,7 +195,8 @@ def test_bad_tokens_are_refused_with_a_clear_message() -> None:
 
 
 def test_metrics_are_means_over_the_mask_of_hand_made_values():
-    # three tokens, the last masked out: S = (0.2, -0.1 | 9), E_p[S] = (0.1, 0.1 | 9), H = (1, 3 | 9)
+    # three tokens, the last masked out:
+    # S = (0.2, -0.1 | 9), E_p[S] = (0.1, 0.1 | 9), H = (1, 3 | 9)
     stats = TokenStats(
         logprobs=torch.zeros(3, dtype=torch.float64),
         entropy=torch.tensor([1.0, 3.0, 9.0], dtype=torch.float64),

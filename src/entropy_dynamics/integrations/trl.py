@@ -48,11 +48,10 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from entropy_dynamics.advantages import broadcast_to_tokens
-from entropy_dynamics.aggregation import masked_mean
 from entropy_dynamics.losses import PolicyLossConfig, select_tokens
 from entropy_dynamics.stats import TokenStats, token_stats, token_stats_from_hidden
 
-__all__ = ["EntropyGRPOConfig", "EntropyGRPOTrainer", "rollout_metrics", "trl_aggregation"]
+__all__ = ["EntropyGRPOConfig", "EntropyGRPOTrainer", "trl_aggregation"]
 
 _MULTIMODAL_KEYS = (
     "pixel_values",
@@ -145,20 +144,6 @@ def trl_aggregation(
 
 
 @torch.no_grad()
-def rollout_metrics(stats: TokenStats, mask: Tensor) -> dict[str, Tensor]:
-    """Our trainer's rollout statistics over ``mask`` ``(B, T)``: ``entropy/mean`` and
-    ``discriminator/{mean, std, frac_positive, deviation_mean}`` (0-d tensors)."""
-    s = stats.discriminator
-    s_mean = masked_mean(s, mask)
-    return {
-        "entropy/mean": masked_mean(stats.entropy, mask),
-        "discriminator/mean": s_mean,
-        "discriminator/std": masked_mean((s - s_mean) ** 2, mask).sqrt(),
-        "discriminator/frac_positive": masked_mean((s > 0).float(), mask),
-        "discriminator/deviation_mean": masked_mean(stats.deviation, mask),
-    }
-
-
 def _cat(parts: list[TokenStats]) -> TokenStats:
     """Row chunks of ``TokenStats`` ``(b_i, C)`` → one ``(Σ b_i, C)``."""
     names = ("logprobs", "entropy", "discriminator", "expected_discriminator")
@@ -482,7 +467,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
         whole_mask = self._gather(mask.long()) != 0  # (P·B, C_max)
         whole = TokenStats(*gathered[:4])
         keep, metrics = select_tokens(self.filter_config, whole, gathered[4], whole_mask)
-        metrics.update(rollout_metrics(whole, whole_mask))
+        metrics.update(whole.metrics(whole_mask))
         start = self.accelerator.process_index * local_rows
         local_keep = keep[start : start + local_rows, :width].to(completion_mask.dtype)
         base = torch.ones_like(completion_mask) if tool_mask is None else tool_mask
