@@ -16,10 +16,11 @@ itself (always with vLLM) and the plug-in reuses it. Each run records which sour
 statistics came from (``stats_sources``). Two overhead figures each, both medians over rounds of
 per-round ratios:
 
-- ``step_time_ratio``: median step time with the plug-in over plain TRL's. With ``none`` the
-  trajectories are identical (nothing is dropped), so this is the plug-in's pure cost; with
-  ``clip_b`` / ``clip_v`` the runs sample different completions after their first update, so
-  the ratio also carries the data's difference (``per_token_ratio`` normalises by tokens);
+- ``step_time_ratio``: median step time with the plug-in over plain TRL's. By default the
+  learning rate is 0 (``--learning-rate``), so the weights never move and every variant samples
+  the same completions: the ratio is the plug-in's cost alone, filters included. With a learning
+  rate the filtered runs sample other completions after their first update and the ratio also
+  carries that difference (``per_token_ratio`` normalises by tokens);
 - ``plugin_share``: the plug-in's own time over the step time, measured in the same steps.
 
 ``clip_b_extra_pass`` is ``clip_b`` with the generation-time route switched off, the fallback
@@ -113,7 +114,9 @@ SETTINGS = {
 }
 
 
-def run(example, variant: str, setting: str, steps: int, out_dir: Path) -> dict[str, list[float]]:
+def run(
+    example, variant: str, setting: str, steps: int, out_dir: Path, learning_rate: float
+) -> dict[str, list[float]]:
     from trl import GRPOTrainer, TrlParser
 
     from entropy_dynamics.integrations.trl import EntropyGRPOConfig, EntropyGRPOTrainer
@@ -123,7 +126,7 @@ def run(example, variant: str, setting: str, steps: int, out_dir: Path) -> dict[
     argv = ["--config", str(ROOT / "configs/trl/clip_b.yaml"), "--output_dir", str(out_dir)]
     argv += ["--max_steps", str(steps + WARM_UP), "--entropy_filter", filter_name, "--seed", "0"]
     argv += ["--entropy_filter_options", json.dumps(OPTIONS.get(filter_name, {}))]
-    argv += SETTINGS[setting]
+    argv += ["--learning_rate", str(learning_rate), *SETTINGS[setting]]
     args, script = parser.parse_args_and_config(args=argv)
     trainer_class = GRPOTrainer if VARIANTS[variant] is None else EntropyGRPOTrainer
     trainer = example.build_trainer(args, script, trainer_class)
@@ -211,6 +214,14 @@ def main() -> None:
         help="torch threads (1: on a shared, loaded machine spinning threads inflate times)",
     )
     parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=0.0,
+        help="0 (default): the weights never move, so every variant samples the same completions "
+        "and the step-time ratio is the plug-in's cost alone (TRL still runs its whole step: "
+        "forward, loss, backward, optimizer); the config's 1e-4 lets trajectories part",
+    )
+    parser.add_argument(
         "--output", type=Path, default=ROOT / "benchmarks/results/engine_overhead_trl.json"
     )
     args = parser.parse_args()
@@ -228,7 +239,9 @@ def main() -> None:
             for variant in rotated:
                 for setting in SETTINGS:
                     key = f"{setting}/{variant}"
-                    results[key] = run(example, variant, setting, args.steps, Path(tmp) / key)
+                    results[key] = run(
+                        example, variant, setting, args.steps, Path(tmp) / key, args.learning_rate
+                    )
                     median = statistics.median(results[key]["step_wall"])
                     print(f"round {index}: {key} median step {median:.3f} s", flush=True)
             rounds.append(results)
@@ -240,13 +253,15 @@ def main() -> None:
             "platform": platform.platform(),
             "cpu_count": __import__("os").cpu_count(),
             "torch_threads": torch.get_num_threads(),
-            "note": "shared machine, loaded by other users' jobs during the run: wall times are "
-            "noisy; process-CPU ratios and medians over interleaved rounds are the robust figures",
+            "load_average_before": __import__("os").getloadavg(),
+            "note": "2-core machine; process-CPU ratios and medians over interleaved rounds are "
+            "the robust figures",
         },
         "settings": {
             "config": "configs/trl/clip_b.yaml",
             "steps": args.steps,
             "rounds": args.rounds,
+            "learning_rate": args.learning_rate,
             "filter_options": OPTIONS,
             "settings": SETTINGS,
         },

@@ -15,9 +15,10 @@ This subclass therefore changes *what TRL trains on*, not how it computes the lo
   position predicts completion token 0, each decode step the next — used only if the recorded
   forwards were fed exactly the prompt and the completion tokens (:meth:`generation_stats`);
   else one extra no-grad pass through TRL's forward. Step time over plain TRL's without a pass of
-  TRL's own, on CPU (``benchmarks/results/engine_overhead_trl.json``; a shared, loaded 2-core
-  machine, medians of 9 interleaved rounds): x1.06 Clip_B, x1.03 Clip_V with the statistics from
-  ``generate`` (the plug-in's own work ~2 % of a step), x1.17 with the extra pass;
+  TRL's own, on CPU (``benchmarks/results/engine_overhead_trl.json``; 2 cores, learning rate 0
+  so that every variant samples the same completions, medians of 7 interleaved rounds): x1.03
+  Clip_B, x1.00 Clip_V with the statistics from ``generate`` (the plug-in's own work ~2 % of a
+  step), x1.18 with the extra pass;
 - keep-mask: decided once per generation batch, on the batch gathered from every process (so the
   filter's moments, and Clip_V's cap, are those of the whole batch), by
   :func:`entropy_dynamics.losses.select_tokens` with the configured filter — the call our trainer
