@@ -122,7 +122,7 @@ def _assert_finite_metrics(metrics: dict, valid: torch.Tensor, prefix: str = "")
     for key, value in metrics.items():
         assert key.startswith(prefix) and value.dim() == 0, key
         if key == "high_entropy/threshold" and not valid.any():
-            assert value.isnan()  # the quantile of no value: NaN by design (test_filters.py)
+            assert value.isnan()  # the quantile of no value: NaN by design (test_filters_others.py)
             continue
         assert torch.isfinite(value), f"{key} = {value}"
 
