@@ -345,8 +345,14 @@ class EntropyGRPOTrainer(GRPOTrainer):
             return None
         record = generations[0]
         prompt_ids, tokens = output["prompt_ids"], output["completion_ids"]
-        if record.prompt.shape != prompt_ids.shape or not torch.equal(
-            record.prompt.to(prompt_ids.device), prompt_ids
+        # TRL may left-pad the prompts it returns wider than it fed them (1.12 with
+        # pad_to_multiple_of): extra columns on the left must be padding, the rest equal
+        extra = prompt_ids.shape[1] - record.prompt.shape[1]
+        if (
+            extra < 0
+            or record.prompt.shape[0] != prompt_ids.shape[0]
+            or output["prompt_mask"][:, :extra].any()
+            or not torch.equal(record.prompt.to(prompt_ids.device), prompt_ids[:, extra:])
         ):
             return None
         steps, width = len(record.hidden), tokens.shape[1]
