@@ -270,9 +270,9 @@ class EntropyGRPOTrainer(GRPOTrainer):
                     hidden, w, tokens, self.temperature, bias=b, valid_vocab=valid_vocab
                 )
             parts = []  # soft-capping is not linear: logits of one sequence at a time
+            w32, b32 = w.float(), None if b is None else b.float()
             for row in range(hidden.shape[0]):
-                bias32 = None if b is None else b.float()
-                z = nn.functional.linear(hidden[row].float(), w.float(), bias32) * self._logit_scale
+                z = nn.functional.linear(hidden[row].float(), w32, b32) * self._logit_scale
                 z = self._softcap * torch.tanh(z / self._softcap)
                 z = z if valid_vocab is None else z[:, :valid_vocab]
                 parts.append(token_stats(z.unsqueeze(0), tokens[row : row + 1], self.temperature))
