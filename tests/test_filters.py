@@ -237,6 +237,7 @@ FILTER_OPTIONS = {
     "clip_cov": {"clip_ratio": 0.1, "clip_cov_lb": 0.0, "clip_cov_ub": 10.0},
     "kl_cov": {"kl_cov_ratio": 0.1},
     "sign_intervention": {"sample_sign": "negative", "keep": "s_negative"},
+    "entropy_target": {"target": 2.0, "max_share": 0.3},
     "none": {},
 }
 

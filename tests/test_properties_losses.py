@@ -72,6 +72,16 @@ FILTER_OPTIONS = {
     "high_entropy": st.fixed_dictionaries({"rho": st.sampled_from([1e-3, 0.2, 0.5, 1.0])}),
     "clip_cov": _clip_cov_options(),
     "kl_cov": st.fixed_dictionaries({"kl_cov_ratio": _RATIO}),
+    "entropy_target": st.fixed_dictionaries(
+        {
+            "target": st.sampled_from([None, 1e-3, 0.3, 2.0]),
+            "band": st.sampled_from([0.0, 0.05, 0.5]),
+            "gain": st.sampled_from([1e-3, 0.5, 1.0]),
+            "max_share": st.sampled_from([0.0, 0.1, 1.0]),
+            "step_scale": st.sampled_from([1e-3, 0.5, 100.0]),
+            "entropy": st.sampled_from([None, 0.0, 0.25]),
+        }
+    ),
 }
 
 

@@ -22,9 +22,12 @@ Both then share one tail (:func:`_assemble`):
   filter's own namespace.
 
 A *method* (``grpo``, ``clip_b``, ``clip_v``, ``clip_higher``, ``entropy_bonus``, ``clip_cov``,
-``kl_cov``, ``high_entropy``, ``sign_intervention``) is one row of :data:`METHODS`: overrides of
-:class:`PolicyLossConfig`, whose fields hold the single default of each option. A new method is a
-table row (or :func:`register_method`), or one ``@register_policy_loss`` function.
+``kl_cov``, ``high_entropy``, ``sign_intervention``, and the closed-loop ``entropy_target``,
+``adaptive_entropy``, ``entropic`` of :mod:`entropy_dynamics.entropy_control`) is one row of
+:data:`METHODS`: overrides of :class:`PolicyLossConfig`, whose fields hold the single default of
+each option. A new method is a table row (or :func:`register_method`), or one
+``@register_policy_loss`` function. The per-token formulas live in
+:mod:`entropy_dynamics.token_losses`.
 """
 
 from __future__ import annotations
@@ -40,8 +43,14 @@ from torch import Tensor
 
 from entropy_dynamics._registry import Registry
 from entropy_dynamics.aggregation import AGG_MODES, aggregate, aggregation_share, masked_mean
+from entropy_dynamics.entropy_control import check_entropic_options  # + the entropy_target filter
 from entropy_dynamics.filters import available_filters, get_filter, kl_cov_selection
 from entropy_dynamics.stats import TokenStats
+from entropy_dynamics.token_losses import (
+    entropic_adjustment,
+    kl_cov_token_loss,
+    ppo_clip_token_loss,
+)
 
 __all__ = [
     "AGG_MODES",
@@ -106,6 +115,12 @@ class PolicyLossConfig:
     kl_cov_coef: float = 1.0
     """``kl_cov`` loss: coefficient of ``|log p - log p_old|`` on the selected tokens (verl
     ``ppo_kl_coef`` 1.0)."""
+    entropic_alpha: float = 0.0
+    """``entropic`` loss: EntroPIC's weight ``α`` in [-1, 1] (arXiv 2511.15248), set each step by
+    its PI controller (``training.controllers``); 0 is plain ``ppo``."""
+    entropic_prob_threshold: float = 0.95
+    """``entropic`` loss: tokens with ``p`` above it get EntroPIC's term (its released code's
+    ``high_prob_thresh``)."""
 
     def __post_init__(self) -> None:
         def require(ok: bool, message: str) -> None:
@@ -148,6 +163,7 @@ class PolicyLossConfig:
             f"kl_cov_ratio must be in (0, 1] (e.g. 2e-4), got {self.kl_cov_ratio}",
         )
         require(self.kl_cov_coef >= 0, f"kl_cov_coef must be >= 0, got {self.kl_cov_coef}")
+        check_entropic_options(self.entropic_alpha, self.entropic_prob_threshold)
         self._check_filter_options()
 
     def _check_filter_options(self) -> None:
@@ -219,66 +235,6 @@ register_policy_loss = _POLICY_LOSSES.register
 get_policy_loss = _POLICY_LOSSES.get
 """The policy loss registered under a name; the error lists the registered names."""
 available_policy_losses = _POLICY_LOSSES.names
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure tensor functions: aggregation and the per-token losses
-# ---------------------------------------------------------------------------------------------
-
-
-def ppo_clip_token_loss(
-    ratio: Tensor,
-    advantages: Tensor,
-    *,
-    eps_low: float,
-    eps_high: float,
-    dual_clip_c: float | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-token PPO-clip loss (negated clipped surrogate), with optional dual clip.
-
-    ``max(-A·r, -A·clamp(r, 1-eps_low, 1+eps_high))``, then for ``A < 0`` ``min(·, -A·c)``.
-
-    Args:
-        ratio: ``(B, T)`` importance ratio ``r = p / p_old`` (differentiable).
-        advantages: ``(B, T)``.
-        eps_low, eps_high: clip ranges; dual_clip_c: ``c > 1`` or ``None``.
-
-    Returns:
-        ``(pg_losses (B, T), clipped (B, T) bool, dual_clipped (B, T) bool)``: ``clipped`` where
-        the clipped surrogate is the active (constant) one, ``dual_clipped`` where the dual clip
-        is (both masks over all positions; restrict them to valid tokens yourself).
-    """
-    pg_loss1 = -advantages * ratio  # (B, T)
-    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # (B, T)
-    pg_losses = torch.maximum(pg_loss1, pg_loss2)
-    clipped = pg_loss2 > pg_loss1
-    dual_clipped = torch.zeros_like(clipped)
-    if dual_clip_c is not None:
-        pg_loss3 = -advantages * dual_clip_c  # (B, T) constant
-        negative = advantages < 0
-        dual_clipped = negative & (pg_losses > pg_loss3)
-        pg_losses = torch.where(negative, torch.minimum(pg_losses, pg_loss3), pg_losses)
-    return pg_losses, clipped, dual_clipped
-
-
-def kl_cov_token_loss(
-    ratio: Tensor, log_ratio: Tensor, advantages: Tensor, selected: Tensor, *, coef: float
-) -> Tensor:
-    """Per-token KL-Cov loss (arXiv 2505.22617): ``-A·r``, plus ``coef·|log r|`` where
-    ``selected``.
-
-    Args:
-        ratio: ``(B, T)`` importance ratio (differentiable).
-        log_ratio: ``(B, T)`` ``log p - log p_old`` (differentiable).
-        advantages: ``(B, T)``.
-        selected: ``(B, T)`` bool, the penalised tokens.
-        coef: penalty coefficient ``>= 0``.
-
-    Returns:
-        ``(B, T)`` per-token loss.
-    """
-    pg_losses = -advantages * ratio  # (B, T), no clipping
-    return torch.where(selected, pg_losses + coef * log_ratio.abs(), pg_losses)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,6 +351,24 @@ def kl_cov_policy_loss(config: PolicyLossConfig, inputs: PolicyLossInputs) -> Po
     return _assemble(config, inputs, pg_losses, never, never, metrics)
 
 
+@register_policy_loss("entropic")
+def entropic_policy_loss(config: PolicyLossConfig, inputs: PolicyLossInputs) -> PolicyLossOutput:
+    """EntroPIC (arXiv 2511.15248, its released ``entropic`` loss mode): ``ppo`` plus
+    ``entropic_alpha · agg(-r·|A|)`` over the kept tokens with ``p > entropic_prob_threshold``
+    (:func:`~entropy_dynamics.token_losses.entropic_adjustment`): positive high-probability tokens
+    weigh more and negative ones less when ``α > 0``, which lowers the entropy (Theorem 3.2)."""
+    out = ppo_policy_loss(config, inputs)
+    ratio = torch.exp(_log_ratio(inputs).clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND))
+    term, high = entropic_adjustment(
+        ratio, _advantages(inputs, ratio.dtype), inputs.logprobs, out.keep_mask,
+        alpha=config.entropic_alpha, prob_threshold=config.entropic_prob_threshold,
+        agg_mode=config.agg_mode, norm=config.loss_agg_norm,
+    )  # fmt: skip
+    out.metrics["entropic/frac_high_prob"] = masked_mean(high.float(), inputs.response_mask != 0)
+    out.loss, out.pg_loss = out.loss + term, out.pg_loss + term
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Methods: presets of PolicyLossConfig
 # ---------------------------------------------------------------------------------------------
@@ -409,6 +383,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "clip_cov": {"filter": "clip_cov"},  # arXiv 2505.22617, verl defaults
     "kl_cov": {"loss": "kl_cov"},  # arXiv 2505.22617, verl defaults
     "sign_intervention": {"filter": "sign_intervention"},  # paper §4 sign validation
+    # Closed loop (issue 18): each has a controller in training.controllers that sets, per step,
+    "entropy_target": {"filter": "entropy_target"},  # the target (forecast-driven drops)
+    "adaptive_entropy": {},  # entropy_coef (Skywork-OR1 / TRL use_adaptive_entropy)
+    "entropic": {"loss": "entropic"},  # entropic_alpha (EntroPIC's PI rule)
 }
 """Method name → overrides of :class:`PolicyLossConfig` (everything else keeps its default)."""
 

@@ -148,9 +148,14 @@ class OptimConfig:
 class AlgorithmConfig:
     method: str = "grpo"
     """Registered method (grpo, clip_b, clip_v, clip_higher, entropy_bonus, clip_cov, kl_cov,
-    high_entropy, ...): a policy-loss preset from ``entropy_dynamics.losses``."""
+    high_entropy, entropy_target, adaptive_entropy, entropic, ...): a policy-loss preset from
+    ``entropy_dynamics.losses``, with a controller for the closed-loop ones."""
     loss: dict[str, Any] = field(default_factory=dict)
     """Overrides of the method's loss options (fields of ``losses.PolicyLossConfig``)."""
+    control: dict[str, Any] = field(default_factory=dict)
+    """Options of a closed-loop method's controller (``entropy_target``: the target and its
+    schedule; ``adaptive_entropy``, ``entropic``: target and gains), fields of the options
+    classes in ``training.controllers``."""
     advantage: str = "grpo"
     """Advantage estimator: grpo (paper), dr_grpo, batch."""
     updates_per_step: int = 1
@@ -303,6 +308,13 @@ class TrainConfig:
             "forecast.enabled needs dynamics=true (the forecast is checked against the measured "
             "ΔH of the step's batch)",
         )
+        from entropy_dynamics.training.controllers import check_control
+
+        algorithm = self.algorithm
+        try:
+            check_control(algorithm.method, algorithm.control, algorithm.policy_loss(), self.steps)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"algorithm.control: {exc}") from None
 
     @property
     def run_name(self) -> str:

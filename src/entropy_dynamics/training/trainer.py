@@ -49,6 +49,7 @@ from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training import checkpoint as ckpt
 from entropy_dynamics.training.config import TrainConfig, save_config
 from entropy_dynamics.training.config_io import to_dict
+from entropy_dynamics.training.controllers import build_controller
 from entropy_dynamics.training.cursor import DataCursor
 from entropy_dynamics.training.evaluate import evaluate
 from entropy_dynamics.training.forecast import (
@@ -101,7 +102,10 @@ class Trainer:
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        self.loss_config = config.algorithm.policy_loss()
+        self.loss_config = config.algorithm.policy_loss()  # then each step's, from the controller
+        self.controller = build_controller(
+            config.algorithm.method, config.algorithm.control, self.loss_config, config.steps
+        )
         self.advantage_fn = get_advantage_fn(config.algorithm.advantage)
         self.step = 0
         self.bad_updates = 0  # non-finite updates in a row
@@ -150,6 +154,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.cursor.load(state["data"])
             self.step = state["step"]
+            self.controller.load_state_dict(state.get("controller", {}))
             ckpt.restore_rng_state(state["rng"])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, self.run_dir / "config.yaml")
@@ -240,6 +245,8 @@ class Trainer:
                 before = self.forward.logits(old_features[positions])
             del old_features
         metrics.update(self._rollout_metrics(rollout, old, advantages))
+        self.loss_config, control_metrics = self.controller.begin(self.step, old, mask)
+        metrics.update(control_metrics)
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
         keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)
         metrics.update(filter_metrics)
@@ -265,6 +272,7 @@ class Trainer:
             metrics.update(self._dynamics(rollout, positions, before, advantages, keep))
         if forecast is not None:
             metrics.update(self._forecast_metrics(forecast, forecasts, metrics))
+        self.controller.end(metrics)
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         return to_floats(metrics)
 
@@ -438,6 +446,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "data": self.cursor.state(),
+            "controller": self.controller.state_dict(),
         }
         return ckpt.save_checkpoint(
             self.run_dir,

@@ -1,0 +1,307 @@
+"""Closed-loop entropy control: steer the mean entropy to a target (issue 18).
+
+Three methods, each a pure rule here and a small stateful controller in
+:mod:`entropy_dynamics.training.controllers` that feeds it one step at a time:
+
+- ``entropy_target`` (this project; a registered filter): Theorem 3.3 forecasts each trained
+  token's share of the step's entropy change, ``ΔH_t ∝ -A_t (S_t - E_p[S]_t)``. With the batch's
+  mean entropy ``H`` against a target band, the filter drops the tokens that push the *forecast*
+  the wrong way — the entropy-lowering ones (``A (S - E_p[S]) > 0``) while ``H`` is too low, the
+  entropy-raising ones while it is too high — largest contribution first, until the forecast
+  change meets the needed correction or a cap on the share of dropped tokens is reached. Unlike
+  Clip_B / Clip_V its threshold is not fixed: it is chosen each step from the forecast.
+- ``adaptive_entropy`` (Skywork-OR1, arXiv 2505.22312, as TRL's ``use_adaptive_entropy``):
+  an entropy-bonus coefficient raised by ``δ`` while ``H ≤ target``, lowered otherwise, clamped
+  to ``[min, max]``, and applied only while ``H ≤ target`` (:func:`adaptive_entropy_coef`).
+- ``entropic`` (EntroPIC, arXiv 2511.15248): a proportional-integral controller on ``H - target``
+  (:func:`pi_control`) sets ``α``, the weight of an extra term on high-probability tokens that
+  reweights positive samples by ``1 + α`` and negative ones by ``1 - α``
+  (:func:`~entropy_dynamics.token_losses.entropic_adjustment`, the paper's simplified
+  high-probability-token form).
+
+The schedules of the target (constant, linear, increase-then-decrease, hold the initial entropy)
+are :func:`target_schedule`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from entropy_dynamics.aggregation import masked_mean
+
+# One registry and one set of input checks for every filter (filters.py is the filters' home).
+from entropy_dynamics.filters import _descending_rank, _fraction, _prepare, register_filter
+from entropy_dynamics.stats import TokenStats
+
+__all__ = [
+    "SCHEDULES",
+    "adaptive_entropy_coef",
+    "check_entropic_options",
+    "entropy_target",
+    "forecast_contributions",
+    "pi_control",
+    "target_schedule",
+]
+
+SCHEDULES = ("constant", "linear", "rise_fall")
+"""Target schedules of :func:`target_schedule`."""
+
+
+def _finite(name: str, value: float) -> None:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The target over time
+# ---------------------------------------------------------------------------------------------
+
+
+def target_schedule(
+    step: int,
+    start: float,
+    *,
+    steps: int,
+    schedule: str = "constant",
+    final: float | None = None,
+    peak: float | None = None,
+    peak_step: int | None = None,
+) -> float:
+    """The entropy target after ``step`` completed steps of a ``steps``-step schedule.
+
+    - ``constant``: ``start`` (with ``start`` = the first step's entropy: hold the initial
+      entropy);
+    - ``linear``: from ``start`` to ``final`` in a straight line over ``steps`` steps, then
+      ``final`` (a linear decay when ``final < start``);
+    - ``rise_fall``: from ``start`` up to ``peak`` at ``peak_step`` (default ``steps // 2``), then
+      down to ``final`` (default ``start``) at ``steps``, then ``final``.
+
+    Example: ``target_schedule(5, 0.3, steps=10, schedule="linear", final=0.2) == 0.25``.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule: unknown {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    _finite("target", start)
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"schedule steps must be an integer >= 1, got {steps!r}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if schedule == "constant":
+        return float(start)
+    if schedule == "linear":
+        if final is None:
+            raise ValueError("schedule 'linear' needs target_final (the entropy at its end)")
+        _finite("target_final", final)
+        return start + (final - start) * min(step / steps, 1.0)
+    if peak is None:
+        raise ValueError("schedule 'rise_fall' needs target_peak (the entropy at its top)")
+    _finite("target_peak", peak)
+    final = start if final is None else final
+    _finite("target_final", final)
+    top = steps // 2 if peak_step is None else peak_step
+    if not 0 < top < steps:
+        raise ValueError(f"peak_step must lie strictly between 0 and {steps}, got {top}")
+    if step <= top:
+        return start + (peak - start) * step / top
+    return peak + (final - peak) * min((step - top) / (steps - top), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# entropy_target: the forecast-driven filter
+# ---------------------------------------------------------------------------------------------
+
+
+def forecast_contributions(stats: TokenStats, advantages: Tensor, valid: Tensor) -> Tensor:
+    """Each token's first-order share of the step's entropy change, per unit step (Theorem 3.3):
+    ``c_t = -A_t (S_t - E_p[S]_t)`` on valid tokens, 0 elsewhere (NaN padding included).
+
+    Args:
+        stats: fields ``(B, T)``; reads ``discriminator`` and ``expected_discriminator``.
+        advantages: ``(B, T)``, in the compute dtype.
+        valid: ``(B, T)`` bool.
+
+    Returns:
+        ``(B, T)`` in ``advantages``' dtype. ``> 0``: training the token raises the entropy.
+    """
+    deviation = stats.deviation.detach().to(advantages.dtype)  # (B, T)
+    return torch.where(valid, -advantages * deviation, 0.0)
+
+
+def _drop_largest_until(gain: Tensor, candidate: Tensor, need: Tensor, cap: Tensor) -> Tensor:
+    """The fewest candidates, largest ``gain`` first (ties: lower flat index), whose gains add up
+    to ``need``; at most ``cap`` of them. ``(B, T)`` bool; none when ``need <= 0``."""
+    rank = _descending_rank(torch.where(candidate, gain, -torch.inf))  # (B, T)
+    ordered = torch.zeros(gain.numel(), dtype=gain.dtype, device=gain.device)
+    ordered.scatter_(0, rank.reshape(-1), torch.where(candidate, gain, 0.0).reshape(-1))
+    before = torch.cumsum(ordered, 0) - ordered  # gain reached before each token in the order
+    count = ((before < need) & (ordered > 0)).sum()
+    return candidate & (rank < torch.minimum(count, cap))
+
+
+def _check_target_options(
+    target: float | None, band: float, gain: float, max_share: float, step_scale: float
+) -> None:
+    if target is not None:
+        _finite("target", target)
+        if target <= 0:
+            raise ValueError(f"entropy_target: target must be > 0 nats, got {target}")
+    _finite("band", band)
+    if band < 0:
+        raise ValueError(f"entropy_target: band must be >= 0 (a relative half-width), got {band}")
+    if not 0 < gain <= 1:
+        raise ValueError(f"entropy_target: gain must lie in (0, 1], got {gain}")
+    if not 0 <= max_share <= 1:
+        raise ValueError(f"entropy_target: max_share must lie in [0, 1], got {max_share}")
+    _finite("step_scale", step_scale)
+    if step_scale <= 0:
+        raise ValueError(f"entropy_target: step_scale must be > 0, got {step_scale}")
+
+
+@register_filter("entropy_target")
+@torch.no_grad()
+def entropy_target(
+    stats: TokenStats,
+    advantages: Tensor,
+    response_mask: Tensor,
+    *,
+    target: float | None = None,
+    band: float = 0.05,
+    gain: float = 0.5,
+    max_share: float = 0.1,
+    step_scale: float = 0.5,
+    entropy: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Drop the tokens whose forecast entropy change points away from the target.
+
+    Forecast of the step (first order, Theorem 3.3): ``F(keep) = κ · Σ_t keep_t c_t / n`` with
+    ``c_t`` from :func:`forecast_contributions`, ``n`` the valid tokens and ``κ = step_scale``
+    the nats of actual ΔH per unit of mean ``c`` (the trainer's controller fits it to the
+    measured ΔH). ``H`` = ``entropy`` if given, else the mean of ``stats.entropy`` over valid
+    tokens. With the band ``[L, U] = target · (1 ∓ band)``, the forecast must reach
+
+    - ``F ≥ gain · (target - H)`` when ``H < L`` (too low: back toward the target),
+      ``F ≤ gain · (target - H)`` when ``H > U``;
+    - ``L - H ≤ F ≤ U - H`` inside the band (do not leave it).
+
+    If plain GRPO's ``F(all)`` is below the lower bound, the entropy-lowering tokens
+    (``c_t < 0``) are dropped, largest ``|c_t|`` first, until it is met; above the upper bound,
+    the entropy-raising ones (``c_t > 0``). Never more than ``floor(max_share · n)`` tokens; then
+    ``entropy_target/saturated`` is 1. ``target=None`` keeps every token (no target: the
+    trainer's controller sets one each step; in an engine plug-in, set it yourself).
+
+    Args:
+        stats: fields ``(B, T)``; reads ``entropy``, ``discriminator``,
+            ``expected_discriminator``.
+        advantages: ``(B, T)`` token-level advantages.
+        response_mask: ``(B, T)`` bool or 0/1, true on valid response tokens.
+        target: the entropy to steer to (nats per token), ``> 0``, or ``None``.
+        band: relative half-width of the dead band around ``target``.
+        gain: share of the gap ``target - H`` to close in one step, in ``(0, 1]``.
+        max_share: most tokens dropped, as a share of the valid tokens.
+        step_scale: ``κ > 0`` above.
+        entropy: the entropy compared with the target (e.g. a smoothed one); ``None``: the batch's.
+
+    Returns:
+        ``keep_mask (B, T)`` and metrics under ``entropy_target/``: ``target``, ``entropy``
+        (``H``), ``error`` (``H - target``), ``frac_clipped`` (share dropped), ``direction``
+        (+1 dropped lowering tokens, -1 raising ones, 0 none), ``forecast_grpo`` and
+        ``forecast`` (``F`` without and with the drops, nats), ``forecast_unit`` (``F / κ``
+        with the drops), ``required_min`` / ``required_max`` (the bounds) and ``saturated``.
+    """
+    _check_target_options(target, band, gain, max_share, step_scale)
+    if entropy is not None:
+        _finite("entropy", entropy)
+    valid, adv, dtype = _prepare(stats, advantages, response_mask)
+    h_batch = masked_mean(stats.entropy.detach().to(dtype), valid)
+    h = h_batch if entropy is None else h_batch.new_tensor(entropy)
+    if target is None:
+        return valid, {
+            "entropy_target/entropy": h,
+            "entropy_target/frac_clipped": h.new_zeros(()),
+        }
+    contribution = forecast_contributions(stats, adv, valid)  # (B, T), unit step
+    n = valid.sum().clamp_min(1).to(dtype)
+    unit_grpo = contribution.sum() / n
+    lower, upper = target * (1 - band), target * (1 + band)
+    correction = gain * (target - h)
+    required_min = torch.where(h < lower, correction, lower - h)
+    required_max = torch.where(h > upper, correction, upper - h)
+    forecast_grpo = step_scale * unit_grpo
+    raise_h, lower_h = forecast_grpo < required_min, forecast_grpo > required_max
+    # Work in units of Σ c (the forecast times n / κ): each dropped token moves it by -c_t.
+    need = torch.where(raise_h, required_min - forecast_grpo, forecast_grpo - required_max)
+    need = need * n / step_scale
+    side = torch.where(raise_h, contribution < 0, lower_h & (contribution > 0))
+    cap = torch.floor(max_share * valid.sum().to(torch.float64)).to(torch.long)
+    dropped = _drop_largest_until(contribution.abs(), valid & side, need, cap)
+    keep = valid & ~dropped
+    unit = torch.where(keep, contribution, 0.0).sum() / n
+    forecast = step_scale * unit
+    met = (forecast >= required_min - 1e-12) & (forecast <= required_max + 1e-12)
+    direction = raise_h.to(dtype) - lower_h.to(dtype)
+    return keep, {
+        "entropy_target/target": h.new_tensor(target),
+        "entropy_target/entropy": h,
+        "entropy_target/error": h - target,
+        "entropy_target/frac_clipped": _fraction(dropped, valid, dtype),
+        "entropy_target/direction": direction,
+        "entropy_target/forecast_grpo": forecast_grpo,
+        "entropy_target/forecast": forecast,
+        "entropy_target/forecast_unit": unit,
+        "entropy_target/required_min": required_min,
+        "entropy_target/required_max": required_max,
+        "entropy_target/saturated": (~met).to(dtype),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The peers' update rules (scalars: one value per optimizer step)
+# ---------------------------------------------------------------------------------------------
+
+
+def adaptive_entropy_coef(
+    coef: float,
+    entropy: float,
+    *,
+    target: float = 0.2,
+    delta: float = 0.005,
+    coef_min: float = 0.0,
+    coef_max: float = 1.0,
+) -> float:
+    """Skywork-OR1's adaptive entropy coefficient (arXiv 2505.22312), TRL's rule exactly
+    (``GRPOTrainer`` with ``use_adaptive_entropy``; defaults ``entropy_target`` 0.2,
+    ``entropy_coef_delta`` 0.005, ``entropy_coef_min`` 0, ``entropy_coef_max`` 1):
+    ``min(coef + delta, coef_max)`` when ``entropy ≤ target``, else ``max(coef - delta,
+    coef_min)``. The bonus is applied only while the entropy is at or below the target.
+
+    Example: ``adaptive_entropy_coef(0.0, 0.1) == 0.005``; ``adaptive_entropy_coef(0.0, 0.3) == 0``.
+    """
+    if entropy <= target:
+        return min(coef + delta, coef_max)
+    return max(coef - delta, coef_min)
+
+
+def pi_control(
+    error: float, integral: float, *, kp: float = 1.0, ki: float = 0.01, limit: float = 1.0
+) -> tuple[float, float]:
+    """EntroPIC's proportional-integral rule (arXiv 2511.15248; released code's defaults
+    ``entropy_control_p`` 1, ``entropy_control_i`` 0.01, ``α`` clipped to ``[-1, 1]``).
+
+    ``α = clip(kp · e + ki · I, -limit, limit)`` with ``e = H - target`` and ``I`` the sum of the
+    errors of the *previous* steps; returns ``(α, I + e)``.
+
+    Example: ``pi_control(0.05, 0.2) == (0.052, 0.25)`` (up to rounding).
+    """
+    alpha = min(max(kp * error + ki * integral, -limit), limit)
+    return alpha, integral + error
+
+
+def check_entropic_options(alpha: float, prob_threshold: float) -> None:
+    """Refuse an EntroPIC weight outside ``[-1, 1]`` or a threshold outside ``(0, 1)``."""
+    _finite("entropic_alpha", alpha)
+    if not -1 <= alpha <= 1:
+        raise ValueError(f"entropic_alpha must lie in [-1, 1] (EntroPIC clips it), got {alpha}")
+    if not 0 < prob_threshold < 1:
+        raise ValueError(f"entropic_prob_threshold must lie in (0, 1), got {prob_threshold}")

@@ -1,0 +1,300 @@
+"""The state of the closed-loop methods: each step, a controller turns the method's loss config into
+that step's config; its state goes into every checkpoint.
+
+One controller per closed-loop method (the rules themselves are pure functions of
+:mod:`entropy_dynamics.entropy_control`); every other method gets :class:`Controller`, which
+changes nothing. The entropy ``H`` a controller reads is the mean entropy of the step's rollout
+over its valid response tokens, measured before the update (the statistics every filter sees).
+
+- ``entropy_target``: sets the filter's ``target`` from the schedule (a constant, linear,
+  increase-then-decrease, or — ``target`` unset — the first step's entropy, held), its ``entropy``
+  (smoothed, when asked) and its ``step_scale`` ``κ``, refitted after each step to the measured
+  ΔH: ``κ = Σ_s d^(t-s) a_s u_s / Σ_s d^(t-s) u_s²`` (a least-squares slope through the origin,
+  decay ``d = 0.9``) of the actual change ``a_s`` (``dynamics/delta_h_actual``) on the unit
+  forecast ``u_s`` of the kept tokens (``entropy_target/forecast_unit``), kept within
+  ``[κ₀ / 10, 10 κ₀]`` of the filter's initial ``step_scale`` ``κ₀``. Without ``dynamics`` ``κ``
+  stays ``κ₀``.
+- ``adaptive_entropy``: TRL's ``use_adaptive_entropy`` in order — the bonus of step ``t`` is the
+  coefficient of the end of step ``t - 1``, applied only if the entropy then was ``≤ target``
+  (none at the first step); the coefficient is then updated with step ``t``'s entropy.
+  The initial coefficient is ``algorithm.loss.entropy_coef`` (TRL: ``entropy_coef``, default 0).
+- ``entropic``: ``α`` from EntroPIC's PI rule on this step's ``H - target``, once per rollout
+  batch (the released code updates it per micro-batch; the same with one update per step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from entropy_dynamics.aggregation import masked_mean
+from entropy_dynamics.entropy_control import adaptive_entropy_coef, pi_control, target_schedule
+from entropy_dynamics.losses import PolicyLossConfig
+from entropy_dynamics.stats import TokenStats
+
+__all__ = [
+    "AdaptiveEntropyOptions",
+    "Controller",
+    "EntropicOptions",
+    "EntropyTargetOptions",
+    "build_controller",
+    "check_control",
+]
+
+_CALIBRATION_DECAY = 0.9  # weight of the past in the fit of κ (≈ the last 10 steps)
+_SCALE_RANGE = 10.0  # κ stays within [κ₀ / 10, 10 κ₀]
+
+
+@dataclass(frozen=True)
+class EntropyTargetOptions:
+    """``algorithm.control`` of ``entropy_target``: the target over time (this project)."""
+
+    target: float | None = None
+    """Target entropy in nats at the start of the schedule; ``None``: the first step's mean
+    rollout entropy (with ``schedule=constant``: hold the initial entropy)."""
+    schedule: str = "constant"
+    """``constant``, ``linear`` (to ``target_final``) or ``rise_fall`` (up to ``target_peak`` at
+    ``peak_step``, then down to ``target_final``)."""
+    target_final: float | None = None
+    """Target at the end of the schedule (``linear``: required; ``rise_fall``: default the
+    start)."""
+    target_peak: float | None = None
+    """Top of ``rise_fall``."""
+    peak_step: int | None = None
+    """Step of the top of ``rise_fall``; ``None``: half of ``schedule_steps``."""
+    schedule_steps: int = 0
+    """Length of the schedule in steps; 0: the run's ``steps``."""
+    smoothing: float = 0.0
+    """Weight of the past in an exponential average of the rollout entropy compared with the
+    target (0: this step's batch alone; small batches are noisy, e.g. 0.5)."""
+
+    def __post_init__(self) -> None:
+        for name in ("target", "target_final", "target_peak"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a number of nats > 0 (or unset), got {value!r}")
+        if not 0 <= self.smoothing < 1:
+            raise ValueError(f"smoothing must lie in [0, 1), got {self.smoothing}")
+        if self.schedule_steps < 0:
+            raise ValueError(f"schedule_steps must be >= 0, got {self.schedule_steps}")
+
+
+@dataclass(frozen=True)
+class AdaptiveEntropyOptions:
+    """``algorithm.control`` of ``adaptive_entropy`` (Skywork-OR1, arXiv 2505.22312; defaults of
+    TRL's ``GRPOConfig``)."""
+
+    target: float = 0.2
+    """Entropy at or below which the bonus applies and its coefficient grows (TRL
+    ``entropy_target`` 0.2)."""
+    delta: float = 0.005
+    """Step of the coefficient per optimizer step (TRL ``entropy_coef_delta`` 0.005)."""
+    coef_min: float = 0.0
+    """Lower clamp of the coefficient (TRL ``entropy_coef_min`` 0)."""
+    coef_max: float = 1.0
+    """Upper clamp of the coefficient (TRL ``entropy_coef_max`` 1)."""
+
+    def __post_init__(self) -> None:
+        if not (self.delta >= 0 and 0 <= self.coef_min <= self.coef_max):
+            raise ValueError(
+                f"need delta >= 0 and 0 <= coef_min <= coef_max, got delta={self.delta}, "
+                f"coef_min={self.coef_min}, coef_max={self.coef_max}"
+            )
+
+
+@dataclass(frozen=True)
+class EntropicOptions:
+    """``algorithm.control`` of ``entropic`` (EntroPIC, arXiv 2511.15248; gains of its released
+    ``config/entropic.yaml``)."""
+
+    target: float | None = None
+    """Target entropy in nats; ``None``: the first step's mean rollout entropy. (EntroPIC's run
+    script sets 0.1 for Qwen3-8B-Base at temperature 0.6; its config has no default.)"""
+    kp: float = 1.0
+    """Proportional gain (``entropy_control_p`` 1)."""
+    ki: float = 0.01
+    """Integral gain (``entropy_control_i`` 0.01)."""
+
+    def __post_init__(self) -> None:
+        if not (self.kp >= 0 and self.ki >= 0):
+            raise ValueError(f"kp and ki must be >= 0, got kp={self.kp}, ki={self.ki}")
+
+
+def _entropy(stats: TokenStats, mask: Tensor) -> float:
+    """Mean rollout entropy over valid tokens: the one host sync of a controller per step."""
+    return float(masked_mean(stats.entropy.detach().double(), mask != 0))
+
+
+class Controller:
+    """No control: the method's loss config every step (grpo, clip_b, ... any open-loop method).
+
+    Subclasses override :meth:`begin` (this step's config and metrics, before the filter),
+    :meth:`end` (the step's metrics, after the update) and :attr:`state` (plain values only, so
+    that a checkpoint loads with ``weights_only``).
+    """
+
+    options_type: type | None = None
+
+    def __init__(self, base: PolicyLossConfig, options: Any = None, steps: int = 1) -> None:
+        self.base, self.options, self.steps = base, options, steps
+        self.state: dict[str, Any] = {}
+
+    def begin(
+        self, step: int, stats: TokenStats, mask: Tensor
+    ) -> tuple[PolicyLossConfig, dict[str, Tensor]]:
+        """The loss config of step ``step`` (0-based) and the controller's metrics."""
+        return self.base, {}
+
+    def end(self, metrics: Mapping[str, Any]) -> None:
+        """Read the finished step's metrics (tensors or floats)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.state)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.state.update(state)
+
+
+class EntropyTarget(Controller):
+    options_type = EntropyTargetOptions
+
+    def __init__(self, base: PolicyLossConfig, options: EntropyTargetOptions, steps: int) -> None:
+        super().__init__(base, options, steps)
+        scale = base.filter_options.get("step_scale", 0.5)  # the filter's documented default
+        self.state = {"initial": None, "smoothed": None, "scale": scale, "num": 0.0, "den": 0.0}
+
+    def begin(self, step, stats, mask):
+        opts, state = self.options, self.state
+        entropy = _entropy(stats, mask)
+        if state["initial"] is None:
+            state["initial"] = entropy
+        start = state["initial"] if opts.target is None else opts.target
+        target = target_schedule(
+            step, start, steps=opts.schedule_steps or self.steps, schedule=opts.schedule,
+            final=opts.target_final, peak=opts.target_peak, peak_step=opts.peak_step,
+        )  # fmt: skip
+        chosen = {"target": target, "step_scale": state["scale"]}
+        if opts.smoothing > 0:
+            previous = entropy if state["smoothed"] is None else state["smoothed"]
+            state["smoothed"] = opts.smoothing * previous + (1 - opts.smoothing) * entropy
+            chosen["entropy"] = state["smoothed"]
+        config = dataclasses.replace(
+            self.base, filter_options={**self.base.filter_options, **chosen}
+        )
+        return config, {"entropy_target/step_scale": torch.tensor(state["scale"])}
+
+    def end(self, metrics):
+        actual = metrics.get("dynamics/delta_h_actual")
+        unit = metrics.get("entropy_target/forecast_unit")
+        if actual is None or unit is None:
+            return
+        actual, unit, state = float(actual), float(unit), self.state
+        state["num"] = _CALIBRATION_DECAY * state["num"] + actual * unit
+        state["den"] = _CALIBRATION_DECAY * state["den"] + unit * unit
+        if state["den"] > 0 and state["num"] > 0:
+            initial = self.base.filter_options.get("step_scale", 0.5)
+            fitted = state["num"] / state["den"]
+            state["scale"] = min(max(fitted, initial / _SCALE_RANGE), initial * _SCALE_RANGE)
+
+
+class AdaptiveEntropy(Controller):
+    options_type = AdaptiveEntropyOptions
+
+    def __init__(self, base, options: AdaptiveEntropyOptions, steps: int) -> None:
+        super().__init__(base, options, steps)
+        self.state = {"coef": base.entropy_coef, "last_entropy": math.inf}
+
+    def begin(self, step, stats, mask):
+        opts, state = self.options, self.state
+        applied = state["coef"] if state["last_entropy"] <= opts.target else 0.0
+        entropy = _entropy(stats, mask)
+        state["coef"] = adaptive_entropy_coef(
+            state["coef"], entropy, target=opts.target, delta=opts.delta,
+            coef_min=opts.coef_min, coef_max=opts.coef_max,
+        )  # fmt: skip
+        state["last_entropy"] = entropy
+        return dataclasses.replace(self.base, entropy_coef=applied), {
+            "adaptive_entropy/coef": torch.tensor(applied),
+            "adaptive_entropy/coef_next": torch.tensor(state["coef"]),
+            "adaptive_entropy/target": torch.tensor(opts.target),
+            "adaptive_entropy/error": torch.tensor(entropy - opts.target),
+        }
+
+
+class Entropic(Controller):
+    options_type = EntropicOptions
+
+    def __init__(self, base, options: EntropicOptions, steps: int) -> None:
+        super().__init__(base, options, steps)
+        self.state = {"initial": None, "integral": 0.0}
+
+    def begin(self, step, stats, mask):
+        opts, state = self.options, self.state
+        entropy = _entropy(stats, mask)
+        if state["initial"] is None:
+            state["initial"] = entropy
+        target = state["initial"] if opts.target is None else opts.target
+        alpha, state["integral"] = pi_control(
+            entropy - target, state["integral"], kp=opts.kp, ki=opts.ki
+        )
+        return dataclasses.replace(self.base, entropic_alpha=alpha), {
+            "entropic/alpha": torch.tensor(alpha),
+            "entropic/target": torch.tensor(target),
+            "entropic/error": torch.tensor(entropy - target),
+            "entropic/integral": torch.tensor(state["integral"]),
+        }
+
+
+CONTROLLERS: dict[str, type[Controller]] = {
+    "entropy_target": EntropyTarget,
+    "adaptive_entropy": AdaptiveEntropy,
+    "entropic": Entropic,
+}
+"""Method → its controller; methods not listed get :class:`Controller` (no control)."""
+
+
+def _options(method: str, control: Mapping[str, Any]) -> Any:
+    kind = CONTROLLERS.get(method, Controller).options_type
+    if kind is None:
+        if control:
+            closed = ", ".join(sorted(CONTROLLERS))
+            raise ValueError(
+                f"method {method!r} has no controller options (methods with: {closed})"
+            )
+        return None
+    known = [f.name for f in fields(kind)]
+    unknown = sorted(set(control) - set(known))
+    if unknown:
+        raise ValueError(f"{method} has no option {unknown[0]!r}; its options: {', '.join(known)}")
+    return kind(**control)
+
+
+def check_control(method: str, control: Mapping[str, Any], base: PolicyLossConfig, steps: int):
+    """Validate ``control`` for ``method`` now (``ValueError`` naming the option), not mid-run:
+    build the controller and run its first step on one token of entropy 1."""
+    zero, one = torch.zeros(1, 1), torch.ones(1, 1)
+    build_controller(method, control, base, steps).begin(
+        0, TokenStats(zero, one, zero, zero), one.bool()
+    )
+
+
+def build_controller(
+    method: str, control: Mapping[str, Any], base: PolicyLossConfig, steps: int
+) -> Controller:
+    """The controller of ``method`` with options ``control`` over the method's loss config
+    ``base``, for a run of ``steps`` steps."""
+    options = _options(method, control)
+    if method == "entropy_target":
+        taken = sorted({"target", "entropy"} & set(base.filter_options))
+        if taken:
+            raise ValueError(
+                f"entropy_target's controller sets filter_options.{taken[0]} each step; set "
+                "algorithm.control.target (and its schedule) instead"
+            )
+    return CONTROLLERS.get(method, Controller)(base, options, steps)
