@@ -38,6 +38,27 @@ def batch():
     return fixed_batch()
 
 
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory, batch):
+    """Our trainer's update per (method, agg_mode), computed once for both verl loss modes."""
+    cache = {}
+
+    def update(method: str, agg_mode: str):
+        if (method, agg_mode) not in cache:
+            cache[method, agg_mode] = our_update(
+                tmp_path_factory.mktemp("ours"),
+                method,
+                agg_mode,
+                None,
+                True,
+                batch,
+                extra=("algorithm.loss.dual_clip_c=3.0",),
+            )
+        return cache[method, agg_mode]
+
+    return update
+
+
 def _verl_batch(batch, old_log_probs):
     prompt_ids, completion_ids, completion_mask, seq_adv, _ = batch
     mask = completion_mask.bool()
@@ -102,11 +123,9 @@ def _verl(engine, method: str, agg_mode: str, loss_mode: str, batch, old_log_pro
 @pytest.mark.parametrize("agg_mode", ["token-mean", "seq-mean-token-mean"])
 @pytest.mark.parametrize("method", ["grpo", "clip_b", "clip_v"])
 def test_plugin_keep_mask_loss_and_gradients_equal_our_trainer(
-    tmp_path, engine, batch, method, agg_mode, loss_mode
+    ours, engine, batch, method, agg_mode, loss_mode
 ):
-    start, keep, loss, grads, old_logprobs = our_update(
-        tmp_path, method, agg_mode, None, True, batch, extra=("algorithm.loss.dual_clip_c=3.0",)
-    )
+    start, keep, loss, grads, old_logprobs = ours(method, agg_mode)
     for name, param in engine.module.named_parameters():  # the same weights on both sides
         torch.testing.assert_close(param.full_tensor(), start.get_parameter(name), rtol=0, atol=0)
     verl_keep, verl_loss, verl_grads = _verl(
@@ -132,5 +151,3 @@ def test_registered_losses_are_verl_policy_losses() -> None:
 
     assert {"ed_ppo", "ed_kl_cov"} <= set(core_algos.POLICY_LOSS_REGISTRY)
     assert core_algos.get_policy_loss_fn("ed_ppo").__name__ == "ed_ppo"
-
-
