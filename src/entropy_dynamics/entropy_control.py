@@ -187,8 +187,9 @@ def entropy_target(
 
     If plain GRPO's ``F(all)`` is below the lower bound, the entropy-lowering tokens
     (``c_t < 0``) are dropped, largest ``|c_t|`` first, until it is met; above the upper bound,
-    the entropy-raising ones (``c_t > 0``). Never more than ``floor(max_share · n)`` tokens; then
-    ``entropy_target/saturated`` is 1. ``target=None`` keeps every token (no target: the
+    the entropy-raising ones (``c_t > 0``). Never more than ``floor(max_share · n)`` tokens;
+    ``entropy_target/saturated`` is 1 when the bound is still not met (cap reached, or no
+    candidate left). Drops are whole tokens, so the forecast may overshoot the bound. ``target=None`` keeps every token (no target: the
     trainer's controller sets one each step; in an engine plug-in, set it yourself).
 
     Args:
@@ -239,7 +240,8 @@ def entropy_target(
     keep = valid & ~dropped
     unit = torch.where(keep, contribution, 0.0).sum() / n
     forecast = step_scale * unit
-    met = (forecast >= required_min - 1e-12) & (forecast <= required_max + 1e-12)
+    # Short of the bound it was dropping toward: the cap, or no candidate left.
+    short = (raise_h & (forecast < required_min)) | (lower_h & (forecast > required_max))
     direction = raise_h.to(dtype) - lower_h.to(dtype)
     return keep, {
         "entropy_target/target": h.new_tensor(target),
@@ -252,7 +254,7 @@ def entropy_target(
         "entropy_target/forecast_unit": unit,
         "entropy_target/required_min": required_min,
         "entropy_target/required_max": required_max,
-        "entropy_target/saturated": (~met).to(dtype),
+        "entropy_target/saturated": short.to(dtype),
     }
 
 
