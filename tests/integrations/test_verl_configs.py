@@ -72,3 +72,45 @@ def _compose_verl():
     directory = Path(verl_config.__file__).parent
     with initialize_config_dir(config_dir=str(directory), version_base=None):
         return compose(config_name="ppo_trainer")
+
+
+def _prepare_module():
+    import importlib.util
+
+    path = CONFIGS.parents[1] / "examples" / "verl_prepare_data.py"
+    spec = importlib.util.spec_from_file_location("verl_prepare_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prepare_data_splits_kept_records_into_verls_parquet_files(tmp_path) -> None:
+    import json
+
+    import pandas as pd
+
+    records = [
+        {
+            "data_source": "math_dapo",
+            "prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+            "ability": "MATH",
+            "reward_model": {"style": "rule", "ground_truth": str(i + 1)},
+            "extra_info": {"index": str(i)},
+        }
+        for i in range(5)
+    ]
+    kept = tmp_path / "dapo.decisions.kept.jsonl"
+    kept.write_text("".join(json.dumps(r) + "\n" for r in records))
+    split = _prepare_module().split
+    train, val = split(kept, tmp_path / "out", holdout=2, force=False)
+    assert (train.name, val.name) == ("dapo.train.parquet", "dapo.dapo500.parquet")
+    held, rest = pd.read_parquet(val), pd.read_parquet(train)
+    assert list(held["reward_model"].map(lambda r: r["ground_truth"])) == ["1", "2"]
+    assert list(rest["prompt"].map(lambda p: p[0]["content"])) == [
+        f"What is {i} + 1?" for i in (2, 3, 4)
+    ]
+    with pytest.raises(SystemExit, match="exists"):  # nothing is overwritten unasked
+        split(kept, tmp_path / "out", holdout=2, force=False)
+    kept.write_text(json.dumps({"question": "1 + 1"}) + "\n" * 3)
+    with pytest.raises(SystemExit, match="lack data_source, prompt, reward_model"):
+        split(kept, tmp_path / "bad", holdout=0, force=False)
