@@ -89,6 +89,9 @@ def use_cpu_platform() -> None:
             def cudart(self):
                 return None
 
+    for name in ("max_memory_allocated", "max_memory_reserved"):  # verl's metrics read them
+        if not hasattr(torch.cpu, name):
+            setattr(torch.cpu, name, lambda *args, **kwargs: 0)
     current = platform_manager._current_platform
     if current is None or current.device_name != "cpu":
         set_platform(PlatformRegistry.get("cpu_test")())
