@@ -28,6 +28,11 @@ per-round ratios:
 (TRL's own pass comes first).
 
     python benchmarks/engine_overhead.py --steps 10 --rounds 3   # needs the trl extra
+
+``--engine verl`` measures the verl plug-in in verl's FSDP2 engine instead
+(:mod:`_engine_overhead_verl`; needs the verl extra, e.g. ``.venvs/verl/bin/python``)::
+
+    .venvs/verl/bin/python benchmarks/engine_overhead.py --engine verl --steps 5 --rounds 5
 """
 
 from __future__ import annotations
@@ -204,7 +209,14 @@ def _summarise(runs_of: dict[str, list[dict[str, list[float]]]]) -> dict:
 
 
 def main() -> None:
+    if "--engine" in sys.argv and sys.argv[sys.argv.index("--engine") + 1] == "verl":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _engine_overhead_verl import main as verl_main
+
+        verl_main(sys.argv[1:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=["trl", "verl"], default="trl")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument(
