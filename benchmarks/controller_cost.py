@@ -21,14 +21,9 @@ Ratios: a variant's learn time over plain GRPO's, and its extra time over a full
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import tempfile
 from pathlib import Path
 
-import torch
-from _interleaved import interleaved_learn_times
+from _interleaved import base_overrides, interleaved_learn_times, median_ratios, run_benchmark
 
 from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.controllers import build_controller
@@ -43,16 +38,7 @@ VARIANTS = {  # name → (method, controller options, controller state set befor
 
 
 def _measure(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
-    overrides = [
-        f"seed={args.seed}",
-        f"rollout.prompts_per_step={args.prompts}",
-        f"rollout.group_size={args.group}",
-        "eval.every=0",
-        "tensorboard=false",
-    ]
-    if args.threads:
-        overrides.append(f"threads={args.threads}")
-    trainer = Trainer(load_config(None, overrides), run_dir)
+    trainer = Trainer(load_config(None, base_overrides(args)), run_dir)
     problems = [trainer.train_problems[i] for i in trainer.cursor.take(args.prompts)]
     steps = trainer.config.steps
 
@@ -72,45 +58,11 @@ def _measure(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
     rollout_times, learn_times, rollout = interleaved_learn_times(
         trainer, problems, variants, args.repeats, args.seed
     )
-    rollout_s = statistics.median(rollout_times)
-    learn_s = {name: statistics.median(times) for name, times in learn_times.items()}
-    step_s = rollout_s + learn_s["grpo"]
-    return {
-        "rollout_s": rollout_s,
-        "learn_s": learn_s,
-        "learn_s_all": learn_times,
-        "response_tokens": float(rollout.response_mask.sum()),
-        "learn_ratio": {name: learn_s[name] / learn_s["grpo"] for name in VARIANTS},
-        "step_ratio": {name: 1.0 + (learn_s[name] - learn_s["grpo"]) / step_s for name in VARIANTS},
-    }
+    return median_ratios(rollout_times, learn_times, rollout)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved repeats")
-    parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--group", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument(
-        "--output", type=Path, default=Path(__file__).parent / "results/controller_cost.json"
-    )
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        measured = _measure(args, Path(tmp) / "run")
-    results = {
-        "config": vars(args) | {"output": str(args.output)},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        **measured,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=1))
-    print(json.dumps({k: results[k] for k in ("learn_ratio", "step_ratio", "rollout_s")}, indent=1))
+    run_benchmark(__doc__, _measure, repeats=9, output="controller_cost.json")
 
 
 if __name__ == "__main__":

@@ -189,8 +189,9 @@ def entropy_target(
     (``c_t < 0``) are dropped, largest ``|c_t|`` first, until it is met; above the upper bound,
     the entropy-raising ones (``c_t > 0``). Never more than ``floor(max_share · n)`` tokens;
     ``entropy_target/saturated`` is 1 when the bound is still not met (cap reached, or no
-    candidate left). Drops are whole tokens, so the forecast may overshoot the bound. ``target=None`` keeps every token (no target: the
-    trainer's controller sets one each step; in an engine plug-in, set it yourself).
+    candidate left). Drops are whole tokens, so the forecast may overshoot the bound.
+    ``target=None`` keeps every token (no target: the trainer's controller sets one each step;
+    in an engine plug-in, set it yourself).
 
     Args:
         stats: fields ``(B, T)``; reads ``entropy``, ``discriminator``,

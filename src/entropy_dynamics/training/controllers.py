@@ -25,6 +25,7 @@ over its valid response tokens, measured before the update (the statistics every
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -34,7 +35,12 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics.aggregation import masked_mean
-from entropy_dynamics.entropy_control import adaptive_entropy_coef, pi_control, target_schedule
+from entropy_dynamics.entropy_control import (
+    adaptive_entropy_coef,
+    entropy_target,
+    pi_control,
+    target_schedule,
+)
 from entropy_dynamics.losses import PolicyLossConfig
 from entropy_dynamics.stats import TokenStats
 
@@ -154,6 +160,15 @@ class Controller:
     def end(self, metrics: Mapping[str, Any]) -> None:
         """Read the finished step's metrics (tensors or floats)."""
 
+    def _entropy_and_target(self, stats: TokenStats, mask: Tensor) -> tuple[float, float]:
+        """This step's mean rollout entropy, and the ``target`` option or, when it is unset, the
+        first step's entropy (kept in the state)."""
+        entropy = _entropy(stats, mask)
+        if self.state.get("initial") is None:
+            self.state["initial"] = entropy
+        target = self.options.target
+        return entropy, self.state["initial"] if target is None else target
+
     def state_dict(self) -> dict[str, Any]:
         return dict(self.state)
 
@@ -166,15 +181,14 @@ class EntropyTarget(Controller):
 
     def __init__(self, base: PolicyLossConfig, options: EntropyTargetOptions, steps: int) -> None:
         super().__init__(base, options, steps)
-        scale = base.filter_options.get("step_scale", 0.5)  # the filter's documented default
-        self.state = {"initial": None, "smoothed": None, "scale": scale, "num": 0.0, "den": 0.0}
+        default = inspect.signature(entropy_target).parameters["step_scale"].default
+        self.initial_scale = base.filter_options.get("step_scale", default)
+        self.state = {"initial": None, "smoothed": None, "scale": self.initial_scale}
+        self.state |= {"num": 0.0, "den": 0.0}
 
     def begin(self, step, stats, mask):
         opts, state = self.options, self.state
-        entropy = _entropy(stats, mask)
-        if state["initial"] is None:
-            state["initial"] = entropy
-        start = state["initial"] if opts.target is None else opts.target
+        entropy, start = self._entropy_and_target(stats, mask)
         target = target_schedule(
             step, start, steps=opts.schedule_steps or self.steps, schedule=opts.schedule,
             final=opts.target_final, peak=opts.target_peak, peak_step=opts.peak_step,
@@ -198,8 +212,7 @@ class EntropyTarget(Controller):
         state["num"] = _CALIBRATION_DECAY * state["num"] + actual * unit
         state["den"] = _CALIBRATION_DECAY * state["den"] + unit * unit
         if state["den"] > 0 and state["num"] > 0:
-            initial = self.base.filter_options.get("step_scale", 0.5)
-            fitted = state["num"] / state["den"]
+            fitted, initial = state["num"] / state["den"], self.initial_scale
             state["scale"] = min(max(fitted, initial / _SCALE_RANGE), initial * _SCALE_RANGE)
 
 
@@ -236,10 +249,7 @@ class Entropic(Controller):
 
     def begin(self, step, stats, mask):
         opts, state = self.options, self.state
-        entropy = _entropy(stats, mask)
-        if state["initial"] is None:
-            state["initial"] = entropy
-        target = state["initial"] if opts.target is None else opts.target
+        entropy, target = self._entropy_and_target(stats, mask)
         alpha, state["integral"] = pi_control(
             entropy - target, state["integral"], kp=opts.kp, ki=opts.ki
         )
