@@ -7,8 +7,10 @@ and Clip_V token filters, and a registry of policy losses.
 The paper's mathematics sits at the top, one module per idea, each importing only torch and
 :mod:`~entropy_dynamics.kernels`: ``theory`` (every formula on logits), ``stats`` (``TokenStats``
 for a batch, memory-bounded), ``advantages``, ``filters`` (Clip_B, Clip_V and peers),
-``losses`` (the policy-loss registry), ``aggregation`` (the four loss-aggregation modes) and
-``dynamics`` (actual vs predicted ΔH of an update). The machinery lives in rooms, each importing
+``losses`` (the policy-loss registry; its per-token formulas in ``token_losses``),
+``aggregation`` (the four loss-aggregation modes), ``dynamics`` (actual vs predicted ΔH of an
+update) and ``entropy_control`` (steering the entropy to a target: the ``entropy_target`` filter,
+target schedules, the Skywork-OR1 and EntroPIC rules). The machinery lives in rooms, each importing
 only the rooms listed before it: ``kernels`` (streaming statistics, Triton), ``models`` and
 ``tasks``, ``training`` (the trainer), ``study`` (experiments and reports), ``cli`` (the
 ``entropy-dynamics`` command). ``errors`` holds the exception types every room shares.

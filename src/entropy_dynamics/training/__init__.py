@@ -1,15 +1,15 @@
 """The trainer: GRPO on one machine, instrumented for entropy dynamics.
 
-What lives here: the typed config and its YAML / ``key=value`` I/O (``config``, ``config_io``),
-the trainer's loop (``trainer``: rollout → reward → advantages → filter → PPO updates →
-dynamics), sampling with per-step log-probs (``rollout``), the teacher-forced forward that yields
+What lives here: the typed config and its YAML / ``key=value`` I/O (``config``, ``config_io``), the
+trainer's loop (``trainer``: rollout → reward → advantages → filter → PPO updates → dynamics),
+sampling with per-step log-probs (``rollout``), the teacher-forced forward that yields
 ``TokenStats`` fused from hidden states where the model allows it (``forward``), chat-template
-prompts (``prompts``), held-out Avg@k / Pass@k (``evaluate``), checkpoints (``checkpoint``),
-metric sinks (``metrics``), supervised pretraining of the embedded model (``pretrain``), the
-forecast of each step's entropy change (``forecast``), and what keeps runs safe: run
-directories that are never overwritten (``run_dir``), clean stops on SIGINT / SIGTERM
-(``interrupts``), guards against non-finite updates (``guards``) and the resumable data
-position (``cursor``).
+prompts (``prompts``), held-out Avg@k / Pass@k (``evaluate``), checkpoints (``checkpoint``), metric
+sinks (``metrics``), supervised pretraining of the embedded model (``pretrain``), the forecast of
+each step's entropy change (``forecast``), the per-step state of the closed-loop methods
+(``controllers``), and what keeps runs safe: run directories that are never overwritten
+(``run_dir``), clean stops on SIGINT / SIGTERM (``interrupts``), guards against non-finite updates
+(``guards``) and the resumable data position (``cursor``).
 
 Imports: the top-level mathematics, ``kernels``, ``models``, ``tasks`` and this room; never
 ``study`` or ``cli``.

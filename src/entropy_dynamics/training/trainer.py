@@ -11,6 +11,7 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
   allows it (:mod:`entropy_dynamics.training.forward`), from materialised logits otherwise;
 - update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each,
   gradients accumulated over micro-batches of ``micro_batch_size`` sequences (exactly);
+- control: a closed-loop method's controller sets each step's loss config (``controllers``);
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
   filter such as Clip_B / Clip_V, token-mean aggregation by default); on the fused path PPO-clip
   and its gradient come from one pass over the hidden states (``forward.policy_loss``, issue 16);
