@@ -187,6 +187,11 @@ def test_one_training_step_with_the_mask(engine, batch):
 
 
 def test_fused_kernels_are_refused_with_what_to_change(engine, batch):
+    from verl.utils import tensordict_utils as tu
+
     data = _data(batch, use_fused_kernels=True)
     with pytest.raises(RuntimeError, match="use_fused_kernels=False"):
         engine_stats(engine, None, {}, data)
+    tu.assign_non_tensor(data, **{STATS_FLAG: True})  # through the engine's forward: refused
+    with pytest.raises(RuntimeError, match="use_fused_kernels=False"), engine.eval_mode():
+        engine.infer_batch(data, loss_function=None)  # before verl reads the fused outputs

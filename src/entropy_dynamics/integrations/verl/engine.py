@@ -79,11 +79,8 @@ def _full(logits: Tensor) -> Tensor:
     return logits.full_tensor() if isinstance(logits, DTensor) else logits
 
 
-def engine_stats(
-    engine: Any, output: Any, output_args: dict[str, Any], micro_batch: Any
-) -> dict[str, Tensor]:
-    """:data:`STAT_KEYS` as jagged ``(bsz, j)`` tensors over each sequence, from the engine's own
-    forward output (the logits), its ``output_args`` and the micro-batch."""
+def refuse_fused_kernels(micro_batch: Any) -> None:
+    """Raise, saying what to change, when the micro-batch runs verl's fused kernels."""
     if _non_tensor(micro_batch, "use_fused_kernels"):
         raise RuntimeError(
             "entropy_dynamics: the token statistics (S_k, E_p[S]) need the logits, and verl's "
@@ -91,6 +88,14 @@ def engine_stats(
             "for a run with an entropy_dynamics filter (or remove the filter: "
             "entropy_dynamics.filter=none)."
         )
+
+
+def engine_stats(
+    engine: Any, output: Any, output_args: dict[str, Any], micro_batch: Any
+) -> dict[str, Tensor]:
+    """:data:`STAT_KEYS` as jagged ``(bsz, j)`` tensors over each sequence, from the engine's own
+    forward output (the logits), its ``output_args`` and the micro-batch."""
+    refuse_fused_kernels(micro_batch)
     use_remove_padding = _non_tensor(micro_batch, "use_remove_padding", True)
     input_ids = micro_batch["input_ids"]  # jagged (bsz, j)
     cu_seqlens = input_ids.offsets()
@@ -121,8 +126,11 @@ def patch_engine(module: ModuleType) -> None:
         return
 
     def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
+        asked = wants_stats(micro_batch, logits_processor_func)
+        if asked:  # before verl reads the fused head's outputs
+            refuse_fused_kernels(micro_batch)
         model_output = original(self, output, output_args, micro_batch, logits_processor_func)
-        if wants_stats(micro_batch, logits_processor_func):
+        if asked:
             model_output.update(engine_stats(self, output, output_args, micro_batch))
         return model_output
 
