@@ -122,19 +122,12 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     import torch
     import verl
-    from verl.workers.config import ActorConfig
-    from verl_cpu import build_engine
+    from verl_cpu import actor_config, build_engine
 
     torch.set_num_threads(args.threads)
     micro = 8
     engine = build_engine(lr=0.0, micro_batch=micro)
-    config = ActorConfig(
-        strategy="fsdp2",
-        ppo_mini_batch_size=args.batch,
-        ppo_micro_batch_size_per_gpu=micro,
-        rollout_n=1,
-        use_dynamic_bsz=False,
-    )
+    config = actor_config(args.batch, micro)
     tensors = _batch(args.batch, args.prompt, args.response)
     for variant in VARIANTS:  # warm-up
         _step(engine, tensors, variant, config, micro)

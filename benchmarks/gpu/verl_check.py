@@ -34,7 +34,7 @@ import torch.distributed as dist
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integrations"))
 
-from verl_cpu import MODEL, flags, padded_batch  # noqa: E402  (platform-free helpers)
+from verl_cpu import MODEL, actor_config, flags, new_engine, padded_batch  # noqa: E402
 
 from entropy_dynamics import theory  # noqa: E402
 from entropy_dynamics.integrations.verl import (  # noqa: E402
@@ -49,38 +49,7 @@ DEVICE = "cuda"
 
 
 def _engine(precision: str, fused: bool = False):
-    from verl.trainer.config import CheckpointConfig
-    from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
-    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
-
-    half = precision == "bf16"
-    engine = FSDPEngineWithLMHead(
-        model_config=HFModelConfig(
-            path=str(MODEL),
-            override_config={"attn_implementation": "sdpa"},
-            use_remove_padding=True,
-            use_fused_kernels=fused,
-        ),
-        engine_config=FSDPEngineConfig(
-            strategy="fsdp2",
-            use_torch_compile=False,
-            model_dtype="fp32",
-            dtype="bfloat16" if half else "float32",
-            mixed_precision={
-                "param_dtype": "bf16" if half else "fp32",
-                "reduce_dtype": "fp32",
-                "buffer_dtype": "fp32",
-            },
-            use_dynamic_bsz=False,
-            micro_batch_size_per_gpu=8,
-            infer_micro_batch_size_per_gpu=8,
-            use_fused_kernels=fused,
-        ),
-        optimizer_config=FSDPOptimizerConfig(lr=0.0, total_training_steps=100, clip_grad=1e9),
-        checkpoint_config=CheckpointConfig(),
-    )
-    engine.initialize()
-    return engine
+    return new_engine(lr=0.0, micro_batch=8, bf16=precision == "bf16", fused=fused)
 
 
 def _batch():
@@ -137,7 +106,6 @@ def _errors(got, ref, mask):
 
 def _train_step(engine, tensors):
     """One training step with the mask; per-token gradient of the loss w.r.t. log p."""
-    from verl.workers.config import ActorConfig
     from verl.workers.utils.losses import ppo_loss
     from verl.workers.utils.padding import no_padding_2_padding
 
@@ -161,13 +129,7 @@ def _train_step(engine, tensors):
         nested = torch.nested.nested_tensor_from_jagged(values, model_output["log_probs"].offsets())
         return ppo_loss(config, {**model_output, "log_probs": nested}, data, dp_group)
 
-    config = ActorConfig(
-        strategy="fsdp2",
-        ppo_mini_batch_size=B,
-        ppo_micro_batch_size_per_gpu=8,
-        rollout_n=1,
-        use_dynamic_bsz=False,
-    )
+    config = actor_config(B, 8)
     with engine.train_mode():
         engine.train_batch(train, loss_function=partial(capture, config=config))
     n_kept, worst, dropped_max = int(keep.sum()), 0.0, 0.0
@@ -189,17 +151,10 @@ def _train_step(engine, tensors):
 
 def _overhead(engine, tensors, rounds=5, steps=3):
     from verl.utils import tensordict_utils as tu
-    from verl.workers.config import ActorConfig
     from verl.workers.utils.losses import ppo_loss
     from verl.workers.utils.padding import no_padding_2_padding
 
-    config = ActorConfig(
-        strategy="fsdp2",
-        ppo_mini_batch_size=B,
-        ppo_micro_batch_size_per_gpu=8,
-        rollout_n=1,
-        use_dynamic_bsz=False,
-    )
+    config = actor_config(B, 8)
 
     def sync() -> None:
         if DEVICE == "cuda":

@@ -18,7 +18,7 @@ pytest.importorskip("verl")
 from functools import partial
 
 from transformers import AutoModelForCausalLM
-from verl_cpu import MODEL, build_engine, flags, padded_batch
+from verl_cpu import MODEL, actor_config, build_engine, flags, padded_batch
 
 from entropy_dynamics import theory
 from entropy_dynamics.integrations.verl import STAT_KEYS, STATS_FLAG, FilterSettings, decide_keep
@@ -122,7 +122,6 @@ def test_one_training_step_with_the_mask(engine, batch):
     """Dropped tokens: exactly zero gradient; kept ones: -A / n_kept (the denominator counts the
     kept tokens only, because loss_mask was narrowed with response_mask)."""
     from verl.utils import tensordict_utils as tu
-    from verl.workers.config import ActorConfig
     from verl.workers.utils.losses import ppo_loss
     from verl.workers.utils.padding import no_padding_2_padding
 
@@ -160,13 +159,7 @@ def test_one_training_step_with_the_mask(engine, batch):
         }
         return ppo_loss(config, model_output, data, dp_group)
 
-    config = ActorConfig(
-        strategy="fsdp2",
-        ppo_mini_batch_size=B,
-        ppo_micro_batch_size_per_gpu=4,
-        rollout_n=1,
-        use_dynamic_bsz=False,
-    )
+    config = actor_config(B, 4)
     before = {n: p.full_tensor().clone() for n, p in engine.module.named_parameters()}
     with engine.train_mode():
         engine.train_batch(train, loss_function=partial(capture, config=config))

@@ -23,7 +23,7 @@ import torch
 pytest.importorskip("verl")
 
 from engine_batch import FILTERS, B, fixed_batch, our_update
-from verl_cpu import build_engine, flags, padded_batch
+from verl_cpu import actor_config, build_engine, flags, padded_batch
 
 from entropy_dynamics.integrations.verl import STAT_KEYS, STATS_FLAG, FilterSettings, decide_keep
 
@@ -77,7 +77,7 @@ def _verl_batch(batch, old_log_probs):
 
 def _verl(engine, method: str, agg_mode: str, loss_mode: str, batch, old_log_probs):
     from verl.utils import tensordict_utils as tu
-    from verl.workers.config import ActorConfig, PolicyLossConfig
+    from verl.workers.config import PolicyLossConfig
     from verl.workers.utils.losses import ppo_loss
     from verl.workers.utils.padding import no_padding_2_padding
 
@@ -100,12 +100,9 @@ def _verl(engine, method: str, agg_mode: str, loss_mode: str, batch, old_log_pro
     train = _verl_batch(batch, old_log_probs)
     train["response_mask"] = keep.long()
     train["loss_mask"] = keep.long()
-    config = ActorConfig(
-        strategy="fsdp2",
-        ppo_mini_batch_size=B,
-        ppo_micro_batch_size_per_gpu=4,
-        rollout_n=1,
-        use_dynamic_bsz=False,
+    config = actor_config(
+        B,
+        4,
         loss_agg_mode=agg_mode,
         clip_ratio=0.2,
         clip_ratio_c=3.0,

@@ -26,7 +26,7 @@ pytest.importorskip("verl")
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
-from verl_cpu import build_engine, flags, padded_batch
+from verl_cpu import actor_config, build_engine, flags, padded_batch
 
 from entropy_dynamics.integrations.verl import (
     LOSS_TIME_ENV,
@@ -183,7 +183,6 @@ def test_v1_trainer_patch_narrows_both_masks_on_the_whole_batch(engine, data, wi
 
 
 def test_loss_time_fallback_filters_each_micro_batch_inside_ppo_loss(engine, data, monkeypatch):
-    from verl.workers.config import ActorConfig
     from verl.workers.utils.losses import ppo_loss
     from verl.workers.utils.padding import no_padding_2_padding
 
@@ -191,13 +190,7 @@ def test_loss_time_fallback_filters_each_micro_batch_inside_ppo_loss(engine, dat
     monkeypatch.setenv(LOSS_TIME_ENV, json.dumps(settings))
     workers = types.SimpleNamespace(ppo_loss=ppo_loss)
     patch_engine_workers(workers)  # what the plug-in does to verl.workers.engine_workers
-    config = ActorConfig(
-        strategy="fsdp2",
-        ppo_mini_batch_size=B,
-        ppo_micro_batch_size_per_gpu=3,
-        rollout_n=1,
-        use_dynamic_bsz=False,
-    )
+    config = actor_config(B, 3)
     prompts, prompt_mask, responses, response_mask, advantages = data
     train = padded_batch(
         prompts, prompt_mask, responses, response_mask, advantages, torch.zeros(B, C)

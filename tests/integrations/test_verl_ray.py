@@ -17,7 +17,7 @@ pytest.importorskip("verl")
 pytest.importorskip("ray")
 
 import ray
-from verl_cpu import MODEL, flags, padded_batch
+from verl_cpu import actor_config, engine_configs, flags, padded_batch
 
 from entropy_dynamics.integrations.verl import STAT_KEYS, STATS_FLAG, FilterSettings
 from entropy_dynamics.integrations.verl.policy_losses import loss_time_ppo_loss
@@ -30,12 +30,7 @@ B, P, C = 4, 5, 6
 def worker_group():
     from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
     from verl.trainer.config import CheckpointConfig
-    from verl.workers.config import (
-        FSDPEngineConfig,
-        FSDPOptimizerConfig,
-        HFModelConfig,
-        TrainingWorkerConfig,
-    )
+    from verl.workers.config import TrainingWorkerConfig
     from verl.workers.engine_workers import TrainingWorker
 
     path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
@@ -48,24 +43,12 @@ def worker_group():
     ray.init(
         num_cpus=2, runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False
     )
+    model_config, engine_config, optimizer_config = engine_configs(micro_batch=2)
     config = TrainingWorkerConfig(
         model_type="language_model",
-        model_config=HFModelConfig(
-            path=str(MODEL),
-            use_remove_padding=True,
-            override_config={"attn_implementation": "sdpa"},
-        ),
-        engine_config=FSDPEngineConfig(
-            strategy="fsdp2",
-            use_torch_compile=False,
-            model_dtype="fp32",
-            dtype="float32",
-            mixed_precision={"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"},
-            use_dynamic_bsz=False,
-            micro_batch_size_per_gpu=2,
-            infer_micro_batch_size_per_gpu=2,
-        ),
-        optimizer_config=FSDPOptimizerConfig(lr=1e-3, total_training_steps=2),
+        model_config=model_config,
+        engine_config=engine_config,
+        optimizer_config=optimizer_config,
         checkpoint_config=CheckpointConfig(),
     )
     pool = RayResourcePool([1], use_gpu=False, max_colocate_count=1)
@@ -89,7 +72,6 @@ def _batch():
 
 def test_ray_worker_computes_the_statistics_and_trains_with_the_filter(worker_group):
     from verl.utils import tensordict_utils as tu
-    from verl.workers.config import ActorConfig
     from verl.workers.utils.padding import no_padding_2_padding
 
     tensors = _batch()
@@ -104,13 +86,7 @@ def test_ray_worker_computes_the_statistics_and_trains_with_the_filter(worker_gr
     for key in STAT_KEYS:
         torch.testing.assert_close(got[key][mask], reference[key][mask], rtol=1e-5, atol=1e-6)
 
-    actor = ActorConfig(
-        strategy="fsdp2",
-        ppo_mini_batch_size=B,
-        ppo_micro_batch_size_per_gpu=2,
-        rollout_n=1,
-        use_dynamic_bsz=False,
-    )
+    actor = actor_config(B, 2)
     settings = FilterSettings("clip_b", {"mu": 0.3})
     worker_group.set_loss_fn(partial(loss_time_ppo_loss, config=actor, settings=settings))
     train = padded_batch(*tensors, no_padding_2_padding(output["log_probs"], data))

@@ -104,31 +104,50 @@ def init_gloo(port: int = 29541) -> None:
         dist.init_process_group("gloo", rank=0, world_size=1)
 
 
-def build_engine(lr: float = 1e-3, micro_batch: int = 4, use_remove_padding: bool = True):
-    """A real ``FSDPEngineWithLMHead`` (FSDP2, one gloo process) on the embedded model."""
-    use_cpu_platform()
-    init_gloo()
-    from verl.trainer.config import CheckpointConfig
+def engine_configs(
+    lr: float = 1e-3,
+    micro_batch: int = 4,
+    use_remove_padding: bool = True,
+    bf16: bool = False,
+    fused: bool = False,
+):
+    """verl's model, engine and optimizer configs for the embedded model (FSDP2, sdpa, float32
+    weights; ``bf16``: verl's bf16 mixed precision), as ``(model, engine, optimizer)``."""
     from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
-    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
     model_config = HFModelConfig(
         path=str(MODEL),
         override_config={"attn_implementation": "sdpa"},
         use_remove_padding=use_remove_padding,
+        use_fused_kernels=fused,
     )
     engine_config = FSDPEngineConfig(
         strategy="fsdp2",
         use_torch_compile=False,
         model_dtype="fp32",
-        dtype="float32",
-        mixed_precision={"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"},
+        dtype="bfloat16" if bf16 else "float32",
+        mixed_precision={
+            "param_dtype": "bf16" if bf16 else "fp32",
+            "reduce_dtype": "fp32",
+            "buffer_dtype": "fp32",
+        },
         use_dynamic_bsz=False,
         micro_batch_size_per_gpu=micro_batch,
         infer_micro_batch_size_per_gpu=micro_batch,
         use_remove_padding=use_remove_padding,
+        use_fused_kernels=fused,
     )
-    optimizer_config = FSDPOptimizerConfig(lr=lr, total_training_steps=10, clip_grad=1e9)
+    optimizer_config = FSDPOptimizerConfig(lr=lr, total_training_steps=100, clip_grad=1e9)
+    return model_config, engine_config, optimizer_config
+
+
+def new_engine(**options):
+    """A real, initialised ``FSDPEngineWithLMHead`` on the current platform
+    (:func:`engine_configs` ``options``)."""
+    from verl.trainer.config import CheckpointConfig
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+
+    model_config, engine_config, optimizer_config = engine_configs(**options)
     engine = FSDPEngineWithLMHead(
         model_config=model_config,
         engine_config=engine_config,
@@ -137,6 +156,28 @@ def build_engine(lr: float = 1e-3, micro_batch: int = 4, use_remove_padding: boo
     )
     engine.initialize()
     return engine
+
+
+def build_engine(lr: float = 1e-3, micro_batch: int = 4, use_remove_padding: bool = True):
+    """A real ``FSDPEngineWithLMHead`` (FSDP2, one gloo process, the CPU platform) on the
+    embedded model."""
+    use_cpu_platform()
+    init_gloo()
+    return new_engine(lr=lr, micro_batch=micro_batch, use_remove_padding=use_remove_padding)
+
+
+def actor_config(batch: int, micro_batch: int, **overrides):
+    """verl's ``ActorConfig`` for one mini-batch of ``batch`` sequences, fixed micro-batches."""
+    from verl.workers.config import ActorConfig
+
+    return ActorConfig(
+        strategy="fsdp2",
+        ppo_mini_batch_size=batch,
+        ppo_micro_batch_size_per_gpu=micro_batch,
+        rollout_n=1,
+        use_dynamic_bsz=False,
+        **overrides,
+    )
 
 
 def padded_batch(prompts, prompt_mask, responses, response_mask, advantages, old_log_probs):
