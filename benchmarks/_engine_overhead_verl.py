@@ -22,8 +22,6 @@ than on a real model, where the statistics' pass over the logits is small next t
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -122,6 +120,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     import torch
     import verl
+    from _measure import machine_info
     from verl_cpu import actor_config, build_engine
 
     torch.set_num_threads(args.threads)
@@ -169,12 +168,7 @@ def main(argv: list[str]) -> None:
         "benchmark": "engine_overhead",
         "engine": "verl",
         "versions": {"verl": verl.__version__, "torch": torch.__version__},
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_before": os.getloadavg(),
-        },
+        "machine": machine_info(),
         "settings": {
             "model": "embedded countdown-tiny (V 258, d 128, 4 layers)",
             "engine": "FSDPEngineWithLMHead, fsdp2, one gloo process, float32, rmpad",

@@ -97,6 +97,18 @@ def machine_load() -> dict[str, float]:
     return {"load_1min": one, "load_5min": five, "load_15min": fifteen, "cpus": os.cpu_count()}
 
 
+def machine_info() -> dict[str, Any]:
+    """The machine a CPU benchmark ran on: platform, cores, torch threads and its load."""
+    import platform
+
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_before": machine_load(),
+    }
+
+
 def shape_arguments(parser: argparse.ArgumentParser, methods, out: str) -> None:
     """The options the kernel benchmarks share: shape, device, dtype, repeats, methods, outputs."""
     parser.add_argument("--full", action="store_true", help="N=4096, d=1536, V=151936")

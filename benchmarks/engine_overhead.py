@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -239,6 +238,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
     import trl
+    from _measure import machine_info
 
     torch.set_num_threads(args.threads)
     example = _example()
@@ -262,10 +262,7 @@ def main() -> None:
         "engine": "trl",
         "versions": {"trl": trl.__version__, "torch": torch.__version__},
         "machine": {
-            "platform": platform.platform(),
-            "cpu_count": __import__("os").cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_before": __import__("os").getloadavg(),
+            **machine_info(),
             "note": "2-core machine; process-CPU ratios and medians over interleaved rounds are "
             "the robust figures",
         },
