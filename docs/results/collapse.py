@@ -8,8 +8,8 @@ Reads ``entropy-dynamics compare`` grids (or run directories) through the report
 of the last 20 steps, the final model's held-out entropy and unbiased Pass@k at k = 1..n from
 ``final_eval.json`` (n samples per problem), the step-0 held-out scores, and the share of steps
 after ``--warmup`` whose mean rollout entropy lies within ±``--band`` of the target
-(``entropy_target/target``; for the other methods the first step's entropy, i.e. "hold the
-initial entropy", as a reference). Per group: the mean over seeds with a 95 % percentile
+(the target a closed-loop method logs; for the open-loop methods the first step's entropy, i.e.
+"hold the initial entropy", as a reference). Per group: the mean over seeds with a 95 % percentile
 bootstrap interval (10,000 resamples of the seeds), and the difference to GRPO paired by seed.
 Writes ``OUT/summary.json``, ``OUT/runs.csv``, ``OUT/table.md``, ``OUT/collapse.png`` (entropy
 over steps, Pass@k against GRPO) and ``OUT/tracking.png`` (the controller against its band).
@@ -31,6 +31,9 @@ from entropy_dynamics.training.evaluate import pass_at_k
 
 RESAMPLES = 10_000
 LAST = 20
+TARGET_KEYS = ("entropy_target/target", "adaptive_entropy/target", "entropic/target")
+"""Where a closed-loop method logs its target; other methods are compared with the first step's
+entropy."""
 
 
 def bootstrap(values: list[float], seed: int = 0) -> list[float]:
@@ -58,7 +61,8 @@ def tracking(rows: list[dict], warmup: int, band: float) -> dict[str, float]:
     if len(after) < 2:
         return {"tracking": math.nan}
     h = np.array([r["entropy/mean"] for r in train])
-    target = np.array([r.get("entropy_target/target", h[0]) for r in train])
+    keys = [k for k in TARGET_KEYS if k in train[-1]]
+    target = np.array([r.get(keys[0], h[0]) if keys else h[0] for r in train])
     smooth = np.array([h[max(0, i - 9) : i + 1].mean() for i in range(len(h))])
     idx = np.array(after)
     noise = float(np.std(np.diff(h[idx])) / math.sqrt(2))
@@ -97,8 +101,12 @@ def run_values(run, warmup: int, band: float) -> dict[str, float]:
     return out
 
 
-def summarize(paths: list[str], warmup: int, band: float) -> dict:
+def summarize(
+    paths: list[str], warmup: int, band: float, rename: dict[str, str] | None = None
+) -> dict:
     groups = group_runs(load_runs(paths))
+    for group in groups:
+        group.label = (rename or {}).get(group.label, group.label)
     base = next((g for g in groups if g.method == "grpo"), None)
     base_by_seed = (
         {r.seed: run_values(r, warmup, band) for r in base.runs} if base is not None else {}
@@ -135,6 +143,13 @@ def table(summary: dict, ks: list[int]) -> str:
     lines = ["| method | seeds | " + " | ".join(names) + " |", "|---" * (len(cols) + 2) + "|"]
     diff = ["| method | " + " | ".join(f"Δ {n}" for n in names) + " |", "|---" * (len(cols) + 1)]
     diff[1] += "|"
+    first = next(iter(summary.values()), None)
+    if first is not None:  # the model before training, from the first group's step-0 evaluations
+        ci = first["mean_ci"]
+        start = {"rollout_entropy_last": "rollout_entropy_first"}
+        row = [_fmt(ci.get(start.get(c, f"step0_{c}"), [math.nan] * 3)) for c in cols]
+        seeds = len(first["seeds"])
+        lines.append(f"| initial model (step 0) | {seeds} | " + " | ".join(row) + " |")
     for label, entry in summary.items():
         ci = entry["mean_ci"]
         row = [_fmt(ci.get(c, [math.nan] * 3)) for c in cols]
@@ -146,9 +161,11 @@ def table(summary: dict, ks: list[int]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(diff) + "\n"
 
 
-def figure(paths: list[str], summary: dict, out: Path) -> Path:
+def figure(paths: list[str], summary: dict, out: Path, rename: dict[str, str]) -> Path:
     plt = pyplot()
     groups = group_runs(load_runs(paths))
+    for group in groups:
+        group.label = rename.get(group.label, group.label)
     fig, (ax_h, ax_k) = plt.subplots(1, 2, figsize=(11, 4))
     for color, group in zip(COLORS * 3, groups, strict=False):
         curves = np.array([[r["entropy/mean"] for r in run.train_rows] for run in group.runs])
@@ -171,40 +188,48 @@ def figure(paths: list[str], summary: dict, out: Path) -> Path:
             ax_k.fill_between(ks, y[:, 1], y[:, 2], color=color, alpha=0.12)
     ax_h.set(xlabel="step", ylabel="rollout entropy (nats, 10-step mean)")
     ax_h.set_title("rollout entropy: seed mean, band = min..max over seeds")
-    ax_k.set(xlabel="k", ylabel=f"Pass@k − {groups[0].label}'s mean", xscale="log", xticks=ks)
-    ax_k.set_xticklabels([str(k) for k in ks])
+    ticks = [k for k in ks if k & (k - 1) == 0]
+    ax_k.set(xlabel="k", ylabel=f"Pass@k − {groups[0].label}'s mean", xscale="log", xticks=ticks)
+    ax_k.set_xticklabels([str(k) for k in ticks])
+    ax_k.minorticks_off()
     ax_k.set_title("final model, 95 % bootstrap interval over seeds")
     ax_k.legend(fontsize=7)
     return save(fig, out / "collapse.png")
 
 
 def tracking_figure(paths: list[str], warmup: int, band: float, out: Path) -> Path | None:
-    """Rollout entropy of each ``entropy_target`` seed against its target band, GRPO behind."""
+    """Each ``entropy_target`` seed's rollout entropy relative to its target (raw and 10-step
+    trailing mean), the ±band, and GRPO's seeds relative to their first step's entropy."""
     plt = pyplot()
     groups = group_runs(load_runs(paths))
     controlled = [g for g in groups if g.method == "entropy_target"]
     if not controlled:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for group in groups:
-        if group.method == "grpo":
-            for i, run in enumerate(group.runs):
-                ys = [r["entropy/mean"] for r in run.train_rows]
-                label = "GRPO (each seed)" if i == 0 else None
-                ax.plot(range(1, len(ys) + 1), ys, color="#888888", lw=0.8, label=label)
-    for color, run in zip(COLORS, controlled[0].runs, strict=False):
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+
+    def relative(run) -> tuple[list[int], np.ndarray, np.ndarray]:
         rows = run.train_rows
-        steps = [r["step"] for r in rows]
+        h = np.array([r["entropy/mean"] for r in rows])
+        target = np.array([r.get("entropy_target/target", h[0]) for r in rows])
+        rel = 100 * (h / target - 1)
+        smooth = np.array([rel[max(0, i - 9) : i + 1].mean() for i in range(len(rel))])
+        return [r["step"] for r in rows], rel, smooth
+
+    for group in (g for g in groups if g.method == "grpo"):
+        for i, run in enumerate(group.runs):
+            steps, _, smooth = relative(run)
+            label = "GRPO vs its first step (10-step mean)" if i == 0 else None
+            ax.plot(steps, smooth, color="#888888", lw=1, label=label)
+    for color, run in zip(COLORS, controlled[0].runs, strict=False):
+        steps, rel, smooth = relative(run)
         share = tracking(run.rows, warmup, band)["tracking"]
-        ys = [r["entropy/mean"] for r in rows]
-        ax.plot(steps, ys, color=color, lw=1, label=f"seed {run.seed}: {share:.0%} in band")
-        target = np.array([r.get("entropy_target/target", math.nan) for r in rows])
-        ax.fill_between(steps, target * (1 - band), target * (1 + band), color=color, alpha=0.08)
+        ax.plot(steps, rel, color=color, lw=0.6, alpha=0.3)
+        ax.plot(steps, smooth, color=color, lw=1.5, label=f"seed {run.seed}: {share:.0%} of steps")
+    ax.axhspan(-100 * band, 100 * band, color="#009E73", alpha=0.08)
     ax.axvline(warmup, color="#000000", lw=0.8, ls=":")
-    ax.set(xlabel="step", ylabel="mean rollout entropy (nats)")
-    title = f"entropy_target (hold the first step's entropy): ±{band:.0%} band, warm-up {warmup}"
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    ax.set(xlabel="step", ylabel="rollout entropy vs target (%)")
+    ax.set_title(f"entropy_target, hold the first step's entropy: ±{band:.0%} band (shaded)")
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
     return save(fig, out / "tracking.png")
 
 
@@ -216,9 +241,13 @@ def main() -> None:
     parser.add_argument("--band", type=float, default=0.1)
     parser.add_argument("--ks", default="1,2,4,8,16")
     parser.add_argument("--no-figure", action="store_true")
+    parser.add_argument(
+        "--rename", action="append", default=[], metavar="LABEL->NAME", help="rename a group"
+    )
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    summary = summarize(args.paths, args.warmup, args.band)
+    rename = dict(item.split("->", 1) for item in args.rename)
+    summary = summarize(args.paths, args.warmup, args.band, rename)
     meta = {"warmup": args.warmup, "band": args.band, "resamples": RESAMPLES, "last_steps": LAST}
     (args.output / "summary.json").write_text(
         json.dumps({"meta": meta, "groups": summary}, indent=1) + "\n"
@@ -239,7 +268,7 @@ def main() -> None:
             values = [round(v.get(key, math.nan), 3) for v in entry["per_seed"].values()]
             print(f"{label}: {key} (±{args.band:.0%}, after step {args.warmup}): {values}")
     if not args.no_figure:
-        print(figure(args.paths, summary, args.output))
+        print(figure(args.paths, summary, args.output, rename))
         print(tracking_figure(args.paths, args.warmup, args.band, args.output))
 
 
