@@ -13,6 +13,7 @@ from entropy_dynamics.entropy_control import (
     adaptive_entropy_coef,
     entropy_target,
     forecast_contributions,
+    integral_action,
     pi_control,
     target_schedule,
 )
@@ -95,6 +96,36 @@ def test_inside_the_band_only_leaving_it_is_prevented() -> None:
     assert m["entropy_target/direction"] == 1 and m["entropy_target/saturated"] == 0
 
 
+def test_an_offset_shifts_both_bounds_on_the_forecast() -> None:
+    # As above, H = target = 0.3, band 0.1, κ = 0.05: F(all) = -0.006, inside [-0.03, 0.03].
+    # offset 0.03 -> [0, 0.06]: F must rise by 0.006, i.e. Σc by 0.006 · 5 / 0.05 = 0.6. Drop
+    # token 0 (Σc -0.2), then token 3 (Σc +0.1 >= 0): F = 0.05 · 0.1 / 5 = 0.001.
+    keep, m = _run(0.3, target=0.3, band=0.1, step_scale=0.05, max_share=1.0, offset=0.03)
+    assert keep.tolist() == [[False, True, True, False, True]]
+    assert m["entropy_target/required_min"] == pytest.approx(0.0)
+    assert m["entropy_target/required_max"] == pytest.approx(0.06)
+    assert m["entropy_target/forecast"] == pytest.approx(0.001)
+    # Below the band (H = 0.2, L = 0.27): gain 0.9 · 0.1 = 0.09 plus offset -0.05 -> F >= 0.04.
+    # κ = 5: dropping token 0 gives -0.2, token 3 then +0.1 >= 0.04.
+    _, m = _run(0.2, target=0.3, band=0.1, gain=0.9, step_scale=5.0, max_share=1.0, offset=-0.05)
+    assert m["entropy_target/required_min"] == pytest.approx(0.04)
+    assert m["entropy_target/forecast"] == pytest.approx(0.1)
+
+
+def test_integral_action_by_hand() -> None:
+    # ki 0.1, limit 0.03 nats -> the sum stays within ±0.3. Errors 0.1, 0.1, 0.05, 0.1, -0.15:
+    # sums 0.1, 0.2, 0.25, 0.35 -> 0.3 (clamped), 0.15 (not 0.2: no windup to unwind).
+    integral, offsets, sums = 0.0, [], []
+    for error in (0.1, 0.1, 0.05, 0.1, -0.15):
+        offset, integral = integral_action(integral, error, ki=0.1, limit=0.03)
+        offsets.append(offset)
+        sums.append(integral)
+    assert sums == pytest.approx([0.1, 0.2, 0.25, 0.3, 0.15])
+    assert offsets == pytest.approx([0.01, 0.02, 0.025, 0.03, 0.015])
+    assert integral_action(0.0, -1.0, ki=0.5, limit=0.02) == pytest.approx((-0.02, -0.04))
+    assert integral_action(0.7, 0.2, ki=0.0, limit=0.03) == (0.0, 0.0)  # no integral action
+
+
 def test_no_target_keeps_everything_and_a_given_entropy_replaces_the_batch_mean() -> None:
     keep, m = _run(0.2)
     assert keep.all() and m["entropy_target/frac_clipped"] == 0
@@ -126,6 +157,7 @@ def test_padding_and_zero_advantage_tokens_are_never_dropped_nor_counted() -> No
         ({"max_share": 1.5}, "max_share must lie in"),
         ({"step_scale": 0.0}, "step_scale must be > 0"),
         ({"entropy": math.nan}, "entropy must be a finite number"),
+        ({"offset": math.inf}, "offset must be a finite number"),
     ],
 )
 def test_bad_options_are_refused_with_their_name(options, message) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "check_entropic_options",
     "entropy_target",
     "forecast_contributions",
+    "integral_action",
     "pi_control",
     "target_schedule",
 ]
@@ -172,6 +173,7 @@ def entropy_target(
     max_share: float = 0.1,
     step_scale: float = 0.5,
     entropy: float | None = None,
+    offset: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Drop the tokens whose forecast entropy change points away from the target.
 
@@ -183,7 +185,9 @@ def entropy_target(
 
     - ``F ≥ gain · (target - H)`` when ``H < L`` (too low: back toward the target),
       ``F ≤ gain · (target - H)`` when ``H > U``;
-    - ``L - H ≤ F ≤ U - H`` inside the band (do not leave it).
+    - ``L - H ≤ F ≤ U - H`` inside the band (do not leave it);
+    - both bounds shifted by ``offset`` (nats; the controller's integral term, which removes the
+      steady error that a constant drift leaves a proportional rule: :func:`integral_action`).
 
     If plain GRPO's ``F(all)`` is below the lower bound, the entropy-lowering tokens
     (``c_t < 0``) are dropped, largest ``|c_t|`` first, until it is met; above the upper bound,
@@ -204,6 +208,7 @@ def entropy_target(
         max_share: most tokens dropped, as a share of the valid tokens.
         step_scale: ``κ > 0`` above.
         entropy: the entropy compared with the target (e.g. a smoothed one); ``None``: the batch's.
+        offset: added to both bounds on ``F`` (nats); 0: the proportional rule alone.
 
     Returns:
         ``keep_mask (B, T)`` and metrics under ``entropy_target/``: ``target``, ``entropy``
@@ -215,6 +220,7 @@ def entropy_target(
     _check_target_options(target, band, gain, max_share, step_scale)
     if entropy is not None:
         _finite("entropy", entropy)
+    _finite("offset", offset)
     valid, adv, dtype = _prepare(stats, advantages, response_mask)
     h_batch = masked_mean(stats.entropy.detach().to(dtype), valid)
     h = h_batch if entropy is None else h_batch.new_tensor(entropy)
@@ -228,8 +234,8 @@ def entropy_target(
     unit_grpo = contribution.sum() / n
     lower, upper = target * (1 - band), target * (1 + band)
     correction = gain * (target - h)
-    required_min = torch.where(h < lower, correction, lower - h)
-    required_max = torch.where(h > upper, correction, upper - h)
+    required_min = torch.where(h < lower, correction, lower - h) + offset
+    required_max = torch.where(h > upper, correction, upper - h) + offset
     forecast_grpo = step_scale * unit_grpo
     raise_h, lower_h = forecast_grpo < required_min, forecast_grpo > required_max
     # Work in units of Σ c (the forecast times n / κ): each dropped token moves it by -c_t.
@@ -299,6 +305,26 @@ def pi_control(
     """
     alpha = min(max(kp * error + ki * integral, -limit), limit)
     return alpha, integral + error
+
+
+def integral_action(
+    integral: float, error: float, *, ki: float, limit: float
+) -> tuple[float, float]:
+    """The integral term of ``entropy_target``'s controller, with anti-windup clamping.
+
+    ``I' = clip(I + e, -limit / ki, limit / ki)`` with ``e = target - H`` this step's error (nats)
+    and ``I`` the clamped sum of the previous ones; returns ``(ki · I', I')``: the offset (nats)
+    added to the filter's required forecast change, at most ``limit`` in size, and the new sum.
+    ``ki = 0``: no integral action, ``(0, 0)``.
+
+    Example: ``integral_action(0.2, 0.05, ki=0.1, limit=0.02) == (0.02, 0.2)`` (the sum 0.25 is
+    clamped to 0.02 / 0.1 = 0.2).
+    """
+    if ki == 0:
+        return 0.0, 0.0
+    bound = limit / ki
+    integral = min(max(integral + error, -bound), bound)
+    return ki * integral, integral
 
 
 def check_entropic_options(alpha: float, prob_threshold: float) -> None:

@@ -75,6 +75,26 @@ def test_entropy_target_fits_its_forecast_scale_to_the_measured_change() -> None
     assert controller.state["scale"] == pytest.approx(2.0)
 
 
+def test_entropy_target_integral_term_sums_the_errors_within_its_clamp() -> None:
+    # target 0.3, ki 0.1, integral_limit 0.1 -> |offset| <= 0.03 nats, |Σ e| <= 0.3.
+    # e = target - H: 0, 0.1, 0.1, 0.05, 0.1, -0.15 -> Σ 0, 0.1, 0.2, 0.25, 0.3 (0.35 clamped),
+    # 0.15.
+    controller = _controller("entropy_target", target=0.3, ki=0.1)
+    steps = _run(controller, [0.3, 0.2, 0.2, 0.25, 0.2, 0.45])
+    offsets = [c.filter_options["offset"] for c, _ in steps]
+    assert offsets == pytest.approx([0.0, 0.01, 0.02, 0.025, 0.03, 0.015], abs=1e-7)  # float32 H
+    assert [m["entropy_target/offset"].item() for _, m in steps] == pytest.approx(offsets, abs=1e-7)
+    assert controller.state["integral"] == pytest.approx(0.15, abs=1e-6)
+    # the default (ki 0) leaves the filter's offset unset: the proportional rule alone
+    assert all(
+        "offset" not in c.filter_options for c, _ in _run(_controller("entropy_target"), [0.2])
+    )
+    # with smoothing, the error is the smoothed entropy's: 0.2, then 0.5·0.2 + 0.5·0.4 = 0.3
+    smoothed = _controller("entropy_target", target=0.3, ki=0.1, smoothing=0.5)
+    offsets = [c.filter_options["offset"] for c, _ in _run(smoothed, [0.2, 0.4])]
+    assert offsets == pytest.approx([0.01, 0.01], abs=1e-7)
+
+
 def test_adaptive_entropy_applies_last_steps_coefficient_only_below_target() -> None:
     # TRL's order: step t applies the coefficient of the end of step t-1, gated by the entropy
     # of step t-1 (none at step 0), then updates it with step t's entropy.
@@ -105,7 +125,12 @@ def test_entropic_sets_alpha_by_the_pi_rule() -> None:
 
 @pytest.mark.parametrize(
     ("method", "control"),
-    [("entropy_target", {"smoothing": 0.5}), ("adaptive_entropy", {}), ("entropic", {})],
+    [
+        ("entropy_target", {"smoothing": 0.5}),
+        ("entropy_target", {"ki": 0.1}),
+        ("adaptive_entropy", {}),
+        ("entropic", {}),
+    ],
 )
 def test_state_survives_a_checkpoint(tmp_path, method, control) -> None:
     # Two controllers see the same three steps; one goes through torch.save / load (as
@@ -148,6 +173,14 @@ def test_state_survives_a_checkpoint(tmp_path, method, control) -> None:
             "coef_min <= coef_max",
         ),
         (["algorithm.method=entropic", "algorithm.control={ki: -1}"], "kp and ki must be >= 0"),
+        (
+            ["algorithm.method=entropy_target", "algorithm.control={ki: -1}"],
+            "ki and integral_limit must be >= 0",
+        ),
+        (
+            ["algorithm.method=entropy_target", "algorithm.loss={filter_options: {offset: 1}}"],
+            "sets filter_options.offset",
+        ),
     ],
 )
 def test_bad_control_is_refused_at_config_time(overrides, message) -> None:
@@ -188,7 +221,7 @@ def test_three_steps_on_the_embedded_default(tmp_path, method, control) -> None:
 
 def test_resume_restores_the_controller_exactly(tmp_path) -> None:
     small = ["rollout.prompts_per_step=4", "eval.every=0", "tensorboard=false"]
-    small += ["algorithm.method=entropy_target", "algorithm.control={smoothing: 0.5}"]
+    small += ["algorithm.method=entropy_target", "algorithm.control={smoothing: 0.5, ki: 0.1}"]
     common = [f"output_dir={tmp_path}", *small, "checkpoint_every=2"]
     full = load_config(None, [*common, "name=full", "steps=4"])
     Trainer(full, full.run_dir).train()
@@ -204,3 +237,4 @@ def test_resume_restores_the_controller_exactly(tmp_path) -> None:
     resumed, straight = controller_rows(more.run_dir), controller_rows(full.run_dir)
     assert len(resumed) == 4 and resumed == straight
     assert resumed[3]["entropy_target/step_scale"] != 0.5  # the fitted scale was restored
+    assert resumed[3]["entropy_target/offset"] != 0  # and the integral term

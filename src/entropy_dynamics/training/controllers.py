@@ -13,7 +13,9 @@ over its valid response tokens, measured before the update (the statistics every
   decay ``d = 0.9``) of the actual change ``a_s`` (``dynamics/delta_h_actual``) on the unit
   forecast ``u_s`` of the kept tokens (``entropy_target/forecast_unit``), kept within
   ``[κ₀ / 10, 10 κ₀]`` of the filter's initial ``step_scale`` ``κ₀``. Without ``dynamics`` ``κ``
-  stays ``κ₀``.
+  stays ``κ₀``. With ``ki > 0`` it also sets the filter's ``offset`` to the integral term
+  ``ki · Σ_s (target_s - H_s)`` over the steps so far, this one included, clamped to
+  ``± integral_limit · target`` (:func:`~entropy_dynamics.entropy_control.integral_action`).
 - ``adaptive_entropy``: TRL's ``use_adaptive_entropy`` in order — the bonus of step ``t`` is the
   coefficient of the end of step ``t - 1``, applied only if the entropy then was ``≤ target``
   (none at the first step); the coefficient is then updated with step ``t``'s entropy.
@@ -38,6 +40,7 @@ from entropy_dynamics.aggregation import masked_mean
 from entropy_dynamics.entropy_control import (
     adaptive_entropy_coef,
     entropy_target,
+    integral_action,
     pi_control,
     target_schedule,
 )
@@ -79,8 +82,17 @@ class EntropyTargetOptions:
     smoothing: float = 0.0
     """Weight of the past in an exponential average of the rollout entropy compared with the
     target (0: this step's batch alone; small batches are noisy, e.g. 0.5)."""
+    ki: float = 0.0
+    """Integral gain: nats of required forecast change per nat of summed error ``target - H``
+    (0: proportional only, the filter's ``gain``; 0.1 removes the steady error below target)."""
+    integral_limit: float = 0.1
+    """Anti-windup: the integral term stays within ``± integral_limit · target`` nats."""
 
     def __post_init__(self) -> None:
+        if not (self.ki >= 0 and self.integral_limit >= 0):
+            raise ValueError(
+                f"ki and integral_limit must be >= 0, got {self.ki}, {self.integral_limit}"
+            )
         for name in ("target", "target_final", "target_peak"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
@@ -184,7 +196,7 @@ class EntropyTarget(Controller):
         default = inspect.signature(entropy_target).parameters["step_scale"].default
         self.initial_scale = base.filter_options.get("step_scale", default)
         self.state = {"initial": None, "smoothed": None, "scale": self.initial_scale}
-        self.state |= {"num": 0.0, "den": 0.0}
+        self.state |= {"num": 0.0, "den": 0.0, "integral": 0.0}
 
     def begin(self, step, stats, mask):
         opts, state = self.options, self.state
@@ -197,11 +209,17 @@ class EntropyTarget(Controller):
         if opts.smoothing > 0:
             previous = entropy if state["smoothed"] is None else state["smoothed"]
             state["smoothed"] = opts.smoothing * previous + (1 - opts.smoothing) * entropy
-            chosen["entropy"] = state["smoothed"]
+            chosen["entropy"] = entropy = state["smoothed"]
+        metrics = {"entropy_target/step_scale": torch.tensor(state["scale"])}
+        if opts.ki > 0:
+            chosen["offset"], state["integral"] = integral_action(
+                state["integral"], target - entropy, ki=opts.ki, limit=opts.integral_limit * target
+            )
+            metrics["entropy_target/offset"] = torch.tensor(chosen["offset"])
         config = dataclasses.replace(
             self.base, filter_options={**self.base.filter_options, **chosen}
         )
-        return config, {"entropy_target/step_scale": torch.tensor(state["scale"])}
+        return config, metrics
 
     def end(self, metrics):
         actual = metrics.get("dynamics/delta_h_actual")
@@ -301,10 +319,10 @@ def build_controller(
     ``base``, for a run of ``steps`` steps."""
     options = _options(method, control)
     if method == "entropy_target":
-        taken = sorted({"target", "entropy"} & set(base.filter_options))
+        taken = sorted({"target", "entropy", "offset"} & set(base.filter_options))
         if taken:
             raise ValueError(
                 f"entropy_target's controller sets filter_options.{taken[0]} each step; set "
-                "algorithm.control.target (and its schedule) instead"
+                "algorithm.control.target (and its schedule, or ki) instead"
             )
     return CONTROLLERS.get(method, Controller)(base, options, steps)
