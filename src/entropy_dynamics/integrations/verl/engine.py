@@ -20,6 +20,7 @@ and give no ``Σ p² log p``: asking for the statistics there is refused with wh
 
 from __future__ import annotations
 
+import functools
 from types import ModuleType
 from typing import Any
 
@@ -125,6 +126,7 @@ def patch_engine(module: ModuleType) -> None:
     if getattr(original, "_entropy_dynamics", False):
         return
 
+    @functools.wraps(original)
     def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
         asked = wants_stats(micro_batch, logits_processor_func)
         if asked:  # before verl reads the fused head's outputs
@@ -135,6 +137,4 @@ def patch_engine(module: ModuleType) -> None:
         return model_output
 
     prepare_model_outputs._entropy_dynamics = True  # type: ignore[attr-defined]
-    prepare_model_outputs.__wrapped__ = original  # type: ignore[attr-defined]
-    prepare_model_outputs.__doc__ = original.__doc__
     cls.prepare_model_outputs = prepare_model_outputs

@@ -22,6 +22,7 @@ Without the node (or with ``filter: none``) both methods are verl's own.
 
 from __future__ import annotations
 
+import functools
 import logging
 from types import ModuleType
 from typing import Any
@@ -94,6 +95,7 @@ def patch_v1_trainer(module: ModuleType) -> None:
     compute_old_log_prob = cls._compute_old_log_prob
     compute_advantage = cls._compute_advantage
 
+    @functools.wraps(compute_old_log_prob)
     def _compute_old_log_prob(self, batch, metrics):
         if _settings(self) is None:
             return compute_old_log_prob(self, batch, metrics)
@@ -104,6 +106,7 @@ def patch_v1_trainer(module: ModuleType) -> None:
             batch.extra_info.pop(STATS_FLAG, None)
         return store_response_stats(module.tq, batch)
 
+    @functools.wraps(compute_advantage)
     def _compute_advantage(self, batch, metrics):
         batch = compute_advantage(self, batch, metrics)
         settings = _settings(self)
@@ -111,12 +114,7 @@ def patch_v1_trainer(module: ModuleType) -> None:
             return batch
         return narrow_masks(module.tq, batch, settings, metrics)
 
-    for name, method, original in (
-        ("_compute_old_log_prob", _compute_old_log_prob, compute_old_log_prob),
-        ("_compute_advantage", _compute_advantage, compute_advantage),
-    ):
+    for method in (_compute_old_log_prob, _compute_advantage):
         method._entropy_dynamics = True  # type: ignore[attr-defined]
-        method.__wrapped__ = original  # type: ignore[attr-defined]
-        method.__doc__ = original.__doc__
-        setattr(cls, name, method)
+        setattr(cls, method.__name__, method)
     logger.info("entropy_dynamics: verl's v1 PPOTrainer applies the configured token filter")
