@@ -10,8 +10,11 @@ backward goes to ``hidden`` and ``weight``.
 - ``ours_stats``: :func:`stats.token_stats_from_hidden` (fused statistics, backward recomputes
   every block) + the registered loss — the trainer's path before issue 16.
 - ``ours_fused`` / ``ours_fused_es``: :func:`fused_policy_loss.fused_policy_loss`, loss and
-  gradient in one pass (three matmuls); ``_es`` also computes ``E_p[S]`` (prices it). On CUDA the
-  block work runs in Triton; ``ours_fused_torch`` (CUDA only) is the same pass in torch ops.
+  gradient in one pass (three matmuls, the two gradient ones on the rows with a gradient only);
+  ``_es`` also computes ``E_p[S]`` (prices it). On CUDA the block work runs in Triton;
+  ``ours_fused_torch`` (CUDA only) is the same pass in torch ops. ``ours_fused_keep_all`` keeps
+  every token (a different loss: no filter), so only binding clips leave rows out: the price
+  of the pass when almost every row has a gradient.
 - ``trl``: TRL's fused LM head (``trl.kernels.ChunkedLogProbFunction``: log p_k and H, no
   E_p[S]; Triton on CUDA, torch elsewhere) + the registered loss.
 - ``verl``: verl's ``FusedLinearForPPO`` (log p_k and H) + the registered loss.
@@ -64,6 +67,7 @@ METHODS = (
     "ours_fused",
     "ours_fused_es",
     "ours_fused_torch",
+    "ours_fused_keep_all",
     "trl",
     "verl",
     "liger",
@@ -94,6 +98,15 @@ class Case:
             current = stats.token_stats_from_hidden(self.h, self.w, self.tokens, TEMPERATURE)
         noise = 0.1 * torch.randn(b, t, generator=gen).to(device)
         self.old = current.logprobs.float() + noise
+
+    def live_share(self) -> dict[str, float]:
+        """Shares of the tokens the filter kept and of those with a gradient (kept, no binding
+        clip): the rows the fused loss's gradient matmuls take."""
+        with torch.no_grad():
+            current = stats.token_stats_from_hidden(self.h, self.w, self.tokens, TEMPERATURE)
+        log_p = current.logprobs.float().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.loss(log_p, current.entropy.float()), log_p)
+        return {"kept": self.keep.float().mean().item(), "live": (grad != 0).float().mean().item()}
 
     def loss(self, log_p: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
         """The registered ``ppo`` loss of ``(B, T)`` log-probs and entropies."""
@@ -126,9 +139,10 @@ def _ours_stats(c: Case) -> torch.Tensor:
     return c.loss(out.logprobs, out.entropy)
 
 
-def _ours_fused(with_es: bool, backend: str = "auto") -> Forward:
+def _ours_fused(with_es: bool, backend: str = "auto", keep_all: bool = False) -> Forward:
     def run(c: Case) -> torch.Tensor:
-        args = (c.config, c.h, c.w, c.tokens, c.old, c.adv, c.mask, c.keep, TEMPERATURE)
+        keep = c.mask if keep_all else c.keep
+        args = (c.config, c.h, c.w, c.tokens, c.old, c.adv, c.mask, keep, TEMPERATURE)
         out, _ = fused_policy_loss(*args, expected_discriminator=with_es, backend=backend)
         return out.loss
 
@@ -183,6 +197,7 @@ def _method(name: str) -> Forward:
         "ours_fused": _ours_fused(False),
         "ours_fused_es": _ours_fused(True),
         "ours_fused_torch": _ours_fused(False, "torch"),
+        "ours_fused_keep_all": _ours_fused(False, keep_all=True),
     }
     return plain[name] if name in plain else {"trl": _trl, "verl": _verl, "liger": _liger}[name]()
 
@@ -203,6 +218,8 @@ def run(args: argparse.Namespace) -> dict:
     case = Case(n, d, v, device, dtype, config)
     peaks = cuda_peaks if device.type == "cuda" else cpu_peaks
     load_before = machine_load()
+    token_shares = case.live_share()
+    print("token shares", json.dumps(token_shares), flush=True)
     results: dict[str, dict] = {}
     runnable: dict[str, Forward] = {}
     reference = None
@@ -248,6 +265,7 @@ def run(args: argparse.Namespace) -> dict:
         "shape": {"n": n, "d": d, "v": v, "batch": case.h.shape[0], "seq_len": case.h.shape[1]},
         **report_header(args, device),
         "loss_config": {"eps_high": 0.28, "dual_clip_c": 3.0, "entropy_coef": args.entropy_coef},
+        "token_shares": token_shares,
         "machine_load_before": load_before,
         "naive_logits_bytes": n * v * 4,
         "gradient_output_bytes": (n * d + v * d) * torch.finfo(dtype).bits // 8,

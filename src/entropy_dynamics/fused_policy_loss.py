@@ -97,7 +97,8 @@ def fused_policy_loss(
         ``(output, stats)``: ``output.loss = pg_scale·pg_loss - entropy_coef·entropy_scale·H̄``
         (0-d, its gradient to ``hidden``, ``weight``, ``bias`` already formed), its metrics,
         keep-mask and the detached ``pg_loss`` and ``entropy`` terms, exactly as the registered
-        loss gives them; ``stats``: detached ``TokenStats`` of the current policy.
+        loss gives them; ``stats``: detached ``TokenStats`` of the current policy on the valid
+        positions (0 on padding, which is never computed).
     """
     if config.loss != "ppo":
         raise ValueError(
@@ -153,6 +154,7 @@ def fused_policy_loss(
         valid_vocab=valid_vocab,
         expected_discriminator=expected_discriminator,
         backend=backend,
+        positions=flat_valid,  # padding costs nothing
     )
     stats = TokenStats(*(x.reshape(shape) for x in (log_p_k, entropy, s_k, e_s)))
     with torch.no_grad():  # values and metrics as the registered loss gives them

@@ -102,6 +102,61 @@ def test_without_expected_discriminator_and_without_grad() -> None:
     assert (e_s == 0).all() and not loss.requires_grad
 
 
+@pytest.mark.parametrize("row_chunk", [2, 4, 64])
+def test_rows_without_gradient_and_positions_left_out(row_chunk) -> None:
+    # Zero weights on some rows (a keep-mask), a whole block of them, and positions left out
+    # (padding): the same loss and gradients as autograd through materialised logits on the
+    # computed positions; the left-out ones never reach the loss and get 0 everywhere.
+    hidden, weight, bias, tokens, c1, c2 = _case(seed=3)
+    c1[[0, 2, 3, 7]] = 0  # rows 2-3: a dead block at row_chunk 2 (positions skip 1)
+    c2[[0, 2, 3, 7]] = 0
+    positions = torch.ones(N, dtype=torch.bool)
+    positions[[1, 9]] = False
+    seen = []
+    smooth = _smooth_loss(c1, c2)
+
+    def loss_fn(rows, log_p, entropy):
+        seen.append(torch.arange(N)[rows])
+        return smooth(rows, log_p, entropy)
+
+    leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
+    out = fused_linear_loss(
+        *leaves[:2], tokens, loss_fn, 0.8, bias=leaves[2], row_chunk=row_chunk, valid_vocab=VALID,
+        positions=positions,
+    )  # fmt: skip
+    grads = torch.autograd.grad(out[0], leaves)
+    assert torch.equal(torch.cat(seen), positions.nonzero().squeeze(1))
+    ref_leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
+    h, w, b = ref_leaves
+    stats = token_stats((h[positions] @ w.T + b)[:, :VALID], tokens[positions], 0.8,
+                        entropy_grad=True)  # fmt: skip
+    ref = (c1[positions] * stats.logprobs.exp() + c2[positions] * stats.entropy.square()).sum()
+    torch.testing.assert_close(out[0], ref.detach(), rtol=1e-13, atol=1e-13)
+    for got, expected in zip(grads, torch.autograd.grad(ref, ref_leaves), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-12)
+    assert grads[0][~positions].abs().max() == 0 and grads[0][[0, 2, 3, 7]].abs().max() == 0
+    torch.testing.assert_close(out[2][positions], stats.entropy.detach(), rtol=1e-12, atol=1e-13)
+    assert all((x[~positions] == 0).all() for x in out[1:])
+
+
+def test_gathering_live_rows_in_place_equals_index_select() -> None:
+    from entropy_dynamics.kernels.fused_loss import _compact_rows_
+
+    block = torch.randn(9, 7, dtype=torch.float64)
+    for live in ([0, 1, 2], [3, 5, 8], [1, 2, 4, 5, 6, 7, 8], [8]):
+        keep = torch.tensor(live)
+        expected = block.index_select(0, keep)
+        torch.testing.assert_close(_compact_rows_(block.clone(), keep), expected, rtol=0, atol=0)
+
+
+def test_no_live_row_means_no_gradient() -> None:
+    hidden, weight, _bias, tokens, _c1, _c2 = _case()
+    leaves = [t.clone().requires_grad_(True) for t in (hidden, weight)]
+    out = fused_linear_loss(*leaves, tokens, lambda rows, lp, h: (0 * lp).sum(), row_chunk=4)
+    grads = torch.autograd.grad(out[0], leaves)
+    assert out[0].item() == 0 and all(g.abs().max() == 0 for g in grads)
+
+
 def test_default_row_chunk_bounds_the_block() -> None:
     cpu = default_loss_row_chunk(151_936, torch.device("cpu"))
     assert cpu >= 16 and cpu * 151_936 * 4 <= 1 << 27
@@ -116,6 +171,11 @@ def test_bad_input_is_refused() -> None:
         fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), 0.0)
     with pytest.raises(ValueError, match="token ids"):
         fused_linear_loss(hidden, weight, tokens + VALID, _smooth_loss(c1, c2), valid_vocab=VALID)
+    with pytest.raises(ValueError, match="positions must be a bool mask"):
+        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), positions=(tokens > 3).float())
+    with pytest.raises(ValueError, match="positions must be a bool mask"):
+        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2),
+                          positions=torch.ones(N + 1, dtype=torch.bool))  # fmt: skip
 
 
 # ---- Triton block kernels through the CPU interpreter ---------------------------------------

@@ -19,7 +19,13 @@ So each block of ``row_chunk`` positions is processed once, over the whole vocab
 and no logits are saved: the custom autograd function's backward only scales the gradients the
 forward stored by the upstream gradient of the loss (a scalar). That is one matmul fewer than the
 statistics path (:mod:`entropy_dynamics.kernels.streaming`), whose backward recomputes every block,
-and ``[N, V]`` never exists: at most two ``(row_chunk, V)`` blocks in the compute dtype.
+and ``[N, V]`` never exists: at most two ``(row_chunk, V)`` blocks in the compute dtype (three
+on CUDA while a block's live rows are gathered).
+
+Matmuls 2 and 3 take only the block's *live* rows, those with ``g1 ≠ 0`` or ``g2 ≠ 0``: a token
+the keep-mask dropped (zero aggregation weight) or whose PPO clip binds has no gradient, and
+skipping it there is exact. Positions the caller leaves out (``positions``: padding) skip all
+three matmuls.
 
 Where the loss needs ``log p_k`` itself (a ratio to old log-probs, a clip decision) it cannot be
 streamed over vocabulary chunks in one pass — ``log p_k`` needs the row's full ``logsumexp`` — so
@@ -50,9 +56,10 @@ from entropy_dynamics.kernels.streaming import (
 
 __all__ = ["BlockLoss", "default_loss_row_chunk", "fused_linear_loss"]
 
-BlockLoss = Callable[[slice, Tensor, Tensor], Tensor]
-"""``loss(rows, log_p_k, entropy) -> 0-d tensor``: the loss of the flat positions ``rows``,
-differentiable in the two ``(r,)`` tensors; the total loss is the sum over blocks."""
+BlockLoss = Callable[[slice | Tensor, Tensor, Tensor], Tensor]
+"""``loss(rows, log_p_k, entropy) -> 0-d tensor``: the loss of the flat positions ``rows`` (a
+slice, or ascending int64 indices when ``positions`` leaves some out), differentiable in the two
+``(r,)`` tensors; the total loss is the sum over blocks."""
 
 _BLOCK_BYTES = 1 << 27  # 128 MiB per (row_chunk, V) block in the compute dtype, by default
 
@@ -171,43 +178,71 @@ def _loss_grads(loss_fn: BlockLoss, rows: slice, log_p_k: Tensor, entropy: Tenso
     return loss.detach(), g1.detach(), g2.detach()
 
 
+def _compact_rows_(grad: Tensor, keep: Tensor) -> Tensor:
+    """The rows ``keep`` (ascending indices) of ``grad``, moved to its front in place on CPU (no
+    second block in memory); a gathered copy on CUDA (one kernel instead of one per row)."""
+    if grad.device.type != "cpu":
+        return grad.index_select(0, keep)
+    for dst, src in enumerate(keep.tolist()):
+        if dst != src:  # src > dst: row src is not yet overwritten
+            grad[dst].copy_(grad[src])
+    return grad[: keep.numel()]
+
+
 def _fused_pass(
-    hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs, use_triton
-):
-    """The single pass: ``(loss, stats (5 × (N,)), grad_hidden, grad_W, grad_b)``."""
+    hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs, use_triton,
+    positions,
+):  # fmt: skip
+    """The single pass: ``(loss, stats (5 × (N,)), grad_hidden, grad_W, grad_b)``.
+
+    ``positions`` (ascending flat indices, or ``None`` for all) are the rows computed; the others
+    keep statistics 0 and gradient 0. Rows whose ``g1`` and ``g2`` are both exactly 0 (a zero
+    aggregation weight, a binding PPO clip) are left out of matmuls 2 and 3.
+    """
     need_h, need_w, need_b = needs
     dtype = _compute_dtype(hidden.dtype)
     n, dim = hidden.shape
+    count = n if positions is None else positions.numel()
     w = weight[:vocab]  # (V', d): padded rows are not tokens
     b = None if bias is None else bias[:vocab]
-    grad_h = torch.empty(n, dim, dtype=dtype, device=hidden.device) if need_h else None
+    grad_h = torch.zeros(n, dim, dtype=dtype, device=hidden.device) if need_h else None
     # full-size gradients (padded rows stay 0), accumulated through views of the valid rows
     full_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_w else None
     full_b = torch.zeros(weight.shape[0], dtype=dtype, device=weight.device) if need_b else None
     grad_w = None if full_w is None else full_w[:vocab]
     grad_b = None if full_b is None else full_b[:vocab]
     loss = torch.zeros((), dtype=dtype, device=hidden.device)
-    stats = [torch.empty(n, dtype=dtype, device=hidden.device) for _ in range(5)]
+    stats = [torch.zeros(n, dtype=dtype, device=hidden.device) for _ in range(5)]
     block_fn = _triton_block if use_triton else _torch_block
-    for r0 in range(0, n, row_chunk):
-        rows = slice(r0, min(r0 + row_chunk, n))
+    for r0 in range(0, count, row_chunk):
+        r1 = min(r0 + row_chunk, count)
+        rows = slice(r0, r1) if positions is None else positions[r0:r1]
         h = hidden[rows]  # (r, d)
         block, grad_fn = block_fn(h, w, b, tokens[rows], inv_t, with_es, dtype, hidden.dtype)
         for out, value in zip(stats, block, strict=True):
             out[rows] = value
         block_loss, g1, g2 = _loss_grads(loss_fn, rows, block[0], block[1])
         loss += block_loss.to(dtype)
-        if not (need_h or need_w or need_b):
+        live = (g1 != 0) | (g2 != 0)  # rows with a gradient
+        n_live = int(live.sum())
+        if not (need_h or need_w or need_b) or n_live == 0:
             continue
         grad = grad_fn(g1.to(dtype), g2.to(dtype))  # (r, V') in the matmuls' dtype
         del grad_fn
+        if n_live < live.numel():  # matmuls 2 and 3 on the live rows only
+            keep = live.nonzero().squeeze(1)
+            grad, h = _compact_rows_(grad, keep), h[keep]
+            block_rows = torch.arange(r0, r1, device=keep.device) if positions is None else rows
+            rows = block_rows[keep]
         if grad_b is not None:
             grad_b += grad.sum(0, dtype=dtype)
         if grad_h is not None:  # (r, V') x (V', d) -> (r, d) matmul 2
-            if grad.dtype == dtype:
-                torch.mm(grad, w, out=grad_h[rows])
-            else:  # half: matmuls in the input dtype, float32 results
+            if grad.dtype != dtype:  # half: matmuls in the input dtype, float32 results
                 grad_h[rows] = _mm_float32(grad, w)
+            elif isinstance(rows, slice):
+                torch.mm(grad, w, out=grad_h[rows])
+            else:
+                grad_h[rows] = grad @ w
         if grad_w is not None:  # (V', r) x (r, d) -> (V', d) matmul 3
             if grad.dtype == dtype:
                 grad_w.addmm_(grad.T, h)
@@ -221,13 +256,13 @@ class _FusedLinearLoss(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx, hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, grads_on,
-        use_triton,
+        use_triton, positions,
     ):  # fmt: skip
         # forward() itself runs with grad mode off: the caller's mode comes in as ``grads_on``
         needs = tuple(grads_on and bool(x) for x in ctx.needs_input_grad[:3])
         loss, stats, grad_h, grad_w, grad_b = _fused_pass(
             hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs,
-            use_triton,
+            use_triton, positions,
         )  # fmt: skip
         ctx.grads = (grad_h, grad_w, grad_b)
         ctx.dtypes = (hidden.dtype, weight.dtype, weight.dtype)
@@ -246,7 +281,7 @@ class _FusedLinearLoss(torch.autograd.Function):
                 grads.append(None)
             else:
                 grads.append((grad if unit else grad * g_loss).to(dtype).detach())
-        return (*grads, None, None, None, None, None, None, None, None)
+        return (*grads, *[None] * 9)
 
 
 def fused_linear_loss(
@@ -261,6 +296,7 @@ def fused_linear_loss(
     valid_vocab: int | None = None,
     expected_discriminator: bool = True,
     backend: str = "auto",
+    positions: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(loss, log p_k, H, S_k, E_p[S])`` of ``softmax((hidden @ weightᵀ + bias) / T)``, with the
     loss's gradient to ``hidden``, ``weight`` and ``bias`` formed during the forward.
@@ -279,10 +315,17 @@ def fused_linear_loss(
         expected_discriminator: also compute ``E_p[S]`` (two extra power sums); else it is 0.
         backend: ``"auto"`` (the Triton block kernels on CUDA when triton is importable, else
             torch), ``"torch"`` or ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``).
+        positions: optional ``(N,)`` bool mask of the positions to compute (e.g. the valid
+            response tokens); the others cost nothing, never reach ``loss_fn``, and get
+            statistics 0 and gradient 0. ``None``: every position.
 
     Returns:
         ``loss`` (0-d, differentiable: its backward scales the stored gradients) and four
         detached ``(N,)`` statistics, float32 (float64 for float64 input).
+
+    Rows whose loss has no gradient (``∂L/∂log p_k = ∂L/∂H = 0`` exactly: a zero weight, a
+    binding clip) are left out of the two gradient matmuls, so a keep-mask or clipping that
+    drops a share of the tokens saves that share of two thirds of the matmul work.
     """
     vocab = _check_inputs(hidden, weight, tokens, bias, 1, 1, valid_vocab)
     if hidden.dim() != 2:
@@ -293,6 +336,13 @@ def fused_linear_loss(
     row_chunk = default_loss_row_chunk(vocab, hidden.device) if row_chunk is None else row_chunk
     if row_chunk < 1:
         raise ValueError(f"row_chunk must be >= 1, got {row_chunk}")
+    if positions is not None:
+        if positions.shape != tokens.shape or positions.dtype != torch.bool:
+            raise ValueError(
+                f"positions must be a bool mask of tokens' shape {tuple(tokens.shape)}, got "
+                f"{positions.dtype} {tuple(positions.shape)}"
+            )
+        positions = None if bool(positions.all()) else positions.nonzero().squeeze(1)
     return _FusedLinearLoss.apply(
         hidden,
         weight,
@@ -305,4 +355,5 @@ def fused_linear_loss(
         bool(expected_discriminator),
         torch.is_grad_enabled(),
         use_triton,
+        positions,
     )
