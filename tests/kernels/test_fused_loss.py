@@ -172,7 +172,8 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="token ids"):
         fused_linear_loss(hidden, weight, tokens + VALID, _smooth_loss(c1, c2), valid_vocab=VALID)
     with pytest.raises(ValueError, match="positions must be a bool mask"):
-        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), positions=(tokens > 3).float())
+        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2),
+                          positions=(tokens > 3).float())  # fmt: skip
     with pytest.raises(ValueError, match="positions must be a bool mask"):
         fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2),
                           positions=torch.ones(N + 1, dtype=torch.bool))  # fmt: skip

@@ -234,22 +234,30 @@ def _fused_pass(
             grad, h = _compact_rows_(grad, keep), h[keep]
             block_rows = torch.arange(r0, r1, device=keep.device) if positions is None else rows
             rows = block_rows[keep]
-        if grad_b is not None:
-            grad_b += grad.sum(0, dtype=dtype)
-        if grad_h is not None:  # (r, V') x (V', d) -> (r, d) matmul 2
-            if grad.dtype != dtype:  # half: matmuls in the input dtype, float32 results
-                grad_h[rows] = _mm_float32(grad, w)
-            elif isinstance(rows, slice):
-                torch.mm(grad, w, out=grad_h[rows])
-            else:
-                grad_h[rows] = grad @ w
-        if grad_w is not None:  # (V', r) x (r, d) -> (V', d) matmul 3
-            if grad.dtype == dtype:
-                grad_w.addmm_(grad.T, h)
-            else:
-                grad_w += _mm_float32(grad.T, h)
+        _accumulate_(grad, h, w, rows, (grad_h, grad_w, grad_b), dtype)
         del grad
     return loss, stats, grad_h, full_w, full_b
+
+
+def _accumulate_(grad: Tensor, h: Tensor, w: Tensor, rows, grads, dtype) -> None:
+    """Matmuls 2 and 3 (and the bias sum) of one block's ``grad_z`` ``(r, V')`` into the
+    ``(grad_hidden, grad_W, grad_b)`` that are not ``None``; half ``grad`` is multiplied in its
+    own dtype with float32 results."""
+    grad_h, grad_w, grad_b = grads
+    if grad_b is not None:
+        grad_b += grad.sum(0, dtype=dtype)
+    if grad_h is not None:  # (r, V') x (V', d) -> (r, d) matmul 2
+        if grad.dtype != dtype:
+            grad_h[rows] = _mm_float32(grad, w)
+        elif isinstance(rows, slice):
+            torch.mm(grad, w, out=grad_h[rows])
+        else:
+            grad_h[rows] = grad @ w
+    if grad_w is not None:  # (V', r) x (r, d) -> (V', d) matmul 3
+        if grad.dtype == dtype:
+            grad_w.addmm_(grad.T, h)
+        else:
+            grad_w += _mm_float32(grad.T, h)
 
 
 class _FusedLinearLoss(torch.autograd.Function):
