@@ -12,6 +12,10 @@ Every backward pass of the package forms its logit gradient here: the chunked pa
 materialised logits (:func:`entropy_dynamics.stats.token_stats`), the streaming pass from hidden
 states (:mod:`entropy_dynamics.kernels.streaming`), and the tests of the Triton kernel, whose
 in-register copy of this line (``triton_stats._grad_kernel``) is checked against this function.
+
+:func:`grad_coefficients` is the same formula rearranged around a row's running max, for kernels
+that hold ``x - max`` and ``exp(x - max)`` rather than ``log p`` (the fused loss's block kernels
+and :mod:`entropy_dynamics.kernels.triton_matmul`); its test checks it against :func:`logit_grad_`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["logit_grad_"]
+__all__ = ["grad_coefficients", "logit_grad_"]
 
 _LOG_P_FLOOR = -1.0e4  # exp(-1e4) = 0 in float32 and float64: p = 0 entries stay exactly 0
 
@@ -70,3 +74,22 @@ def logit_grad_(
         value = torch.where(inside, g_logprob, torch.zeros_like(g_logprob)).to(grad.dtype)
         grad.scatter_add_(-1, column, value.unsqueeze(-1))  # + g1 e_k, no host sync
     return grad.mul_(inv_t) if inv_t != 1.0 else grad
+
+
+def grad_coefficients(
+    log_a: Tensor, entropy: Tensor, g1: Tensor, g2: Tensor, inv_t: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row ``(coef, g2s, g1t)`` (each ``(n,)``): ``grad_z = e ⊙ (coef + g2s·rel) + g1t·e_k``.
+
+    With ``rel = x - max``, ``e = exp(rel)``, ``A = Σ e``, ``p = e / A`` and
+    ``log p = rel - log A``, the formula of :func:`logit_grad_` reads
+    ``grad_z = g1 e_k / T - e ⊙ [g1 + g2 (H - log A) + g2 rel] / (A T)``.
+
+    Args:
+        log_a: ``(n,)`` ``log A``, the logsumexp of the row minus its max.
+        entropy: ``(n,)`` ``H`` of the row.
+        g1, g2: ``(n,)`` upstream gradients of ``log p_k`` and ``H``.
+        inv_t: ``1 / T``.
+    """
+    scale = -inv_t / log_a.exp()  # (n,)  -1 / (A T)
+    return (g1 + g2 * (entropy - log_a)) * scale, g2 * scale, g1 * inv_t
