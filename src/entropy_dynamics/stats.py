@@ -257,7 +257,8 @@ def token_stats_from_hidden(
         valid_vocab: rows of ``weight`` that are real tokens (Qwen pads 151,665 to 151,936);
             later rows get ``p = 0``.
         backend: ``"auto"`` (the Triton kernel on CUDA when triton is importable, else torch),
-            ``"torch"`` or ``"triton"``.
+            ``"torch"``, ``"triton"`` or ``"triton-matmul"`` (opt-in: the forward of
+            :mod:`entropy_dynamics.kernels.triton_matmul`, the backward of ``"triton"``).
 
     Returns:
         :class:`TokenStats` with fields of shape ``(...)`` in float32 (float64 for float64

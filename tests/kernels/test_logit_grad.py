@@ -79,3 +79,19 @@ def test_no_upstream_gradient_is_refused() -> None:
     logits, tokens, _, _ = _case(4)
     with pytest.raises(ValueError, match="g_logprob, g_entropy"):
         logit_grad_(logits, logits[:, 0], None, None, tokens, 1.0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_coefficients_around_the_row_max_equal_autograd(temperature: float) -> None:
+    # grad_coefficients: grad_z = e ⊙ (coef + g2s·rel) + g1t·e_k with rel = x - max, e = exp(rel)
+    from entropy_dynamics.kernels.logit_grad import grad_coefficients
+
+    logits, tokens, g1, g2 = _case(5)
+    expected, _log_p, entropy = _autograd(logits, tokens, temperature, g1, g2)
+    x = logits / temperature
+    rel = x - x.amax(-1, keepdim=True)
+    log_a = torch.logsumexp(rel, -1)
+    coef, g2s, g1t = grad_coefficients(log_a, entropy, g1, g2, 1 / temperature)
+    grad = rel.exp() * (coef[:, None] + g2s[:, None] * rel)
+    grad[torch.arange(len(tokens)), tokens] += g1t
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-13)

@@ -5,7 +5,9 @@ What lives here: the fused hidden→statistics pass that never forms ``[N, V]`` 
 (``triton_stats``, imported only when used), the streamed power sums both paths share
 (``power_sums``), the one logit-gradient formula every backward uses (``logit_grad``), and the
 one-pass loss from hidden states whose gradient is formed during the forward (``fused_loss``, with
-its Triton block kernels for CUDA in ``triton_loss``, imported only when used).
+its Triton block kernels for CUDA in ``triton_loss``, imported only when used), and Triton matmul
+kernels with the statistics in their epilogue, which never write logits (``triton_matmul``:
+opt-in, ``backend="triton-matmul"``; imported only when used).
 
 Kernels return plain tensors or tuples; :mod:`entropy_dynamics.stats` checks the temperature and
 wraps them into ``TokenStats`` — that module is the public entry. Imports: torch (and triton)

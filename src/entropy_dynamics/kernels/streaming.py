@@ -22,6 +22,10 @@ has rows ``≥ valid_vocab`` that are not tokens; they are skipped, which is exa
 Precision: float32 accumulation for bf16 / fp16 / fp32 inputs, float64 for float64 inputs. On the
 torch path, half-precision logits are computed in the input dtype (as the model's own lm_head
 would) and upcast per block; the Triton path keeps the matmul's float32 accumulator.
+
+Backends (:func:`stats_backend`): ``"torch"``; ``"triton"`` (:mod:`.triton_stats`, the choice of
+``"auto"`` on CUDA); ``"triton-matmul"``, opt-in: the forward of :mod:`.triton_matmul` (Hopper
+tile defaults, splits sized to the GPU; unmeasured until a GPU run), the backward of ``"triton"``.
 """
 
 from __future__ import annotations
@@ -196,10 +200,17 @@ def _backward_loop(
 class _FusedTokenStats(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, hidden, weight, bias, tokens, temperature, vocab, vocab_chunk, row_chunk, use_triton
+        ctx, hidden, weight, bias, tokens, temperature, vocab, vocab_chunk, row_chunk, kind
     ):
         inv_t = 1.0 / temperature
-        if use_triton:
+        if kind == "triton-matmul":
+            from entropy_dynamics.kernels import triton_matmul
+
+            sums, x_k = triton_matmul.matmul_power_sums(
+                hidden, weight, bias, tokens, inv_t, vocab, with_es=True
+            )
+            outs = finalize(sums, x_k)
+        elif kind == "triton":
             from entropy_dynamics.kernels import triton_stats
 
             outs = triton_stats.forward(hidden, weight, bias, tokens, inv_t, vocab)
@@ -209,7 +220,7 @@ class _FusedTokenStats(torch.autograd.Function):
             )
         log_p_k, entropy, discriminator, expected_s, lse = outs
         ctx.save_for_backward(hidden, weight, bias, tokens, lse, entropy)
-        ctx.config = (inv_t, vocab, vocab_chunk, row_chunk, use_triton)
+        ctx.config = (inv_t, vocab, vocab_chunk, row_chunk, kind)
         ctx.mark_non_differentiable(discriminator, expected_s)
         ctx.set_materialize_grads(False)
         return log_p_k, entropy, discriminator, expected_s
@@ -217,14 +228,14 @@ class _FusedTokenStats(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g1, g2, _g_s, _g_e):  # type: ignore[override]
         hidden, weight, bias, tokens, lse, entropy = ctx.saved_tensors
-        inv_t, vocab, vocab_chunk, row_chunk, use_triton = ctx.config
+        inv_t, vocab, vocab_chunk, row_chunk, kind = ctx.config
         needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         if (g1 is None and g2 is None) or not any(needs):
             return (None,) * 9
         g1 = None if g1 is None else g1.to(lse.dtype)
         g2 = None if g2 is None else g2.to(lse.dtype)
         args = (hidden, weight, bias, tokens, lse, entropy, g1, g2, inv_t)
-        if use_triton:
+        if kind != "torch":  # "triton-matmul" too: only its forward differs
             from entropy_dynamics.kernels import triton_stats
 
             tile = triton_stats.grad_tile(*args)
@@ -260,6 +271,26 @@ def resolve_backend(backend: str, hidden: Tensor) -> bool:
             "for the CPU interpreter), and does not take float64; use backend='torch'"
         )
     return usable if backend == "auto" else backend == "triton"
+
+
+def stats_backend(backend: str, hidden: Tensor) -> str:
+    """The kernel of :func:`fused_token_stats` for ``backend``: ``"torch"``, ``"triton"``, or
+    ``"triton-matmul"`` (opt-in, never chosen by ``"auto"``: the forward of
+    :mod:`entropy_dynamics.kernels.triton_matmul`, the backward of ``"triton"``). The other names
+    resolve as in :func:`resolve_backend`."""
+    if backend != "triton-matmul":
+        if backend not in ("auto", "torch", "triton"):
+            raise ValueError(
+                f"backend must be 'auto', 'torch', 'triton' or 'triton-matmul', got {backend!r}"
+            )
+        return "triton" if resolve_backend(backend, hidden) else "torch"
+    if not triton_usable(hidden.device, interpreter=True) or hidden.dtype == torch.float64:
+        raise ValueError(
+            "backend='triton-matmul' needs the triton package and a CUDA tensor (or "
+            "TRITON_INTERPRET=1 for the CPU interpreter), and does not take float64; use "
+            "backend='torch'"
+        )
+    return backend
 
 
 def _check_inputs(hidden, weight, tokens, bias, vocab_chunk, row_chunk, valid_vocab) -> int:
@@ -336,7 +367,7 @@ def fused_token_stats(
     vocab_chunk = DEFAULT_VOCAB_CHUNK if vocab_chunk is None else vocab_chunk
     row_chunk = DEFAULT_ROW_CHUNK if row_chunk is None else row_chunk
     vocab = _check_inputs(hidden, weight, tokens, bias, vocab_chunk, row_chunk, valid_vocab)
-    use_triton = resolve_backend(backend, hidden)
+    kind = stats_backend(backend, hidden)
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
     flat_tokens = tokens.reshape(-1).long()  # (N,)
     outs = _FusedTokenStats.apply(
@@ -348,6 +379,6 @@ def fused_token_stats(
         vocab,
         int(vocab_chunk),
         int(row_chunk),
-        use_triton,
+        kind,
     )
     return tuple(x.reshape(tokens.shape) for x in outs)  # type: ignore[return-value]
