@@ -6,6 +6,8 @@
 #   2. policy_loss.py --full in bf16 (N=4096, d=1536, V=151936) beside the peers' fused heads
 #   3. token_stats.py --full in bf16 beside the peers' fused heads
 #   4. check_kernels.py: the statistics kernels vs float64 (issue 7), if time is left
+#   5. check_triton_matmul.py: the matmul kernels with the statistics in their epilogue vs
+#      float64, timed against the bare matmul and the statistics forward, if time is left
 # The peers (TRL's fused head, verl's FusedLinearForPPO, Liger) are used when their pure-Python
 # wheels are carried in .whl/ (trl 1.16.0, liger_kernel 0.8.5, verl 0.9.1); without them their
 # rows read "not importable". The machine has no network: nothing is fetched.
@@ -30,4 +32,6 @@ timeout 100 python3 benchmarks/token_stats.py --full --device cuda \
     --out "$out/token_stats_full_cuda_bf16.json" --markdown "$out/token_stats_full_cuda_bf16.md" | tail -20
 echo "== 4. statistics kernels vs float64"
 timeout 60 python3 benchmarks/gpu/check_kernels.py --out "$out/check_kernels.json" | tail -20
+echo "== 5. matmul kernels with the statistics in the epilogue"
+timeout 120 python3 benchmarks/gpu/check_triton_matmul.py --out "$out/check_triton_matmul.json" | tail -40
 echo "done"
