@@ -91,7 +91,8 @@ def fused_policy_loss(
         pg_scale, entropy_scale: constant factors of the two terms, known before the forward
             (the trainer's micro-batch shares, :func:`losses.aggregation_share`).
         expected_discriminator: also compute ``E_p[S]`` of the current policy (else 0).
-        backend: ``"auto"`` (Triton block kernels on CUDA), ``"torch"`` or ``"triton"``.
+        backend: ``"auto"`` (Triton block kernels on CUDA), ``"torch"``, ``"triton"`` or
+            ``"triton-matmul"`` (opt-in; :func:`~entropy_dynamics.kernels.fused_linear_loss`).
 
     Returns:
         ``(output, stats)``: ``output.loss = pg_scale·pg_loss - entropy_coef·entropy_scale·H̄``

@@ -189,20 +189,25 @@ def _triton_checks() -> None:
     gradients, with and without E_p[S], with and without an entropy term, float32 and bf16."""
     hidden, weight, bias, tokens, c1, c2 = _case(seed=4)
     hidden, weight, bias = hidden * 0.8, weight * 2, bias * 3  # peaked rows: large logits
+    dead = c1.clone()
+    dead[[1, 2, 3, 6]] = 0  # rows without a gradient: left out of the gradient matmuls
     losses = {
         "both": _smooth_loss(c1, c2),
         "log_p only": lambda rows, lp, h: (c1[rows].to(lp) * lp).sum(),
+        "dead rows": lambda rows, lp, h: (dead[rows].to(lp) * lp).sum(),
     }
-    for (name, loss_fn), with_es in ((n, e) for n in losses.items() for e in (True, False)):
+    cases = [(n, e, k) for n in losses.items() for e in (True, False)
+             for k in ("triton", "triton-matmul")]  # fmt: skip
+    for (name, loss_fn), with_es, kernel in cases:
         results = {}
-        for backend, dtype in (("torch", torch.float64), ("triton", torch.float32)):
+        for backend, dtype in (("torch", torch.float64), (kernel, torch.float32)):
             leaves = [t.to(dtype).requires_grad_(True) for t in (hidden, weight, bias)]
             out = fused_linear_loss(
                 *leaves[:2], tokens, loss_fn, 0.7, bias=leaves[2], row_chunk=4,
                 valid_vocab=VALID, expected_discriminator=with_es, backend=backend,
             )  # fmt: skip
             results[backend] = out, torch.autograd.grad(out[0], leaves)
-        (ref, ref_grads), (got, grads) = results["torch"], results["triton"]
+        (ref, ref_grads), (got, grads) = results["torch"], results[kernel]
         for a, b in zip(got, ref, strict=True):
             torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5, msg=name)
         for a, b in zip(grads, ref_grads, strict=True):
@@ -218,7 +223,19 @@ def _triton_checks() -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for a, b in zip(grads, torch.autograd.grad(ref[0], bf16), strict=True):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-3)
-    assert "entropy_dynamics.kernels.triton_loss" in sys.modules  # the kernels did run
+    # triton-matmul multiplies bf16 exactly in float32 (the logits are not rounded to bf16)
+    out = fused_linear_loss(*bf16, tokens, losses["dead rows"], 0.7, row_chunk=5,
+                            backend="triton-matmul")  # fmt: skip
+    grads = torch.autograd.grad(out[0], bf16)
+    exact = [t.detach().double().requires_grad_(True) for t in bf16]
+    ref = fused_linear_loss(*exact, tokens, losses["dead rows"], 0.7, row_chunk=5)
+    for a, b in zip(out, ref, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, torch.autograd.grad(ref[0], exact), strict=True):
+        assert a.dtype == torch.bfloat16  # grad_z rounded to bf16 for the cuBLAS matmuls
+        assert (a.double() - b).abs().max() <= 1e-2 * b.abs().max()
+    for module in ("triton_loss", "triton_matmul"):  # the kernels did run
+        assert f"entropy_dynamics.kernels.{module}" in sys.modules
 
 
 def test_triton_block_kernels_through_the_cpu_interpreter() -> None:

@@ -46,12 +46,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from entropy_dynamics.kernels.logit_grad import grad_coefficients
 from entropy_dynamics.kernels.power_sums import finalize
 from entropy_dynamics.kernels.streaming import (
     _block_logits,
     _check_inputs,
     _compute_dtype,
-    resolve_backend,
+    stats_backend,
 )
 
 __all__ = ["BlockLoss", "default_loss_row_chunk", "fused_linear_loss"]
@@ -91,21 +92,10 @@ def _block_stats(x: Tensor, tokens: Tensor, with_es: bool):
     return e, (log_p_k, entropy, s_k, e_s, lse - row_max)
 
 
-def _grad_coefficients(log_a, entropy, g1, g2, inv_t) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-row ``(coef, g2s, g1t)`` with ``grad_z = e ⊙ (coef + g2s·rel) + g1t·e_k``.
-
-    With ``rel = x - max``, ``e = exp(rel)``, ``p = e / A`` and ``log p = rel - log A``, the formula
-    of :func:`~entropy_dynamics.kernels.logit_grad.logit_grad_` reads
-    ``grad_z = g1 e_k / T - e ⊙ [g1 + g2 (H - log A) + g2 rel] / (A T)``.
-    """
-    scale = -inv_t / log_a.exp()  # (r,)  -1 / (A T)
-    return (g1 + g2 * (entropy - log_a)) * scale, g2 * scale, g1 * inv_t
-
-
 def _block_grad_(rel: Tensor, e: Tensor, log_a, entropy, g1, g2, tokens, inv_t) -> Tensor:
-    """``grad_z`` of the block (:func:`_grad_coefficients`), written over ``e``; ``rel`` is
-    clobbered."""
-    coef, g2s, g1t = _grad_coefficients(log_a, entropy, g1, g2, inv_t)
+    """``grad_z`` of the block (:func:`~entropy_dynamics.kernels.logit_grad.grad_coefficients`),
+    written over ``e``; ``rel`` is clobbered."""
+    coef, g2s, g1t = grad_coefficients(log_a, entropy, g1, g2, inv_t)
     if bool((g2 != 0).any()):
         grad = torch.addcmul(coef.unsqueeze(-1), rel, g2s.unsqueeze(-1), out=rel)
         grad.mul_(e)
@@ -120,8 +110,9 @@ def _torch_block(h, w, b, tokens, inv_t, with_es, dtype, out_dtype):
     x = _block_logits(h, w, b, inv_t, dtype)  # (r, V') matmul 1
     e, block = _block_stats(x, tokens, with_es)  # x := x - max
 
-    def grad_fn(g1: Tensor, g2: Tensor) -> Tensor:
+    def grad_fn(g1: Tensor, g2: Tensor, live: Tensor | None = None) -> Tensor:
         grad = _block_grad_(x, e, block[4], block[1], g1, g2, tokens, inv_t)
+        grad = grad if live is None else _compact_rows_(grad, live)
         return grad if grad.dtype == out_dtype else grad.to(out_dtype)
 
     return block, grad_fn
@@ -155,11 +146,12 @@ def _triton_block(h, w, b, tokens, inv_t, with_es, dtype, out_dtype):
     log_p_k, entropy, s_k, e_s, lse = finalize((row_max, a, b_sum, c, d), x_k)
     block = (log_p_k, entropy, s_k, e_s, lse - row_max)
 
-    def grad_fn(g1: Tensor, g2: Tensor) -> Tensor:
-        coef, g2s, g1t = _grad_coefficients(block[4], entropy, g1, g2, inv_t)
+    def grad_fn(g1: Tensor, g2: Tensor, live: Tensor | None = None) -> Tensor:
+        coef, g2s, g1t = grad_coefficients(block[4], entropy, g1, g2, inv_t)
         out = z if out_dtype == torch.float32 else torch.empty_like(z, dtype=out_dtype)
         coefficients = torch.stack([row_max, coef, g2s, g1t]).float().contiguous()
-        return triton_loss.block_grad(z, tokens, coefficients, inv_t, out)
+        grad = triton_loss.block_grad(z, tokens, coefficients, inv_t, out)
+        return grad if live is None else _compact_rows_(grad, live)
 
     return block, grad_fn
 
@@ -178,6 +170,15 @@ def _loss_grads(loss_fn: BlockLoss, rows: slice, log_p_k: Tensor, entropy: Tenso
     return loss.detach(), g1.detach(), g2.detach()
 
 
+def _block_function(backend: str):
+    """The block work of ``backend`` (a name :func:`.streaming.stats_backend` returned)."""
+    if backend == "triton-matmul":
+        from entropy_dynamics.kernels.triton_matmul import triton_matmul_block
+
+        return triton_matmul_block
+    return _triton_block if backend == "triton" else _torch_block
+
+
 def _compact_rows_(grad: Tensor, keep: Tensor) -> Tensor:
     """The rows ``keep`` (ascending indices) of ``grad``, moved to its front in place on CPU (no
     second block in memory); a gathered copy on CUDA (one kernel instead of one per row)."""
@@ -190,7 +191,7 @@ def _compact_rows_(grad: Tensor, keep: Tensor) -> Tensor:
 
 
 def _fused_pass(
-    hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs, use_triton,
+    hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs, backend,
     positions,
 ):  # fmt: skip
     """The single pass: ``(loss, stats (5 × (N,)), grad_hidden, grad_W, grad_b)``.
@@ -213,7 +214,7 @@ def _fused_pass(
     grad_b = None if full_b is None else full_b[:vocab]
     loss = torch.zeros((), dtype=dtype, device=hidden.device)
     stats = [torch.zeros(n, dtype=dtype, device=hidden.device) for _ in range(5)]
-    block_fn = _triton_block if use_triton else _torch_block
+    block_fn = _block_function(backend)
     for r0 in range(0, count, row_chunk):
         r1 = min(r0 + row_chunk, count)
         rows = slice(r0, r1) if positions is None else positions[r0:r1]
@@ -227,13 +228,13 @@ def _fused_pass(
         n_live = int(live.sum())
         if not (need_h or need_w or need_b) or n_live == 0:
             continue
-        grad = grad_fn(g1.to(dtype), g2.to(dtype))  # (r, V') in the matmuls' dtype
-        del grad_fn
+        keep = None
         if n_live < live.numel():  # matmuls 2 and 3 on the live rows only
             keep = live.nonzero().squeeze(1)
-            grad, h = _compact_rows_(grad, keep), h[keep]
             block_rows = torch.arange(r0, r1, device=keep.device) if positions is None else rows
-            rows = block_rows[keep]
+            h, rows = h[keep], block_rows[keep]
+        grad = grad_fn(g1.to(dtype), g2.to(dtype), keep)  # (live rows, V'), the matmuls' dtype
+        del grad_fn
         _accumulate_(grad, h, w, rows, (grad_h, grad_w, grad_b), dtype)
         del grad
     return loss, stats, grad_h, full_w, full_b
@@ -264,13 +265,13 @@ class _FusedLinearLoss(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx, hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, grads_on,
-        use_triton, positions,
+        backend, positions,
     ):  # fmt: skip
         # forward() itself runs with grad mode off: the caller's mode comes in as ``grads_on``
         needs = tuple(grads_on and bool(x) for x in ctx.needs_input_grad[:3])
         loss, stats, grad_h, grad_w, grad_b = _fused_pass(
             hidden, weight, bias, tokens, loss_fn, inv_t, vocab, row_chunk, with_es, needs,
-            use_triton, positions,
+            backend, positions,
         )  # fmt: skip
         ctx.grads = (grad_h, grad_w, grad_b)
         ctx.dtypes = (hidden.dtype, weight.dtype, weight.dtype)
@@ -322,7 +323,10 @@ def fused_linear_loss(
         valid_vocab: rows of ``weight`` that are tokens (``None``: all).
         expected_discriminator: also compute ``E_p[S]`` (two extra power sums); else it is 0.
         backend: ``"auto"`` (the Triton block kernels on CUDA when triton is importable, else
-            torch), ``"torch"`` or ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``).
+            torch), ``"torch"``, ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``) or
+            ``"triton-matmul"`` (opt-in, unmeasured on a GPU so far: the statistics in the
+            epilogue of a Triton matmul and ``grad_z`` from a second one,
+            :mod:`entropy_dynamics.kernels.triton_matmul`; no float32 logits block).
         positions: optional ``(N,)`` bool mask of the positions to compute (e.g. the valid
             response tokens); the others cost nothing, never reach ``loss_fn``, and get
             statistics 0 and gradient 0. ``None``: every position.
@@ -340,7 +344,7 @@ def fused_linear_loss(
         raise ValueError(f"hidden must be (N, d) (flatten positions first), got {hidden.dim()}-d")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    use_triton = resolve_backend(backend, hidden)
+    backend = stats_backend(backend, hidden)
     row_chunk = default_loss_row_chunk(vocab, hidden.device) if row_chunk is None else row_chunk
     if row_chunk < 1:
         raise ValueError(f"row_chunk must be >= 1, got {row_chunk}")
@@ -362,6 +366,6 @@ def fused_linear_loss(
         int(row_chunk),
         bool(expected_discriminator),
         torch.is_grad_enabled(),
-        use_triton,
+        backend,
         positions,
     )

@@ -45,8 +45,11 @@ from entropy_dynamics.kernels.power_sums import Sums, finalize, merge_splits
 __all__ = ["matmul_logit_grad", "matmul_power_sums", "triton_matmul_block"]
 
 # Hopper defaults: a 128 × 128 float32 accumulator over 8 warps, 64-deep K steps, 3 stages of
-# shared memory (96 KiB for bf16 inputs).
+# shared memory (96 KiB for bf16 inputs). float32 inputs take 64 × 128 × 32 tiles: at 128 × 128 ×
+# 64 the sm_90 compile of the power-sums kernel spills ~12 KiB per thread (ptxas), at 64 × 128 × 32
+# it does not.
 BLOCK_M, BLOCK_N, BLOCK_K, NUM_WARPS, NUM_STAGES = 128, 128, 64, 8, 3
+FLOAT32_TILES = (64, 128, 32)
 
 
 def _interpreting() -> bool:
@@ -59,6 +62,13 @@ def _precision(dtype: torch.dtype) -> str:
 
 def _upcast(dtype: torch.dtype) -> bool:
     return _interpreting() and dtype != torch.float32
+
+
+def _tiles(dtype: torch.dtype, block_m, block_n, block_k) -> tuple[int, int, int]:
+    """The tile shape: the arguments where given, else the defaults for ``dtype``."""
+    default = FLOAT32_TILES if dtype == torch.float32 else (BLOCK_M, BLOCK_N, BLOCK_K)
+    given = (block_m, block_n, block_k)
+    return tuple(d if g is None else g for g, d in zip(given, default, strict=True))  # type: ignore[return-value]
 
 
 def _stages(num_stages: int | None, dtype: torch.dtype) -> int:
@@ -207,9 +217,9 @@ def matmul_power_sums(
     valid_vocab: int,
     with_es: bool,
     *,
-    block_m: int = BLOCK_M,
-    block_n: int = BLOCK_N,
-    block_k: int = BLOCK_K,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    block_k: int | None = None,
     num_warps: int = NUM_WARPS,
     num_stages: int | None = None,
     splits: int | None = None,
@@ -225,8 +235,9 @@ def matmul_power_sums(
         inv_t: ``1 / T``.
         valid_vocab: columns that are tokens; later ones get ``p = 0``.
         with_es: also the sums ``C, D`` of ``E_p[S]`` (else they are 0).
-        block_m, block_n, block_k, num_warps: tile shape and warps (Hopper defaults);
-            ``num_stages`` ``None``: 3, or 2 for float32 inputs.
+        block_m, block_n, block_k, num_warps: tile shape and warps (``None``: the Hopper
+            defaults, 128 × 128 × 64, or 64 × 128 × 32 for float32 inputs); ``num_stages``
+            ``None``: 3, or 2 for float32 inputs.
         splits: vocabulary splits (``None``: about two waves of SMs on CUDA, few under the
             interpreter); every split gets at least one tile.
 
@@ -234,6 +245,7 @@ def matmul_power_sums(
         ``((row_max, A, B, C, D), x_k)``, float32 ``(N,)`` each, for ``power_sums.finalize``.
     """
     n_rows, dim = hidden.shape
+    block_m, block_n, block_k = _tiles(hidden.dtype, block_m, block_n, block_k)
     row_blocks = triton.cdiv(n_rows, block_m)
     tiles = triton.cdiv(valid_vocab, block_n)
     if splits is None:
@@ -262,9 +274,9 @@ def matmul_logit_grad(
     coefficients: Tensor,
     out: Tensor,
     *,
-    block_m: int = BLOCK_M,
-    block_n: int = BLOCK_N,
-    block_k: int = BLOCK_K,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    block_k: int | None = None,
     num_warps: int = NUM_WARPS,
     num_stages: int | None = None,
 ) -> Tensor:
@@ -282,6 +294,7 @@ def matmul_logit_grad(
         block_m, block_n, block_k, num_warps, num_stages: as in :func:`matmul_power_sums`.
     """
     n_rows, dim = hidden.shape
+    block_m, block_n, block_k = _tiles(hidden.dtype, block_m, block_n, block_k)
     n_cols, out_cols = weight.shape[0], out.shape[1]
     assert out_cols >= n_cols and out.stride(1) == 1, "out must be (r, >= V') with unit stride"
     grid = (triton.cdiv(n_rows, block_m), triton.cdiv(out_cols, block_n))
@@ -301,8 +314,9 @@ def triton_matmul_block(h, w, b, tokens, inv_t, with_es, dtype, out_dtype, **blo
 
     ``h`` ``(r, d)``, ``w`` ``(V', d)`` and ``b`` ``(V',)`` (the valid vocabulary), ``tokens``
     ``(r,)``; ``dtype`` is the compute dtype (float32). ``stats`` is ``(log p_k, H, S_k, E_p[S],
-    log A)``, float32 ``(r,)`` each; ``grad_fn(g1, g2)`` returns ``grad_z`` ``(r, V')`` in
-    ``out_dtype``. ``blocks``: tile keywords of :func:`matmul_power_sums` (tests).
+    log A)``, float32 ``(r,)`` each; ``grad_fn(g1, g2, live=None)`` returns ``grad_z`` in
+    ``out_dtype``, ``(r, V')``, or of the rows ``live`` (indices) only. ``blocks``: tile
+    keywords of :func:`matmul_power_sums` (tests).
     """
     assert dtype == torch.float32, "the Triton kernels accumulate in float32"
     sums, x_k = matmul_power_sums(h, w, b, tokens, inv_t, w.shape[0], with_es, **blocks)
@@ -311,13 +325,17 @@ def triton_matmul_block(h, w, b, tokens, inv_t, with_es, dtype, out_dtype, **blo
     block = (log_p_k, entropy, s_k, e_s, lse - row_max)
     blocks.pop("splits", None)
 
-    def grad_fn(g1: Tensor, g2: Tensor) -> Tensor:
+    def grad_fn(g1: Tensor, g2: Tensor, live: Tensor | None = None) -> Tensor:
         coef, g2s, g1t = grad_coefficients(block[4], entropy, g1, g2, inv_t)
-        coefficients = torch.stack([row_max, coef, g2s, g1t]).float().contiguous()  # (4, r)
+        coefficients = torch.stack([row_max, coef, g2s, g1t]).float()  # (4, r)
+        rows, row_tokens = h, tokens
+        if live is not None:  # only the live rows' tiles are recomputed
+            coefficients, rows, row_tokens = coefficients[:, live], h[live], tokens[live]
         vocab = w.shape[0]
         width = triton.cdiv(vocab, 16) * 16  # aligned rows (Qwen: V' = 151,665 → 151,680)
-        out = torch.empty(h.shape[0], width, dtype=out_dtype, device=h.device)
-        matmul_logit_grad(h, w, b, tokens, inv_t, coefficients, out, **blocks)
+        out = torch.empty(rows.shape[0], width, dtype=out_dtype, device=h.device)
+        matmul_logit_grad(rows, w, b, row_tokens, inv_t, coefficients.contiguous(), out,
+                          **blocks)  # fmt: skip
         return out[:, :vocab]  # (r, V') view; cuBLAS takes the padded row stride as is
 
     return block, grad_fn
