@@ -12,9 +12,10 @@ backward goes to ``hidden`` and ``weight``.
 - ``ours_fused`` / ``ours_fused_es``: :func:`fused_policy_loss.fused_policy_loss`, loss and
   gradient in one pass (three matmuls, the two gradient ones on the rows with a gradient only);
   ``_es`` also computes ``E_p[S]`` (prices it). On CUDA the block work runs in Triton;
-  ``ours_fused_torch`` (CUDA only) is the same pass in torch ops. ``ours_fused_keep_all`` keeps
-  every token (a different loss: no filter), so only binding clips leave rows out: the price
-  of the pass when almost every row has a gradient.
+  ``ours_fused_torch`` (CUDA only) is the same pass in torch ops, ``ours_fused_matmul`` (CUDA
+  only) with the opt-in ``triton-matmul`` kernels (statistics in the matmul's epilogue).
+  ``ours_fused_keep_all`` keeps every token (a different loss: no filter), so only binding clips
+  leave rows out: the price of the pass when almost every row has a gradient.
 - ``trl``: TRL's fused LM head (``trl.kernels.ChunkedLogProbFunction``: log p_k and H, no
   E_p[S]; Triton on CUDA, torch elsewhere) + the registered loss.
 - ``verl``: verl's ``FusedLinearForPPO`` (log p_k and H) + the registered loss.
@@ -67,6 +68,7 @@ METHODS = (
     "ours_fused",
     "ours_fused_es",
     "ours_fused_torch",
+    "ours_fused_matmul",
     "ours_fused_keep_all",
     "trl",
     "verl",
@@ -197,6 +199,7 @@ def _method(name: str) -> Forward:
         "ours_fused": _ours_fused(False),
         "ours_fused_es": _ours_fused(True),
         "ours_fused_torch": _ours_fused(False, "torch"),
+        "ours_fused_matmul": _ours_fused(False, "triton-matmul"),
         "ours_fused_keep_all": _ours_fused(False, keep_all=True),
     }
     return plain[name] if name in plain else {"trl": _trl, "verl": _verl, "liger": _liger}[name]()
@@ -224,7 +227,7 @@ def run(args: argparse.Namespace) -> dict:
     runnable: dict[str, Forward] = {}
     reference = None
     for name in args.methods:  # memory pass (untimed; also the warm-up) and value check
-        if name == "ours_fused_torch" and device.type != "cuda":
+        if name in ("ours_fused_torch", "ours_fused_matmul") and device.type != "cuda":
             results[name] = {"skipped": "CUDA only (on CPU ours_fused is the torch backend)"}
             continue
         fn = load_method(name, _method, _estimated_bytes(name, n, v, d), device, results)
