@@ -184,7 +184,8 @@ def test_every_module_imports_in_a_fresh_interpreter_state() -> None:
     try:
         import triton  # noqa: F401
     except ImportError:
-        skip.add(f"{PACKAGE}.kernels.triton_stats")  # imported only where triton exists
+        for name in ("triton_stats", "triton_loss", "triton_matmul"):
+            skip.add(f"{PACKAGE}.kernels.{name}")  # imported only where triton exists
     try:
         import trl  # noqa: F401
     except ImportError:
