@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from interpreter_helpers import run_under_interpreter
 
 from entropy_dynamics.kernels import default_loss_row_chunk, fused_linear_loss
 from entropy_dynamics.stats import token_stats
@@ -239,19 +238,7 @@ def _triton_checks() -> None:
 
 
 def test_triton_block_kernels_through_the_cpu_interpreter() -> None:
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed: the kernels are tested only through its interpreter")
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_fused_loss; "
-    code += "test_fused_loss._triton_checks()"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).parent)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_under_interpreter("test_fused_loss")
 
 
 def test_triton_backend_without_cuda_is_refused(monkeypatch) -> None:

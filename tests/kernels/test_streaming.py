@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from interpreter_helpers import run_under_interpreter
 
 from entropy_dynamics import theory
 from entropy_dynamics.stats import token_stats, token_stats_from_hidden
@@ -328,19 +325,4 @@ def _triton_checks() -> None:
 
 
 def test_triton_kernel_through_the_cpu_interpreter():
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip(
-            "triton is not installed: the kernel is tested on CPU only through its interpreter"
-        )
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_streaming; "
-    code += "test_streaming._triton_checks()"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    tests_dir = str(Path(__file__).parent)
-    done = subprocess.run(
-        [sys.executable, "-c", code, tests_dir],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_under_interpreter("test_streaming")

@@ -17,12 +17,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from interpreter_helpers import run_under_interpreter
 
 from entropy_dynamics.stats import token_stats_from_hidden
 
@@ -182,20 +181,7 @@ def _triton_checks() -> None:
 
 
 def test_kernels_through_the_cpu_interpreter() -> None:
-    # TRITON_INTERPRET must be set before triton is first imported: a fresh interpreter
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed: the kernels are tested only through its interpreter")
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import test_triton_matmul; "
-    code += "test_triton_matmul._triton_checks()"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).parent)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_under_interpreter("test_triton_matmul")
 
 
 def test_the_new_backend_is_opt_in_and_refused_without_triton_or_cuda(monkeypatch) -> None:
