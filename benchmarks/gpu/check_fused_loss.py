@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 import torch
+from _steps import run_steps
 
 from entropy_dynamics.fused_policy_loss import fused_policy_loss
 from entropy_dynamics.kernels import fused_linear_loss
@@ -151,15 +152,7 @@ def main() -> None:
             steps.append(lambda dtype=dtype, shape=shape: check_kernel(report, *shape, dtype))
         dims = {"b": 16 // small, "d": 256 // small, "v": 20000 // small, "valid": 19950 // small}
         steps.append(lambda dtype=dtype, dims=dims: check_policy_loss(report, dtype, **dims))
-    for step in steps:
-        try:
-            step()
-        except Exception as exc:  # keep what the other steps measured
-            report.setdefault("failures", []).append(f"{type(exc).__name__}: {exc}")
-        args.out.write_text(json.dumps(report, indent=1))
-    rows = report["kernel"] + report["policy_loss"]
-    report["all_ok"] = bool(rows) and "failures" not in report and all(r["ok"] for r in rows)
-    args.out.write_text(json.dumps(report, indent=1))
+    run_steps(report, steps, args.out, lambda r: r["kernel"] + r["policy_loss"])
     print(json.dumps(report, indent=1))
 
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from _steps import run_steps
 
 DEVICE = "cuda"
 FIELDS = ("logprobs", "entropy", "discriminator", "expected_discriminator")
@@ -208,16 +209,7 @@ def main() -> None:
         steps.append(lambda: time_full(report, 64, 32, 500, 1, configs))
     else:
         steps.append(lambda: time_full(report, *FULL_SHAPE, 10, CONFIGS))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for step in steps:
-        try:
-            step()
-        except Exception as exc:  # keep what the other steps measured
-            report.setdefault("failures", []).append(f"{type(exc).__name__}: {exc}")
-        args.out.write_text(json.dumps(report, indent=1))
-    checks = report["checks"]
-    report["all_ok"] = bool(checks) and "failures" not in report and all(c["ok"] for c in checks)
-    args.out.write_text(json.dumps(report, indent=1))
+    run_steps(report, steps, args.out, lambda r: r["checks"])
     timing = dict(report.get("timing", {}))
     configs = timing.pop("configs", [])
     head = {k: v for k, v in report.items() if k not in ("checks", "timing")}
