@@ -25,61 +25,12 @@ import triton.language as tl
 from torch import Tensor
 
 from entropy_dynamics.kernels.power_sums import finalize, merge_splits
+from entropy_dynamics.kernels.triton_matmul import _logits_tile, _precision, _stages
 
 __all__ = ["forward", "grad_tile"]
 
 _BLOCK_M, _BLOCK_N, _BLOCK_K = 64, 128, 64
 _NUM_WARPS = 8
-
-
-def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"  # tf32 is ignored for half inputs
-
-
-def _stages(dtype: torch.dtype) -> int:
-    return 2 if dtype == torch.float32 else 3  # float32 tiles are twice the shared memory
-
-
-@triton.jit
-def _logits_tile(
-    hidden_ptr,
-    weight_ptr,
-    bias_ptr,
-    rows,
-    cols,
-    row_ok,
-    col_ok,
-    dim,
-    inv_t,
-    stride_hn,
-    stride_hd,
-    stride_wv,
-    stride_wd,
-    HAS_BIAS: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    """``(hidden[rows] @ weight[cols]ᵀ + bias[cols]) / T`` as a float32 ``(BLOCK_M, BLOCK_N)``."""
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, dim, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < dim
-        h = tl.load(
-            hidden_ptr + rows[:, None] * stride_hn + ks[None, :] * stride_hd,
-            mask=row_ok[:, None] & k_ok[None, :],
-            other=0.0,
-        )  # (BLOCK_M, BLOCK_K)
-        w = tl.load(
-            weight_ptr + cols[None, :] * stride_wv + ks[:, None] * stride_wd,
-            mask=col_ok[None, :] & k_ok[:, None],
-            other=0.0,
-        )  # (BLOCK_K, BLOCK_N)
-        acc = tl.dot(h, w, acc, input_precision=PRECISION)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    return acc * inv_t
 
 
 @triton.jit
@@ -124,7 +75,7 @@ def _forward_kernel(
         x = _logits_tile(
             hidden_ptr, weight_ptr, bias_ptr, rows, cols, row_ok, col_ok, dim, inv_t,
             stride_hn, stride_hd, stride_wv, stride_wd,
-            HAS_BIAS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+            HAS_BIAS, PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_K,
         )  # fmt: skip
         x_k += tl.sum(tl.where(cols[None, :] == tok[:, None], x, 0.0), axis=1)
         x = tl.where(col_ok[None, :], x, float("-inf"))
@@ -185,7 +136,7 @@ def _grad_kernel(
     x = _logits_tile(
         hidden_ptr, weight_ptr, bias_ptr, rows, cols, row_ok, col_ok, dim, inv_t,
         stride_hn, stride_hd, stride_wv, stride_wd,
-        HAS_BIAS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+        HAS_BIAS, PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_K,
     )  # fmt: skip
     log_p = x - tl.load(lse_ptr + rows, mask=row_ok, other=0.0)[:, None]
     p = tl.exp(log_p)
@@ -231,7 +182,7 @@ def forward(
         hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
         HAS_BIAS=bias is not None, PRECISION=_precision(hidden.dtype),
         BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N, BLOCK_K=_BLOCK_K,
-        num_warps=_NUM_WARPS, num_stages=_stages(hidden.dtype),
+        num_warps=_NUM_WARPS, num_stages=_stages(None, hidden.dtype),
     )  # fmt: skip
     sums = merge_splits(tuple(partial[:5]))  # type: ignore[arg-type]
     return finalize(sums, partial[5].sum(0))
@@ -265,7 +216,7 @@ def grad_tile(
             HAS_BIAS=bias is not None, HAS_G1=g1 is not None, HAS_G2=g2 is not None,
             PRECISION=_precision(hidden.dtype),
             BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N, BLOCK_K=_BLOCK_K, num_warps=_NUM_WARPS,
-            num_stages=_stages(hidden.dtype),
+            num_stages=_stages(None, hidden.dtype),
         )  # fmt: skip
         return out
 
