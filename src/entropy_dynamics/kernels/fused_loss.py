@@ -36,7 +36,9 @@ their gradient is zero. Precision: float32 sums and gradients for bf16 / fp16 / 
 (matmuls in the input dtype), float64 for float64 inputs. Backends: the matmuls are torch's
 (cuBLAS on CUDA); the element-wise work on each block is torch's on CPU and two Triton kernels on
 CUDA (:mod:`entropy_dynamics.kernels.triton_loss`: one read of the block for the statistics, one
-read + write for ``grad_z``).
+read + write for ``grad_z``). The opt-in ``backend="triton-matmul"``
+(:mod:`entropy_dynamics.kernels.triton_matmul`) forms no logits block at all: the statistics in a
+Triton matmul's epilogue, ``grad_z`` of the live rows from a second Triton matmul.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ def _triton_block(h, w, b, tokens, inv_t, with_es, dtype, out_dtype):
     return block, grad_fn
 
 
-def _loss_grads(loss_fn: BlockLoss, rows: slice, log_p_k: Tensor, entropy: Tensor):
+def _loss_grads(loss_fn: BlockLoss, rows: slice | Tensor, log_p_k: Tensor, entropy: Tensor):
     """``(loss, g1, g2)`` of the caller's block loss, by autograd on the two ``(r,)`` vectors."""
     with torch.enable_grad():
         lp = log_p_k.detach().requires_grad_(True)
