@@ -185,17 +185,23 @@ def test_kernels_through_the_cpu_interpreter() -> None:
 
 
 def test_the_new_backend_is_opt_in_and_refused_without_triton_or_cuda(monkeypatch) -> None:
-    from entropy_dynamics.kernels.streaming import resolve_backend, stats_backend
+    from entropy_dynamics.kernels.streaming import resolve_backend
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     hidden = torch.zeros(2, 4)
-    assert stats_backend("auto", hidden) == "torch"  # "auto" never picks it (CPU: torch)
-    assert stats_backend("torch", hidden) == "torch"
+    assert resolve_backend("auto", hidden) == "torch"  # "auto" never picks it (CPU: torch)
+    assert resolve_backend("torch", hidden) == "torch"
     with pytest.raises(ValueError, match="backend='triton-matmul' needs"):
         token_stats_from_hidden(hidden, torch.zeros(5, 4), torch.arange(2), backend="triton-matmul")
     with pytest.raises(ValueError, match="'triton-matmul', got 'cuda'"):
         token_stats_from_hidden(hidden, torch.zeros(5, 4), torch.arange(2), backend="cuda")
-    assert resolve_backend("auto", hidden) is False  # the fused loss's resolver, unchanged
+    with pytest.raises(ValueError, match="backend='triton' needs"):
+        resolve_backend("triton", hidden)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter makes them runnable on CPU
+    assert resolve_backend("triton-matmul", hidden) == "triton-matmul"
+    assert resolve_backend("auto", hidden) == "torch"  # but never the choice of "auto" on CPU
+    with pytest.raises(ValueError, match="does not take float64"):
+        resolve_backend("triton-matmul", hidden.double())
 
 
 def test_kernels_compile_for_an_h100_without_a_gpu() -> None:

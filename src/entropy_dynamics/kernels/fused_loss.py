@@ -54,7 +54,7 @@ from entropy_dynamics.kernels.streaming import (
     _block_logits,
     _check_inputs,
     _compute_dtype,
-    stats_backend,
+    resolve_backend,
 )
 
 __all__ = ["BlockLoss", "default_loss_row_chunk", "fused_linear_loss"]
@@ -173,7 +173,7 @@ def _loss_grads(loss_fn: BlockLoss, rows: slice | Tensor, log_p_k: Tensor, entro
 
 
 def _block_function(backend: str):
-    """The block work of ``backend`` (a name :func:`.streaming.stats_backend` returned)."""
+    """The block work of ``backend`` (a name :func:`.streaming.resolve_backend` returned)."""
     if backend == "triton-matmul":
         from entropy_dynamics.kernels.triton_matmul import triton_matmul_block
 
@@ -346,7 +346,7 @@ def fused_linear_loss(
         raise ValueError(f"hidden must be (N, d) (flatten positions first), got {hidden.dim()}-d")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    backend = stats_backend(backend, hidden)
+    backend = resolve_backend(backend, hidden)
     row_chunk = default_loss_row_chunk(vocab, hidden.device) if row_chunk is None else row_chunk
     if row_chunk < 1:
         raise ValueError(f"row_chunk must be >= 1, got {row_chunk}")

@@ -23,7 +23,7 @@ Precision: float32 accumulation for bf16 / fp16 / fp32 inputs, float64 for float
 torch path, half-precision logits are computed in the input dtype (as the model's own lm_head
 would) and upcast per block; the Triton path keeps the matmul's float32 accumulator.
 
-Backends (:func:`stats_backend`): ``"torch"``; ``"triton"`` (:mod:`.triton_stats`, the choice of
+Backends (:func:`resolve_backend`): ``"torch"``; ``"triton"`` (:mod:`.triton_stats`, the choice of
 ``"auto"`` on CUDA); ``"triton-matmul"``, opt-in: the forward of :mod:`.triton_matmul` (Hopper
 tile defaults, splits sized to the GPU; unmeasured until a GPU run), the backward of ``"triton"``.
 """
@@ -258,35 +258,25 @@ def triton_usable(device: torch.device, interpreter: bool = False) -> bool:
     return True
 
 
-def resolve_backend(backend: str, hidden: Tensor) -> bool:
-    """Whether ``backend`` (``"auto"``, ``"torch"`` or ``"triton"``) runs the Triton kernels on
-    ``hidden``; ``"triton"`` where they cannot run (no CUDA, float64) is refused."""
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-    usable = triton_usable(hidden.device, interpreter=backend == "triton")
+BACKENDS = ("auto", "torch", "triton", "triton-matmul")
+
+
+def resolve_backend(backend: str, hidden: Tensor) -> str:
+    """The kernel that runs for ``backend`` on ``hidden``: ``"torch"``, ``"triton"``
+    (:mod:`.triton_stats`, what ``"auto"`` picks where triton and CUDA are there and the input is
+    not float64) or ``"triton-matmul"`` (opt-in, never picked by ``"auto"``: the forward of
+    :mod:`.triton_matmul`, the backward of ``"triton"``). A Triton backend named where it cannot
+    run (no CUDA and no ``TRITON_INTERPRET=1``, or float64) is refused."""
+    if backend not in BACKENDS:
+        names = ", ".join(map(repr, BACKENDS))
+        raise ValueError(f"backend must be one of {names}, got {backend!r}")
+    usable = triton_usable(hidden.device, interpreter=backend != "auto")
     usable = usable and hidden.dtype != torch.float64
-    if backend == "triton" and not usable:
+    if backend == "auto":
+        return "triton" if usable else "torch"
+    if backend != "torch" and not usable:
         raise ValueError(
-            "backend='triton' needs the triton package and a CUDA tensor (or TRITON_INTERPRET=1 "
-            "for the CPU interpreter), and does not take float64; use backend='torch'"
-        )
-    return usable if backend == "auto" else backend == "triton"
-
-
-def stats_backend(backend: str, hidden: Tensor) -> str:
-    """The kernel of :func:`fused_token_stats` for ``backend``: ``"torch"``, ``"triton"``, or
-    ``"triton-matmul"`` (opt-in, never chosen by ``"auto"``: the forward of
-    :mod:`entropy_dynamics.kernels.triton_matmul`, the backward of ``"triton"``). The other names
-    resolve as in :func:`resolve_backend`."""
-    if backend != "triton-matmul":
-        if backend not in ("auto", "torch", "triton"):
-            raise ValueError(
-                f"backend must be 'auto', 'torch', 'triton' or 'triton-matmul', got {backend!r}"
-            )
-        return "triton" if resolve_backend(backend, hidden) else "torch"
-    if not triton_usable(hidden.device, interpreter=True) or hidden.dtype == torch.float64:
-        raise ValueError(
-            "backend='triton-matmul' needs the triton package and a CUDA tensor (or "
+            f"backend={backend!r} needs the triton package and a CUDA tensor (or "
             "TRITON_INTERPRET=1 for the CPU interpreter), and does not take float64; use "
             "backend='torch'"
         )
@@ -367,7 +357,7 @@ def fused_token_stats(
     vocab_chunk = DEFAULT_VOCAB_CHUNK if vocab_chunk is None else vocab_chunk
     row_chunk = DEFAULT_ROW_CHUNK if row_chunk is None else row_chunk
     vocab = _check_inputs(hidden, weight, tokens, bias, vocab_chunk, row_chunk, valid_vocab)
-    kind = stats_backend(backend, hidden)
+    kind = resolve_backend(backend, hidden)
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
     flat_tokens = tokens.reshape(-1).long()  # (N,)
     outs = _FusedTokenStats.apply(
