@@ -232,18 +232,21 @@ def test_kernels_compile_for_an_h100_without_a_gpu() -> None:
 
     aligned = {"h_ptr", "w_ptr", "bias_ptr", "tokens_ptr", "partial_ptr", "coef_ptr", "out_ptr",
                "dim", "split_cols", "out_cols", "stride_hn", "stride_wv", "stride_on"}  # fmt: skip
-    tiles = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "UPCAST": False, "stride_hd": 1,
-             "stride_wd": 1, "HAS_BIAS": True}  # fmt: skip
+    fixed = {"UPCAST": False, "stride_hd": 1, "stride_wd": 1, "HAS_BIAS": True}
+    default = dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), (128, 128, 64), strict=True))
+    stats = {**default, "BLOCK_M": 64}  # triton_stats' tiles (the measured "triton" forward)
+    fp32 = dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), triton_matmul.FLOAT32_TILES, strict=True))
     cases = [
-        (triton_matmul._power_sums_kernel, "bf16", "bf16", {"WITH_ES": True}),
-        (triton_matmul._power_sums_kernel, "bf16", "bf16", {"WITH_ES": False}),
-        (triton_matmul._power_sums_kernel, "fp32", "fp32", {"WITH_ES": True}),
-        (triton_matmul._logit_grad_kernel, "bf16", "bf16", {}),
-        (triton_matmul._logit_grad_kernel, "fp32", "fp32", {}),
+        (triton_matmul._power_sums_kernel, "bf16", "bf16", {"WITH_ES": True, **default}),
+        (triton_matmul._power_sums_kernel, "bf16", "bf16", {"WITH_ES": False, **default}),
+        (triton_matmul._power_sums_kernel, "bf16", "bf16", {"WITH_ES": True, **stats}),
+        (triton_matmul._power_sums_kernel, "fp32", "fp32", {"WITH_ES": True, **fp32}),
+        (triton_matmul._logit_grad_kernel, "bf16", "bf16", default),
+        (triton_matmul._logit_grad_kernel, "fp32", "fp32", fp32),
     ]
     for fn, dtype, out_dtype, extra in cases:
         precision = "ieee" if dtype == "fp32" else "tf32"
-        constexprs = {**tiles, **extra, "PRECISION": precision}
+        constexprs = {**fixed, **extra, "PRECISION": precision}
         types = {**signature(dtype, out_dtype), **dict.fromkeys(constexprs, "constexpr")}
         ordered = {name: types[name] for name in fn.arg_names}
         attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned & {*ordered}}
@@ -255,7 +258,8 @@ def test_kernels_compile_for_an_h100_without_a_gpu() -> None:
             options={"num_warps": 8, "num_stages": stages},
         )
         ptx = compiled.asm["ptx"]
-        tile_bytes = (128 * 64 + 64 * 128) * (2 if dtype == "bf16" else 4)
+        block_m, block_n, block_k = extra["BLOCK_M"], extra["BLOCK_N"], extra["BLOCK_K"]
+        tile_bytes = (block_m + block_n) * block_k * (2 if dtype == "bf16" else 4)
         assert "cp.async" in ptx, (fn.__name__, dtype)
         if dtype == "bf16":  # three buffers in flight; float32 (IEEE, no tensor cores) has one
             assert compiled.metadata.shared >= stages * tile_bytes, fn.__name__

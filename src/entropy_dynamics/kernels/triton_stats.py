@@ -3,12 +3,11 @@
 Imported lazily (only when triton is importable and the tensors are on CUDA, or under
 ``TRITON_INTERPRET=1`` in the tests), so the package never needs triton.
 
-- Forward: one kernel computes each ``[BLOCK_M, BLOCK_N]`` logits tile with ``tl.dot`` (float32
-  accumulator) and folds it straight into the four streamed power sums of
-  :mod:`entropy_dynamics.kernels.streaming` (``A, B, C, D`` relative to a running max) and ``x_k``;
-  the logits never leave registers. The grid is (row blocks × vocabulary splits) so that small
-  batches still fill the GPU; the per-split partial sums, ``(6, splits, N)`` floats, are merged in
-  torch with the same rebasing formula as the torch path.
+- Forward: the power-sums matmul kernel of :mod:`entropy_dynamics.kernels.triton_matmul` (each
+  ``[BLOCK_M, BLOCK_N]`` logits tile from ``tl.dot``, folded straight into the streamed power sums
+  ``A, B, C, D`` and ``x_k``; the logits never leave registers; the grid is row blocks ×
+  vocabulary splits, the partial sums merged in torch), with the 64 × 128 × 64 tiles measured on
+  the H100; ``backend="triton-matmul"`` runs the same kernel with its 128 × 128 defaults.
 - Backward: one kernel recomputes a ``[rows, vocab chunk]`` tile of logits and writes
   ``grad_z`` of :mod:`entropy_dynamics.kernels.logit_grad` in float32 (an in-register copy of
   that formula, tested against it); the two large matmuls
@@ -24,81 +23,18 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from entropy_dynamics.kernels.power_sums import finalize, merge_splits
-from entropy_dynamics.kernels.triton_matmul import _logits_tile, _precision, _stages
+from entropy_dynamics.kernels.power_sums import finalize
+from entropy_dynamics.kernels.triton_matmul import (
+    _logits_tile,
+    _precision,
+    _stages,
+    matmul_power_sums,
+)
 
 __all__ = ["forward", "grad_tile"]
 
 _BLOCK_M, _BLOCK_N, _BLOCK_K = 64, 128, 64
 _NUM_WARPS = 8
-
-
-@triton.jit
-def _forward_kernel(
-    hidden_ptr,
-    weight_ptr,
-    bias_ptr,
-    tokens_ptr,
-    partial_ptr,
-    n_rows,
-    vocab,
-    dim,
-    split_size,
-    inv_t,
-    stride_hn,
-    stride_hd,
-    stride_wv,
-    stride_wd,
-    HAS_BIAS: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    pid_m = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    n_splits = tl.num_programs(1)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
-    tok = tl.load(tokens_ptr + rows, mask=row_ok, other=-1)
-    v_begin = pid_s * split_size
-    v_end = tl.minimum(v_begin + split_size, vocab)
-    run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    sum_a = tl.zeros((BLOCK_M,), tl.float32)
-    sum_b = tl.zeros((BLOCK_M,), tl.float32)
-    sum_c = tl.zeros((BLOCK_M,), tl.float32)
-    sum_d = tl.zeros((BLOCK_M,), tl.float32)
-    x_k = tl.zeros((BLOCK_M,), tl.float32)
-    for v0 in range(v_begin, v_end, BLOCK_N):
-        cols = v0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < v_end
-        x = _logits_tile(
-            hidden_ptr, weight_ptr, bias_ptr, rows, cols, row_ok, col_ok, dim, inv_t,
-            stride_hn, stride_hd, stride_wv, stride_wd,
-            HAS_BIAS, PRECISION, False, BLOCK_M, BLOCK_N, BLOCK_K,
-        )  # fmt: skip
-        x_k += tl.sum(tl.where(cols[None, :] == tok[:, None], x, 0.0), axis=1)
-        x = tl.where(col_ok[None, :], x, float("-inf"))
-        new_max = tl.maximum(run_max, tl.max(x, axis=1))
-        # δ = old max − new max; the first tile has all sums 0, so any finite δ will do.
-        delta = tl.where(run_max == float("-inf"), 0.0, run_max - new_max)
-        scale = tl.exp(delta)
-        rel = tl.where(col_ok[None, :], x - new_max[:, None], 0.0)
-        e = tl.where(col_ok[None, :], tl.exp(rel), 0.0)
-        e2 = e * e
-        sum_b = scale * (sum_b + delta * sum_a) + tl.sum(rel * e, axis=1)
-        sum_d = scale * scale * (sum_d + delta * sum_c) + tl.sum(rel * e2, axis=1)
-        sum_a = scale * sum_a + tl.sum(e, axis=1)
-        sum_c = scale * scale * sum_c + tl.sum(e2, axis=1)
-        run_max = new_max
-    field = n_splits * n_rows
-    out = partial_ptr + pid_s * n_rows + rows
-    tl.store(out, run_max, mask=row_ok)
-    tl.store(out + field, sum_a, mask=row_ok)
-    tl.store(out + 2 * field, sum_b, mask=row_ok)
-    tl.store(out + 3 * field, sum_c, mask=row_ok)
-    tl.store(out + 4 * field, sum_d, mask=row_ok)
-    tl.store(out + 5 * field, x_k, mask=row_ok)
 
 
 @triton.jit
@@ -156,36 +92,17 @@ def _grad_kernel(
     tl.store(out_ptr + rows[:, None] * stride_on + cols[None, :], grad * inv_t, mask=mask)
 
 
-def _num_splits(n_rows: int, vocab: int, device: torch.device) -> int:
-    """Vocabulary splits so that (row blocks × splits) covers about two waves of the GPU."""
-    if device.type == "cuda":
-        target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
-    else:
-        target = 4  # interpreter: exercise the split merge without many programs
-    row_blocks = triton.cdiv(n_rows, _BLOCK_M)
-    return max(1, min(triton.cdiv(vocab, _BLOCK_N), triton.cdiv(target, row_blocks)))
-
-
 def forward(
     hidden: Tensor, weight: Tensor, bias: Tensor | None, tokens: Tensor, inv_t: float, vocab: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(log p_k, H, S_k, E_p[S], logsumexp)`` in float32, each ``(N,)``; ``hidden`` ``(N, d)``."""
-    n_rows, dim = hidden.shape
-    splits = _num_splits(n_rows, vocab, hidden.device)
-    split_size = triton.cdiv(triton.cdiv(vocab, splits), _BLOCK_N) * _BLOCK_N
-    splits = triton.cdiv(vocab, split_size)  # every split non-empty
-    partial = torch.empty(6, splits, n_rows, dtype=torch.float32, device=hidden.device)
-    grid = (triton.cdiv(n_rows, _BLOCK_M), splits)
-    _forward_kernel[grid](
-        hidden, weight, bias if bias is not None else hidden, tokens, partial,
-        n_rows, vocab, dim, split_size, inv_t,
-        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-        HAS_BIAS=bias is not None, PRECISION=_precision(hidden.dtype),
-        BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N, BLOCK_K=_BLOCK_K,
-        num_warps=_NUM_WARPS, num_stages=_stages(None, hidden.dtype),
-    )  # fmt: skip
-    sums = merge_splits(tuple(partial[:5]))  # type: ignore[arg-type]
-    return finalize(sums, partial[5].sum(0))
+    """``(log p_k, H, S_k, E_p[S], logsumexp)`` in float32, each ``(N,)``; ``hidden`` ``(N, d)``:
+    :func:`.triton_matmul.matmul_power_sums` with this module's 64 × 128 tiles (half inputs; the
+    measured default) and the merged sums finished by :func:`.power_sums.finalize`."""
+    tiles = {} if hidden.dtype == torch.float32 else {"block_m": _BLOCK_M, "block_n": _BLOCK_N,
+                                                       "block_k": _BLOCK_K}  # fmt: skip
+    sums, x_k = matmul_power_sums(hidden, weight, bias, tokens, inv_t, vocab, True,
+                                  num_warps=_NUM_WARPS, **tiles)  # fmt: skip
+    return finalize(sums, x_k)
 
 
 def grad_tile(
