@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 import sys
 
 import pytest
@@ -328,40 +326,3 @@ def _triton_checks() -> None:
 
 def test_triton_kernel_through_the_cpu_interpreter():
     run_under_interpreter("test_streaming")
-
-
-def test_statistics_kernels_compile_for_an_h100_without_a_gpu() -> None:
-    # The interpreter forgives what the compiler refuses (a module global read in jit'd code, a
-    # type mismatch, a jit'd helper called with the wrong arguments): compile the backward kernel
-    # of triton_stats for sm_90, bf16 and float32 (its forward is triton_matmul's power-sums
-    # kernel, compiled with these tiles in test_triton_matmul).
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("compiling needs triton outside interpreter mode")
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from entropy_dynamics.kernels import triton_stats
-
-    def type_of(name: str, dtype: str) -> str:
-        if name in ("hidden_ptr", "weight_ptr", "bias_ptr"):
-            return f"*{dtype}"
-        if name == "tokens_ptr":
-            return "*i64"
-        return "*fp32" if name.endswith("_ptr") else "fp32" if name == "inv_t" else "i32"
-
-    flags = {"HAS_BIAS": True, "HAS_G1": True, "HAS_G2": True, "BLOCK_M": 64, "BLOCK_N": 128,
-             "BLOCK_K": 64}  # fmt: skip
-    for fn in (triton_stats._grad_kernel,):  # the forward is triton_matmul's (compiled there)
-        for dtype, precision in (("bf16", "tf32"), ("fp32", "ieee")):
-            constexprs = {k: v for k, v in flags.items() if k in fn.arg_names}
-            constexprs["PRECISION"] = precision
-            signature = {
-                name: "constexpr" if name in constexprs else type_of(name, dtype)
-                for name in fn.arg_names
-            }
-            source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
-            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
-            assert "ptx" in compiled.asm, (fn.__name__, dtype)

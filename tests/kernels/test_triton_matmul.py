@@ -234,7 +234,7 @@ def test_kernels_compile_for_an_h100_without_a_gpu() -> None:
                "dim", "split_cols", "out_cols", "stride_hn", "stride_wv", "stride_on"}  # fmt: skip
     fixed = {"UPCAST": False, "stride_hd": 1, "stride_wd": 1, "HAS_BIAS": True}
     default = dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), (128, 128, 64), strict=True))
-    stats = {**default, "BLOCK_M": 64}  # triton_stats' tiles (the measured "triton" forward)
+    stats = {**default, "BLOCK_M": 64}  # triton_stats' tiles (the measured "triton" path)
     fp32 = dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), triton_matmul.FLOAT32_TILES, strict=True))
     cases = [
         (triton_matmul._power_sums_kernel, "bf16", "bf16", {"WITH_ES": True, **default}),
@@ -242,6 +242,7 @@ def test_kernels_compile_for_an_h100_without_a_gpu() -> None:
         (triton_matmul._power_sums_kernel, "bf16", "bf16", {"WITH_ES": True, **stats}),
         (triton_matmul._power_sums_kernel, "fp32", "fp32", {"WITH_ES": True, **fp32}),
         (triton_matmul._logit_grad_kernel, "bf16", "bf16", default),
+        (triton_matmul._logit_grad_kernel, "bf16", "fp32", stats),  # triton_stats' backward
         (triton_matmul._logit_grad_kernel, "fp32", "fp32", fp32),
     ]
     for fn, dtype, out_dtype, extra in cases:

@@ -10,8 +10,9 @@ For ``p = softmax(x)``, ``x = z / T``, with upstream gradients ``g1`` of ``log p
 
 Every backward pass of the package forms its logit gradient here: the chunked pass over
 materialised logits (:func:`entropy_dynamics.stats.token_stats`), the streaming pass from hidden
-states (:mod:`entropy_dynamics.kernels.streaming`), and the tests of the Triton kernel, whose
-in-register copy of this line (``triton_stats._grad_kernel``) is checked against this function.
+states (:mod:`entropy_dynamics.kernels.streaming`), and the tests of the Triton kernels, whose
+in-register form of this line (``triton_matmul._logit_grad_kernel``, through
+:func:`grad_coefficients`) is checked against this function.
 
 :func:`grad_coefficients` is the same formula rearranged around a row's running max, for kernels
 that hold ``x - max`` and ``exp(x - max)`` rather than ``log p`` (the fused loss's block kernels
