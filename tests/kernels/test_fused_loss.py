@@ -141,16 +141,6 @@ def test_rows_without_gradient_and_positions_left_out(row_chunk) -> None:
     assert all((x[~positions] == 0).all() for x in out[1:])
 
 
-def test_gathering_live_rows_in_place_equals_index_select() -> None:
-    from entropy_dynamics.kernels.loss_blocks import compact_rows_
-
-    block = torch.randn(9, 7, dtype=torch.float64)
-    for live in ([0, 1, 2], [3, 5, 8], [1, 2, 4, 5, 6, 7, 8], [8]):
-        keep = torch.tensor(live)
-        expected = block.index_select(0, keep)
-        torch.testing.assert_close(compact_rows_(block.clone(), keep), expected, rtol=0, atol=0)
-
-
 def test_no_live_row_means_no_gradient() -> None:
     hidden, weight, _bias, tokens, _c1, _c2 = _case()
     leaves = [t.clone().requires_grad_(True) for t in (hidden, weight)]
