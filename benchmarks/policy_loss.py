@@ -56,6 +56,7 @@ from _peers import trl_chunked_logprob, verl_fused_linear_for_ppo
 
 from entropy_dynamics import stats
 from entropy_dynamics.fused_policy_loss import fused_policy_loss
+from entropy_dynamics.kernels import Chunking, LMHead
 from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
 
 QUICK = {"n": 1024, "d": 512, "v": 32768}
@@ -144,8 +145,10 @@ def _ours_stats(c: Case) -> torch.Tensor:
 def _ours_fused(with_es: bool, backend: str = "auto", keep_all: bool = False) -> Forward:
     def run(c: Case) -> torch.Tensor:
         keep = c.mask if keep_all else c.keep
-        args = (c.config, c.h, c.w, c.tokens, c.old, c.adv, c.mask, keep, TEMPERATURE)
-        out, _ = fused_policy_loss(*args, expected_discriminator=with_es, backend=backend)
+        args = (c.config, c.h, LMHead(c.w, None, TEMPERATURE), c.tokens, c.old, c.adv, c.mask, keep)
+        out, _ = fused_policy_loss(
+            *args, chunking=Chunking(backend=backend), expected_discriminator=with_es
+        )
         return out.loss
 
     return run

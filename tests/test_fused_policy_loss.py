@@ -14,6 +14,7 @@ import torch
 
 from entropy_dynamics.aggregation import aggregate
 from entropy_dynamics.fused_policy_loss import aggregation_weights, fused_policy_loss
+from entropy_dynamics.kernels import Chunking, LMHead
 from entropy_dynamics.losses import (
     AGG_MODES,
     PolicyLossConfig,
@@ -74,8 +75,8 @@ def test_value_and_gradients_equal_the_unfused_loss(config, dtype) -> None:
     fused_leaves = _leaves(hidden, weight, bias)
     h, w, b = fused_leaves
     out, stats = fused_policy_loss(
-        config, h, w, tokens, old, adv, mask, keep, temperature, bias=b, valid_vocab=VALID,
-        row_chunk=4, expected_discriminator=True,
+        config, h, LMHead(w, b, temperature, VALID), tokens, old, adv, mask, keep,
+        chunking=Chunking(row_chunk=4), expected_discriminator=True,
     )  # fmt: skip
     grads = torch.autograd.grad(out.loss, fused_leaves)
     tol = 1e-12 if dtype == torch.float64 else 2e-5
@@ -117,8 +118,9 @@ def test_gradcheck_float64() -> None:
 
     def loss(h, w, b):
         out, _ = fused_policy_loss(
-            config, h, w, tokens, old, adv, mask, keep, 1.3, bias=b, valid_vocab=VALID, row_chunk=6
-        )
+            config, h, LMHead(w, b, 1.3, VALID), tokens, old, adv, mask, keep,
+            chunking=Chunking(row_chunk=6),
+        )  # fmt: skip
         return out.loss
 
     assert torch.autograd.gradcheck(loss, tuple(_leaves(hidden, weight, bias)), eps=1e-6)
@@ -133,8 +135,8 @@ def test_micro_batch_scales_weight_each_term() -> None:
     s2 = aggregation_share(config.agg_mode, mask[rows], mask)
     leaves = _leaves(hidden[rows], weight, bias)
     out, _ = fused_policy_loss(
-        config, leaves[0], leaves[1], tokens[rows], old[rows], adv[rows], mask[rows], keep[rows],
-        bias=leaves[2], valid_vocab=VALID, pg_scale=s1, entropy_scale=s2,
+        config, leaves[0], LMHead(leaves[1], leaves[2], valid_vocab=VALID), tokens[rows],
+        old[rows], adv[rows], mask[rows], keep[rows], pg_scale=s1, entropy_scale=s2,
     )  # fmt: skip
     ref_leaves = _leaves(hidden[rows], weight, bias)
     ref, _ = _reference(config, *ref_leaves, tokens[rows], old[rows], adv[rows], mask[rows],
@@ -155,7 +157,7 @@ def test_no_grad_computes_the_value_only() -> None:
     config = PolicyLossConfig(entropy_coef=0.1)
     with torch.no_grad():
         out, _ = fused_policy_loss(
-            config, h, w, tokens, old, adv, mask, keep, bias=bias, valid_vocab=VALID
+            config, h, LMHead(w, bias, valid_vocab=VALID), tokens, old, adv, mask, keep
         )
     ref, _ = _reference(config, hidden, weight, bias, tokens, old, adv, mask, keep, 1.0)
     assert not out.loss.requires_grad
@@ -164,12 +166,14 @@ def test_no_grad_computes_the_value_only() -> None:
 
 def test_refuses_what_it_cannot_fuse() -> None:
     hidden, weight, _bias, tokens, old, adv, mask, keep = _case()
+    head = LMHead(weight)
     with pytest.raises(ValueError, match="kl_cov"):
-        fused_policy_loss(PolicyLossConfig(loss="kl_cov"), hidden, weight, tokens, old, adv,
+        fused_policy_loss(PolicyLossConfig(loss="kl_cov"), hidden, head, tokens, old, adv,
                           mask, keep)  # fmt: skip
     with pytest.raises(ValueError, match="keep_mask must have"):
-        fused_policy_loss(PolicyLossConfig(), hidden, weight, tokens, old, adv, mask, keep[:2])
+        fused_policy_loss(PolicyLossConfig(), hidden, head, tokens, old, adv, mask, keep[:2])
     with pytest.raises(ValueError, match="hidden must be"):
-        fused_policy_loss(PolicyLossConfig(), hidden[0], weight, tokens, old, adv, mask, keep)
+        fused_policy_loss(PolicyLossConfig(), hidden[0], head, tokens, old, adv, mask, keep)
     with pytest.raises(ValueError, match="temperature"):
-        fused_policy_loss(PolicyLossConfig(), hidden, weight, tokens, old, adv, mask, keep, 0.0)
+        fused_policy_loss(PolicyLossConfig(), hidden, LMHead(weight, None, 0.0), tokens, old,
+                          adv, mask, keep)  # fmt: skip

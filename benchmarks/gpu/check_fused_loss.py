@@ -25,7 +25,7 @@ import torch
 from _steps import run_steps
 
 from entropy_dynamics.fused_policy_loss import fused_policy_loss
-from entropy_dynamics.kernels import fused_linear_loss
+from entropy_dynamics.kernels import Chunking, LMHead, fused_linear_loss
 from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
 from entropy_dynamics.stats import token_stats
 
@@ -65,8 +65,8 @@ def check_kernel(report, n, d, v, valid, temperature, dtype):
     for backend in ("triton", "torch"):
         inputs = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
         out = fused_linear_loss(
-            inputs[0], inputs[1], tokens, loss_fn, temperature, bias=inputs[2],
-            valid_vocab=valid, backend=backend,
+            inputs[0], LMHead(inputs[1], inputs[2], temperature, valid), tokens, loss_fn,
+            chunking=Chunking(backend=backend),
         )  # fmt: skip
         grads = torch.autograd.grad(out[0], inputs)
         errors = {"loss": abs(out[0].item() - ref.item()) / max(abs(ref.item()), 1e-30)}
@@ -112,8 +112,8 @@ def check_policy_loss(report, dtype, b=16, t=64, d=256, v=20000, valid=19950):
     for backend in ("triton", "torch"):
         xs = [x.clone().requires_grad_(True) for x in (hidden, weight, bias)]
         out, _ = fused_policy_loss(
-            config, xs[0], xs[1], tokens, old.float(), adv, mask, keep, 0.8, bias=xs[2],
-            valid_vocab=valid, backend=backend,
+            config, xs[0], LMHead(xs[1], xs[2], 0.8, valid), tokens, old.float(), adv, mask, keep,
+            chunking=Chunking(backend=backend),
         )  # fmt: skip
         grads = torch.autograd.grad(out.loss, xs)
         errors = {"loss": abs(out.loss.item() - ref.loss.item()) / abs(ref.loss.item())}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from entropy_dynamics.kernels import logit_grad_, triton_stats
+from entropy_dynamics.kernels import LMHead, logit_grad_, triton_stats
 from entropy_dynamics.stats import token_stats_from_hidden
 
 FIELDS = ("logprobs", "entropy", "discriminator", "expected_discriminator")
@@ -105,9 +105,8 @@ def check_tile(report):
     lse, log_p = torch.logsumexp(x, -1), torch.log_softmax(x, -1)
     entropy = -(log_p.exp() * log_p).sum(-1)
     g1, g2 = torch.randn(256, device="cuda"), torch.randn(256, device="cuda")
-    tile = triton_stats.grad_tile(
-        hidden, weight, bias, tokens, lse.float(), entropy.float(), g1, g2, 1 / 0.8
-    )
+    head = LMHead(weight, bias, 0.8)
+    tile = triton_stats.grad_tile(hidden, head, tokens, lse.float(), entropy.float(), g1, g2)
     got = tile(slice(0, 256), 512, 2560)
     expected = logit_grad_(
         log_p[:, 512:2560].clone(), entropy, g1.double(), g2.double(), tokens, 1 / 0.8, 512

@@ -70,6 +70,7 @@ def _reference(x, tokens):
 
 
 def check(report, n, d, v, valid, temperature, dtype, tiles):
+    from entropy_dynamics.kernels import LMHead
     from entropy_dynamics.kernels.logit_grad import grad_coefficients, logit_grad_
     from entropy_dynamics.kernels.power_sums import finalize
     from entropy_dynamics.kernels.triton_matmul import matmul_logit_grad, matmul_power_sums
@@ -79,8 +80,8 @@ def check(report, n, d, v, valid, temperature, dtype, tiles):
     x = _logits64(hidden, weight, bias, valid, temperature)
     *expected, log_p = _reference(x, tokens)
     row = {"dtype": str(dtype), "shape": [n, d, v], "valid": valid, "T": temperature}
-    sums, x_k = matmul_power_sums(hidden, weight, bias, tokens, 1 / temperature, valid, True,
-                                  **tiles)  # fmt: skip
+    head = LMHead(weight, bias, temperature, valid)
+    sums, x_k = matmul_power_sums(hidden, head, tokens, True, **tiles)
     got = finalize(sums, x_k)[:4]
     row["power_sums"] = {f: float((g.double() - e).abs().max())
                          for f, g, e in zip(FIELDS, got, expected, strict=True)}  # fmt: skip
@@ -97,9 +98,7 @@ def check(report, n, d, v, valid, temperature, dtype, tiles):
     )
     width = -(-valid // 16) * 16
     out = torch.empty(n, width, dtype=dtype, device=DEVICE)
-    b = None if bias is None else bias[:valid]
-    matmul_logit_grad(hidden, weight[:valid], b, tokens, 1 / temperature,
-                      coefficients.float().contiguous(), out, **tiles)  # fmt: skip
+    matmul_logit_grad(hidden, head, tokens, coefficients.float().contiguous(), out, **tiles)
     ref = logit_grad_(log_p, entropy, g1, g2, tokens, 1 / temperature)
     row["logit_grad_rel"] = float((out[:, :valid].double() - ref).abs().max() / ref.abs().max())
     row["ok"] = (
@@ -125,16 +124,17 @@ def _timed(fn, repeat):
 
 
 def time_full(report, n, d, v, repeat, configs):
-    from entropy_dynamics.kernels import fused_token_stats, triton_loss
+    from entropy_dynamics.kernels import Chunking, LMHead, fused_token_stats, triton_loss
     from entropy_dynamics.kernels.triton_matmul import matmul_logit_grad, matmul_power_sums
 
     hidden, weight, _, tokens = _case(n, d, v, v, torch.bfloat16, seed=7, bias=False)
+    head, triton = LMHead(weight), Chunking(backend="triton")
     row = {"shape": [n, d, v], "dtype": "bfloat16", "repeat": repeat}
     report["timing"] = row
     row["matmul_s"] = matmul = _timed(lambda: hidden @ weight.T, repeat)
     with torch.no_grad():
         row["triton_stats_forward_s"] = stats = _timed(
-            lambda: fused_token_stats(hidden, weight, tokens, backend="triton"), repeat
+            lambda: fused_token_stats(hidden, head, tokens, triton), repeat
         )
     row["configs"] = []
     for block_m, block_n, block_k, warps, stages in configs:
@@ -145,19 +145,20 @@ def time_full(report, n, d, v, repeat, configs):
         try:
             for with_es in (True, False):
                 seconds = _timed(lambda e=with_es, t=tiles: matmul_power_sums(
-                    hidden, weight, None, tokens, 1.0, v, e, **t), repeat)  # fmt: skip
+                    hidden, head, tokens, e, **t), repeat)  # fmt: skip
                 key = "power_sums" if with_es else "power_sums_without_es"
                 entry[f"{key}_s"] = seconds
                 entry[f"{key}_over_matmul"] = seconds / matmul
                 entry[f"{key}_over_triton_stats"] = seconds / stats
         except Exception as exc:  # a tile shape this GPU refuses (shared memory): keep the rest
             entry["failure"] = f"{type(exc).__name__}: {exc}"
-    sums, _ = matmul_power_sums(hidden, weight, None, tokens, 1.0, v, False)
+    sums, _ = matmul_power_sums(hidden, head, tokens, False)
     coefficients = torch.stack([sums[0], -1 / sums[1], torch.zeros_like(sums[0]),
                                 torch.ones_like(sums[0])]).contiguous()  # fmt: skip
     out = torch.empty(n, v, dtype=torch.bfloat16, device=DEVICE)
-    row["logit_grad_s"] = grad = _timed(lambda: matmul_logit_grad(
-        hidden, weight, None, tokens, 1.0, coefficients, out), repeat)  # fmt: skip
+    row["logit_grad_s"] = grad = _timed(
+        lambda: matmul_logit_grad(hidden, head, tokens, coefficients, out), repeat
+    )
 
     def float32_logits_path():  # what the fused loss does today: cuBLAS float32, then a kernel
         z = torch.mm(hidden, weight.T, out_dtype=torch.float32) if DEVICE == "cuda" else (

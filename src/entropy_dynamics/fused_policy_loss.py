@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics.aggregation import aggregate
-from entropy_dynamics.kernels import fused_linear_loss
+from entropy_dynamics.kernels import Chunking, LMHead, fused_linear_loss
+from entropy_dynamics.kernels.lm_head import compute_dtype
 from entropy_dynamics.losses import (
     _LOG_RATIO_BOUND,
     PolicyLossConfig,
@@ -36,7 +37,6 @@ from entropy_dynamics.losses import (
     ppo_clip_token_loss,
 )
 from entropy_dynamics.stats import TokenStats
-from entropy_dynamics.theory import check_temperature
 
 __all__ = ["aggregation_weights", "fused_policy_loss"]
 
@@ -58,41 +58,38 @@ def _weighted_sum(values: Tensor, weights: Tensor) -> Tensor:
 def fused_policy_loss(
     config: PolicyLossConfig,
     hidden: Tensor,
-    weight: Tensor,
+    head: LMHead,
     tokens: Tensor,
     old_logprobs: Tensor,
     advantages: Tensor,
     response_mask: Tensor,
     keep_mask: Tensor,
-    temperature: float = 1.0,
     *,
-    bias: Tensor | None = None,
-    valid_vocab: int | None = None,
-    row_chunk: int | None = None,
+    chunking: Chunking | None = None,
     pg_scale: float | Tensor = 1.0,
     entropy_scale: float | Tensor = 1.0,
     expected_discriminator: bool = False,
-    backend: str = "auto",
 ) -> tuple[PolicyLossOutput, TokenStats]:
     """The ``ppo`` policy loss of ``config`` on the positions of ``hidden``, fused with its lm_head.
 
     Args:
         config: the loss options (``config.loss`` must be ``"ppo"``).
         hidden: ``(B, T, d)`` final hidden states predicting each response token.
-        weight: ``(V, d)`` lm_head weight (same dtype and device); bias: optional ``(V,)``.
+        head: the lm_head (:class:`~entropy_dynamics.kernels.LMHead`: weight ``(V, d)`` of
+            ``hidden``'s dtype and device, optional bias ``(V,)``, sampling temperature ``T``,
+            valid vocabulary).
         tokens: ``(B, T)`` sampled ids in ``[0, valid_vocab)`` (padding too).
         old_logprobs, advantages: ``(B, T)`` of the rollout policy (constants).
         response_mask: ``(B, T)`` bool or 0/1, the valid response tokens.
         keep_mask: ``(B, T)`` bool, the filter's choice (:func:`losses.select_tokens` on the
             rollout policy's statistics); all-true for no filter.
-        temperature: sampling temperature ``T``.
-        valid_vocab: rows of ``weight`` that are tokens (``None``: all).
-        row_chunk: positions per block (``None``: about 128 MiB of logits, 1 GiB on CUDA).
+        chunking: ``row_chunk`` positions per block (``None``: about 128 MiB of logits, 1 GiB on
+            CUDA) and ``backend``: ``"auto"`` (Triton block kernels on CUDA), ``"torch"``,
+            ``"triton"`` or ``"triton-matmul"`` (opt-in;
+            :func:`~entropy_dynamics.kernels.fused_linear_loss`). ``None``: every default.
         pg_scale, entropy_scale: constant factors of the two terms, known before the forward
             (the trainer's micro-batch shares, :func:`losses.aggregation_share`).
         expected_discriminator: also compute ``E_p[S]`` of the current policy (else 0).
-        backend: ``"auto"`` (Triton block kernels on CUDA), ``"torch"``, ``"triton"`` or
-            ``"triton-matmul"`` (opt-in; :func:`~entropy_dynamics.kernels.fused_linear_loss`).
 
     Returns:
         ``(output, stats)``: ``output.loss = pg_scale·pg_loss - entropy_coef·entropy_scale·H̄``
@@ -106,7 +103,6 @@ def fused_policy_loss(
             f"the fused policy loss computes loss 'ppo' only, got {config.loss!r}: kl_cov ranks "
             "the current log-probs of the whole batch; use losses.compute_policy_loss"
         )
-    check_temperature(temperature)
     shape = response_mask.shape
     if response_mask.dim() != 2 or hidden.shape[:-1] != shape:
         raise ValueError(
@@ -118,7 +114,7 @@ def fused_policy_loss(
         if value is None or value.shape != shape:
             got = None if value is None else tuple(value.shape)
             raise ValueError(f"{name} must have response_mask's shape {tuple(shape)}, got {got}")
-    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(hidden.dtype)
     valid = response_mask != 0
     keep = keep_mask.bool() & valid
     w_pg = aggregation_weights(keep, config.agg_mode, config.loss_agg_norm, dtype).reshape(-1)
@@ -145,16 +141,12 @@ def fused_policy_loss(
         return loss
 
     loss, log_p_k, entropy, s_k, e_s = fused_linear_loss(
-        hidden.reshape(-1, hidden.shape[-1]),
-        weight,
-        tokens.reshape(-1),
+        hidden.reshape(-1, hidden.shape[-1]),  # (B·T, d)
+        head,
+        tokens.reshape(-1),  # (B·T,)
         block_loss,
-        temperature,
-        bias=bias,
-        row_chunk=row_chunk,
-        valid_vocab=valid_vocab,
+        chunking=chunking,
         expected_discriminator=expected_discriminator,
-        backend=backend,
         positions=flat_valid,  # padding costs nothing
     )
     stats = TokenStats(*(x.reshape(shape) for x in (log_p_k, entropy, s_k, e_s)))

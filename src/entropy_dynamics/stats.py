@@ -32,10 +32,17 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics.aggregation import masked_mean
-from entropy_dynamics.kernels import fused_token_stats, logit_grad_
+from entropy_dynamics.kernels import Chunking, LMHead, fused_token_stats, logit_grad_
+from entropy_dynamics.kernels.lm_head import compute_dtype
 from entropy_dynamics.theory import check_temperature
 
-__all__ = ["TokenStats", "default_chunk_size", "token_stats", "token_stats_from_hidden"]
+__all__ = [
+    "TokenStats",
+    "default_chunk_size",
+    "head_token_stats",
+    "token_stats",
+    "token_stats_from_hidden",
+]
 
 _CHUNK_BYTES = 1 << 26  # 64 MiB of float32 per chunk of [rows, V] by default
 
@@ -205,7 +212,7 @@ def token_stats(
         chunk_size = default_chunk_size(vocab)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(logits.dtype)
     batch_shape = tokens.shape
     flat_logits = logits.reshape(-1, vocab)  # (N, V)
     flat_tokens = tokens.reshape(-1).long()  # (N,)
@@ -241,7 +248,9 @@ def token_stats_from_hidden(
     Same values as ``token_stats(hidden @ weight.T + bias, tokens, temperature)``, computed in
     one streaming pass over vocabulary chunks (online max with the four power sums that give
     ``H`` and ``E_p[S]``; derivation in :mod:`entropy_dynamics.kernels.power_sums`), with a custom
-    backward that recomputes each chunk (:mod:`entropy_dynamics.kernels.streaming`).
+    backward that recomputes each chunk (:mod:`entropy_dynamics.kernels.streaming`). The
+    arguments make one :class:`~entropy_dynamics.kernels.LMHead` and one
+    :class:`~entropy_dynamics.kernels.Chunking`; :func:`head_token_stats` takes those directly.
 
     Args:
         hidden: ``(..., d)`` final hidden states (bf16 / fp16 / fp32 / fp64).
@@ -265,18 +274,23 @@ def token_stats_from_hidden(
         input); ``logprobs`` (and ``entropy`` if requested) carry gradients to ``hidden``,
         ``weight`` and ``bias``.
     """
-    check_temperature(temperature)
-    log_p_k, entropy, discriminator, expected_s = fused_token_stats(
-        hidden,
-        weight,
-        tokens,
-        temperature,
-        bias=bias,
-        vocab_chunk=vocab_chunk,
-        row_chunk=row_chunk,
-        valid_vocab=valid_vocab,
-        backend=backend,
-    )
+    head = LMHead(weight, bias, temperature, valid_vocab)
+    chunking = Chunking(vocab_chunk, row_chunk, backend)
+    return head_token_stats(hidden, head, tokens, chunking, entropy_grad=entropy_grad)
+
+
+def head_token_stats(
+    hidden: Tensor,
+    head: LMHead,
+    tokens: Tensor,
+    chunking: Chunking | None = None,
+    *,
+    entropy_grad: bool = False,
+) -> TokenStats:
+    """:func:`token_stats_from_hidden` with its parameters as objects: ``head`` (weight, bias,
+    temperature, valid vocabulary) and ``chunking`` (block sizes and backend; ``None``: every
+    default). ``hidden`` ``(..., d)``, ``tokens`` ``(...)``; returns as documented there."""
+    log_p_k, entropy, discriminator, expected_s = fused_token_stats(hidden, head, tokens, chunking)
     _check_defined(
         log_p_k,
         entropy,

@@ -18,10 +18,13 @@ given float64 and in float32 otherwise, and treats ``-inf`` logits (padded vocab
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+
+# the temperature rule every input is held to (MIN_TEMPERATURE = 1e-5, vLLM's greedy threshold)
+# and the float32 / float64 compute dtype: defined with the lm_head parameters at the bottom of
+# the package, so the kernels share them; the rule is re-exported here
+from entropy_dynamics.kernels.lm_head import MIN_TEMPERATURE, check_temperature, compute_dtype
 
 __all__ = [
     "MIN_TEMPERATURE",
@@ -36,29 +39,10 @@ __all__ = [
 ]
 
 
-MIN_TEMPERATURE = 1e-5
-"""Smallest temperature with a distribution to analyse: below it samplers decode greedily (vLLM's
-``_SAMPLING_EPS = 1e-5``, ``vllm/v1/sample/sampler.py``), so ``softmax(z / T)`` is one-hot."""
-
-
-def _compute_dtype(logits: Tensor) -> torch.dtype:
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
-
-
-def check_temperature(temperature: float) -> None:
-    """Refuse temperatures outside ``[MIN_TEMPERATURE, ∞)`` (NaN and ``inf`` included: ``z / inf``
-    turns a ``-inf`` logit into NaN)."""
-    if not MIN_TEMPERATURE <= temperature < math.inf:
-        raise ValueError(
-            f"temperature must be a finite number >= {MIN_TEMPERATURE} (below it sampling is "
-            f"greedy and softmax(z / T) one-hot), got {temperature}"
-        )
-
-
 def _log_probs(logits: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     """``(p, log p)`` of ``softmax(logits / T)`` in the compute dtype; shapes ``(..., V)``."""
     check_temperature(temperature)
-    scaled = logits.to(_compute_dtype(logits)) / temperature
+    scaled = logits.to(compute_dtype(logits.dtype)) / temperature
     log_p = torch.log_softmax(scaled, dim=-1)  # (..., V), -inf where logits are -inf
     return log_p.exp(), log_p
 
@@ -131,7 +115,7 @@ def entropy_change(logits: Tensor, delta: Tensor, temperature: float = 1.0) -> T
     Returns:
         ``(...)``.
     """
-    dtype = _compute_dtype(logits)
+    dtype = compute_dtype(logits.dtype)
     z = logits.to(dtype)
     return entropy(z + delta.to(dtype), temperature) - entropy(z, temperature)
 

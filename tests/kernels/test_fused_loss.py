@@ -14,7 +14,7 @@ import pytest
 import torch
 from interpreter_helpers import run_under_interpreter
 
-from entropy_dynamics.kernels import default_loss_row_chunk, fused_linear_loss
+from entropy_dynamics.kernels import Chunking, LMHead, default_loss_row_chunk, fused_linear_loss
 from entropy_dynamics.stats import token_stats
 
 N, D, V, VALID = 11, 5, 19, 16
@@ -44,8 +44,8 @@ def test_matches_autograd_through_materialised_logits(row_chunk) -> None:
     hidden, weight, bias, tokens, c1, c2 = _case()
     leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
     loss, log_p, entropy, s_k, e_s = fused_linear_loss(
-        *leaves[:2], tokens, _smooth_loss(c1, c2), 0.6, bias=leaves[2], row_chunk=row_chunk,
-        valid_vocab=VALID,
+        leaves[0], LMHead(leaves[1], leaves[2], 0.6, VALID), tokens, _smooth_loss(c1, c2),
+        chunking=Chunking(row_chunk=row_chunk),
     )  # fmt: skip
     grads = torch.autograd.grad(loss, leaves)
     ref_leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
@@ -67,7 +67,8 @@ def test_gradcheck() -> None:
     loss_fn = _smooth_loss(c1, c2)
 
     def loss(h, w, b):
-        return fused_linear_loss(h, w, tokens, loss_fn, 1.7, bias=b, row_chunk=3)[0]
+        chunks = Chunking(row_chunk=3)
+        return fused_linear_loss(h, LMHead(w, b, 1.7), tokens, loss_fn, chunking=chunks)[0]
 
     leaves = tuple(t.clone().requires_grad_(True) for t in (hidden, weight, bias))
     assert torch.autograd.gradcheck(loss, leaves)
@@ -76,11 +77,13 @@ def test_gradcheck() -> None:
 def test_float32_and_bfloat16_follow_float64() -> None:
     hidden, weight, _bias, tokens, c1, c2 = _case(seed=2)
     loss_fn = _smooth_loss(c1, c2)
-    ref = fused_linear_loss(hidden.requires_grad_(True), weight, tokens, loss_fn, row_chunk=4)
+    chunks = Chunking(row_chunk=4)
+    ref = fused_linear_loss(hidden.requires_grad_(True), LMHead(weight), tokens, loss_fn,
+                            chunking=chunks)  # fmt: skip
     (ref_grad,) = torch.autograd.grad(ref[0], hidden)
     for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 5e-2)):
         h = hidden.detach().to(dtype).requires_grad_(True)
-        out = fused_linear_loss(h, weight.to(dtype), tokens, loss_fn, row_chunk=4)
+        out = fused_linear_loss(h, LMHead(weight.to(dtype)), tokens, loss_fn, chunking=chunks)
         assert out[1].dtype == torch.float32  # float32 statistics for half inputs
         (grad,) = torch.autograd.grad(out[0], h)
         assert grad.dtype == dtype
@@ -93,7 +96,7 @@ def test_without_expected_discriminator_and_without_grad() -> None:
     hidden, weight, _bias, tokens, c1, c2 = _case()
     with torch.no_grad():
         loss, _log_p, entropy, _, e_s = fused_linear_loss(
-            hidden.requires_grad_(True), weight, tokens, _smooth_loss(c1, c2),
+            hidden.requires_grad_(True), LMHead(weight), tokens, _smooth_loss(c1, c2),
             expected_discriminator=False,
         )  # fmt: skip
     stats = token_stats(hidden.detach() @ weight.T, tokens)
@@ -120,8 +123,8 @@ def test_rows_without_gradient_and_positions_left_out(row_chunk) -> None:
 
     leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
     out = fused_linear_loss(
-        *leaves[:2], tokens, loss_fn, 0.8, bias=leaves[2], row_chunk=row_chunk, valid_vocab=VALID,
-        positions=positions,
+        leaves[0], LMHead(leaves[1], leaves[2], 0.8, VALID), tokens, loss_fn,
+        chunking=Chunking(row_chunk=row_chunk), positions=positions,
     )  # fmt: skip
     grads = torch.autograd.grad(out[0], leaves)
     assert torch.equal(torch.cat(seen), positions.nonzero().squeeze(1))
@@ -138,20 +141,12 @@ def test_rows_without_gradient_and_positions_left_out(row_chunk) -> None:
     assert all((x[~positions] == 0).all() for x in out[1:])
 
 
-def test_gathering_live_rows_in_place_equals_index_select() -> None:
-    from entropy_dynamics.kernels.fused_loss import _compact_rows_
-
-    block = torch.randn(9, 7, dtype=torch.float64)
-    for live in ([0, 1, 2], [3, 5, 8], [1, 2, 4, 5, 6, 7, 8], [8]):
-        keep = torch.tensor(live)
-        expected = block.index_select(0, keep)
-        torch.testing.assert_close(_compact_rows_(block.clone(), keep), expected, rtol=0, atol=0)
-
-
 def test_no_live_row_means_no_gradient() -> None:
     hidden, weight, _bias, tokens, _c1, _c2 = _case()
     leaves = [t.clone().requires_grad_(True) for t in (hidden, weight)]
-    out = fused_linear_loss(*leaves, tokens, lambda rows, lp, h: (0 * lp).sum(), row_chunk=4)
+    zero_loss = lambda rows, lp, h: (0 * lp).sum()  # noqa: E731
+    out = fused_linear_loss(leaves[0], LMHead(leaves[1]), tokens, zero_loss,
+                            chunking=Chunking(row_chunk=4))  # fmt: skip
     grads = torch.autograd.grad(out[0], leaves)
     assert out[0].item() == 0 and all(g.abs().max() == 0 for g in grads)
 
@@ -164,17 +159,20 @@ def test_default_row_chunk_bounds_the_block() -> None:
 
 def test_bad_input_is_refused() -> None:
     hidden, weight, _bias, tokens, c1, c2 = _case()
+    head = LMHead(weight)
     with pytest.raises(ValueError, match="row_chunk"):
-        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), row_chunk=0)
+        fused_linear_loss(hidden, head, tokens, _smooth_loss(c1, c2),
+                          chunking=Chunking(row_chunk=0))  # fmt: skip
     with pytest.raises(ValueError, match="temperature"):
-        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), 0.0)
+        fused_linear_loss(hidden, LMHead(weight, None, 0.0), tokens, _smooth_loss(c1, c2))
     with pytest.raises(ValueError, match="token ids"):
-        fused_linear_loss(hidden, weight, tokens + VALID, _smooth_loss(c1, c2), valid_vocab=VALID)
+        fused_linear_loss(hidden, LMHead(weight, valid_vocab=VALID), tokens + VALID,
+                          _smooth_loss(c1, c2))  # fmt: skip
     with pytest.raises(ValueError, match="positions must be a bool mask"):
-        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2),
+        fused_linear_loss(hidden, head, tokens, _smooth_loss(c1, c2),
                           positions=(tokens > 3).float())  # fmt: skip
     with pytest.raises(ValueError, match="positions must be a bool mask"):
-        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2),
+        fused_linear_loss(hidden, head, tokens, _smooth_loss(c1, c2),
                           positions=torch.ones(N + 1, dtype=torch.bool))  # fmt: skip
 
 
@@ -202,8 +200,8 @@ def _triton_checks() -> None:
         for backend, dtype in (("torch", torch.float64), (kernel, torch.float32)):
             leaves = [t.to(dtype).requires_grad_(True) for t in (hidden, weight, bias)]
             out = fused_linear_loss(
-                *leaves[:2], tokens, loss_fn, 0.7, bias=leaves[2], row_chunk=4,
-                valid_vocab=VALID, expected_discriminator=with_es, backend=backend,
+                leaves[0], LMHead(leaves[1], leaves[2], 0.7, VALID), tokens, loss_fn,
+                chunking=Chunking(row_chunk=4, backend=backend), expected_discriminator=with_es,
             )  # fmt: skip
             results[backend] = out, torch.autograd.grad(out[0], leaves)
         (ref, ref_grads), (got, grads) = results["torch"], results[kernel]
@@ -213,21 +211,25 @@ def _triton_checks() -> None:
             assert (a.double() - b).abs().max() <= 1e-5 * b.abs().max(), name
         assert grads[1][VALID:].abs().max() == 0
     bf16 = [t.to(torch.bfloat16).requires_grad_(True) for t in (hidden, weight)]
-    out = fused_linear_loss(*bf16, tokens, losses["both"], 0.7, row_chunk=5, backend="triton")
+    bf16_head = LMHead(bf16[1], None, 0.7)
+    out = fused_linear_loss(bf16[0], bf16_head, tokens, losses["both"],
+                            chunking=Chunking(row_chunk=5, backend="triton"))  # fmt: skip
     grads = torch.autograd.grad(out[0], bf16)
     assert all(g.dtype == torch.bfloat16 and torch.isfinite(g).all() for g in grads)
     # on CPU both backends see logits rounded to bf16 (no float32-output bf16 matmul there)
-    ref = fused_linear_loss(*bf16, tokens, losses["both"], 0.7, row_chunk=5, backend="torch")
+    ref = fused_linear_loss(bf16[0], bf16_head, tokens, losses["both"],
+                            chunking=Chunking(row_chunk=5, backend="torch"))  # fmt: skip
     for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for a, b in zip(grads, torch.autograd.grad(ref[0], bf16), strict=True):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-3)
     # triton-matmul multiplies bf16 exactly in float32 (the logits are not rounded to bf16)
-    out = fused_linear_loss(*bf16, tokens, losses["dead rows"], 0.7, row_chunk=5,
-                            backend="triton-matmul")  # fmt: skip
+    out = fused_linear_loss(bf16[0], bf16_head, tokens, losses["dead rows"],
+                            chunking=Chunking(row_chunk=5, backend="triton-matmul"))  # fmt: skip
     grads = torch.autograd.grad(out[0], bf16)
     exact = [t.detach().double().requires_grad_(True) for t in bf16]
-    ref = fused_linear_loss(*exact, tokens, losses["dead rows"], 0.7, row_chunk=5)
+    ref = fused_linear_loss(exact[0], LMHead(exact[1], None, 0.7), tokens, losses["dead rows"],
+                            chunking=Chunking(row_chunk=5))  # fmt: skip
     for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
     for a, b in zip(grads, torch.autograd.grad(ref[0], exact), strict=True):
@@ -245,10 +247,11 @@ def test_triton_backend_without_cuda_is_refused(monkeypatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     hidden, weight, _, tokens, c1, c2 = _case()
     with pytest.raises(ValueError, match="backend='triton'"):
-        fused_linear_loss(hidden.float(), weight.float(), tokens, _smooth_loss(c1, c2),
-                          backend="triton")  # fmt: skip
+        fused_linear_loss(hidden.float(), LMHead(weight.float()), tokens, _smooth_loss(c1, c2),
+                          chunking=Chunking(backend="triton"))  # fmt: skip
     with pytest.raises(ValueError, match="backend must be"):
-        fused_linear_loss(hidden, weight, tokens, _smooth_loss(c1, c2), backend="cuda")
+        fused_linear_loss(hidden, LMHead(weight), tokens, _smooth_loss(c1, c2),
+                          chunking=Chunking(backend="cuda"))  # fmt: skip
 
 
 def test_triton_kernels_compile_for_an_h100_without_a_gpu() -> None:

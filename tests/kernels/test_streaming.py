@@ -295,14 +295,15 @@ def _triton_checks() -> None:
     _assert_fields(fused, _reference(logits, tokens, 0.7), rtol=1e-5, atol=5e-6)
 
     # the backward kernel's in-register grad_z against the one formula (kernels.logit_grad)
-    from entropy_dynamics.kernels import logit_grad_, triton_stats
+    from entropy_dynamics.kernels import LMHead, logit_grad_, triton_stats
 
     hidden, weight, bias, tokens = _case((45,), 24, 200, seed=10, valid=190)
     w1, w2 = torch.randn(45), torch.randn(45)
     x = _logits(hidden, weight, bias, valid=190) / 1.3
     lse = torch.logsumexp(x, -1)
     entropy = -(torch.softmax(x, -1) * torch.log_softmax(x, -1)).sum(-1)
-    tile = triton_stats.grad_tile(hidden, weight, bias, tokens, lse, entropy, w1, w2, 1 / 1.3)
+    head = LMHead(weight, bias, 1.3, 190)
+    tile = triton_stats.grad_tile(hidden, head, tokens, lse, entropy, w1, w2)
     for rows, v0, v1 in ((slice(0, 45), 0, 190), (slice(5, 30), 60, 130)):
         expected = logit_grad_(
             x[rows, v0:v1] - lse[rows].unsqueeze(-1), entropy[rows], w1[rows], w2[rows],

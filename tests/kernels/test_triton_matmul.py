@@ -64,6 +64,7 @@ def _close(got, expected, msg):
 
 
 def _check_power_sums() -> None:
+    from entropy_dynamics.kernels import LMHead
     from entropy_dynamics.kernels.power_sums import finalize
     from entropy_dynamics.kernels.triton_matmul import matmul_power_sums
 
@@ -71,9 +72,8 @@ def _check_power_sums() -> None:
         for bias in (True, False):
             for temperature in (0.7, 1.0):
                 hidden, weight, b, tokens = _case(dtype, seed=1, bias=bias)
-                sums, x_k = matmul_power_sums(
-                    hidden, weight, b, tokens, 1 / temperature, VALID, True, splits=3, **TILES
-                )
+                head = LMHead(weight, b, temperature, VALID)
+                sums, x_k = matmul_power_sums(hidden, head, tokens, True, splits=3, **TILES)
                 x = _logits64(hidden, weight, b, temperature)
                 expected = (*_reference(x, tokens), torch.logsumexp(x, -1))
                 name = f"{dtype} bias={bias} T={temperature}"
@@ -84,14 +84,15 @@ def _check_power_sums() -> None:
     expected = _reference(_logits64(hidden, weight, b, 0.7), tokens)
     for splits, with_es in ((1, False), (None, True)):
         sums, x_k = matmul_power_sums(
-            hidden, weight, b, tokens, 1 / 0.7, VALID, with_es, splits=splits, **TILES
+            hidden, LMHead(weight, b, 0.7, VALID), tokens, with_es, splits=splits, **TILES
         )
         log_p_k, entropy, _s_k, e_s, _lse = finalize(sums, x_k)
         _close(log_p_k, expected[0], f"splits={splits}")
         _close(entropy, expected[1], f"splits={splits}")
         assert with_es or ((sums[3] == 0).all() and (sums[4] == 0).all() and (e_s == 0).all())
     # very peaked rows (logits of spread ~300): no overflow, no NaN from the masked columns
-    sums, x_k = matmul_power_sums(hidden * 100, weight, b, tokens, 1.0, VALID, True, **TILES)
+    sums, x_k = matmul_power_sums(hidden * 100, LMHead(weight, b, 1.0, VALID), tokens, True,
+                                  **TILES)  # fmt: skip
     expected = _reference(_logits64(hidden * 100, weight, b, 1.0), tokens)
     for got, value in zip(finalize(sums, x_k)[:4], expected, strict=True):
         assert torch.isfinite(got).all()
@@ -100,6 +101,7 @@ def _check_power_sums() -> None:
 
 def _check_logit_grad() -> None:
     """The kernel's grad_z against the one formula (``logit_grad_``) in float64."""
+    from entropy_dynamics.kernels import LMHead
     from entropy_dynamics.kernels.logit_grad import grad_coefficients, logit_grad_
     from entropy_dynamics.kernels.triton_matmul import matmul_logit_grad
 
@@ -115,18 +117,19 @@ def _check_logit_grad() -> None:
         expected = logit_grad_(log_p.clone(), entropy, g1, g2, tokens, 1 / 0.8)
         coefficients = torch.stack([row_max, *grad_coefficients(log_a, entropy, g1, g2, 1 / 0.8)])
         coefficients = coefficients.float().contiguous()
-        w, bv = weight[:VALID], None if b is None else b[:VALID]
+        head = LMHead(weight, b, 0.8, VALID)  # the valid columns [0, VALID)
         for width in (VALID, 208):  # exact, and padded to a multiple of 16 (padding gets 0)
             out = torch.full((N, width), float("nan"), dtype=out_dtype)
-            matmul_logit_grad(hidden, w, bv, tokens, 1 / 0.8, coefficients, out, **TILES)
+            matmul_logit_grad(hidden, head, tokens, coefficients, out, **TILES)
             error = (out[:, :VALID].double() - expected).abs().max()
             assert error <= tol * expected.abs().max(), (dtype, width, float(error))
             assert (out[:, VALID:] == 0).all()
 
 
 def _check_block() -> None:
-    """``triton_matmul_block`` against ``fused_loss._torch_block`` run in float64."""
-    from entropy_dynamics.kernels.fused_loss import _torch_block
+    """``triton_matmul_block`` against ``loss_blocks.torch_block`` run in float64."""
+    from entropy_dynamics.kernels import LMHead
+    from entropy_dynamics.kernels.loss_blocks import torch_block
     from entropy_dynamics.kernels.triton_matmul import triton_matmul_block
 
     gen = torch.Generator().manual_seed(5)
@@ -134,13 +137,11 @@ def _check_block() -> None:
     for dtype, with_es, tol in ((torch.float32, True, 1e-5), (torch.float32, False, 1e-5),
                                 (torch.bfloat16, True, 1e-2)):  # fmt: skip
         hidden, weight, b, tokens = _case(dtype, seed=6)
-        w, bv = weight[:VALID], b[:VALID]
-        args = (tokens, 1 / 0.7, with_es)
-        ref, ref_grad_fn = _torch_block(
-            hidden.double(), w.double(), bv.double(), *args, torch.float64, torch.float64
+        ref, ref_grad_fn = torch_block(
+            LMHead(weight.double(), b.double(), 0.7, VALID), hidden.double(), tokens, with_es
         )
         got, grad_fn = triton_matmul_block(
-            hidden, w, bv, *args, torch.float32, dtype, splits=2, **TILES
+            LMHead(weight, b, 0.7, VALID), hidden, tokens, with_es, splits=2, **TILES
         )
         for a, e in zip(got, ref, strict=True):
             assert a.dtype == torch.float32
@@ -185,7 +186,7 @@ def test_kernels_through_the_cpu_interpreter() -> None:
 
 
 def test_the_new_backend_is_opt_in_and_refused_without_triton_or_cuda(monkeypatch) -> None:
-    from entropy_dynamics.kernels.streaming import resolve_backend
+    from entropy_dynamics.kernels.chunking import resolve_backend
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     hidden = torch.zeros(2, 4)

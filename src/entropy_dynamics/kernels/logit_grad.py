@@ -59,20 +59,20 @@ def logit_grad_(
     if g_logprob is None and g_entropy is None:
         raise ValueError("logit_grad_ needs g_logprob, g_entropy or both")
     if g_entropy is None:
-        grad = log_p.exp_().mul_(-g_logprob.unsqueeze(-1))  # type: ignore[union-attr]
+        grad = log_p.exp_().mul_(-g_logprob.unsqueeze(-1))  # type: ignore[union-attr]  # (n, v)
     else:
         p = log_p.exp()  # (n, v), the one block-sized temporary
         # the coefficient of -p: g1 + g2 (log p + H); the floor keeps 0 · (-inf) out at p = 0
-        coef = log_p.clamp_(min=_LOG_P_FLOOR).add_(entropy.unsqueeze(-1))
+        coef = log_p.clamp_(min=_LOG_P_FLOOR).add_(entropy.unsqueeze(-1))  # (n, v)
         coef.mul_(g_entropy.unsqueeze(-1))
         if g_logprob is not None:
             coef.add_(g_logprob.unsqueeze(-1))
-        grad = coef.mul_(p).neg_()
+        grad = coef.mul_(p).neg_()  # (n, v)
     if g_logprob is not None:
         width = grad.shape[-1]
         inside = (tokens >= col_start) & (tokens < col_start + width)  # (n,)
         column = (tokens - col_start).clamp(0, width - 1).unsqueeze(-1)  # (n, 1)
-        value = torch.where(inside, g_logprob, torch.zeros_like(g_logprob)).to(grad.dtype)
+        value = torch.where(inside, g_logprob, torch.zeros_like(g_logprob)).to(grad.dtype)  # (n,)
         grad.scatter_add_(-1, column, value.unsqueeze(-1))  # + g1 e_k, no host sync
     return grad.mul_(inv_t) if inv_t != 1.0 else grad
 

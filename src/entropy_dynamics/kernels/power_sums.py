@@ -40,7 +40,7 @@ def rebase(sums: Sums, new_max: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]
     """``(A, B, C, D)`` of ``sums`` moved from reference ``sums[0]`` to ``new_max >= sums[0]``."""
     m, a, b, c, d = sums
     delta = m - new_max  # (...,) ≤ 0
-    scale = delta.exp()
+    scale = delta.exp()  # (...,)
     scale2 = scale * scale
     return scale * a, scale * (b + delta * a), scale2 * c, scale2 * (d + delta * c)
 
@@ -53,9 +53,9 @@ def merge_splits(sums: Sums) -> Sums:
 
 def finalize(sums: Sums, x_k: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(log p_k, H, S_k, E_p[S], logsumexp)`` from the merged sums (module docstring)."""
-    m, a, b, c, d = sums
+    m, a, b, c, d = sums  # (n,) each
     log_a = a.log()
-    lse = m + log_a
+    lse = m + log_a  # (n,), as every result
     mean_shift = b / a  # E_p[x] - m
     entropy = log_a - mean_shift
     expected_s = (d - c * mean_shift) / (a * a)

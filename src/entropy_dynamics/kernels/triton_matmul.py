@@ -21,8 +21,10 @@ Why: the Triton kernels of :mod:`.triton_loss` run after a cuBLAS matmul has wri
 on an H100 in bf16 those passes are memory-bound (the fused loss forward is 2.44× its three
 matmuls, docs/performance.md "GPU"). Here the statistics cost no logits traffic at all, and the
 gradient costs one extra matmul on the tensor cores instead of a float32 write and two reads.
-:func:`triton_matmul_block` has the contract of ``fused_loss._triton_block`` (the loss's block
-backend); ``streaming.fused_token_stats(backend="triton-matmul")`` takes its forward from here.
+:func:`triton_matmul_block` has the contract of the fused loss's other block backends
+(``fused_loss.BlockFunction``); ``streaming.fused_token_stats`` with ``backend="triton-matmul"``
+takes its forward from here. The launchers take the lm_head as one
+:class:`~entropy_dynamics.kernels.lm_head.LMHead` (weight, bias, ``1 / T``, valid vocabulary).
 
 Their speed is unmeasured until a GPU run (``benchmarks/gpu/check_triton_matmul.py``); they are
 tested through Triton's CPU interpreter and compiled ahead of time for sm_90 (where the test also
@@ -39,6 +41,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from entropy_dynamics.kernels.lm_head import LMHead
 from entropy_dynamics.kernels.logit_grad import grad_coefficients
 from entropy_dynamics.kernels.power_sums import Sums, finalize, merge_splits
 
@@ -89,14 +92,14 @@ def _logits_tile(
     so that the compiler still sees contiguous columns); masked rows / columns read 0.
     ``UPCAST`` (interpreter only): half operands go to float32 before ``tl.dot``, exactly, since
     triton 3.9's interpreter multiplies bf16 operands wrongly."""
-    ks = tl.arange(0, BLOCK_K)
+    ks = tl.arange(0, BLOCK_K)  # (BLOCK_K,)
     h_ptrs = h_ptr + rows[:, None] * stride_hn + ks[None, :] * stride_hd  # (BLOCK_M, BLOCK_K)
     w_ptrs = w_ptr + cols[None, :].to(tl.int64) * stride_wv + ks[:, None] * stride_wd  # (K, N)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
     for k0 in range(0, dim, BLOCK_K):
-        k_ok = ks < dim - k0
-        h = tl.load(h_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=col_ok[None, :] & k_ok[:, None], other=0.0)
+        k_ok = ks < dim - k0  # (BLOCK_K,)
+        h = tl.load(h_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
+        w = tl.load(w_ptrs, mask=col_ok[None, :] & k_ok[:, None], other=0.0)  # (BLOCK_K, BLOCK_N)
         if UPCAST:
             h = h.to(tl.float32)
             w = w.to(tl.float32)
@@ -104,8 +107,8 @@ def _logits_tile(
         h_ptrs += BLOCK_K * stride_hd
         w_ptrs += BLOCK_K * stride_wd
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    return acc * inv_t
+        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]  # (1, N)
+    return acc * inv_t  # (BLOCK_M, BLOCK_N)
 
 
 @triton.jit
@@ -116,47 +119,47 @@ def _power_sums_kernel(
     HAS_BIAS: tl.constexpr, WITH_ES: tl.constexpr, PRECISION: tl.constexpr,
     UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    pid_s = tl.program_id(1)
-    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    row_ok = rows < n_rows
+    pid_s = tl.program_id(1)  # the vocabulary split
+    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # (BLOCK_M,)
+    row_ok = rows < n_rows  # (BLOCK_M,)
     tok = tl.load(tokens_ptr + rows, mask=row_ok, other=-1)  # (BLOCK_M,) int64
     v_begin = pid_s * split_cols
     v_end = tl.minimum(v_begin + split_cols, valid_vocab)
     # the initial running max: finite, so that δ · 0 never forms inf · 0 (a literal: jit'd code
     # may not read module globals); masked columns sit at the same floor with e forced to 0
-    m = tl.full((BLOCK_M,), -1.0e30, tl.float32)
-    a = tl.zeros((BLOCK_M,), tl.float32)
+    m = tl.full((BLOCK_M,), -1.0e30, tl.float32)  # (BLOCK_M,) running max
+    a = tl.zeros((BLOCK_M,), tl.float32)  # (BLOCK_M,) each of A, B, C, D and x_k
     b = tl.zeros((BLOCK_M,), tl.float32)
     c = tl.zeros((BLOCK_M,), tl.float32)
     d = tl.zeros((BLOCK_M,), tl.float32)
     x_k = tl.zeros((BLOCK_M,), tl.float32)
     for v0 in range(v_begin, v_end, BLOCK_N):
-        cols = v0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < v_end
-        x = _logits_tile(
+        cols = v0 + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+        col_ok = cols < v_end  # (BLOCK_N,)
+        x = _logits_tile(  # (BLOCK_M, BLOCK_N)
             h_ptr, w_ptr, bias_ptr, rows, cols, row_ok, col_ok, dim, inv_t,
             stride_hn, stride_hd, stride_wv, stride_wd,
             HAS_BIAS, PRECISION, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K,
         )  # fmt: skip
-        hit = (tok >= v0) & (tok < v0 + BLOCK_N)  # rows whose token lies in this tile
+        hit = (tok >= v0) & (tok < v0 + BLOCK_N)  # (BLOCK_M,) rows whose token is in this tile
         if tl.max(hit.to(tl.int32), 0) > 0:  # most tiles hold none: skip the 2-D select + sum
-            x_k += tl.sum(tl.where(cols[None, :] == tok[:, None], x, 0.0), 1)
-        x = tl.where(col_ok[None, :], x, -1.0e30)
+            x_k += tl.sum(tl.where(cols[None, :] == tok[:, None], x, 0.0), 1)  # (BLOCK_M,)
+        x = tl.where(col_ok[None, :], x, -1.0e30)  # (BLOCK_M, BLOCK_N)
         new_m = tl.maximum(m, tl.max(x, 1))  # (BLOCK_M,)
-        delta = m - new_m  # ≤ 0, finite
-        scale = tl.exp(delta)
+        delta = m - new_m  # (BLOCK_M,) ≤ 0, finite
+        scale = tl.exp(delta)  # (BLOCK_M,)
         rel = x - new_m[:, None]  # (BLOCK_M, BLOCK_N) ≤ 0, finite
-        e = tl.where(col_ok[None, :], tl.exp(rel), 0.0)
-        rel_e = rel * e
-        b = scale * (b + delta * a) + tl.sum(rel_e, 1)
+        e = tl.where(col_ok[None, :], tl.exp(rel), 0.0)  # (BLOCK_M, BLOCK_N)
+        rel_e = rel * e  # (BLOCK_M, BLOCK_N)
+        b = scale * (b + delta * a) + tl.sum(rel_e, 1)  # (BLOCK_M,)
         a = scale * a + tl.sum(e, 1)
         if WITH_ES:
             scale2 = scale * scale
             d = scale2 * (d + delta * c) + tl.sum(rel_e * e, 1)
             c = scale2 * c + tl.sum(e * e, 1)
         m = new_m
-    field = tl.num_programs(1).to(tl.int64) * n_rows
-    out = partial_ptr + pid_s.to(tl.int64) * n_rows + rows
+    field = tl.num_programs(1).to(tl.int64) * n_rows  # partial is (6, splits, N)
+    out = partial_ptr + pid_s.to(tl.int64) * n_rows + rows  # (BLOCK_M,) pointers
     tl.store(out, m, mask=row_ok)
     tl.store(out + field, a, mask=row_ok)
     tl.store(out + 2 * field, b, mask=row_ok)
@@ -173,28 +176,28 @@ def _logit_grad_kernel(
     HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < n_rows
-    col_ok = cols < n_cols
-    x = _logits_tile(
+    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # (BLOCK_M,)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+    row_ok = rows < n_rows  # (BLOCK_M,)
+    col_ok = cols < n_cols  # (BLOCK_N,)
+    x = _logits_tile(  # (BLOCK_M, BLOCK_N)
         h_ptr, w_ptr, bias_ptr, rows, cols, row_ok, col_ok, dim, inv_t,
         stride_hn, stride_hd, stride_wv, stride_wd,
         HAS_BIAS, PRECISION, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K,
     )  # fmt: skip
-    tok = tl.load(tokens_ptr + rows, mask=row_ok, other=-1)
-    row_max = tl.load(coef_ptr + rows, mask=row_ok, other=0.0)
+    tok = tl.load(tokens_ptr + rows, mask=row_ok, other=-1)  # (BLOCK_M,)
+    row_max = tl.load(coef_ptr + rows, mask=row_ok, other=0.0)  # (BLOCK_M,) each of the four
     coef = tl.load(coef_ptr + n_rows + rows, mask=row_ok, other=0.0)
     g2s = tl.load(coef_ptr + 2 * n_rows + rows, mask=row_ok, other=0.0)
     g1t = tl.load(coef_ptr + 3 * n_rows + rows, mask=row_ok, other=0.0)
-    rel = x - row_max[:, None]
-    grad = tl.exp(rel) * (coef[:, None] + g2s[:, None] * rel)
+    rel = x - row_max[:, None]  # (BLOCK_M, BLOCK_N)
+    grad = tl.exp(rel) * (coef[:, None] + g2s[:, None] * rel)  # (BLOCK_M, BLOCK_N)
     grad += tl.where(cols[None, :] == tok[:, None], g1t[:, None], 0.0)
     grad = tl.where(col_ok[None, :], grad, 0.0)  # columns n_cols ≤ c < out_cols: padding, 0
     # masked on out_cols (a multiple of 16 where the caller pads), not n_cols: a mask that is
     # constant over 8 columns lets the compiler write 16-byte vectors
-    mask = row_ok[:, None] & (cols < out_cols)[None, :]
-    out = out_ptr + rows[:, None] * stride_on + cols[None, :]
+    mask = row_ok[:, None] & (cols < out_cols)[None, :]  # (BLOCK_M, BLOCK_N)
+    out = out_ptr + rows[:, None] * stride_on + cols[None, :]  # (BLOCK_M, BLOCK_N) pointers
     tl.store(out, grad.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -210,11 +213,8 @@ def _num_splits(row_blocks: int, tiles: int, device: torch.device) -> int:
 
 def matmul_power_sums(
     hidden: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
+    head: LMHead,
     tokens: Tensor,
-    inv_t: float,
-    valid_vocab: int,
     with_es: bool,
     *,
     block_m: int | None = None,
@@ -224,16 +224,13 @@ def matmul_power_sums(
     num_stages: int | None = None,
     splits: int | None = None,
 ) -> tuple[Sums, Tensor]:
-    """The merged power sums of ``x = (hidden @ weightᵀ + bias) · inv_t`` over the first
-    ``valid_vocab`` columns, and ``x_k``, without writing any logits.
+    """The merged power sums of ``x = (hidden @ Wᵀ + b) / T`` over the valid vocabulary of
+    ``head``, and ``x_k``, without writing any logits.
 
     Args:
-        hidden: ``(N, d)`` bf16 / fp16 / fp32 (any strides).
-        weight: ``(V, d)``, ``V ≥ valid_vocab``, same dtype as ``hidden``.
-        bias: optional ``(V,)``.
+        hidden: ``(N, d)`` bf16 / fp16 / fp32 (any strides), the dtype of ``head.weight``.
+        head: the lm_head; columns ``≥ head.valid_vocab`` get ``p = 0``.
         tokens: ``(N,)`` int64 ids in ``[0, valid_vocab)``.
-        inv_t: ``1 / T``.
-        valid_vocab: columns that are tokens; later ones get ``p = 0``.
         with_es: also the sums ``C, D`` of ``E_p[S]`` (else they are 0).
         block_m, block_n, block_k, num_warps: tile shape and warps (``None``: the Hopper
             defaults, 128 × 128 × 64, or 64 × 128 × 32 for float32 inputs); ``num_stages``
@@ -244,6 +241,7 @@ def matmul_power_sums(
     Returns:
         ``((row_max, A, B, C, D), x_k)``, float32 ``(N,)`` each, for ``power_sums.finalize``.
     """
+    weight, bias, valid_vocab = head.weight, head.bias, head.valid_vocab  # (V, d), (V,)
     n_rows, dim = hidden.shape
     block_m, block_n, block_k = _tiles(hidden.dtype, block_m, block_n, block_k)
     row_blocks = triton.cdiv(n_rows, block_m)
@@ -255,37 +253,40 @@ def matmul_power_sums(
     partial = torch.empty(6, splits, n_rows, dtype=torch.float32, device=hidden.device)
     _power_sums_kernel[(row_blocks, splits)](
         hidden, weight, bias if bias is not None else hidden, tokens.contiguous(), partial,
-        n_rows, valid_vocab, dim, tiles_per_split * block_n, inv_t,
+        n_rows, valid_vocab, dim, tiles_per_split * block_n, head.inv_t,
         hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
         HAS_BIAS=bias is not None, WITH_ES=with_es, PRECISION=_precision(hidden.dtype),
         UPCAST=_upcast(hidden.dtype), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
         num_warps=num_warps, num_stages=_stages(num_stages, hidden.dtype),
     )  # fmt: skip
-    sums = merge_splits(tuple(partial[:5]))  # type: ignore[arg-type]
+    sums = merge_splits(tuple(partial[:5]))  # type: ignore[arg-type]  # 5 × (N,)
     return sums, partial[5].sum(0)  # one split holds each row's token, the others add 0
 
 
 def matmul_logit_grad(
     hidden: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
+    head: LMHead,
     tokens: Tensor,
-    inv_t: float,
     coefficients: Tensor,
     out: Tensor,
     *,
+    start: int = 0,
+    stop: int | None = None,
     block_m: int | None = None,
     block_n: int | None = None,
     block_k: int | None = None,
     num_warps: int = NUM_WARPS,
     num_stages: int | None = None,
 ) -> Tensor:
-    """Write ``grad_z = e ⊙ (coef + g2s·rel) + g1t·[col = k]`` into ``out`` and return it.
+    """Write ``grad_z = e ⊙ (coef + g2s·rel) + g1t·[col = k]`` of the vocabulary columns
+    ``[start, stop)`` of ``head`` into ``out`` and return it.
 
     Args:
-        hidden: ``(r, d)``; ``weight``: ``(V', d)`` (the valid rows only); ``bias``: ``(V',)``.
-        tokens: ``(r,)`` int64 ids in ``[0, V')``.
-        inv_t: ``1 / T``.
+        hidden: ``(r, d)``, the dtype of ``head.weight``.
+        head: the lm_head; ``stop`` ``None``: its valid vocabulary's end. Below, ``V' = stop -
+            start``.
+        tokens: ``(r,)`` int64 ids in the full vocabulary (a row whose token lies outside the
+            columns gets no ``g1t`` term).
         coefficients: ``(4, r)`` float32 contiguous: ``row_max, coef, g2s, g1t`` per row, with
             ``rel = x - row_max`` (:func:`~entropy_dynamics.kernels.logit_grad.grad_coefficients`).
         out: ``(r, W)`` float32 / bf16 / fp16, ``W ≥ V'``, unit column stride; columns
@@ -293,6 +294,9 @@ def matmul_logit_grad(
             kernel store 16-byte vectors: :func:`triton_matmul_block` pads ``V'`` so.
         block_m, block_n, block_k, num_warps, num_stages: as in :func:`matmul_power_sums`.
     """
+    weight, bias = head.rows(start, stop)  # (V', d), (V',)
+    if start:
+        tokens = tokens - start  # (r,) ids relative to the first column
     n_rows, dim = hidden.shape
     block_m, block_n, block_k = _tiles(hidden.dtype, block_m, block_n, block_k)
     n_cols, out_cols = weight.shape[0], out.shape[1]
@@ -300,7 +304,7 @@ def matmul_logit_grad(
     grid = (triton.cdiv(n_rows, block_m), triton.cdiv(out_cols, block_n))
     _logit_grad_kernel[grid](
         hidden, weight, bias if bias is not None else hidden, tokens.contiguous(),
-        coefficients, out, n_rows, n_cols, out_cols, dim, inv_t,
+        coefficients, out, n_rows, n_cols, out_cols, dim, head.inv_t,
         hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1), out.stride(0),
         HAS_BIAS=bias is not None, PRECISION=_precision(hidden.dtype),
         UPCAST=_upcast(hidden.dtype), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
@@ -309,33 +313,31 @@ def matmul_logit_grad(
     return out
 
 
-def triton_matmul_block(h, w, b, tokens, inv_t, with_es, dtype, out_dtype, **blocks):
-    """``(stats, grad_fn)`` of one block of the fused loss, as ``fused_loss._triton_block``.
+def triton_matmul_block(head: LMHead, h: Tensor, tokens: Tensor, with_es: bool, **blocks):
+    """``(stats, grad_fn)`` of one block of the fused loss (``fused_loss.BlockFunction``).
 
-    ``h`` ``(r, d)``, ``w`` ``(V', d)`` and ``b`` ``(V',)`` (the valid vocabulary), ``tokens``
-    ``(r,)``; ``dtype`` is the compute dtype (float32). ``stats`` is ``(log p_k, H, S_k, E_p[S],
-    log A)``, float32 ``(r,)`` each; ``grad_fn(g1, g2, live=None)`` returns ``grad_z`` in
-    ``out_dtype``, ``(r, V')``, or of the rows ``live`` (indices) only. ``blocks``: tile
-    keywords of :func:`matmul_power_sums` (tests).
+    ``h`` ``(r, d)``, ``tokens`` ``(r,)``; the compute dtype is float32. ``stats`` is
+    ``(log p_k, H, S_k, E_p[S], log A)``, float32 ``(r,)`` each; ``grad_fn(g1, g2, live=None)``
+    returns ``grad_z`` in ``h``'s dtype, ``(r, V')`` over the valid vocabulary ``V'``, or of the
+    rows ``live`` (indices) only. ``blocks``: tile keywords of :func:`matmul_power_sums` (tests).
     """
-    assert dtype == torch.float32, "the Triton kernels accumulate in float32"
-    sums, x_k = matmul_power_sums(h, w, b, tokens, inv_t, w.shape[0], with_es, **blocks)
-    log_p_k, entropy, s_k, e_s, lse = finalize(sums, x_k)
-    row_max = sums[0]
+    assert h.dtype != torch.float64, "the Triton kernels accumulate in float32"
+    sums, x_k = matmul_power_sums(h, head, tokens, with_es, **blocks)
+    log_p_k, entropy, s_k, e_s, lse = finalize(sums, x_k)  # 5 × (r,)
+    row_max = sums[0]  # (r,)
     block = (log_p_k, entropy, s_k, e_s, lse - row_max)
     blocks.pop("splits", None)
 
     def grad_fn(g1: Tensor, g2: Tensor, live: Tensor | None = None) -> Tensor:
-        coef, g2s, g1t = grad_coefficients(block[4], entropy, g1, g2, inv_t)
+        coef, g2s, g1t = grad_coefficients(block[4], entropy, g1, g2, head.inv_t)  # 3 × (r,)
         coefficients = torch.stack([row_max, coef, g2s, g1t]).float()  # (4, r)
         rows, row_tokens = h, tokens
         if live is not None:  # only the live rows' tiles are recomputed
             coefficients, rows, row_tokens = coefficients[:, live], h[live], tokens[live]
-        vocab = w.shape[0]
+        vocab = head.valid_vocab
         width = triton.cdiv(vocab, 16) * 16  # aligned rows (Qwen: V' = 151,665 → 151,680)
-        out = torch.empty(rows.shape[0], width, dtype=out_dtype, device=h.device)
-        matmul_logit_grad(rows, w, b, row_tokens, inv_t, coefficients.contiguous(), out,
-                          **blocks)  # fmt: skip
+        out = torch.empty(rows.shape[0], width, dtype=h.dtype, device=h.device)  # (r, width)
+        matmul_logit_grad(rows, head, row_tokens, coefficients.contiguous(), out, **blocks)
         return out[:, :vocab]  # (r, V') view; cuBLAS takes the padded row stride as is
 
     return block, grad_fn

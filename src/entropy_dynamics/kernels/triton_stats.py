@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from entropy_dynamics.kernels.lm_head import LMHead
 from entropy_dynamics.kernels.logit_grad import grad_coefficients
 from entropy_dynamics.kernels.power_sums import finalize
 from entropy_dynamics.kernels.triton_matmul import matmul_logit_grad, matmul_power_sums
@@ -41,44 +42,44 @@ def _tiles(dtype: torch.dtype) -> dict[str, int]:
 
 
 def forward(
-    hidden: Tensor, weight: Tensor, bias: Tensor | None, tokens: Tensor, inv_t: float, vocab: int
+    hidden: Tensor, head: LMHead, tokens: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(log p_k, H, S_k, E_p[S], logsumexp)`` in float32, each ``(N,)``; ``hidden`` ``(N, d)``:
-    :func:`.triton_matmul.matmul_power_sums` with this module's 64 × 128 tiles (half inputs; the
-    measured default) and the merged sums finished by :func:`.power_sums.finalize`."""
-    sums, x_k = matmul_power_sums(hidden, weight, bias, tokens, inv_t, vocab, True,
-                                  num_warps=_NUM_WARPS, **_tiles(hidden.dtype))  # fmt: skip
+    """``(log p_k, H, S_k, E_p[S], logsumexp)`` in float32, each ``(N,)``; ``hidden`` ``(N, d)``,
+    ``tokens`` ``(N,)``: :func:`.triton_matmul.matmul_power_sums` with this module's 64 × 128
+    tiles (half inputs; the measured default) and the merged sums finished by
+    :func:`.power_sums.finalize`."""
+    sums, x_k = matmul_power_sums(hidden, head, tokens, True, num_warps=_NUM_WARPS,
+                                  **_tiles(hidden.dtype))  # fmt: skip
     return finalize(sums, x_k)
 
 
 def grad_tile(
     hidden: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
+    head: LMHead,
     tokens: Tensor,
     lse: Tensor,
     entropy: Tensor,
     g1: Tensor | None,
     g2: Tensor | None,
-    inv_t: float,
 ):
-    """The backward's ``grad_z`` tile function (see ``streaming._backward_loop``)."""
+    """The backward's ``grad_z`` tile function (see ``streaming._backward_loop``): ``hidden``
+    ``(N, d)``; ``tokens``, ``lse``, ``entropy``, ``g1``, ``g2`` ``(N,)``."""
 
     # With the row's logsumexp as the reference, e = exp(x - lse) = p and log A = 0: the grad_z
     # of logit_grad in the coefficient form of triton_matmul's gradient kernel.
-    zero = torch.zeros_like(lse)
+    zero = torch.zeros_like(lse)  # (N,)
     coef, g2s, g1t = grad_coefficients(
-        zero, entropy, zero if g1 is None else g1, zero if g2 is None else g2, inv_t
+        zero, entropy, zero if g1 is None else g1, zero if g2 is None else g2, head.inv_t
     )
     coefficients = torch.stack([lse, coef, g2s, g1t]).float()  # (4, N)
     tiles = _tiles(hidden.dtype)
 
     def tile(rows: slice, v0: int, v1: int) -> Tensor:
-        h, w = hidden[rows], weight[v0:v1]
-        out = torch.empty(h.shape[0], v1 - v0, dtype=torch.float32, device=hidden.device)
+        h = hidden[rows]  # (r, d)
+        out = torch.empty(h.shape[0], v1 - v0, dtype=torch.float32, device=h.device)  # (r, v)
         return matmul_logit_grad(
-            h, w, None if bias is None else bias[v0:v1], tokens[rows] - v0, inv_t,
-            coefficients[:, rows].contiguous(), out, num_warps=_NUM_WARPS, **tiles,
+            h, head, tokens[rows], coefficients[:, rows].contiguous(), out, start=v0, stop=v1,
+            num_warps=_NUM_WARPS, **tiles,
         )  # fmt: skip
 
     return tile

@@ -5,7 +5,7 @@ token. When the model exposes its ``lm_head`` (``get_output_embeddings()`` is a 
 ``nn.Linear``), its decoder (``get_decoder()``), and its logits are exactly
 ``lm_head(decoder(x))`` — checked once numerically on a short probe, because some architectures
 scale or soft-cap their logits after the head — the statistics come from
-:func:`entropy_dynamics.stats.token_stats_from_hidden` and the ``(N, R, V)`` logits are never
+:func:`entropy_dynamics.stats.head_token_stats` and the ``(N, R, V)`` logits are never
 formed (issue 7: at ``V = 151,936`` they are 2.5 GB of float32 per 4,096 tokens). Otherwise the
 materialised logits go through :func:`entropy_dynamics.stats.token_stats`. Both give the same
 values to float32 rounding.
@@ -28,8 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from entropy_dynamics.fused_policy_loss import fused_policy_loss
+from entropy_dynamics.kernels import LMHead
 from entropy_dynamics.losses import PolicyLossConfig, PolicyLossOutput
-from entropy_dynamics.stats import TokenStats, token_stats, token_stats_from_hidden
+from entropy_dynamics.stats import TokenStats, head_token_stats, token_stats
 from entropy_dynamics.training.rollout import Rollout, response_logits, teacher_forcing_inputs
 
 __all__ = ["FusedMode", "ResponseStats", "fusable_lm_head"]
@@ -120,6 +121,12 @@ class ResponseStats:
     def fused(self) -> bool:
         return self.head is not None
 
+    @property
+    def lm_head(self) -> LMHead:
+        """The fused path's lm_head: the model's current ``head`` weight and bias, ``T`` and the
+        valid vocabulary, as the kernels take them (fused path only)."""
+        return LMHead(self.head.weight, self.head.bias, self.temperature, self.valid_vocab)
+
     def features(self, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:
         """``(n, R, d)`` hidden states (fused) or ``(n, R, V)`` logits, predicting each token."""
         if not self.fused:
@@ -138,15 +145,7 @@ class ResponseStats:
         """:class:`TokenStats` of ``softmax(logits / T)`` at ``tokens``, shapes ``tokens.shape``."""
         if not self.fused:
             return token_stats(features, tokens, self.temperature, entropy_grad=entropy_grad)
-        return token_stats_from_hidden(
-            features,
-            self.head.weight,
-            tokens,
-            self.temperature,
-            bias=self.head.bias,
-            entropy_grad=entropy_grad,
-            valid_vocab=self.valid_vocab,
-        )
+        return head_token_stats(features, self.lm_head, tokens, entropy_grad=entropy_grad)
 
     def fuses_loss(self, config: PolicyLossConfig) -> bool:
         """Whether :meth:`policy_loss` serves ``config``: the fused path and the ``ppo`` loss."""
@@ -178,15 +177,12 @@ class ResponseStats:
         out, _ = fused_policy_loss(
             config,
             self.features(rollout, rows),
-            self.head.weight,
+            self.lm_head,
             rollout.response_ids[rows],
             old_logprobs[rows],
             advantages[rows],
             rollout.response_mask[rows],
             keep_mask[rows],
-            self.temperature,
-            bias=self.head.bias,
-            valid_vocab=self.valid_vocab,
             pg_scale=scales[0],
             entropy_scale=scales[1],
         )
