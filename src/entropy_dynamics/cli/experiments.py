@@ -21,6 +21,17 @@ from entropy_dynamics.cli._help import live_help
 from entropy_dynamics.cli.methods import method_help
 from entropy_dynamics.errors import ConfigError
 
+__all__ = [
+    "compare_command",
+    "methods_list_help",
+    "parse_ks",
+    "parse_seeds",
+    "report_command",
+    "signs_table",
+    "validate_signs_command",
+    "verify_theory_command",
+]
+
 _OVERRIDES_HELP = (
     "key=value overrides for every run; key=v1,v2,... sweeps over the values (commas inside "
     "[...] or {...} do not split); method:key=v1,v2 sweeps for that method only."
@@ -28,6 +39,7 @@ _OVERRIDES_HELP = (
 
 
 def methods_list_help() -> str:
+    """The ``--methods`` help: a comma list of the table's methods."""
     return "Comma list. " + method_help()
 
 
