@@ -25,8 +25,8 @@ from pathlib import Path
 
 from _interleaved import base_overrides, interleaved_learn_times, median_ratios, run_benchmark
 
+from entropy_dynamics.methods import build_controller
 from entropy_dynamics.training.config import load_config
-from entropy_dynamics.training.controllers import build_controller
 from entropy_dynamics.training.trainer import Trainer
 
 VARIANTS = {  # name → (method, controller options, controller state set before each learn)

@@ -9,7 +9,7 @@ backward goes to ``hidden`` and ``weight``.
 - ``naive``: materialised float32 logits, ``log_softmax``, entropy, our registered loss.
 - ``ours_stats``: :func:`stats.token_stats_from_hidden` (fused statistics, backward recomputes
   every block) + the registered loss — the trainer's path before issue 16.
-- ``ours_fused`` / ``ours_fused_es``: :func:`fused_policy_loss.fused_policy_loss`, loss and
+- ``ours_fused`` / ``ours_fused_es``: :func:`losses.fused_policy_loss`, loss and
   gradient in one pass (three matmuls, the two gradient ones on the rows with a gradient only);
   ``_es`` also computes ``E_p[S]`` (prices it). On CUDA the block work runs in Triton;
   ``ours_fused_torch`` (CUDA only) is the same pass in torch ops, ``ours_fused_matmul`` (CUDA
@@ -55,9 +55,13 @@ from _measure import (
 from _peers import trl_chunked_logprob, verl_fused_linear_for_ppo
 
 from entropy_dynamics import stats
-from entropy_dynamics.fused_policy_loss import fused_policy_loss
 from entropy_dynamics.kernels import Chunking, LMHead
-from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
+from entropy_dynamics.losses import (
+    PolicyLossConfig,
+    PolicyLossInputs,
+    compute_policy_loss,
+    fused_policy_loss,
+)
 
 QUICK = {"n": 1024, "d": 512, "v": 32768}
 FULL = {"n": 4096, "d": 1536, "v": 151936}

@@ -21,13 +21,8 @@ from entropy_dynamics.advantages import (
 )
 from entropy_dynamics.aggregation import AGG_MODES, aggregate, masked_mean
 from entropy_dynamics.filters import available_filters, get_filter, kl_cov_selection
-from entropy_dynamics.losses import (
-    PolicyLossConfig,
-    PolicyLossInputs,
-    available_methods,
-    compute_policy_loss,
-    resolve_method,
-)
+from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
+from entropy_dynamics.methods import available_methods, resolve_method
 from entropy_dynamics.stats import TokenStats, token_stats
 from property_helpers import (
     DTYPES,

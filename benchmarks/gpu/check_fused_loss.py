@@ -6,7 +6,7 @@ same (rounded) inputs, for ``backend="triton"`` and ``backend="torch"``:
 
 - :func:`entropy_dynamics.kernels.fused_linear_loss` with a non-linear loss of both statistics:
   the loss, ``log p_k``, ``H``, ``S_k``, ``E_p[S]`` and the gradients to hidden, weight and bias;
-- :func:`entropy_dynamics.fused_policy_loss.fused_policy_loss` (PPO-clip, clip-higher, dual clip,
+- :func:`entropy_dynamics.losses.fused_policy_loss` (PPO-clip, clip-higher, dual clip,
   keep-mask, seq-mean-token-mean, entropy bonus) against ``losses.compute_policy_loss``.
 
 Writes JSON with every error and ``ok`` (float32 within 1e-4 relative, bf16 within 5e-2).
@@ -24,9 +24,13 @@ from pathlib import Path
 import torch
 from _steps import run_steps
 
-from entropy_dynamics.fused_policy_loss import fused_policy_loss
 from entropy_dynamics.kernels import Chunking, LMHead, fused_linear_loss
-from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
+from entropy_dynamics.losses import (
+    PolicyLossConfig,
+    PolicyLossInputs,
+    compute_policy_loss,
+    fused_policy_loss,
+)
 from entropy_dynamics.stats import token_stats
 
 DEVICE = "cuda"  # --dry-run: "cpu", under TRITON_INTERPRET=1, at small shapes

@@ -25,6 +25,7 @@ FLAGS = {
     "--kept-output --answer-field --prompt-field --prompt-template --batch-prompts "
     "--chat-template --device --dtype --grading-timeout --max-new-tokens --max-problems "
     "--on-error --seed --temperature --top-p",
+    "methods": "",
 }
 """Documented commands and their flags (README, DESIGN.md): users' scripts rely on them."""
 

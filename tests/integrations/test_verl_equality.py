@@ -148,3 +148,17 @@ def test_registered_losses_are_verl_policy_losses() -> None:
 
     assert {"ed_ppo", "ed_kl_cov"} <= set(core_algos.POLICY_LOSS_REGISTRY)
     assert core_algos.get_policy_loss_fn("ed_ppo").__name__ == "ed_ppo"
+
+
+def test_ed_entropic_refuses_to_run_without_its_controller() -> None:
+    # EntroPIC's weight α is set each step by its controller, which runs in our trainer only;
+    # without it ed_entropic would silently be ed_ppo, so it is registered to fail loudly.
+    from verl.trainer.ppo import core_algos
+
+    loss = core_algos.get_policy_loss_fn("ed_entropic")
+    assert loss.__name__ == "ed_entropic"
+    zeros, mask = torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="needs the controller of the 'entropic' method"):
+        loss(zeros, zeros, zeros, mask, "token-mean", config=None)
+    with pytest.raises(ValueError, match="Use ed_kl_cov, ed_ppo"):
+        loss(zeros, zeros, zeros, mask)

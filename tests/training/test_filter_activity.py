@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from entropy_dynamics.losses import resolve_method
+from entropy_dynamics.methods import resolve_method
 from entropy_dynamics.training.filter_activity import effective_filter_options, idle_filter_notice
 
 

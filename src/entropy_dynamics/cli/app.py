@@ -15,6 +15,7 @@ from entropy_dynamics.cli.experiments import (
     validate_signs_command,
     verify_theory_command,
 )
+from entropy_dynamics.cli.methods import methods_command
 from entropy_dynamics.cli.train import eval_command, pretrain_command, train_command
 
 __all__ = ["app", "main"]
@@ -60,6 +61,7 @@ app.command("report", cls=FlagsAsFlagsCommand)(report_command)
 app.command("verify-theory", cls=FlagsAsFlagsCommand)(verify_theory_command)
 app.command("analyze", cls=FlagsAsFlagsCommand)(analyze_command)
 app.command("filter-data", cls=FlagsAsFlagsCommand)(filter_data_command)
+app.command("methods", cls=FlagsAsFlagsCommand)(methods_command)
 
 
 def main() -> None:

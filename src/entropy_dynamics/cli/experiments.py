@@ -17,12 +17,30 @@ from rich.progress import (
 from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.cli._help import live_help
+from entropy_dynamics.cli.methods import method_help
 from entropy_dynamics.errors import ConfigError
+
+__all__ = [
+    "compare_command",
+    "methods_list_help",
+    "parse_ks",
+    "parse_seeds",
+    "report_command",
+    "signs_table",
+    "validate_signs_command",
+    "verify_theory_command",
+]
 
 _OVERRIDES_HELP = (
     "key=value overrides for every run; key=v1,v2,... sweeps over the values (commas inside "
     "[...] or {...} do not split); method:key=v1,v2 sweeps for that method only."
 )
+
+
+def methods_list_help() -> str:
+    """The ``--methods`` help: a comma list of the table's methods."""
+    return "Comma list. " + method_help()
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -107,7 +125,9 @@ def _results_table(results) -> Table:
 
 def compare_command(
     overrides: list[str] = typer.Argument(None, help=_OVERRIDES_HELP),
-    methods: str = typer.Option("grpo,clip_b,clip_v", "--methods", "-m", help="Comma list."),
+    methods: str = typer.Option(
+        "grpo,clip_b,clip_v", "--methods", "-m", help=live_help(methods_list_help)
+    ),
     seeds: str = typer.Option("3", "--seeds", help="Number of seeds (0..N-1) or a comma list."),
     output_dir: Path = typer.Option(
         Path("runs/compare"), "--output-dir", "-o", help="Parent of the run directories."

@@ -11,7 +11,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.cli._help import live_help
 from entropy_dynamics.cli._progress import TrainDisplay
+from entropy_dynamics.cli.methods import method_help, show_effective_options
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.guards import NonFiniteError
@@ -48,7 +50,7 @@ def train_command(
         None, help="Config overrides, e.g. rollout.group_size=16"
     ),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config file."),
-    method: str = typer.Option(None, "--method", "-m", help="Method: grpo, clip_b, clip_v, ..."),
+    method: str = typer.Option(None, "--method", "-m", help=live_help(method_help)),
     name: str = typer.Option(None, "--name", help="Run name (directory under output_dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run's last checkpoint."),
     overwrite: bool = typer.Option(
@@ -142,7 +144,6 @@ def _interrupted(stop) -> None:
 
 def _dry_run(cfg) -> None:
     from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
-    from entropy_dynamics.training.filter_activity import effective_filter_options
     from entropy_dynamics.training.forward import ResponseStats
     from entropy_dynamics.training.prompts import build_prompted_task, context_problem, uses_chat
     from entropy_dynamics.training.run_dir import unwritable
@@ -174,10 +175,7 @@ def _dry_run(cfg) -> None:
         f"valid vocabulary {valid_vocab_size(model, tokenizer) or 'all rows'}, "
         f"policy loss {cfg.algorithm.policy_loss()}"
     )
-    loss_cfg = cfg.algorithm.policy_loss()
-    if loss_cfg.filter != "none":
-        options = ", ".join(f"{k}={v}" for k, v in effective_filter_options(loss_cfg).items())
-        console.print(f"filter {loss_cfg.filter} runs with {options or 'no options'}")
+    show_effective_options(cfg.algorithm)
 
 
 def eval_command(

@@ -49,6 +49,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from entropy_dynamics.advantages import broadcast_to_tokens
+from entropy_dynamics.filters import available_filters
 from entropy_dynamics.losses import PolicyLossConfig, select_tokens
 from entropy_dynamics.stats import TokenStats, token_stats, token_stats_from_hidden
 
@@ -76,8 +77,8 @@ class EntropyGRPOConfig(GRPOConfig):
     entropy_filter: str = field(
         default="none",
         metadata={
-            "help": "Token filter by name (entropy_dynamics.filters): none, clip_b, clip_v, "
-            "high_entropy, clip_cov, kl_cov, sign_intervention. Clip_B / Clip_V: arXiv 2602.03392."
+            "help": "Token filter by name (entropy_dynamics.filters): "
+            f"{', '.join(available_filters())}. Clip_B / Clip_V: arXiv 2602.03392."
         },
     )
     entropy_filter_options: dict[str, Any] | str | None = field(

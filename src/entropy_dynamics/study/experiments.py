@@ -178,14 +178,14 @@ def plan_grid(
     """Every (method × seed × sweep combination) as a validated :class:`RunSpec`.
 
     Args:
-        methods: registered method names (``losses.available_methods()``).
+        methods: registered method names (``methods.available_methods()``).
         seeds: seeds, each run once per combination.
         sweeps: ``key`` or ``method:key`` → values (raw strings, parsed as YAML like overrides).
         base_overrides: ``key=value`` overrides for every run (after ``config_path``).
         output_dir: parent directory of the run directories.
         config_path: optional YAML config all runs start from.
     """
-    from entropy_dynamics.losses import available_methods
+    from entropy_dynamics.methods import available_methods
 
     methods, seeds = list(methods), list(seeds)
     if not methods:

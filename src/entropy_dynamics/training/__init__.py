@@ -6,11 +6,12 @@ sampling with per-step log-probs (``rollout``), the teacher-forced forward that 
 ``TokenStats`` fused from hidden states where the model allows it (``forward``), chat-template
 prompts (``prompts``), held-out Avg@k / Pass@k (``evaluate``), checkpoints (``checkpoint``), metric
 sinks (``metrics``), supervised pretraining of the embedded model (``pretrain``), the forecast of
-each step's entropy change (``forecast``), the per-step state of the closed-loop methods
-(``controllers``), and what keeps runs safe: run directories that are never overwritten
+each step's entropy change (``forecast``), whether the token filter is doing anything
+(``filter_activity``), and what keeps runs safe: run directories that are never overwritten
 (``run_dir``), clean stops on SIGINT / SIGTERM (``interrupts``), guards against non-finite updates
 (``guards``) and the resumable data position (``cursor``).
 
-Imports: the top-level mathematics, ``kernels``, ``models``, ``tasks`` and this room; never
-``study`` or ``cli``.
+Imports: the mathematics (the top-level modules and ``filters``, ``losses``, ``control``, where the
+closed-loop methods' controllers live, and ``methods``), ``kernels``, ``models``, ``tasks`` and
+this room; never ``study`` or ``cli``.
 """

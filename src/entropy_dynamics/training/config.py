@@ -147,15 +147,15 @@ class OptimConfig:
 @dataclass
 class AlgorithmConfig:
     method: str = "grpo"
-    """Registered method (grpo, clip_b, clip_v, clip_higher, entropy_bonus, clip_cov, kl_cov,
-    high_entropy, entropy_target, adaptive_entropy, entropic, ...): a policy-loss preset from
-    ``entropy_dynamics.losses``, with a controller for the closed-loop ones."""
+    """Registered method: a policy-loss preset, with a controller for the closed-loop ones
+    (``entropy-dynamics methods`` lists each with what it does and its options; the table is
+    ``entropy_dynamics.methods``)."""
     loss: dict[str, Any] = field(default_factory=dict)
     """Overrides of the method's loss options (fields of ``losses.PolicyLossConfig``)."""
     control: dict[str, Any] = field(default_factory=dict)
     """Options of a closed-loop method's controller (``entropy_target``: the target and its
-    schedule; ``adaptive_entropy``, ``entropic``: target and gains), fields of the options
-    classes in ``training.controllers``."""
+    schedule; ``adaptive_entropy``, ``entropic``: target and gains), fields of its options class
+    (``options_type`` of the method's controller in ``entropy_dynamics.control``)."""
     advantage: str = "grpo"
     """Advantage estimator: grpo (paper), dr_grpo, batch."""
     updates_per_step: int = 1
@@ -181,14 +181,22 @@ class AlgorithmConfig:
         self.policy_loss()  # validates method and loss overrides now, not mid-run
 
     def policy_loss(self):
-        """The resolved :class:`~entropy_dynamics.losses.PolicyLossConfig`."""
-        from entropy_dynamics.losses import resolve_method
+        """The resolved :class:`~entropy_dynamics.losses.PolicyLossConfig`: resolved once and
+        kept on the instance (not a field, so ``config.yaml`` and the resume check do not see it;
+        resolved again only if ``method`` or ``loss`` changed since)."""
+        from entropy_dynamics.methods import resolve_method
 
+        key = (self.method, repr(self.loss))
+        resolved = self.__dict__.get("_policy_loss")
+        if resolved is not None and resolved[0] == key:
+            return resolved[1]
         try:
-            return resolve_method(self.method, **self.loss)
+            config = resolve_method(self.method, **self.loss)
         except (KeyError, TypeError, ValueError) as exc:
             message = exc.args[0] if exc.args else str(exc)
             raise ConfigError(f"algorithm.method / algorithm.loss: {message}") from None
+        self._policy_loss = (key, config)
+        return config
 
 
 @dataclass
@@ -308,7 +316,7 @@ class TrainConfig:
             "forecast.enabled needs dynamics=true (the forecast is checked against the measured "
             "ΔH of the step's batch)",
         )
-        from entropy_dynamics.training.controllers import check_control
+        from entropy_dynamics.methods import check_control
 
         algorithm = self.algorithm
         try:

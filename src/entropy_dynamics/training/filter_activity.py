@@ -9,12 +9,11 @@ A run whose filter is idle is plain GRPO; the user should be told, with the thre
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from entropy_dynamics.filters import get_filter
+from entropy_dynamics.filters import filter_options
 from entropy_dynamics.losses import PolicyLossConfig
 
 __all__ = ["IDLE_SHARE", "IDLE_WINDOW", "effective_filter_options", "idle_filter_notice"]
@@ -28,11 +27,7 @@ IDLE_SHARE = 1e-3
 def effective_filter_options(loss: PolicyLossConfig) -> dict[str, Any]:
     """The options ``loss.filter`` runs with: its keyword defaults with the user's on top
     (``{}`` for ``filter="none"``)."""
-    if loss.filter == "none":
-        return {}
-    params = inspect.signature(get_filter(loss.filter)).parameters.values()
-    defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    return {**defaults, **loss.filter_options}
+    return filter_options(loss.filter, loss.filter_options)
 
 
 def _options_text(options: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ need full logits at a bounded number of positions only).
 On the fused path the PPO-clip loss of an update is fused too (:meth:`ResponseStats.policy_loss`,
 issue 16): the loss and its gradient to the hidden states and the ``lm_head`` are formed in the
 forward pass, three matmuls and no saved logits
-(:func:`entropy_dynamics.fused_policy_loss.fused_policy_loss`).
+(:func:`entropy_dynamics.losses.fused.fused_policy_loss`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from entropy_dynamics.fused_policy_loss import fused_policy_loss
 from entropy_dynamics.kernels import LMHead
-from entropy_dynamics.losses import PolicyLossConfig, PolicyLossOutput
+from entropy_dynamics.losses import PolicyLossConfig, PolicyLossOutput, fused_policy_loss
 from entropy_dynamics.stats import TokenStats, head_token_stats, token_stats
 from entropy_dynamics.training.rollout import Rollout, response_logits, teacher_forcing_inputs
 
@@ -163,7 +162,7 @@ class ResponseStats:
     ) -> PolicyLossOutput:
         """The ``ppo`` loss of ``config`` on the response tokens of ``rollout[rows]``, fused with
         the ``lm_head``: its gradient is formed in the forward pass
-        (:func:`~entropy_dynamics.fused_policy_loss.fused_policy_loss`).
+        (:func:`~entropy_dynamics.losses.fused.fused_policy_loss`).
 
         Args:
             old_logprobs, advantages, keep_mask: ``(N, R)`` over the whole rollout.

@@ -11,7 +11,7 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
   allows it (:mod:`entropy_dynamics.training.forward`), from materialised logits otherwise;
 - update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each,
   gradients accumulated over micro-batches of ``micro_batch_size`` sequences (exactly);
-- control: a closed-loop method's controller sets each step's loss config (``controllers``);
+- control: a closed-loop method's controller sets each step's loss config (``control``);
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
   filter such as Clip_B / Clip_V, token-mean aggregation by default); on the fused path PPO-clip
   and its gradient come from one pass over the hidden states (``forward.policy_loss``, issue 16);
@@ -44,13 +44,13 @@ from entropy_dynamics.losses import (
     compute_policy_loss,
     select_tokens,
 )
+from entropy_dynamics.methods import build_controller
 from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training import checkpoint as ckpt
 from entropy_dynamics.training.config import TrainConfig, save_config
 from entropy_dynamics.training.config_io import to_dict
-from entropy_dynamics.training.controllers import build_controller
 from entropy_dynamics.training.cursor import DataCursor
 from entropy_dynamics.training.evaluate import evaluate
 from entropy_dynamics.training.forecast import (

@@ -14,8 +14,9 @@ run asks for a filter; it patches each verl module right after verl imports it
   (and ``+entropy_dynamics.filter_options.mu=2.5``, ...), the statistics come from verl's
   old-log-prob pass and the keep-mask is decided on the whole batch after advantages, narrowing
   ``response_mask`` and ``loss_mask`` (:mod:`.trainer`);
-- ``verl.trainer.ppo.core_algos``: our policy losses as ``ed_ppo``, ``ed_kl_cov``
-  (:mod:`.policy_losses`);
+- ``verl.trainer.ppo.core_algos``: each of our policy losses as ``ed_<name>`` (``ed_ppo``,
+  ``ed_kl_cov``; ``ed_entropic`` refuses to run, as its controller exists in our trainer only;
+  :mod:`.policy_losses`);
 - ``verl.workers.engine_workers``: the loss-time fallback for verl's legacy trainer, when
   ``ENTROPY_DYNAMICS_VERL_LOSS_TIME_FILTER`` is set (:mod:`.policy_losses`).
 

@@ -31,8 +31,8 @@ class FilterSettings:
     """The token filter a verl run applies; validated on construction."""
 
     filter: str = "none"
-    """Filter by name (``entropy_dynamics.filters``): none, clip_b, clip_v, high_entropy,
-    clip_cov, sign_intervention, ... Clip_B / Clip_V: arXiv 2602.03392 §5."""
+    """Filter by name: ``none`` or any of ``entropy_dynamics.filters.available_filters()`` (an
+    unknown name is refused with the list). Clip_B / Clip_V: arXiv 2602.03392 §5."""
     filter_options: dict[str, Any] = field(default_factory=dict)
     """Keyword options of the filter (``{"mu": 2.5}`` for clip_b; ``{"mu": 8.5, "max_frac":
     1e-4}`` for clip_v, the paper's released run); unset options keep the filter's defaults."""

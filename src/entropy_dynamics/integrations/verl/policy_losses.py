@@ -1,8 +1,12 @@
 """Our policy losses in verl's registry, and the loss-time filter for verl's legacy trainer.
 
 **Registered losses.** Every loss of :func:`entropy_dynamics.losses.available_policy_losses` is
-registered in verl's ``POLICY_LOSS_REGISTRY`` as ``ed_<name>`` (``ed_ppo``, ``ed_kl_cov``) and is
-selected by ``actor_rollout_ref.actor.policy_loss.loss_mode``. Each maps verl's actor options to
+registered in verl's ``POLICY_LOSS_REGISTRY`` as ``ed_<name>`` (e.g. ``ed_ppo``, ``ed_kl_cov``) and
+is selected by ``actor_rollout_ref.actor.policy_loss.loss_mode``. A loss that only closed-loop
+methods use (:func:`entropy_dynamics.methods.controlled_loss`: ``entropic``, whose weight ``α``
+its controller sets each step) is registered to refuse to run with a ``ValueError``: there is no
+controller on verl's driver yet, and without one it would silently compute plain ``ed_ppo``.
+Each of the others maps verl's actor options to
 :class:`~entropy_dynamics.losses.PolicyLossConfig` (``clip_ratio_low/high`` → ``eps_low/high``,
 ``clip_ratio_c`` → ``dual_clip_c``, ``loss_agg_mode``, ``policy_loss.kl_cov_ratio`` /
 ``ppo_kl_coef``), runs :func:`~entropy_dynamics.losses.compute_policy_loss` on the micro-batch
@@ -40,6 +44,7 @@ from entropy_dynamics.losses import (
     available_policy_losses,
     compute_policy_loss,
 )
+from entropy_dynamics.methods import controlled_loss
 from entropy_dynamics.stats import TokenStats
 
 __all__ = [
@@ -135,11 +140,29 @@ def _make_verl_loss(name: str):
     return policy_loss
 
 
+def _refused_loss(name: str, method: str):
+    def policy_loss(*args: Any, **kwargs: Any) -> tuple[Tensor, dict[str, Any]]:
+        usable = [f"ed_{n}" for n in available_policy_losses() if controlled_loss(n) is None]
+        raise ValueError(
+            f"ed_{name}: the {name!r} loss needs the controller of the {method!r} method, which "
+            f"sets its weight each step; that controller runs only in entropy_dynamics' own "
+            f"trainer for now (entropy-dynamics train --method {method}), and without it "
+            f"ed_{name} would compute plain ed_ppo. Use {', '.join(usable)} or a verl loss mode"
+        )
+
+    policy_loss.__name__ = policy_loss.__qualname__ = f"ed_{name}"
+    policy_loss.__doc__ = f"Refuses to run: ``{name}`` needs the ``{method}`` controller."
+    return policy_loss
+
+
 def register_policy_losses(core_algos: ModuleType) -> None:
     """Register ``ed_<name>`` for each of our policy losses (``core_algos`` is
-    ``verl.trainer.ppo.core_algos``)."""
+    ``verl.trainer.ppo.core_algos``); one that needs a closed-loop method's controller is
+    registered to refuse to run."""
     for name in available_policy_losses():
-        core_algos.register_policy_loss(f"ed_{name}")(_make_verl_loss(name))
+        method = controlled_loss(name)
+        loss = _make_verl_loss(name) if method is None else _refused_loss(name, method)
+        core_algos.register_policy_loss(f"ed_{name}")(loss)
 
 
 def loss_time_ppo_loss(

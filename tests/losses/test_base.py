@@ -11,18 +11,21 @@ from entropy_dynamics import theory
 from entropy_dynamics.filters import available_filters, register_filter
 from entropy_dynamics.losses import (
     AGG_MODES,
-    METHODS,
     PolicyLossConfig,
     PolicyLossInputs,
     PolicyLossOutput,
     aggregate,
     aggregation_share,
-    available_methods,
     available_policy_losses,
     compute_policy_loss,
     get_policy_loss,
-    register_method,
     register_policy_loss,
+)
+from entropy_dynamics.methods import (
+    METHODS,
+    Method,
+    available_methods,
+    register_method,
     resolve_method,
 )
 from entropy_dynamics.stats import TokenStats, token_stats
@@ -111,7 +114,7 @@ def test_method_presets_are_overrides_of_the_config_defaults() -> None:
     for method, row in METHODS.items():
         config = resolve_method(method)
         changed = {k for k in vars(defaults) if getattr(config, k) != getattr(defaults, k)}
-        assert changed == set(row), method
+        assert changed == set(row.loss), method
 
 
 def test_dual_clip_bounds_negative_advantage_loss() -> None:
@@ -329,11 +332,11 @@ def test_a_new_loss_is_one_decorated_function_and_a_new_method_one_row() -> None
             loss = aggregate(-inputs.advantages * inputs.logprobs, keep, config.agg_mode)
             return PolicyLossOutput(loss, {"actor/pg_loss": loss.detach()}, keep)
 
-        register_method("_test_reinforce_method", loss=name)
+        register_method(Method("_test_reinforce_method", "REINFORCE (test)", {"loss": name}))
     with pytest.raises(ValueError, match="already registered"):
         register_policy_loss(name)(lambda config, inputs: None)
     with pytest.raises(ValueError, match="unknown loss option"):
-        register_method("_test_bad_method", eps=0.1)
+        register_method(Method("_test_bad_method", "a typo (test)", {"eps": 0.1}))
     logprobs = torch.tensor([[-1.0, -2.0]], dtype=torch.float64, requires_grad=True)
     adv = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
     mask = torch.ones(1, 2, dtype=torch.bool)

@@ -1,6 +1,7 @@
-"""Closed-loop entropy control (entropy_control.py, token_losses.entropic_adjustment): the
-entropy_target filter on hand-built batches, the target schedules, and the peers' update rules
-against hand computations."""
+"""The entropy_target filter (filters/entropy_target.py) on hand-built batches: the forecast
+contributions, the drops toward the target, the cap, the band, the offset, and its option checks.
+(The rules and the entropic loss, tested with it before, are in tests/control/test_rules.py and
+tests/losses/test_registered.py.)"""
 
 from __future__ import annotations
 
@@ -9,15 +10,8 @@ import math
 import pytest
 import torch
 
-from entropy_dynamics.entropy_control import (
-    adaptive_entropy_coef,
-    entropy_target,
-    forecast_contributions,
-    integral_action,
-    pi_control,
-    target_schedule,
-)
-from entropy_dynamics.losses import PolicyLossInputs, compute_policy_loss, resolve_method
+from entropy_dynamics.filters import entropy_target, forecast_contributions
+from entropy_dynamics.methods import resolve_method
 from entropy_dynamics.stats import TokenStats
 from filter_helpers import PAD, rows, stats_with
 
@@ -112,20 +106,6 @@ def test_an_offset_shifts_both_bounds_on_the_forecast() -> None:
     assert m["entropy_target/forecast"] == pytest.approx(0.1)
 
 
-def test_integral_action_by_hand() -> None:
-    # ki 0.1, limit 0.03 nats -> the sum stays within ±0.3. Errors 0.1, 0.1, 0.05, 0.1, -0.15:
-    # sums 0.1, 0.2, 0.25, 0.35 -> 0.3 (clamped), 0.15 (not 0.2: no windup to unwind).
-    integral, offsets, sums = 0.0, [], []
-    for error in (0.1, 0.1, 0.05, 0.1, -0.15):
-        offset, integral = integral_action(integral, error, ki=0.1, limit=0.03)
-        offsets.append(offset)
-        sums.append(integral)
-    assert sums == pytest.approx([0.1, 0.2, 0.25, 0.3, 0.15])
-    assert offsets == pytest.approx([0.01, 0.02, 0.025, 0.03, 0.015])
-    assert integral_action(0.0, -1.0, ki=0.5, limit=0.02) == pytest.approx((-0.02, -0.04))
-    assert integral_action(0.7, 0.2, ki=0.0, limit=0.03) == (0.0, 0.0)  # no integral action
-
-
 def test_no_target_keeps_everything_and_a_given_entropy_replaces_the_batch_mean() -> None:
     keep, m = _run(0.2)
     assert keep.all() and m["entropy_target/frac_clipped"] == 0
@@ -165,83 +145,3 @@ def test_bad_options_are_refused_with_their_name(options, message) -> None:
         _run(0.2, **options)
     with pytest.raises(ValueError, match=message):  # at config time, on an empty batch
         resolve_method("entropy_target", filter_options=options)
-
-
-def test_target_schedules_at_given_steps() -> None:
-    assert target_schedule(7, 0.25, steps=10) == 0.25  # constant: hold
-    linear = [target_schedule(s, 0.3, steps=10, schedule="linear", final=0.2) for s in (0, 5, 15)]
-    assert linear == pytest.approx([0.3, 0.25, 0.2])
-    # rise_fall: 0.2 up to 0.4 at step 4, down to 0.1 at step 10, then 0.1.
-    values = [
-        target_schedule(s, 0.2, steps=10, schedule="rise_fall", peak=0.4, peak_step=4, final=0.1)
-        for s in (0, 2, 4, 7, 10, 12)
-    ]
-    assert values == pytest.approx([0.2, 0.3, 0.4, 0.25, 0.1, 0.1])
-    # default peak_step = steps // 2 and final = start
-    assert target_schedule(10, 0.2, steps=10, schedule="rise_fall", peak=0.4) == pytest.approx(0.2)
-    assert target_schedule(5, 0.2, steps=10, schedule="rise_fall", peak=0.4) == pytest.approx(0.4)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"schedule": "cosine"}, "unknown 'cosine'"),
-        ({"schedule": "linear"}, "needs target_final"),
-        ({"schedule": "rise_fall"}, "needs target_peak"),
-        ({"schedule": "rise_fall", "peak": 0.4, "peak_step": 10}, "peak_step must lie"),
-        ({"steps": 0}, "steps must be an integer >= 1"),
-    ],
-)
-def test_bad_schedules_are_refused(kwargs, message) -> None:
-    kwargs = {"steps": 10, **kwargs}
-    with pytest.raises(ValueError, match=message):
-        target_schedule(0, 0.3, **kwargs)
-
-
-def test_adaptive_entropy_coefficient_sequence_by_hand() -> None:
-    # target 0.2, δ 0.005, from 0: H = 0.3 (above: 0 - δ clamped to 0), 0.1 (+δ), 0.15 (+δ),
-    # 0.25 (-δ), 0.2 (at the target counts as below: +δ).
-    coef, sequence = 0.0, []
-    for entropy in (0.3, 0.1, 0.15, 0.25, 0.2):
-        coef = adaptive_entropy_coef(coef, entropy)
-        sequence.append(coef)
-    assert sequence == pytest.approx([0.0, 0.005, 0.01, 0.005, 0.01])
-    assert adaptive_entropy_coef(0.998, 0.1, delta=0.005) == 1.0  # clamped at coef_max
-    assert adaptive_entropy_coef(0.05, 0.3, coef_min=0.04, delta=0.02) == 0.04
-
-
-def test_pi_rule_by_hand() -> None:
-    # α_t = kp·e_t + ki·Σ_{s<t} e_s, clipped to [-1, 1]; kp 1, ki 0.01.
-    integral, alphas = 0.0, []
-    for error in (0.05, -0.02, 0.1):
-        alpha, integral = pi_control(error, integral)
-        alphas.append(alpha)
-    assert alphas == pytest.approx([0.05, -0.02 + 0.01 * 0.05, 0.1 + 0.01 * 0.03])
-    assert integral == pytest.approx(0.13)
-    assert pi_control(2.0, 0.0) == (1.0, 2.0)
-    assert pi_control(-3.0, -50.0, ki=0.1) == (-1.0, -53.0)
-
-
-def test_entropic_loss_gradient_by_hand() -> None:
-    # p = [0.97, 0.5, 0.99], A = [1, 1, -1], r = 1, token-mean over 3 tokens: the PPO part gives
-    # d loss / d log p_t = -A_t / 3. EntroPIC's term α·mean_{p > 0.95}(-r·|A|) adds -α|A_t| / 2
-    # on the two high-probability tokens 0 and 2. α = 0.5.
-    logp = torch.log(torch.tensor([[0.97, 0.5, 0.99]], dtype=torch.float64)).requires_grad_(True)
-    adv = torch.tensor([[1.0, 1.0, -1.0]], dtype=torch.float64)
-    mask = torch.ones(1, 3, dtype=torch.bool)
-    zeros = torch.zeros(1, 3, dtype=torch.float64)
-    inputs = PolicyLossInputs(logp, logp.detach(), adv, mask, TokenStats(logp, zeros, zeros, zeros))
-    out = compute_policy_loss(resolve_method("entropic", entropic_alpha=0.5), inputs)
-    (grad,) = torch.autograd.grad(out.loss, logp)
-    expected = [-1 / 3 - 0.25, -1 / 3, 1 / 3 - 0.25]
-    torch.testing.assert_close(grad[0], torch.tensor(expected, dtype=torch.float64))
-    assert out.metrics["entropic/frac_high_prob"] == pytest.approx(2 / 3)
-    # α = 0 is plain PPO.
-    plain = compute_policy_loss(resolve_method("entropic"), inputs)
-    torch.testing.assert_close(plain.loss, compute_policy_loss(resolve_method("grpo"), inputs).loss)
-
-
-@pytest.mark.parametrize("options", [{"entropic_alpha": 1.5}, {"entropic_prob_threshold": 1.0}])
-def test_entropic_options_are_checked(options) -> None:
-    with pytest.raises(ValueError, match="entropic_"):
-        resolve_method("entropic", **options)

@@ -1,5 +1,5 @@
-"""Per-token policy losses: pure tensor functions, one formula each; :mod:`entropy_dynamics.losses`
-registers the methods built from them.
+"""Per-token policy losses: pure tensor functions, one formula each; the registered losses
+(:mod:`entropy_dynamics.losses.registered`) are built from them.
 
 - :func:`ppo_clip_token_loss`: PPO-clip with clip-higher and dual clip (GRPO, DAPO);
 - :func:`kl_cov_token_loss`: KL-Cov's unclipped surrogate plus ``|log r|`` on selected tokens;

@@ -13,14 +13,15 @@ import pytest
 import torch
 
 from entropy_dynamics.aggregation import aggregate
-from entropy_dynamics.fused_policy_loss import aggregation_weights, fused_policy_loss
 from entropy_dynamics.kernels import Chunking, LMHead
 from entropy_dynamics.losses import (
     AGG_MODES,
     PolicyLossConfig,
     PolicyLossInputs,
     aggregation_share,
+    aggregation_weights,
     compute_policy_loss,
+    fused_policy_loss,
 )
 from entropy_dynamics.stats import token_stats
 

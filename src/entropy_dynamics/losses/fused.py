@@ -28,14 +28,14 @@ from torch import Tensor
 from entropy_dynamics.aggregation import aggregate
 from entropy_dynamics.kernels import Chunking, LMHead, fused_linear_loss
 from entropy_dynamics.kernels.lm_head import compute_dtype
-from entropy_dynamics.losses import (
-    _LOG_RATIO_BOUND,
+from entropy_dynamics.losses.base import (
     PolicyLossConfig,
     PolicyLossInputs,
     PolicyLossOutput,
     get_policy_loss,
-    ppo_clip_token_loss,
 )
+from entropy_dynamics.losses.tail import LOG_RATIO_BOUND
+from entropy_dynamics.losses.token import ppo_clip_token_loss
 from entropy_dynamics.stats import TokenStats
 
 __all__ = ["aggregation_weights", "fused_policy_loss"]
@@ -127,7 +127,7 @@ def fused_policy_loss(
     def block_loss(rows: slice, log_p: Tensor, entropy: Tensor) -> Tensor:
         """``Σ_t w_t ℓ_t`` over the block: the registered loss's per-token terms, weighted."""
         log_ratio = torch.where(flat_valid[rows], log_p - old[rows], 0.0)
-        ratio = log_ratio.clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND).exp()  # (r,)
+        ratio = log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND).exp()  # (r,)
         pg_losses, _, _ = ppo_clip_token_loss(
             ratio,
             adv[rows],

@@ -1,4 +1,4 @@
-"""Controllers of the closed-loop methods (training/controllers.py): the per-step configs they
+"""Controllers of the closed-loop methods (control/controllers.py): the per-step configs they
 hand the trainer, their state across a checkpoint, config-time validation, and short runs of the
 trainer with each method on the embedded default."""
 
@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from entropy_dynamics.errors import ConfigError
-from entropy_dynamics.losses import resolve_method
+from entropy_dynamics.methods import build_controller, resolve_method
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training.config import load_config
-from entropy_dynamics.training.controllers import build_controller
 from entropy_dynamics.training.metrics import read_metrics
 from entropy_dynamics.training.trainer import Trainer
 

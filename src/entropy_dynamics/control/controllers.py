@@ -1,10 +1,13 @@
 """The state of the closed-loop methods: each step, a controller turns the method's loss config into
 that step's config; its state goes into every checkpoint.
 
-One controller per closed-loop method (the rules themselves are pure functions of
-:mod:`entropy_dynamics.entropy_control`); every other method gets :class:`Controller`, which
-changes nothing. The entropy ``H`` a controller reads is the mean entropy of the step's rollout
-over its valid response tokens, measured before the update (the statistics every filter sees).
+One controller per closed-loop method, each with its options dataclass (``options_type``, the
+run's ``algorithm.control``); the rules themselves are pure functions of
+:mod:`entropy_dynamics.control.rules`, and the method table
+(:data:`entropy_dynamics.methods.METHODS`) names each method's controller. Every other method gets
+:class:`Controller`, which changes nothing. The entropy ``H`` a controller reads is the mean
+entropy of the step's rollout over its valid response tokens, measured before the update (the
+statistics every filter sees).
 
 - ``entropy_target``: sets the filter's ``target`` from the schedule (a constant, linear,
   increase-then-decrease, or — ``target`` unset — the first step's entropy, held), its ``entropy``
@@ -15,7 +18,7 @@ over its valid response tokens, measured before the update (the statistics every
   ``[κ₀ / 10, 10 κ₀]`` of the filter's initial ``step_scale`` ``κ₀``. Without ``dynamics`` ``κ``
   stays ``κ₀``. With ``ki > 0`` it also sets the filter's ``offset`` to the integral term
   ``ki · Σ_s (target_s - H_s)`` over the steps so far, this one included, clamped to
-  ``± integral_limit · target`` (:func:`~entropy_dynamics.entropy_control.integral_action`).
+  ``± integral_limit · target`` (:func:`~entropy_dynamics.control.rules.integral_action`).
 - ``adaptive_entropy``: TRL's ``use_adaptive_entropy`` in order — the bonus of step ``t`` is the
   coefficient of the end of step ``t - 1``, applied only if the entropy then was ``≤ target``
   (none at the first step); the coefficient is then updated with step ``t``'s entropy.
@@ -27,7 +30,6 @@ over its valid response tokens, measured before the update (the statistics every
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -37,23 +39,24 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics.aggregation import masked_mean
-from entropy_dynamics.entropy_control import (
+from entropy_dynamics.control.rules import (
     adaptive_entropy_coef,
-    entropy_target,
     integral_action,
     pi_control,
     target_schedule,
 )
+from entropy_dynamics.filters import filter_options
 from entropy_dynamics.losses import PolicyLossConfig
 from entropy_dynamics.stats import TokenStats
 
 __all__ = [
+    "AdaptiveEntropy",
     "AdaptiveEntropyOptions",
     "Controller",
+    "Entropic",
     "EntropicOptions",
+    "EntropyTarget",
     "EntropyTargetOptions",
-    "build_controller",
-    "check_control",
 ]
 
 _CALIBRATION_DECAY = 0.9  # weight of the past in the fit of κ (≈ the last 10 steps)
@@ -163,6 +166,21 @@ class Controller:
         self.base, self.options, self.steps = base, options, steps
         self.state: dict[str, Any] = {}
 
+    @classmethod
+    def options_from(cls, method: str, control: Mapping[str, Any]) -> Any:
+        """``control`` (a run's ``algorithm.control``) as an :attr:`options_type` instance,
+        validated; ``None`` for a controller without options. An unknown key is refused, naming
+        the options."""
+        if cls.options_type is None:
+            return None
+        known = [f.name for f in fields(cls.options_type)]
+        unknown = sorted(set(control) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{method} has no option {unknown[0]!r}; its options: {', '.join(known)}"
+            )
+        return cls.options_type(**control)
+
     def begin(
         self, step: int, stats: TokenStats, mask: Tensor
     ) -> tuple[PolicyLossConfig, dict[str, Tensor]]:
@@ -192,8 +210,14 @@ class EntropyTarget(Controller):
     options_type = EntropyTargetOptions
 
     def __init__(self, base: PolicyLossConfig, options: EntropyTargetOptions, steps: int) -> None:
+        taken = sorted({"target", "entropy", "offset"} & set(base.filter_options))
+        if taken:
+            raise ValueError(
+                f"entropy_target's controller sets filter_options.{taken[0]} each step; set "
+                "algorithm.control.target (and its schedule, or ki) instead"
+            )
         super().__init__(base, options, steps)
-        default = inspect.signature(entropy_target).parameters["step_scale"].default
+        default = filter_options("entropy_target")["step_scale"]
         self.initial_scale = base.filter_options.get("step_scale", default)
         self.state = {"initial": None, "smoothed": None, "scale": self.initial_scale}
         self.state |= {"num": 0.0, "den": 0.0, "integral": 0.0}
@@ -277,52 +301,3 @@ class Entropic(Controller):
             "entropic/error": torch.tensor(entropy - target),
             "entropic/integral": torch.tensor(state["integral"]),
         }
-
-
-CONTROLLERS: dict[str, type[Controller]] = {
-    "entropy_target": EntropyTarget,
-    "adaptive_entropy": AdaptiveEntropy,
-    "entropic": Entropic,
-}
-"""Method → its controller; methods not listed get :class:`Controller` (no control)."""
-
-
-def _options(method: str, control: Mapping[str, Any]) -> Any:
-    kind = CONTROLLERS.get(method, Controller).options_type
-    if kind is None:
-        if control:
-            closed = ", ".join(sorted(CONTROLLERS))
-            raise ValueError(
-                f"method {method!r} has no controller options (methods with: {closed})"
-            )
-        return None
-    known = [f.name for f in fields(kind)]
-    unknown = sorted(set(control) - set(known))
-    if unknown:
-        raise ValueError(f"{method} has no option {unknown[0]!r}; its options: {', '.join(known)}")
-    return kind(**control)
-
-
-def check_control(method: str, control: Mapping[str, Any], base: PolicyLossConfig, steps: int):
-    """Validate ``control`` for ``method`` now (``ValueError`` naming the option), not mid-run:
-    build the controller and run its first step on one token of entropy 1."""
-    zero, one = torch.zeros(1, 1), torch.ones(1, 1)
-    build_controller(method, control, base, steps).begin(
-        0, TokenStats(zero, one, zero, zero), one.bool()
-    )
-
-
-def build_controller(
-    method: str, control: Mapping[str, Any], base: PolicyLossConfig, steps: int
-) -> Controller:
-    """The controller of ``method`` with options ``control`` over the method's loss config
-    ``base``, for a run of ``steps`` steps."""
-    options = _options(method, control)
-    if method == "entropy_target":
-        taken = sorted({"target", "entropy", "offset"} & set(base.filter_options))
-        if taken:
-            raise ValueError(
-                f"entropy_target's controller sets filter_options.{taken[0]} each step; set "
-                "algorithm.control.target (and its schedule, or ki) instead"
-            )
-    return CONTROLLERS.get(method, Controller)(base, options, steps)
