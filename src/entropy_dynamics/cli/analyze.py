@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.dynamics import QUADRANT_LABELS
 from entropy_dynamics.study.analysis import DEFAULT_LR
-from entropy_dynamics.study.runs import QUADRANTS
 
 
 def _load_task(data: Path | None, preset: str, n: int):
@@ -60,7 +60,7 @@ def _summary(result, lr: float) -> Table:
             ("Pearson r forecast vs actual", f"{one.r_forecast:.4f}"),
         ]
         rows += [
-            (f"  forecast share {QUADRANTS.get(g, g)}", f"{v:+.3e}")
+            (f"  forecast share {QUADRANT_LABELS.get(g, g)}", f"{v:+.3e}")
             for g, v in (one.forecast_groups or {}).items()
         ]
     if result.rewards is not None:

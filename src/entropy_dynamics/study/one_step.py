@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from entropy_dynamics.dynamics import (
     forecast_change,
     optimizer_update,
     quadrant_masks,
+    row_chunks,
 )
 from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
 from entropy_dynamics.stats import default_chunk_size
@@ -34,7 +34,7 @@ from entropy_dynamics.training.forecast import EntropyForecast, Target
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout
 
-__all__ = ["DEFAULT_LR", "OneStepResult", "one_step_check"]
+__all__ = ["DEFAULT_LR", "OneStepResult", "one_step_check", "sequence_values"]
 
 DEFAULT_LR = 1e-4
 """SGD step of :func:`one_step_check`. On the embedded model (8 Countdown prompts × 4 samples,
@@ -43,7 +43,7 @@ seeds 0-5, GRPO and constant ±1 advantages) the per-sequence first-order r was 
 first-order regime, which depends on the model — ``first_order_rel_error`` says whether it did."""
 
 
-def _sequence_values(value: float | Tensor, n: int, name: str) -> Tensor:
+def sequence_values(value: float | Tensor, n: int, name: str) -> Tensor:
     """``(n,)`` float per-sequence values from a scalar or an ``(n,)`` tensor."""
     if isinstance(value, Tensor):
         if value.shape != (n,):
@@ -56,24 +56,6 @@ def _sequence_values(value: float | Tensor, n: int, name: str) -> Tensor:
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be finite, got {value}")
     return torch.full((n,), float(value))
-
-
-def _row_chunks(n: int, rows_per_chunk: int | None) -> list[slice]:
-    if rows_per_chunk is not None and rows_per_chunk < 1:
-        raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
-    step = n if rows_per_chunk is None else rows_per_chunk
-    return [slice(start, min(start + step, n)) for start in range(0, n, max(step, 1))]
-
-
-@contextmanager
-def _eval_mode(model) -> Iterator[None]:
-    """``model.eval()`` inside, the previous mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @dataclass
@@ -351,7 +333,7 @@ def one_step_check(
         raise ValueError(f"lr must be > 0, got {lr}")
     theory.check_temperature(temperature)
     n = rollout.response_ids.shape[0]
-    sequence_advantages = _sequence_values(advantages, n, "advantages")  # (N,)
+    sequence_advantages = sequence_values(advantages, n, "advantages")  # (N,)
     policy = copy.deepcopy(model)
     if dtype is not None:
         policy.to(dtype)
@@ -359,7 +341,7 @@ def one_step_check(
     response_stats = ResponseStats(policy, temperature, "auto", valid_vocab)
     mask = rollout.response_mask
     token_advantages = broadcast_to_tokens(sequence_advantages.to(mask.device), mask)  # (N, R)
-    chunks = _row_chunks(n, rows_per_chunk)
+    chunks = row_chunks(n, rows_per_chunk)
 
     with torch.no_grad():
         features_before = _valid_features(response_stats, rollout, chunks)  # (M, ·)
