@@ -143,36 +143,27 @@ def _interrupted(stop) -> None:
 
 
 def _dry_run(cfg) -> None:
-    from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
-    from entropy_dynamics.training.forward import ResponseStats
-    from entropy_dynamics.training.prompts import build_prompted_task, context_problem, uses_chat
+    from entropy_dynamics.training.prompts import uses_chat
     from entropy_dynamics.training.run_dir import unwritable
+    from entropy_dynamics.training.setup import RunSetup
 
-    model_cfg = cfg.model
     try:
-        model, tokenizer = load_model_and_tokenizer(
-            model_cfg.resolved_path(), model_cfg.dtype, "cpu", model_cfg.tokenizer
-        )
-        task = build_prompted_task(cfg.task, tokenizer, model_cfg.chat_template)
-        train, held_out = task.train_problems(), task.eval_problems()
-        n_train, n_eval = len(train), len(held_out)
-        prompts = [task.prompt(p) for p in train + held_out]
-        problem = context_problem(model, tokenizer, prompts, cfg.rollout.max_new_tokens)
-        problem = problem or unwritable(cfg.run_dir)
+        setup = RunSetup.build(cfg, device="cpu")
+        problem = setup.context_problem() or unwritable(cfg.run_dir)
         if problem:
             fail(problem)
-        chat = uses_chat(tokenizer, model_cfg.chat_template)
-        stats_path = ResponseStats(model, cfg.rollout.temperature, model_cfg.fused_stats)
-        fused = "fused" if stats_path.fused else f"materialised logits ({stats_path.reason})"
+        chat = uses_chat(setup.tokenizer, cfg.model.chat_template)
+        stats = setup.stats
+        fused = "fused" if stats.fused else f"materialised logits ({stats.reason})"
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    params = sum(p.numel() for p in model.parameters())
+    params = sum(p.numel() for p in setup.model.parameters())
     console.print(
-        f"[green]ok[/]: model {model_cfg.resolved_path()} ({params:,} parameters), "
-        f"task {cfg.task.name} ({n_train} train / {n_eval} held-out problems), "
-        f"prompts {'in the chat template' if chat else 'plain'}, token statistics {fused}, "
-        f"valid vocabulary {valid_vocab_size(model, tokenizer) or 'all rows'}, "
+        f"[green]ok[/]: model {setup.model_path} ({params:,} parameters), "
+        f"task {cfg.task.name} ({len(setup.train_problems)} train / {len(setup.held_out)} "
+        f"held-out problems), prompts {'in the chat template' if chat else 'plain'}, token "
+        f"statistics {fused}, valid vocabulary {setup.valid_vocab or 'all rows'}, "
         f"policy loss {cfg.algorithm.policy_loss()}"
     )
     show_effective_options(cfg.algorithm)

@@ -44,6 +44,7 @@ from entropy_dynamics.dynamics import (
 )
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout, generate
+from entropy_dynamics.training.setup import RunSetup
 
 __all__ = [
     "PROBE_FILE",
@@ -220,25 +221,26 @@ def clip_coefficient(total_norm: Tensor, max_norm: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def probe_rollout(trainer, prompts: list[str], resume: bool) -> Rollout:
-    """The trainer's fixed probe set: read back from its run directory when resuming, else one
-    response per prompt sampled from the current policy on an RNG stream of its own (the run's
-    random numbers are not touched) and saved there (:data:`PROBE_FILE`)."""
-    path = trainer.run_dir / PROBE_FILE
+def probe_rollout(setup: RunSetup, path: Path, resume: bool) -> Rollout:
+    """A run's fixed probe set: read back from ``path`` when resuming, else one response to each
+    of the first ``forecast.probe_prompts`` held-out prompts, sampled from the setup's current
+    policy on an RNG stream of its own (the run's random numbers are not touched) and saved to
+    ``path`` (:data:`PROBE_FILE`)."""
     if resume and path.is_file():
-        return load_probe(path, trainer.device)
-    cfg = trainer.config
-    devices = [trainer.device] if trainer.device.type == "cuda" else []
+        return load_probe(path, setup.device)
+    cfg = setup.config
+    prompts = [setup.task.prompt(p) for p in setup.held_out[: cfg.forecast.probe_prompts]]
+    devices = [setup.device] if setup.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.seed + 7919)
         probe = generate(
-            trainer.model,
-            trainer.tokenizer,
+            setup.model,
+            setup.tokenizer,
             prompts,
             temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p,
             max_new_tokens=cfg.rollout.max_new_tokens,
-            valid_vocab=trainer.valid_vocab,
+            valid_vocab=setup.valid_vocab,
             batch_size=cfg.rollout.generation_batch_size,
         )
     save_probe(probe, path)

@@ -37,7 +37,6 @@ from torch import Tensor
 from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
 from entropy_dynamics.dynamics import entropy_dynamics_metrics, quadrant_masks
-from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.losses import (
     PolicyLossInputs,
     aggregation_share,
@@ -45,7 +44,6 @@ from entropy_dynamics.losses import (
     select_tokens,
 )
 from entropy_dynamics.methods import build_controller
-from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training import checkpoint as ckpt
@@ -54,19 +52,19 @@ from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.cursor import DataCursor
 from entropy_dynamics.training.evaluate import evaluate
 from entropy_dynamics.training.forecast import (
+    PROBE_FILE,
     EntropyForecast,
     Target,
     clip_coefficient,
     forecast_metrics,
     probe_rollout,
 )
-from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
-from entropy_dynamics.training.prompts import build_prompted_task, context_problem
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import prepare_run_dir
+from entropy_dynamics.training.setup import RunSetup
 
 __all__ = ["Trainer", "masked_mean"]
 
@@ -111,31 +109,16 @@ class Trainer:
         self.step = 0
         self.bad_updates = 0  # non-finite updates in a row
 
-        model_path = checkpoint / "model" if checkpoint else config.model.resolved_path()
-        self.model, self.tokenizer = load_model_and_tokenizer(
-            model_path,
-            config.model.dtype,
-            config.model.device,
-            "" if checkpoint else config.model.tokenizer,  # a checkpoint holds its tokenizer
-        )
-        self.task = build_prompted_task(config.task, self.tokenizer, config.model.chat_template)
-        self.train_problems = self.task.train_problems()
-        self.eval_problems = self.task.eval_problems()[: config.eval.problems]
-        prompts = [self.task.prompt(p) for p in self.train_problems + self.eval_problems]
-        too_long = context_problem(
-            self.model, self.tokenizer, prompts, config.rollout.max_new_tokens
-        )
-        if too_long:
-            raise ConfigError(too_long)
+        self.setup = setup = RunSetup.build(config, checkpoint)  # after the seed, as always
+        setup.check_context()
+        self.model, self.tokenizer, self.task = setup.model, setup.tokenizer, setup.task
+        self.train_problems, self.eval_problems = setup.train_problems, setup.eval_problems
         self.cursor = DataCursor(config.seed, len(self.train_problems))
-        self.device = next(self.model.parameters()).device
+        self.device = setup.device
         if config.model.gradient_checkpointing:  # activation_checkpointing in transformers 5
             enable = getattr(self.model, "activation_checkpointing_enable", None)
             (enable or self.model.gradient_checkpointing_enable)()
-        self.valid_vocab = valid_vocab_size(self.model, self.tokenizer)
-        self.forward = ResponseStats(
-            self.model, config.rollout.temperature, config.model.fused_stats, self.valid_vocab
-        )
+        self.forward = setup.stats
         self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
         optim = config.optim
         self.optimizer = torch.optim.AdamW(
@@ -169,9 +152,8 @@ class Trainer:
                 groups=config.forecast.groups,
             )
             if config.forecast.probe_prompts:
-                problems = self.task.eval_problems()[: config.forecast.probe_prompts]
-                prompts = [self.task.prompt(p) for p in problems]
-                probe = probe_rollout(self, prompts, resume=checkpoint is not None)
+                path, resume = self.run_dir / PROBE_FILE, checkpoint is not None
+                probe = probe_rollout(setup, path, resume)
                 self.probe = Target(probe, probe.response_mask)
 
     # ------------------------------------------------------------------ one step
@@ -224,7 +206,7 @@ class Trainer:
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,
-            valid_vocab=self.valid_vocab,
+            valid_vocab=self.setup.valid_vocab,
             batch_size=cfg.generation_batch_size,
         )
 
