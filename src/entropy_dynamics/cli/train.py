@@ -193,16 +193,8 @@ def eval_command(
     ),
 ) -> None:
     """Evaluate a model on the held-out split: Avg@k and unbiased Pass@k."""
-    import json
-
-    import torch
-
     from entropy_dynamics.cli.experiments import parse_ks
-    from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.training.checkpoint import latest_checkpoint
-    from entropy_dynamics.training.config import TaskConfig, load_config
-    from entropy_dynamics.training.evaluate import evaluate
-    from entropy_dynamics.training.prompts import build_prompted_task
+    from entropy_dynamics.study.evaluation import EVAL_FILE, EvalSettings, held_out_evaluation
 
     try:
         k_list = tuple(k_value for k_value in parse_ks(ks or f"1,{k}") if k_value <= k)
@@ -210,57 +202,42 @@ def eval_command(
         fail(str(exc))
     if final_eval and run is None:
         fail("--final-eval needs --run (it writes the run's final_eval.json)")
-    task_config, chat_template = TaskConfig(), "auto"
-    if run is not None:
-        checkpoint = latest_checkpoint(run)
-        if checkpoint is None:
-            fail(f"--run: no checkpoint under {run}")
-        model = checkpoint / "model"
-        if (run / "config.yaml").is_file():  # the run's task and prompt format
-            run_config = load_config(run / "config.yaml")
-            task_config, chat_template = run_config.task, run_config.model.chat_template
-    if model is None:
-        from entropy_dynamics.models import default_model_path
-
-        model = default_model_path()
-    try:
-        policy, tokenizer = load_model_and_tokenizer(model)
-        task = build_prompted_task(task_config, tokenizer, chat_template)
-    except (FileNotFoundError, ValueError, ConfigError) as exc:
-        fail(str(exc))
-    torch.manual_seed(seed)
-    held_out = task.eval_problems()[:problems]
-    with console.status(f"sampling {len(held_out)} × {k} answers"):
-        result = evaluate(
-            policy, tokenizer, task, held_out, k=k, ks=k_list, temperature=temperature
-        )
-    console.print(f"model: {escape(str(model))}")
+    setup = _eval_setup(model, run)
+    settings = EvalSettings(problems, k, temperature, seed, k_list)
+    output = output or (run / EVAL_FILE if run is not None else None)
+    with console.status(f"sampling {min(problems, len(setup.held_out))} × {k} answers"):
+        result = held_out_evaluation(setup, settings, eval_file=output)
+    console.print(f"model: {escape(str(setup.model_path))}")
     table = Table(title="Held-out evaluation")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    metrics = result.to_metrics("eval")
-    for key, value in metrics.items():
+    for key, value in result.to_metrics("eval").items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
-    output = output or (run / "eval.json" if run is not None else None)
     if output is not None:
-        record = {
-            "model": str(model),
-            "problems": len(held_out),
-            "k": k,
-            "temperature": temperature,
-            "seed": seed,
-            "metrics": metrics,
-            "per_problem_correct": list(result.per_problem_correct),
-        }
-        output.write_text(json.dumps(record, indent=1))
         console.print(f"scores: {escape(str(output))}")
     if final_eval:
-        from entropy_dynamics.study.final_eval import final_evaluation
+        from entropy_dynamics.study.evaluation import FINAL_EVAL_FILE, final_evaluation
 
         with console.status(f"final evaluation of {run}"):
-            final_evaluation(run, load_config(run / "config.yaml"))
-        console.print(f"final evaluation: {escape(str(run / 'final_eval.json'))}")
+            final_evaluation(run, setup=setup)
+        console.print(f"final evaluation: {escape(str(run / FINAL_EVAL_FILE))}")
+
+
+def _eval_setup(model: Path | None, run: Path | None):
+    """``eval``'s setup: the run's newest checkpoint with the run's config, else ``model`` (or
+    the embedded one) with the default task and prompt format."""
+    from entropy_dynamics.training.config import ModelConfig, TrainConfig
+    from entropy_dynamics.training.setup import RunSetup
+
+    try:
+        if run is not None:
+            return RunSetup.from_run(run)
+        return RunSetup.build(TrainConfig(model=ModelConfig(path=str(model or ""))))
+    except FileNotFoundError as exc:
+        fail(f"--run: {exc}" if run is not None else str(exc))
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def pretrain_command(
