@@ -40,6 +40,7 @@ from entropy_dynamics.dynamics import (
     QUADRANTS,
     forecast_change,
     optimizer_update,
+    quadrant_masks,
     second_order_forecast,
 )
 from entropy_dynamics.training.forward import ResponseStats
@@ -176,6 +177,37 @@ class EntropyForecast:
                 out[f"{name}/group/other"] = first - explained
         self._gradients, self._group_gradients = {}, {}
         return out
+
+    # ------------------------------------------------------------------ the trainer's step
+    def plan(
+        self,
+        rollout: Rollout,
+        positions: tuple[Tensor, Tensor],
+        advantages: Tensor,
+        deviation: Tensor,
+        probe: Target | None = None,
+    ) -> dict | None:
+        """Targets and token groups of one training step's forecast: the mean entropy at the
+        step's dynamics ``positions`` (``batch``) and the ``probe`` set's; ``None`` when there
+        is no position. ``advantages``, ``deviation``: ``(N, R)``, they set the groups."""
+        if positions[0].numel() == 0:
+            return None
+        batch_mask = torch.zeros_like(rollout.response_mask)  # (N, R)
+        batch_mask[positions] = True
+        targets = {"batch": Target(rollout, batch_mask)}
+        if probe is not None:
+            targets["probe"] = probe
+        groups = quadrant_masks(advantages, deviation) if self.groups else {}
+        return {"targets": targets, "groups": groups}
+
+    def step_metrics(self, plan: dict, forecasts: dict[str, Tensor], delta_h: Tensor) -> dict:
+        """:func:`forecast_metrics` of a step's summed ``forecasts`` against the measured change:
+        ``delta_h`` of the batch, and the probe's measured now (the step's updates are done)."""
+        actual = {"batch": delta_h}
+        if "probe" in plan.get("before", {}):
+            after, _ = self.mean_entropy(plan["targets"]["probe"])
+            actual["probe"] = after - plan["before"]["probe"]
+        return forecast_metrics(forecasts, actual)
 
     @torch.no_grad()
     def _slope_at(self, name: str, s: float, updates: list[Tensor | None]) -> Tensor:

@@ -36,13 +36,8 @@ from torch import Tensor
 
 from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
-from entropy_dynamics.dynamics import entropy_dynamics_metrics, quadrant_masks
-from entropy_dynamics.losses import (
-    PolicyLossInputs,
-    aggregation_share,
-    compute_policy_loss,
-    select_tokens,
-)
+from entropy_dynamics.dynamics import entropy_dynamics_metrics
+from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.methods import build_controller
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.tasks.base import score_all
@@ -56,7 +51,6 @@ from entropy_dynamics.training.forecast import (
     EntropyForecast,
     Target,
     clip_coefficient,
-    forecast_metrics,
     probe_rollout,
 )
 from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
@@ -65,6 +59,7 @@ from entropy_dynamics.training.metrics import MetricsWriter, to_floats
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import prepare_run_dir
 from entropy_dynamics.training.setup import RunSetup
+from entropy_dynamics.training.update import UpdateBatch, accumulate_gradients, adamw
 
 __all__ = ["Trainer", "masked_mean"]
 
@@ -120,18 +115,7 @@ class Trainer:
             (enable or self.model.gradient_checkpointing_enable)()
         self.forward = setup.stats
         self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
-        optim = config.optim
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=optim.lr,
-            betas=(optim.beta1, optim.beta2),
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-        )
-        warmup = max(optim.warmup_steps, 0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
-        )
+        self.optimizer, self.scheduler = adamw(self.model, config.optim)
         if checkpoint is not None:
             state = ckpt.load_checkpoint(checkpoint)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -157,11 +141,6 @@ class Trainer:
                 self.probe = Target(probe, probe.response_mask)
 
     # ------------------------------------------------------------------ one step
-    def _stats(self, rollout: Rollout, rows=None, entropy_grad: bool = False) -> TokenStats:
-        tokens = rollout.response_ids if rows is None else rollout.response_ids[rows]
-        features = self.forward.features(rollout, rows)
-        return self.forward.stats(features, tokens, entropy_grad=entropy_grad)
-
     def _rewards(self, problems: list, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         owners = [problems[int(i)] for i in rollout.prompt_index]
         scores = score_all(self.task, owners, rollout.completions)
@@ -185,13 +164,8 @@ class Trainer:
         rollout_time = time.perf_counter() - start
         metrics = self.learn(problems, rollout)
         elapsed = time.perf_counter() - start
-        metrics.update(
-            {
-                "perf/step_time": elapsed,
-                "perf/rollout_time": rollout_time,
-                "perf/tokens_per_s": float(rollout.response_mask.sum()) / elapsed,
-            }
-        )
+        metrics["perf/step_time"], metrics["perf/rollout_time"] = elapsed, rollout_time
+        metrics["perf/tokens_per_s"] = float(rollout.response_mask.sum()) / elapsed
         self.step += 1
         return metrics
 
@@ -234,7 +208,9 @@ class Trainer:
         keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)
         metrics.update(filter_metrics)
 
-        forecast = self._forecast_plan(rollout, positions, advantages, old)
+        forecaster, forecast = self.forecaster, None
+        if forecaster is not None and positions is not None:  # the forecast needs the dynamics
+            forecast = forecaster.plan(rollout, positions, advantages, old.deviation, self.probe)
         n = mask.shape[0]
         batches = torch.arange(n).chunk(cfg.algorithm.mini_batches)
         update_metrics: list[dict[str, Tensor]] = []
@@ -254,53 +230,34 @@ class Trainer:
         if cfg.dynamics:
             metrics.update(self._dynamics(rollout, positions, before, advantages, keep))
         if forecast is not None:
-            metrics.update(self._forecast_metrics(forecast, forecasts, metrics))
+            delta_h = metrics["dynamics/delta_h_actual"]
+            metrics.update(self.forecaster.step_metrics(forecast, forecasts, delta_h))
         self.controller.end(metrics)
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         return to_floats(metrics)
 
     def _update(self, rollout: Rollout, rows, old: TokenStats, advantages, keep, forecast):
-        """One optimizer step on ``rows``, accumulated over micro-batches when configured;
-        returns ``(metrics, forecast of this step)``.
-
-        Each micro-batch's two loss terms are weighted by their share of the mini-batch's
-        aggregate (:func:`~entropy_dynamics.losses.aggregation_share`), so the accumulated
-        gradient equals the one-shot gradient for every aggregation mode.
-        """
-        cfg, loss_cfg = self.config, self.loss_config
-        micro = cfg.algorithm.micro_batch_size
-        chunks = list(rows.split(micro)) if micro and micro < len(rows) else [rows]
-        mask = rollout.response_mask
-        trained, valid = keep[rows] & mask[rows], mask[rows]
+        """One optimizer step on ``rows`` (a ``(B,)`` index tensor), its gradient accumulated
+        over micro-batches (:func:`~entropy_dynamics.training.update.accumulate_gradients`);
+        returns ``(metrics, forecast of this step)``."""
+        cfg = self.config
+        batch = UpdateBatch(rollout, old, advantages, keep)  # (N, R) tensors
         self.optimizer.zero_grad(set_to_none=True)
+        forecaster, groups = None, None
         if forecast is not None:
-            values = self.forecaster.begin(forecast["targets"])  # ∇θ H̄ at this step's θ
+            forecaster, groups = self.forecaster, forecast["groups"]
+            values = forecaster.begin(forecast["targets"])  # ∇θ H̄ at this step's θ
             forecast.setdefault("before", values)  # H̄ before the first update of the batch
-        total, metrics = torch.zeros(()), []
-        for chunk in chunks:
-            shares = (1.0, 1.0)
-            if len(chunks) > 1:
-                mode = loss_cfg.agg_mode
-                share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained)
-                shares = (share_pg, aggregation_share(mode, mask[chunk], valid))
-            if self.fused_loss and forecast is None:  # the gradient is formed in this forward
-                out = self.forward.policy_loss(loss_cfg, rollout, chunk, old.logprobs, advantages,
-                                               keep, shares)  # fmt: skip
-                loss = out.loss
-            else:
-                inputs = self._loss_inputs(rollout, chunk, old, advantages, keep)
-                out = compute_policy_loss(loss_cfg, inputs)
-                loss = out.loss
-                if len(chunks) > 1:
-                    loss = shares[0] * out.pg_loss
-                    if loss_cfg.entropy_coef != 0:
-                        loss = loss - loss_cfg.entropy_coef * shares[1] * out.entropy
-            if forecast is not None:
-                groups = {name: m[chunk] for name, m in forecast["groups"].items()}
-                self.forecaster.add_group_gradients(loss, inputs.logprobs, groups)
-            loss.backward()
-            total += loss.detach().cpu()
-            metrics.append(out.metrics)
+        total, averaged = accumulate_gradients(
+            self.forward,
+            self.loss_config,
+            batch,
+            rows,
+            cfg.algorithm.micro_batch_size,
+            fused=self.fused_loss,
+            forecaster=forecaster,
+            groups=groups,
+        )
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         predicted = {}
         bad = nonfinite_update(self.model, total, grad_norm)
@@ -309,11 +266,10 @@ class Trainer:
             self._skip_update(bad)
         else:
             self.bad_updates = 0
-            if forecast is not None:  # after clipping, before the step: the step it will take
-                predicted = self.forecaster.finish(clip_coefficient(grad_norm, cfg.optim.grad_clip))
+            if forecaster is not None:  # after clipping, before the step: the step it will take
+                predicted = forecaster.finish(clip_coefficient(grad_norm, cfg.optim.grad_clip))
             self.optimizer.step()
             self.scheduler.step()
-        averaged = {k: torch.stack([m[k].float() for m in metrics]).mean() for k in metrics[0]}
         skipped = torch.tensor(float(bad is not None))
         return {
             **averaged,
@@ -340,23 +296,6 @@ class Trainer:
                 "optim.lr or check the data and rewards, then resume"
             )
 
-    def _loss_inputs(self, rollout: Rollout, rows, old: TokenStats, advantages, keep):
-        stats = self._stats(rollout, rows, entropy_grad=self.loss_config.entropy_coef != 0)
-        return PolicyLossInputs(
-            logprobs=stats.logprobs,
-            old_logprobs=old.logprobs[rows],
-            advantages=advantages[rows],
-            response_mask=rollout.response_mask[rows],
-            # Filters read S_k and E_p[S] of the rollout policy, as in the reference code.
-            stats=TokenStats(
-                stats.logprobs,
-                stats.entropy,
-                old.discriminator[rows],
-                old.expected_discriminator[rows],
-            ),
-            keep_mask=keep[rows],
-        )
-
     def _rollout_metrics(self, rollout: Rollout, old: TokenStats, advantages: Tensor):
         mask = rollout.response_mask
         return {
@@ -374,27 +313,6 @@ class Trainer:
         rows, cols = mask.nonzero(as_tuple=True)
         limit = self.config.dynamics_max_tokens
         return rows[:limit], cols[:limit]
-
-    # ------------------------------------------------------------------ forecast
-    def _forecast_plan(self, rollout: Rollout, positions, advantages: Tensor, old: TokenStats):
-        """Targets and token groups of this step's forecast (``None`` when it is off)."""
-        if self.forecaster is None or positions is None or positions[0].numel() == 0:
-            return None
-        batch_mask = torch.zeros_like(rollout.response_mask)
-        batch_mask[positions] = True
-        targets = {"batch": Target(rollout, batch_mask)}
-        if self.probe is not None:
-            targets["probe"] = self.probe
-        groups = quadrant_masks(advantages, old.deviation) if self.forecaster.groups else {}
-        return {"targets": targets, "groups": groups}
-
-    def _forecast_metrics(self, plan, forecasts: dict[str, Tensor], measured: dict) -> dict:
-        """Forecast metrics with their errors against the measured ΔH (batch and probe)."""
-        actual = {"batch": measured["dynamics/delta_h_actual"]}
-        if "probe" in plan.get("before", {}):
-            after, _ = self.forecaster.mean_entropy(self.probe)
-            actual["probe"] = after - plan["before"]["probe"]
-        return forecast_metrics(forecasts, actual)
 
     @torch.no_grad()
     def _dynamics(self, rollout: Rollout, positions, before: Tensor, advantages, keep: Tensor):
