@@ -6,8 +6,9 @@ the gradient from here.
   whole mini-batch at once), one forward + backward each;
 - each micro-batch's two loss terms, the policy-gradient term and the entropy bonus, are weighted
   by the micro-batch's share of the mini-batch's aggregate
-  (:func:`~entropy_dynamics.losses.aggregation_share`), so the accumulated gradient is the
-  one-shot gradient of the mini-batch for every aggregation mode;
+  (:func:`~entropy_dynamics.aggregation.aggregation_share`, in the statistics' precision, at
+  least float32), so the accumulated gradient is the one-shot gradient of the mini-batch for
+  every aggregation mode;
 - the loss is the configured one (:func:`~entropy_dynamics.losses.compute_policy_loss`) on the
   current policy's statistics, with the filter's ``S_k`` and ``E_p[S]`` those of the rollout
   policy; on the fused path PPO-clip and its gradient come from one pass over the hidden states
@@ -26,12 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from entropy_dynamics.losses import (
-    PolicyLossConfig,
-    PolicyLossInputs,
-    aggregation_share,
-    compute_policy_loss,
-)
+from entropy_dynamics.aggregation import aggregation_share
+from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training.config import OptimConfig
 from entropy_dynamics.training.forecast import EntropyForecast
@@ -114,13 +111,14 @@ def accumulate_gradients(
     chunks = micro_batches(rows, micro_batch_size)
     mask, keep = batch.rollout.response_mask, batch.keep  # (N, R) each
     trained, valid = keep[rows] & mask[rows], mask[rows]  # (B, R) each
+    dtype = torch.promote_types(batch.old.logprobs.dtype, torch.get_default_dtype())
     total, metrics = torch.zeros(()), []
     for chunk in chunks:
         shares = (1.0, 1.0)
         if len(chunks) > 1:
             mode = config.agg_mode
-            share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained)
-            shares = (share_pg, aggregation_share(mode, mask[chunk], valid))
+            share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained, dtype)
+            shares = (share_pg, aggregation_share(mode, mask[chunk], valid, dtype))
         if fused and forecaster is None:  # the gradient is formed in this forward
             out = stats.policy_loss(config, batch.rollout, chunk, batch.old.logprobs,
                                     batch.advantages, keep, shares)  # fmt: skip
