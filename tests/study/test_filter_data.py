@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from entropy_dynamics.cli.data import filter_data_command, parse_rate
+from entropy_dynamics.cli.data import filter_data_command
 from entropy_dynamics.study.filter_data import (
     default_kept_path,
     filter_by_pass_rate,
@@ -23,6 +23,7 @@ from entropy_dynamics.study.filter_data import (
     read_decisions,
     write_kept,
 )
+from entropy_dynamics.study.options import parse_rate
 from entropy_dynamics.tasks.math import MathProblem, MathReward, MathTask, load_problems
 
 DATA = Path(__file__).parents[1] / "data" / "math"
