@@ -16,6 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from entropy_dynamics.cli.data import filter_data_command
+from entropy_dynamics.study.command_options import parse_rate
 from entropy_dynamics.study.filter_data import (
     default_kept_path,
     filter_by_pass_rate,
@@ -23,7 +24,6 @@ from entropy_dynamics.study.filter_data import (
     read_decisions,
     write_kept,
 )
-from entropy_dynamics.study.options import parse_rate
 from entropy_dynamics.tasks.math import MathProblem, MathReward, MathTask, load_problems
 
 DATA = Path(__file__).parents[1] / "data" / "math"

@@ -7,9 +7,9 @@ import warnings
 from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
-from entropy_dynamics.cli._options import options_command
+from entropy_dynamics.cli._option_commands import options_command
 from entropy_dynamics.dynamics import QUADRANT_LABELS
-from entropy_dynamics.study.options import AnalyzeOptions
+from entropy_dynamics.study.command_options import AnalyzeOptions
 
 __all__ = ["analyze_command"]
 

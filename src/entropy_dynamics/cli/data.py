@@ -8,8 +8,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from entropy_dynamics.cli._console import console, fail
-from entropy_dynamics.cli._options import options_command
-from entropy_dynamics.study.options import FilterDataOptions
+from entropy_dynamics.cli._option_commands import options_command
+from entropy_dynamics.study.command_options import FilterDataOptions
 
 __all__ = ["filter_data_command"]
 

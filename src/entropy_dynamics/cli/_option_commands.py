@@ -1,12 +1,12 @@
 """Typer commands whose options are an options dataclass's fields, documented by their docstrings.
 
-``options_command(FilterDataOptions, run)`` is a command with one ``--flag`` per field: its help is
-the field's docstring (:func:`~entropy_dynamics.training.options.field_docs`), its flags, bounds
-and default are the field's (:func:`~entropy_dynamics.training.options.option`). It builds the
-dataclass from the values given, so the dataclass's ``__post_init__`` is the one place they are
-checked (a refusal exits 2 with its message, :func:`~entropy_dynamics.cli._console.fail`), and
-calls ``run`` with it; ``run``'s docstring is the command's help.
-"""
+``options_command(FilterDataOptions, run, name)`` is a command with one ``--flag`` per field: its
+help is the field's docstring (:func:`~entropy_dynamics.training.option_fields.field_docs`), its
+flags, bounds and default are the field's (:func:`~entropy_dynamics.training.option_fields.option`).
+It builds the dataclass from the values given, so the dataclass's ``__post_init__`` is the one
+place they are checked (a refusal exits 2 with its message,
+:func:`~entropy_dynamics.cli._console.fail`), and calls ``run`` with it; ``run``'s docstring is
+the command's help."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 import typer
 
 from entropy_dynamics.cli._console import fail
-from entropy_dynamics.training.options import field_docs, flags_of
+from entropy_dynamics.training.option_fields import field_docs, flags_of
 
 __all__ = ["options_command"]
 

@@ -1,7 +1,7 @@
 """Option dataclasses documented as ``TrainConfig`` is: an attribute docstring under each field.
 
 - :func:`field_docs` reads those docstrings (a command's ``--help`` is built from them,
-  :mod:`entropy_dynamics.cli._options`; a config reference can be too);
+  :mod:`entropy_dynamics.cli._option_commands`; a config reference can be too);
 - :func:`option` declares a field's command-line flags and bounds beside its default, once;
 - :func:`check_bounds` enforces the declared bounds; call it in ``__post_init__``, so that an
   options object built in Python is checked like one built from the command line.

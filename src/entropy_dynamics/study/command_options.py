@@ -1,11 +1,11 @@
 """The options of ``entropy-dynamics analyze`` and ``filter-data``, each checked once on creation.
 
-Each field's docstring is the flag's ``--help`` (:func:`~entropy_dynamics.training.options.option`
-declares the flag and bounds beside the default); ``__post_init__`` refuses a bad value with a
-message that names the flag, before any model is loaded. :meth:`AnalyzeOptions.run_config` and
-:meth:`FilterDataOptions.run_config` give the config a
-:class:`~entropy_dynamics.training.setup.RunSetup` is built from (model, prompt format, task).
-"""
+Each field's docstring is the flag's ``--help``
+(:func:`~entropy_dynamics.training.option_fields.option` declares the flag and bounds beside the
+default); ``__post_init__`` refuses a bad value with a message that names the flag, before any
+model is loaded. :meth:`AnalyzeOptions.run_config` and :meth:`FilterDataOptions.run_config` give
+the config a :class:`~entropy_dynamics.training.setup.RunSetup` is built from (model, prompt
+format, task)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from entropy_dynamics.study.filter_data import default_kept_path
 from entropy_dynamics.study.one_step import DEFAULT_LR
 from entropy_dynamics.tasks.math import DEFAULT_PROMPT_TEMPLATE, PRESETS, MathConfig
 from entropy_dynamics.training.config import ModelConfig, TaskConfig, TrainConfig
-from entropy_dynamics.training.options import check_bounds, option
+from entropy_dynamics.training.option_fields import check_bounds, option
 
 __all__ = ["AnalyzeOptions", "FilterDataOptions", "parse_rate"]
 
