@@ -9,8 +9,8 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
 - statistics: ``H``, ``S_k``, ``E_p[S]`` of the temperature-scaled rollout distribution, fused
   from the final hidden states and the ``lm_head`` (no ``(N, R, V)`` logits) when the model
   allows it (:mod:`entropy_dynamics.training.forward`), from materialised logits otherwise;
-- update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each,
-  gradients accumulated over micro-batches of ``micro_batch_size`` sequences (exactly);
+- update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each, its
+  gradient accumulated exactly over micro-batches (:mod:`~entropy_dynamics.training.update`);
 - control: a closed-loop method's controller sets each step's loss config (``control``);
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
   filter such as Clip_B / Clip_V, token-mean aggregation by default); on the fused path PPO-clip
@@ -104,7 +104,8 @@ class Trainer:
         self.step = 0
         self.bad_updates = 0  # non-finite updates in a row
 
-        self.setup = setup = RunSetup.build(config, checkpoint)  # after the seed, as always
+        # model, tokenizer, prompted task, vocabulary, statistics: after the seed, as always
+        self.setup = setup = RunSetup.build(config, checkpoint)
         setup.check_context()
         self.model, self.tokenizer, self.task = setup.model, setup.tokenizer, setup.task
         self.train_problems, self.eval_problems = setup.train_problems, setup.eval_problems
@@ -129,16 +130,17 @@ class Trainer:
         self.forecaster: EntropyForecast | None = None
         self.probe: Target | None = None
         if config.forecast.enabled:
-            self.forecaster = EntropyForecast(
-                self.forward,
-                self.optimizer,
-                second_order=config.forecast.second_order,
-                groups=config.forecast.groups,
-            )
-            if config.forecast.probe_prompts:
-                path, resume = self.run_dir / PROBE_FILE, checkpoint is not None
-                probe = probe_rollout(setup, path, resume)
-                self.probe = Target(probe, probe.response_mask)
+            self._start_forecast(resume=checkpoint is not None)
+
+    def _start_forecast(self, resume: bool) -> None:
+        """The forecaster and, with ``probe_prompts``, the run's fixed probe set."""
+        cfg = self.config.forecast
+        self.forecaster = EntropyForecast(
+            self.forward, self.optimizer, second_order=cfg.second_order, groups=cfg.groups
+        )
+        if cfg.probe_prompts:
+            probe = probe_rollout(self.setup, self.run_dir / PROBE_FILE, resume)
+            self.probe = Target(probe, probe.response_mask)
 
     # ------------------------------------------------------------------ one step
     def _rewards(self, problems: list, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
@@ -194,25 +196,25 @@ class Trainer:
         advantages = broadcast_to_tokens(seq_adv, mask)  # (N, R)
 
         with torch.no_grad():
-            old_features = self.forward.features(rollout)  # hidden states when fused
-            old = self.forward.stats(old_features, rollout.response_ids)
+            old_features = self.forward.features(rollout)  # (N, R, d) hidden, or (N, R, V) logits
+            old = self.forward.stats(old_features, rollout.response_ids)  # (N, R) each field
             positions = before = None
             if cfg.dynamics:  # logits before the update, formed now: it also moves the lm_head
                 positions = self._dynamics_positions(mask)
-                before = self.forward.logits(old_features[positions])
+                before = self.forward.logits(old_features[positions])  # (n, V)
             del old_features
         metrics.update(self._rollout_metrics(rollout, old, advantages))
         self.loss_config, control_metrics = self.controller.begin(self.step, old, mask)
         metrics.update(control_metrics)
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
-        keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)
+        keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)  # (N, R)
         metrics.update(filter_metrics)
 
         forecaster, forecast = self.forecaster, None
         if forecaster is not None and positions is not None:  # the forecast needs the dynamics
             forecast = forecaster.plan(rollout, positions, advantages, old.deviation, self.probe)
         n = mask.shape[0]
-        batches = torch.arange(n).chunk(cfg.algorithm.mini_batches)
+        batches = torch.arange(n).chunk(cfg.algorithm.mini_batches)  # M × (B,) row indices
         update_metrics: list[dict[str, Tensor]] = []
         forecasts: dict[str, Tensor] = {}
         for _ in range(cfg.algorithm.updates_per_step):
@@ -231,7 +233,7 @@ class Trainer:
             metrics.update(self._dynamics(rollout, positions, before, advantages, keep))
         if forecast is not None:
             delta_h = metrics["dynamics/delta_h_actual"]
-            metrics.update(self.forecaster.step_metrics(forecast, forecasts, delta_h))
+            metrics.update(forecaster.step_metrics(forecast, forecasts, delta_h))
         self.controller.end(metrics)
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         return to_floats(metrics)

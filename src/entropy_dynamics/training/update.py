@@ -114,7 +114,7 @@ def accumulate_gradients(
     dtype = torch.promote_types(batch.old.logprobs.dtype, torch.get_default_dtype())
     total, metrics = torch.zeros(()), []
     for chunk in chunks:
-        shares = (1.0, 1.0)
+        shares = (1.0, 1.0)  # 0-d weights of the pg and entropy terms in the mini-batch's loss
         if len(chunks) > 1:
             mode = config.agg_mode
             share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained, dtype)
@@ -125,8 +125,8 @@ def accumulate_gradients(
             loss = out.loss
         else:
             inputs = loss_inputs(stats, config, batch, chunk)
-            out = compute_policy_loss(config, inputs)
-            loss = out.loss
+            out = compute_policy_loss(config, inputs)  # over (n, R) tokens
+            loss = out.loss  # 0-d
             if len(chunks) > 1:
                 loss = shares[0] * out.pg_loss
                 if config.entropy_coef != 0:
