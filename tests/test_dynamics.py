@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from entropy_dynamics import theory
-from entropy_dynamics.dynamics import entropy_dynamics_metrics
+from entropy_dynamics.dynamics import (
+    QUADRANT_LABELS,
+    QUADRANTS,
+    entropy_dynamics_metrics,
+    row_chunks,
+)
 
 
 def _batch(n: int = 12, vocab: int = 30, seed: int = 0):
@@ -73,3 +78,16 @@ def test_kept_and_dropped_changes_split_the_actual_change() -> None:
     # metrics are computed in float32: H ~ 3, so differences carry ~1e-7 absolute error
     assert metrics["dynamics/delta_h_kept"].item() == pytest.approx(kept, abs=1e-6)
     assert metrics["dynamics/delta_h_dropped"].item() == pytest.approx(dropped, abs=1e-6)
+
+
+def test_row_chunks_cover_the_rows_in_order() -> None:
+    assert row_chunks(5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert row_chunks(5, None) == [slice(0, 5)] and row_chunks(0, 3) == []
+    with pytest.raises(ValueError, match="rows_per_chunk"):
+        row_chunks(5, 0)
+
+
+def test_quadrant_labels_follow_the_signs() -> None:
+    assert list(QUADRANT_LABELS) == list(QUADRANTS)
+    assert QUADRANT_LABELS["pos_adv_neg_dev"] == "A > 0, S_k < E_p[S]"
+    assert QUADRANT_LABELS["neg_adv_pos_dev"] == "A < 0, S_k > E_p[S]"

@@ -49,7 +49,9 @@ def aggregate(loss_mat: Tensor, mask: Tensor, agg_mode: str, norm: float | None 
     raise ValueError(f"agg_mode: unknown {agg_mode!r}; use one of {', '.join(AGG_MODES)}")
 
 
-def aggregation_share(agg_mode: str, part: Tensor, whole: Tensor) -> Tensor:
+def aggregation_share(
+    agg_mode: str, part: Tensor, whole: Tensor, dtype: torch.dtype | None = None
+) -> Tensor:
     """Weight of a micro-batch's aggregate in the aggregate of the whole batch.
 
     ``aggregate(l, whole) = Σ_i share_i · aggregate(l_i, part_i)`` over a split of the rows:
@@ -60,14 +62,19 @@ def aggregation_share(agg_mode: str, part: Tensor, whole: Tensor) -> Tensor:
         agg_mode: one of :data:`AGG_MODES`.
         part: ``(b, T)`` mask of the micro-batch's rows.
         whole: ``(B, T)`` mask of the whole batch.
+        dtype: of the 0-d result (``None``: torch's default float dtype); the counts are exact,
+            the ratio is rounded once to it.
     """
+    dtype = dtype or torch.get_default_dtype()
     if agg_mode == "seq-mean-token-sum-norm":
-        return torch.ones(())
+        return torch.ones((), dtype=dtype)
     if agg_mode == "token-mean":
-        return part.sum() / whole.sum().clamp(min=1)
-    if agg_mode in AGG_MODES:
-        return part.any(-1).sum() / whole.any(-1).sum().clamp(min=1)
-    raise ValueError(f"agg_mode: unknown {agg_mode!r}; use one of {', '.join(AGG_MODES)}")
+        counts = part.sum(), whole.sum().clamp(min=1)
+    elif agg_mode in AGG_MODES:
+        counts = part.any(-1).sum(), whole.any(-1).sum().clamp(min=1)
+    else:
+        raise ValueError(f"agg_mode: unknown {agg_mode!r}; use one of {', '.join(AGG_MODES)}")
+    return counts[0].to(dtype) / counts[1].to(dtype)
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:

@@ -50,11 +50,13 @@ from entropy_dynamics.aggregation import masked_mean
 
 __all__ = [
     "QUADRANTS",
+    "QUADRANT_LABELS",
     "entropy_change_terms",
     "entropy_dynamics_metrics",
     "forecast_change",
     "optimizer_update",
     "quadrant_masks",
+    "row_chunks",
     "second_order_forecast",
 ]
 
@@ -65,6 +67,11 @@ QUADRANTS = {
     "neg_adv_neg_dev": (-1, -1),
 }
 """Token groups: advantage sign × sign of ``S_k - E_p[S]`` (Theorem 3.3's four cases)."""
+QUADRANT_LABELS = {
+    name: f"A {'>' if a > 0 else '<'} 0, S_k {'>' if d > 0 else '<'} E_p[S]"
+    for name, (a, d) in QUADRANTS.items()
+}
+"""The :data:`QUADRANTS` as reports print them: ``pos_adv_neg_dev`` is ``A > 0, S_k < E_p[S]``."""
 
 
 def quadrant_masks(advantages: Tensor, deviation: Tensor) -> dict[str, Tensor]:
@@ -77,9 +84,12 @@ def quadrant_masks(advantages: Tensor, deviation: Tensor) -> dict[str, Tensor]:
 _CHUNK_ELEMENTS = 1 << 22  # float64 elements per row chunk (32 MiB)
 
 
-def _row_chunks(n: int, vocab: int) -> list[slice]:
-    rows = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
-    return [slice(start, start + rows) for start in range(0, n, rows)]
+def row_chunks(n: int, rows_per_chunk: int | None) -> list[slice]:
+    """``n`` rows as consecutive slices of ``rows_per_chunk`` rows (``None``: one slice)."""
+    if rows_per_chunk is not None and rows_per_chunk < 1:
+        raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
+    step = n if rows_per_chunk is None else rows_per_chunk
+    return [slice(start, min(start + step, n)) for start in range(0, n, max(step, 1))]
 
 
 def entropy_change_terms(
@@ -147,7 +157,7 @@ def entropy_dynamics_metrics(
     coef = weights.double() * advantages.double()  # (N,) loss weight × advantage
     parts = [
         entropy_change_terms(logits_before[r], logits_after[r], tokens[r], coef[r], temperature)
-        for r in _row_chunks(n, logits_before.shape[-1])
+        for r in row_chunks(n, max(1, _CHUNK_ELEMENTS // max(logits_before.shape[-1], 1)))
     ]
     actual, first_order, s_k, deviation, dz_u, u_u = (
         torch.cat([part[i] for part in parts]) if parts else coef.new_zeros(0) for i in range(6)

@@ -15,7 +15,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from entropy_dynamics.cli.data import filter_data_command, parse_rate
+from entropy_dynamics.cli.data import filter_data_command
+from entropy_dynamics.study.command_options import parse_rate
 from entropy_dynamics.study.filter_data import (
     default_kept_path,
     filter_by_pass_rate,

@@ -244,14 +244,14 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, random_mo
 def test_non_finite_updates_are_skipped_then_stop_with_good_weights(
     tmp_path, random_model_dir, monkeypatch
 ):
-    from entropy_dynamics.training import trainer as trainer_module
+    from entropy_dynamics.training import update as update_module  # the loss is called there
     from entropy_dynamics.training.guards import NonFiniteError
 
     config = load_config(None, _args(random_model_dir, tmp_path, "r", 6, "max_bad_steps=2"))
     trainer = Trainer(config, config.run_dir)
     trainer.train_step()  # one good update
     good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    real = trainer_module.compute_policy_loss
+    real = update_module.compute_policy_loss
 
     def poisoned(loss_config, inputs):
         out = real(loss_config, inputs)
@@ -265,7 +265,7 @@ def test_non_finite_updates_are_skipped_then_stop_with_good_weights(
         out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(trainer_module, "compute_policy_loss", poisoned)
+    monkeypatch.setattr(update_module, "compute_policy_loss", poisoned)
     monkeypatch.setattr(trainer.forward, "policy_loss", poisoned_fused)
     with pytest.warns(UserWarning, match="step 2: non-finite loss"):
         metrics = trainer.train_step()
@@ -281,7 +281,7 @@ def test_non_finite_updates_are_skipped_then_stop_with_good_weights(
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert all(torch.equal(good[k], weights[k]) for k in weights)
 
-    monkeypatch.setattr(trainer_module, "compute_policy_loss", real)
+    monkeypatch.setattr(update_module, "compute_policy_loss", real)
     monkeypatch.setattr(trainer.forward, "policy_loss", real_fused)
     assert trainer.train_step()["actor/skipped_nonfinite"] == 0.0  # a good update resets it
     assert trainer.bad_updates == 0

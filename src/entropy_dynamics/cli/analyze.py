@@ -3,35 +3,32 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
-import typer
 from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
-from entropy_dynamics.study.analysis import DEFAULT_LR
-from entropy_dynamics.study.runs import QUADRANTS
+from entropy_dynamics.cli._option_commands import options_command
+from entropy_dynamics.dynamics import QUADRANT_LABELS
+from entropy_dynamics.study.command_options import AnalyzeOptions
+
+__all__ = ["analyze_command"]
 
 
-def _load_task(data: Path | None, preset: str, n: int):
-    """``(task, problems)``: ``n`` held-out Countdown problems, or the first ``n`` of ``data``."""
-    if data is None:
-        from entropy_dynamics.tasks import build_task
-        from entropy_dynamics.training.config import TaskConfig
+def _problems(setup, options: AnalyzeOptions) -> list:
+    """The first ``--problems`` held-out Countdown problems, or of the ``--data`` file (each
+    skipped record reported)."""
+    if options.data is None:
+        return setup.held_out[: options.problems]
+    from entropy_dynamics.tasks.math import load_problems
 
-        task = build_task(TaskConfig())
-        return task, task.eval_problems()[:n]
-    from entropy_dynamics.tasks.math import MathConfig, MathTask, load_problems
-
-    task = MathTask(MathConfig(path=str(data), preset=preset))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        problems, issues = load_problems(data, preset)
+        problems, issues = load_problems(options.data, options.preset)
     for warning in caught:
         console.print(f"[yellow]warning:[/] {warning.message}")
     if issues:
-        console.print(f"[yellow]{len(issues)} unusable record(s) of {data} skipped[/]")
-    return task, problems[:n]
+        console.print(f"[yellow]{len(issues)} unusable record(s) of {options.data} skipped[/]")
+    return problems[: options.problems]
 
 
 def _summary(result, lr: float) -> Table:
@@ -60,7 +57,7 @@ def _summary(result, lr: float) -> Table:
             ("Pearson r forecast vs actual", f"{one.r_forecast:.4f}"),
         ]
         rows += [
-            (f"  forecast share {QUADRANTS.get(g, g)}", f"{v:+.3e}")
+            (f"  forecast share {QUADRANT_LABELS.get(g, g)}", f"{v:+.3e}")
             for g, v in (one.forecast_groups or {}).items()
         ]
     if result.rewards is not None:
@@ -70,86 +67,42 @@ def _summary(result, lr: float) -> Table:
     return table
 
 
-def analyze_command(
-    model: Path = typer.Option(
-        None, "--model", help="Model directory or .gguf file (default: the embedded model)."
-    ),
-    data: Path = typer.Option(
-        None, "--data", help="Math dataset (.jsonl/.json/.parquet); default: held-out Countdown."
-    ),
-    n: int = typer.Option(8, "-n", "--problems", min=1, help="Problems (prompts) to sample."),
-    samples: int = typer.Option(4, "--samples", min=1, help="Responses per problem (group G)."),
-    temperature: float = typer.Option(1.0, "--temperature", min=1e-6, help="Sampling temperature."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Longest response."),
-    advantage_sign: int = typer.Option(
-        1,
-        "--advantage-sign",
-        help="+1 or -1: the advantage of every response when the rewards give none (all "
-        "equal) or with --constant-advantage.",
-    ),
-    constant_advantage: bool = typer.Option(
-        False,
-        "--constant-advantage",
-        help="Give every response --advantage-sign instead of the GRPO advantages of its reward.",
-    ),
-    lr: float = typer.Option(DEFAULT_LR, "--lr", min=0.0, help="SGD step of the one-step check."),
-    preset: str = typer.Option(
-        "auto", "--preset", help="Dataset layout of --data: auto, gsm8k, math, dapo."
-    ),
-    chat_template: str = typer.Option(
-        "auto", "--chat-template", help="auto (if the tokenizer has one), always, never."
-    ),
-    dtype: str = typer.Option("float32", "--dtype", help="auto, float32, bfloat16, float16."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
-    output: Path = typer.Option(Path("analysis"), "--output", "-o", help="Output directory."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
-    forecast: bool = typer.Option(
-        True,
-        "--forecast/--no-forecast",
-        help="Forecast the step's ΔH in parameter space before taking it (by token group and "
-        "per sequence; one extra forward + backward per response).",
-    ),
-) -> None:
+def analyze(options: AnalyzeOptions) -> None:
     """Sample responses; write per-token S_k − E_p[S] (CSV/Parquet, HTML) and the one-step check."""
-    from entropy_dynamics.models import default_model_path
-    from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.study.analysis import analyze
-    from entropy_dynamics.training.prompts import ChatTemplateTask, uses_chat
+    from entropy_dynamics.study.analysis import analyze as run_analysis
+    from entropy_dynamics.training.setup import RunSetup
 
-    if advantage_sign not in (1, -1):
-        fail(f"--advantage-sign must be +1 or -1, got {advantage_sign}")
-    if not lr > 0:
-        fail(f"--lr must be > 0, got {lr}")
-    path = model if model is not None else default_model_path()
     try:
-        policy, tokenizer = load_model_and_tokenizer(path, dtype, device)
-        task, problems = _load_task(data, preset, n)
-        if uses_chat(tokenizer, chat_template):  # type: ignore[arg-type]
-            task = ChatTemplateTask(task, tokenizer)
+        setup = RunSetup.build(options.run_config())
+        problems = _problems(setup, options)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if not problems:
-        fail(f"no problems to analyse in {data or 'the Countdown held-out split'}")
+        fail(f"no problems to analyse in {options.data or 'the Countdown held-out split'}")
+    task = setup.task
     prompts = [task.prompt(problem) for problem in problems]
 
     def scorer(index: int, completion: str) -> float:
         return float(task.score(problems[index], completion).reward)
 
-    with console.status(f"sampling {len(prompts)} × {samples} responses, one SGD step"):
-        result = analyze(
-            policy,
-            tokenizer,
+    with console.status(f"sampling {len(prompts)} × {options.samples} responses, one SGD step"):
+        result = run_analysis(
+            setup.model,
+            setup.tokenizer,
             prompts,
-            num_samples=samples,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            scorer=None if constant_advantage else scorer,
-            advantage_sign=advantage_sign,
-            lr=lr,
-            output_dir=output,
-            seed=seed,
-            forecast=forecast,
+            num_samples=options.samples,
+            temperature=options.temperature,
+            max_new_tokens=options.max_new_tokens,
+            scorer=None if options.constant_advantage else scorer,
+            advantage_sign=options.advantage_sign,
+            lr=options.lr,
+            output_dir=options.output,
+            seed=options.seed,
+            forecast=options.forecast,
         )
-    console.print(_summary(result, lr))
+    console.print(_summary(result, options.lr))
     for name, file in result.paths.items():
         console.print(f"{name}: {file}")
+
+
+analyze_command = options_command(AnalyzeOptions, analyze, "analyze_command")

@@ -286,7 +286,7 @@ def report_command(
 
 
 def _evaluate_missing(run_dirs: list[Path]) -> None:
-    from entropy_dynamics.study.final_eval import FINAL_EVAL_FILE, final_evaluation
+    from entropy_dynamics.study.evaluation import FINAL_EVAL_FILE, final_evaluation
     from entropy_dynamics.study.runs import find_runs
     from entropy_dynamics.training.config import load_config
 

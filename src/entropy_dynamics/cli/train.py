@@ -143,36 +143,27 @@ def _interrupted(stop) -> None:
 
 
 def _dry_run(cfg) -> None:
-    from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
-    from entropy_dynamics.training.forward import ResponseStats
-    from entropy_dynamics.training.prompts import build_prompted_task, context_problem, uses_chat
+    from entropy_dynamics.training.prompts import uses_chat
     from entropy_dynamics.training.run_dir import unwritable
+    from entropy_dynamics.training.setup import RunSetup
 
-    model_cfg = cfg.model
     try:
-        model, tokenizer = load_model_and_tokenizer(
-            model_cfg.resolved_path(), model_cfg.dtype, "cpu", model_cfg.tokenizer
-        )
-        task = build_prompted_task(cfg.task, tokenizer, model_cfg.chat_template)
-        train, held_out = task.train_problems(), task.eval_problems()
-        n_train, n_eval = len(train), len(held_out)
-        prompts = [task.prompt(p) for p in train + held_out]
-        problem = context_problem(model, tokenizer, prompts, cfg.rollout.max_new_tokens)
-        problem = problem or unwritable(cfg.run_dir)
+        setup = RunSetup.build(cfg, device="cpu")
+        problem = setup.context_problem() or unwritable(cfg.run_dir)
         if problem:
             fail(problem)
-        chat = uses_chat(tokenizer, model_cfg.chat_template)
-        stats_path = ResponseStats(model, cfg.rollout.temperature, model_cfg.fused_stats)
-        fused = "fused" if stats_path.fused else f"materialised logits ({stats_path.reason})"
+        chat = uses_chat(setup.tokenizer, cfg.model.chat_template)
+        stats = setup.stats
+        fused = "fused" if stats.fused else f"materialised logits ({stats.reason})"
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    params = sum(p.numel() for p in model.parameters())
+    params = sum(p.numel() for p in setup.model.parameters())
     console.print(
-        f"[green]ok[/]: model {model_cfg.resolved_path()} ({params:,} parameters), "
-        f"task {cfg.task.name} ({n_train} train / {n_eval} held-out problems), "
-        f"prompts {'in the chat template' if chat else 'plain'}, token statistics {fused}, "
-        f"valid vocabulary {valid_vocab_size(model, tokenizer) or 'all rows'}, "
+        f"[green]ok[/]: model {setup.model_path} ({params:,} parameters), "
+        f"task {cfg.task.name} ({len(setup.train_problems)} train / {len(setup.held_out)} "
+        f"held-out problems), prompts {'in the chat template' if chat else 'plain'}, token "
+        f"statistics {fused}, valid vocabulary {setup.valid_vocab or 'all rows'}, "
         f"policy loss {cfg.algorithm.policy_loss()}"
     )
     show_effective_options(cfg.algorithm)
@@ -202,16 +193,8 @@ def eval_command(
     ),
 ) -> None:
     """Evaluate a model on the held-out split: Avg@k and unbiased Pass@k."""
-    import json
-
-    import torch
-
     from entropy_dynamics.cli.experiments import parse_ks
-    from entropy_dynamics.models.loading import load_model_and_tokenizer
-    from entropy_dynamics.training.checkpoint import latest_checkpoint
-    from entropy_dynamics.training.config import TaskConfig, load_config
-    from entropy_dynamics.training.evaluate import evaluate
-    from entropy_dynamics.training.prompts import build_prompted_task
+    from entropy_dynamics.study.evaluation import EVAL_FILE, EvalSettings, held_out_evaluation
 
     try:
         k_list = tuple(k_value for k_value in parse_ks(ks or f"1,{k}") if k_value <= k)
@@ -219,57 +202,42 @@ def eval_command(
         fail(str(exc))
     if final_eval and run is None:
         fail("--final-eval needs --run (it writes the run's final_eval.json)")
-    task_config, chat_template = TaskConfig(), "auto"
-    if run is not None:
-        checkpoint = latest_checkpoint(run)
-        if checkpoint is None:
-            fail(f"--run: no checkpoint under {run}")
-        model = checkpoint / "model"
-        if (run / "config.yaml").is_file():  # the run's task and prompt format
-            run_config = load_config(run / "config.yaml")
-            task_config, chat_template = run_config.task, run_config.model.chat_template
-    if model is None:
-        from entropy_dynamics.models import default_model_path
-
-        model = default_model_path()
-    try:
-        policy, tokenizer = load_model_and_tokenizer(model)
-        task = build_prompted_task(task_config, tokenizer, chat_template)
-    except (FileNotFoundError, ValueError, ConfigError) as exc:
-        fail(str(exc))
-    torch.manual_seed(seed)
-    held_out = task.eval_problems()[:problems]
-    with console.status(f"sampling {len(held_out)} × {k} answers"):
-        result = evaluate(
-            policy, tokenizer, task, held_out, k=k, ks=k_list, temperature=temperature
-        )
-    console.print(f"model: {escape(str(model))}")
+    setup = _eval_setup(model, run)
+    settings = EvalSettings(problems, k, temperature, seed, k_list)
+    output = output or (run / EVAL_FILE if run is not None else None)
+    with console.status(f"sampling {min(problems, len(setup.held_out))} × {k} answers"):
+        result = held_out_evaluation(setup, settings, eval_file=output)
+    console.print(f"model: {escape(str(setup.model_path))}")
     table = Table(title="Held-out evaluation")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    metrics = result.to_metrics("eval")
-    for key, value in metrics.items():
+    for key, value in result.to_metrics("eval").items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
-    output = output or (run / "eval.json" if run is not None else None)
     if output is not None:
-        record = {
-            "model": str(model),
-            "problems": len(held_out),
-            "k": k,
-            "temperature": temperature,
-            "seed": seed,
-            "metrics": metrics,
-            "per_problem_correct": list(result.per_problem_correct),
-        }
-        output.write_text(json.dumps(record, indent=1))
         console.print(f"scores: {escape(str(output))}")
     if final_eval:
-        from entropy_dynamics.study.final_eval import final_evaluation
+        from entropy_dynamics.study.evaluation import FINAL_EVAL_FILE, final_evaluation
 
         with console.status(f"final evaluation of {run}"):
-            final_evaluation(run, load_config(run / "config.yaml"))
-        console.print(f"final evaluation: {escape(str(run / 'final_eval.json'))}")
+            final_evaluation(run, setup=setup)
+        console.print(f"final evaluation: {escape(str(run / FINAL_EVAL_FILE))}")
+
+
+def _eval_setup(model: Path | None, run: Path | None):
+    """``eval``'s setup: the run's newest checkpoint with the run's config, else ``model`` (or
+    the embedded one) with the default task and prompt format."""
+    from entropy_dynamics.training.config import ModelConfig, TrainConfig
+    from entropy_dynamics.training.setup import RunSetup
+
+    try:
+        if run is not None:
+            return RunSetup.from_run(run)
+        return RunSetup.build(TrainConfig(model=ModelConfig(path=str(model or ""))))
+    except FileNotFoundError as exc:
+        fail(f"--run: {exc}" if run is not None else str(exc))
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def pretrain_command(

@@ -21,7 +21,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,14 @@ import torch
 from torch import Tensor
 
 from entropy_dynamics.advantages import get_advantage_fn
+from entropy_dynamics.dynamics import QUADRANTS, row_chunks
 from entropy_dynamics.models.loading import valid_vocab_size
 from entropy_dynamics.study.analysis_html import render_html
 from entropy_dynamics.study.one_step import (
     DEFAULT_LR,
     OneStepResult,
-    _eval_mode,
-    _row_chunks,
-    _sequence_values,
     one_step_check,
+    sequence_values,
 )
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout, generate
@@ -66,12 +66,25 @@ TABLE_COLUMNS = (*_COLUMNS.split(), "deviation", "advantage", "quadrant")
 quadrant."""
 
 
+_QUADRANT_OF_SIGNS = {signs: name for name, signs in QUADRANTS.items()}
+
+
 def quadrant(advantage: float, deviation: float) -> str:
-    """``pos_adv_pos_dev``, ``pos_adv_neg_dev``, ``neg_adv_pos_dev``, ``neg_adv_neg_dev`` (as
-    :mod:`entropy_dynamics.dynamics`), or ``none`` when either sign is 0."""
-    if advantage == 0 or deviation == 0:
-        return "none"
-    return f"{'pos' if advantage > 0 else 'neg'}_adv_{'pos' if deviation > 0 else 'neg'}_dev"
+    """The :data:`~entropy_dynamics.dynamics.QUADRANTS` name of the two signs
+    (``pos_adv_neg_dev``: ``A > 0``, ``S_k < E_p[S]``), or ``none`` when either sign is 0."""
+    signs = ((advantage > 0) - (advantage < 0), (deviation > 0) - (deviation < 0))
+    return _QUADRANT_OF_SIGNS.get(signs, "none")
+
+
+@contextmanager
+def _eval_mode(model) -> Iterator[None]:
+    """``model.eval()`` inside, the previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -103,7 +116,7 @@ def token_table(
         precision (float64 for a float64 model).
     """
     n = rollout.response_ids.shape[0]
-    advantages = _sequence_values(advantage_sign, n, "advantage_sign").tolist()
+    advantages = sequence_values(advantage_sign, n, "advantage_sign").tolist()
     if valid_vocab is None:
         valid_vocab = valid_vocab_size(model, tokenizer)
     response_stats = ResponseStats(model, temperature, "auto", valid_vocab)
@@ -111,7 +124,7 @@ def token_table(
     texts: dict[int, str] = {}
     rows: list[dict[str, Any]] = []
     with _eval_mode(model):
-        for chunk in _row_chunks(n, rows_per_chunk):
+        for chunk in row_chunks(n, rows_per_chunk):
             tokens = rollout.response_ids[chunk]  # (n_c, R)
             stats = response_stats.stats(response_stats.features(rollout, chunk), tokens)
             valid = rollout.response_mask[chunk]  # (n_c, R)
@@ -185,7 +198,7 @@ def _advantages(
 ) -> tuple[Tensor, Tensor | None, str]:
     """GRPO advantages of the scorer's rewards, else (or if all are 0) the constant sign."""
     n = rollout.response_ids.shape[0]
-    constant = _sequence_values(float(advantage_sign), n, "advantage_sign")
+    constant = sequence_values(float(advantage_sign), n, "advantage_sign")
     if scorer is None:
         return constant, None, f"constant {advantage_sign:+g} (no scorer)"
     rewards = torch.tensor(

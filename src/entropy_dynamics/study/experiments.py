@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from entropy_dynamics.errors import ConfigError
-from entropy_dynamics.study.final_eval import final_eval_current, final_evaluation
+from entropy_dynamics.study.evaluation import final_eval_current, final_evaluation
 from entropy_dynamics.training.config import TrainConfig, load_config
 from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.run_dir import config_differences
@@ -319,8 +319,7 @@ def execute_run(spec: RunSpec, progress: Progress | None = None, final_eval: boo
         trainer.train(callback)
     if final_eval and not final_eval_current(run_dir, config.steps):
         emit(RunEvent(spec.name, "evaluate", config.steps, config.steps))
-        model = trainer.model if trainer else None
-        final_evaluation(run_dir, config, model, trainer.tokenizer if trainer else None)
+        final_evaluation(run_dir, config, trainer.setup if trainer else None)
     result = {"done": "skipped", "partial": "resumed", "new": "completed"}[status]
     if trainer is not None:
         emit(RunEvent(spec.name, "done", config.steps, config.steps))

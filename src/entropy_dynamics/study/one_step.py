@@ -3,17 +3,18 @@
 :func:`one_step_check` takes one plain SGD step (no momentum) of the token-mean ``-A log p_k``
 loss (the PPO surrogate at ratio 1) on a *copy* of the model and measures the entropy change at
 the same positions, per sequence and overall, against the first-order prediction from the
-measured logit change and Theorem 3.3's prediction with a fitted effective logit step. Used by
-:func:`entropy_dynamics.study.analysis.analyze`.
+measured logit change and Theorem 3.3's prediction with a fitted effective logit step. The
+step's gradient is the trainer's (:func:`~entropy_dynamics.training.update.accumulate_gradients`:
+the default loss config on the statistics of the policy before the step, micro-batches weighted
+by their share of the batch's tokens). Used by :func:`entropy_dynamics.study.analysis.analyze`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -26,15 +27,17 @@ from entropy_dynamics.dynamics import (
     forecast_change,
     optimizer_update,
     quadrant_masks,
+    row_chunks,
 )
-from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
-from entropy_dynamics.stats import default_chunk_size
+from entropy_dynamics.losses import PolicyLossConfig, select_tokens
+from entropy_dynamics.stats import TokenStats, default_chunk_size
 from entropy_dynamics.study.summaries import pearson
 from entropy_dynamics.training.forecast import EntropyForecast, Target
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout
+from entropy_dynamics.training.update import UpdateBatch, accumulate_gradients
 
-__all__ = ["DEFAULT_LR", "OneStepResult", "one_step_check"]
+__all__ = ["DEFAULT_LR", "OneStepResult", "one_step_check", "sequence_values"]
 
 DEFAULT_LR = 1e-4
 """SGD step of :func:`one_step_check`. On the embedded model (8 Countdown prompts × 4 samples,
@@ -43,7 +46,7 @@ seeds 0-5, GRPO and constant ±1 advantages) the per-sequence first-order r was 
 first-order regime, which depends on the model — ``first_order_rel_error`` says whether it did."""
 
 
-def _sequence_values(value: float | Tensor, n: int, name: str) -> Tensor:
+def sequence_values(value: float | Tensor, n: int, name: str) -> Tensor:
     """``(n,)`` float per-sequence values from a scalar or an ``(n,)`` tensor."""
     if isinstance(value, Tensor):
         if value.shape != (n,):
@@ -56,24 +59,6 @@ def _sequence_values(value: float | Tensor, n: int, name: str) -> Tensor:
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be finite, got {value}")
     return torch.full((n,), float(value))
-
-
-def _row_chunks(n: int, rows_per_chunk: int | None) -> list[slice]:
-    if rows_per_chunk is not None and rows_per_chunk < 1:
-        raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
-    step = n if rows_per_chunk is None else rows_per_chunk
-    return [slice(start, min(start + step, n)) for start in range(0, n, max(step, 1))]
-
-
-@contextmanager
-def _eval_mode(model) -> Iterator[None]:
-    """``model.eval()`` inside, the previous mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @dataclass
@@ -188,55 +173,52 @@ class OneStepResult:
         }
 
 
-def _valid_features(response_stats: ResponseStats, rollout: Rollout, chunks: list[slice]) -> Tensor:
-    """``(M, d)`` hidden states (or ``(M, V)`` logits) at the valid positions, row-major."""
-    parts = []
+def _valid_features(
+    response_stats: ResponseStats, rollout: Rollout, chunks: list[slice], with_stats: bool = False
+) -> tuple[Tensor, TokenStats | None]:
+    """``(M, d)`` hidden states (or ``(M, V)`` logits) at the valid positions, row-major; with
+    ``with_stats`` also the ``(N, R)`` statistics of the current policy (else ``None``)."""
+    parts, stats = [], []
     for chunk in chunks:
         features = response_stats.features(rollout, chunk)  # (n_c, R, ·)
-        parts.append(features[rollout.response_mask[chunk]])
-    return torch.cat(parts)
+        parts.append(features[rollout.response_mask[chunk]])  # (M_c, ·)
+        if with_stats:
+            stats.append(response_stats.stats(features, rollout.response_ids[chunk]))
+    if not with_stats:
+        return torch.cat(parts), None
+    columns = (torch.cat([getattr(s, f.name) for s in stats]) for f in fields(TokenStats))
+    return torch.cat(parts), TokenStats(*columns)  # (N, R) each
+
+
+_LOSS = PolicyLossConfig()
+"""The GRPO loss of the check: ppo, no filter, token-mean; at ratio 1 its gradient is that of
+the token-mean of ``-A log p_k``."""
 
 
 def _sgd_step(
     response_stats: ResponseStats,
-    rollout: Rollout,
-    token_advantages: Tensor,
+    batch: UpdateBatch,
     lr: float,
-    chunks: list[slice],
+    rows_per_chunk: int | None,
     forecast: bool = False,
 ) -> dict[str, Any]:
-    """One SGD step on the token-mean of ``-A log p_k`` (the PPO surrogate at ratio 1).
-
-    Gradients are accumulated chunk by chunk, each chunk's token mean weighted by its share of
-    the batch's tokens, so the step is that of the whole batch's token mean. With ``forecast``,
-    the step's parameter-space forecast is taken before it (:func:`_forecast`).
-    """
-    model = response_stats.model
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0)
+    """One SGD step of :data:`_LOSS` on the whole batch, its gradient accumulated as the
+    trainer's (:func:`~entropy_dynamics.training.update.accumulate_gradients`: micro-batches of
+    ``rows_per_chunk`` sequences, each weighted by its share of the batch's tokens). With
+    ``forecast``, the step's parameter-space forecast is taken before it (:func:`_forecast`)."""
+    optimizer = torch.optim.SGD(response_stats.model.parameters(), lr=lr, momentum=0.0)
     optimizer.zero_grad(set_to_none=True)
-    mask = rollout.response_mask
-    total = mask.sum().clamp(min=1)
-    forecaster = EntropyForecast(response_stats, optimizer, groups=True) if forecast else None
-    if forecaster is not None:
-        forecaster.begin({"all": Target(rollout, mask)})
-    loss_config = PolicyLossConfig()  # ppo, no filter, token-mean: at ratio 1, -A·log p_k
-    for chunk in chunks:
-        stats = response_stats.stats(
-            response_stats.features(rollout, chunk), rollout.response_ids[chunk]
-        )
-        inputs = PolicyLossInputs(
-            logprobs=stats.logprobs,
-            old_logprobs=stats.logprobs.detach(),  # on-policy: ratio exactly 1
-            advantages=token_advantages[chunk].to(stats.logprobs.dtype),
-            response_mask=mask[chunk],
-            stats=stats,
-        )
-        loss = compute_policy_loss(loss_config, inputs).loss * mask[chunk].sum() / total
-        if forecaster is not None:
-            groups = quadrant_masks(inputs.advantages, stats.deviation)
-            forecaster.add_group_gradients(loss, stats.logprobs, groups)
-        loss.backward()
-    predicted = {} if forecaster is None else _forecast(forecaster, optimizer, rollout)
+    mask = batch.rollout.response_mask  # (N, R)
+    forecaster, groups = None, None
+    if forecast:
+        forecaster = EntropyForecast(response_stats, optimizer, groups=True)
+        forecaster.begin({"all": Target(batch.rollout, mask)})
+        groups = quadrant_masks(batch.advantages, batch.old.deviation)  # (N, R) each
+    rows = torch.arange(mask.shape[0])
+    # the unfused loss, with or without the forecast: the forecast must not change the step
+    accumulate_gradients(response_stats, _LOSS, batch, rows, rows_per_chunk or 0,
+                         forecaster=forecaster, groups=groups)  # fmt: skip
+    predicted = {} if forecaster is None else _forecast(forecaster, optimizer, batch.rollout)
     optimizer.step()
     return predicted
 
@@ -351,7 +333,7 @@ def one_step_check(
         raise ValueError(f"lr must be > 0, got {lr}")
     theory.check_temperature(temperature)
     n = rollout.response_ids.shape[0]
-    sequence_advantages = _sequence_values(advantages, n, "advantages")  # (N,)
+    sequence_advantages = sequence_values(advantages, n, "advantages")  # (N,)
     policy = copy.deepcopy(model)
     if dtype is not None:
         policy.to(dtype)
@@ -359,14 +341,16 @@ def one_step_check(
     response_stats = ResponseStats(policy, temperature, "auto", valid_vocab)
     mask = rollout.response_mask
     token_advantages = broadcast_to_tokens(sequence_advantages.to(mask.device), mask)  # (N, R)
-    chunks = _row_chunks(n, rows_per_chunk)
+    chunks = row_chunks(n, rows_per_chunk)
 
     with torch.no_grad():
-        features_before = _valid_features(response_stats, rollout, chunks)  # (M, ·)
+        features_before, old = _valid_features(response_stats, rollout, chunks, True)
     logits_before = _frozen_logits(response_stats)
-    predicted = _sgd_step(response_stats, rollout, token_advantages, lr, chunks, forecast)
+    keep, _ = select_tokens(_LOSS, old, token_advantages, mask)  # every valid token
+    batch = UpdateBatch(rollout, old, token_advantages.to(old.logprobs.dtype), keep)
+    predicted = _sgd_step(response_stats, batch, lr, rows_per_chunk, forecast)
     with torch.no_grad():
-        features_after = _valid_features(response_stats, rollout, chunks)
+        features_after, _ = _valid_features(response_stats, rollout, chunks)
     actual, first, thm33, alpha = _position_changes(
         logits_before,
         response_stats.logits,

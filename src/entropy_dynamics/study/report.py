@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from entropy_dynamics.dynamics import QUADRANT_LABELS
 from entropy_dynamics.study import report_render as render
 from entropy_dynamics.study.runs import (
-    QUADRANTS,
     Group,
     RunData,
     final_value,
@@ -185,8 +185,8 @@ def _predictions(ctx: _Context) -> list[Section]:
 
 
 def _quadrants(ctx: _Context) -> list[Section]:
-    keys = [f"dynamics/quadrant/{q}" for q in QUADRANTS] + ["dynamics/delta_h_actual"]
-    header, table = ["group", *QUADRANTS.values(), "total actual ΔH"], []
+    keys = [f"dynamics/quadrant/{q}" for q in QUADRANT_LABELS] + ["dynamics/delta_h_actual"]
+    header, table = ["group", *QUADRANT_LABELS.values(), "total actual ΔH"], []
     for g in ctx.groups:
         sums = {k: [sum(row.get(k, 0.0) for row in r.train_rows) for r in g.runs] for k in keys}
         table.append([g.label, *(_pm(v, ".2e") for v in sums.values())])

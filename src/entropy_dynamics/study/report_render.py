@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from entropy_dynamics.dynamics import QUADRANT_LABELS
 from entropy_dynamics.study import plot_style as style
 from entropy_dynamics.study.runs import (
-    QUADRANTS,
     Group,
     band,
     final_value,
@@ -125,7 +125,7 @@ def quadrants(groups, out: Path, plt) -> Path:
     rows = math.ceil(len(groups) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
     for ax, g in zip(axes.flat, groups, strict=False):
-        for name, label in QUADRANTS.items():
+        for name, label in QUADRANT_LABELS.items():
             _plot_band(ax, g, f"dynamics/quadrant/{name}", label)
         _plot_band(ax, g, "dynamics/delta_h_actual", "total actual ΔH", color="black")
         ax.axhline(0, color="grey", linewidth=0.4)

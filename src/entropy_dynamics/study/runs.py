@@ -26,7 +26,6 @@ from entropy_dynamics.training.metrics import read_metrics
 
 __all__ = [
     "PREDICTIONS",
-    "QUADRANTS",
     "Group",
     "RunData",
     "band",
@@ -52,12 +51,6 @@ IGNORED_KEYS = {
     *(f"logging.{f.name}" for f in fields(LoggingConfig)),
 }
 """Config keys that do not define a group (seeds of one setting share everything else)."""
-QUADRANTS = {
-    "pos_adv_pos_dev": "A > 0, S_k > E_p[S]",
-    "pos_adv_neg_dev": "A > 0, S_k < E_p[S]",
-    "neg_adv_pos_dev": "A < 0, S_k > E_p[S]",
-    "neg_adv_neg_dev": "A < 0, S_k < E_p[S]",
-}
 PREDICTIONS = {
     "dynamics/delta_h_first_order": "first order (measured Δz)",
     "dynamics/delta_h_thm33": "Theorem 3.3",

@@ -11,6 +11,12 @@ each step's entropy change (``forecast``), whether the token filter is doing any
 (``run_dir``), clean stops on SIGINT / SIGTERM (``interrupts``), guards against non-finite updates
 (``guards``) and the resumable data position (``cursor``).
 
+Also here: one run's setup, built once for the trainer, ``train --dry-run``, the evaluations,
+``analyze`` and ``filter-data`` (``setup``: model, tokenizer, prompted task, valid vocabulary,
+statistics, problems); the gradient of one optimizer step, accumulated over micro-batches, shared
+by the trainer and the one-step check (``update``); option dataclasses documented by their fields'
+docstrings, with flags and bounds declared once (``option_fields``).
+
 Imports: the mathematics (the top-level modules and ``filters``, ``losses``, ``control``, where the
 closed-loop methods' controllers live, and ``methods``), ``kernels``, ``models``, ``tasks`` and
 this room; never ``study`` or ``cli``.

@@ -14,7 +14,10 @@ from typing import Any
 from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training.rollout import generate
 
-__all__ = ["EvalResult", "evaluate", "pass_at_k"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "EvalResult", "evaluate", "pass_at_k"]
+
+DEFAULT_MAX_NEW_TOKENS = 32
+"""Longest answer of an evaluation unless told (a Countdown answer needs < 20 tokens)."""
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
@@ -87,7 +90,7 @@ def evaluate(
     ks: tuple[int, ...] | None = None,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    max_new_tokens: int = 32,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:

@@ -40,10 +40,12 @@ from entropy_dynamics.dynamics import (
     QUADRANTS,
     forecast_change,
     optimizer_update,
+    quadrant_masks,
     second_order_forecast,
 )
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout, generate
+from entropy_dynamics.training.setup import RunSetup
 
 __all__ = [
     "PROBE_FILE",
@@ -176,6 +178,37 @@ class EntropyForecast:
         self._gradients, self._group_gradients = {}, {}
         return out
 
+    # ------------------------------------------------------------------ the trainer's step
+    def plan(
+        self,
+        rollout: Rollout,
+        positions: tuple[Tensor, Tensor],
+        advantages: Tensor,
+        deviation: Tensor,
+        probe: Target | None = None,
+    ) -> dict | None:
+        """Targets and token groups of one training step's forecast: the mean entropy at the
+        step's dynamics ``positions`` (``batch``) and the ``probe`` set's; ``None`` when there
+        is no position. ``advantages``, ``deviation``: ``(N, R)``, they set the groups."""
+        if positions[0].numel() == 0:
+            return None
+        batch_mask = torch.zeros_like(rollout.response_mask)  # (N, R)
+        batch_mask[positions] = True
+        targets = {"batch": Target(rollout, batch_mask)}
+        if probe is not None:
+            targets["probe"] = probe
+        groups = quadrant_masks(advantages, deviation) if self.groups else {}
+        return {"targets": targets, "groups": groups}
+
+    def step_metrics(self, plan: dict, forecasts: dict[str, Tensor], delta_h: Tensor) -> dict:
+        """:func:`forecast_metrics` of a step's summed ``forecasts`` against the measured change:
+        ``delta_h`` of the batch, and the probe's measured now (the step's updates are done)."""
+        actual = {"batch": delta_h}
+        if "probe" in plan.get("before", {}):
+            after, _ = self.mean_entropy(plan["targets"]["probe"])
+            actual["probe"] = after - plan["before"]["probe"]
+        return forecast_metrics(forecasts, actual)
+
     @torch.no_grad()
     def _slope_at(self, name: str, s: float, updates: list[Tensor | None]) -> Tensor:
         """``⟨∇H̄(θ + sΔθ), Δθ⟩``; the parameters are restored exactly afterwards."""
@@ -220,25 +253,26 @@ def clip_coefficient(total_norm: Tensor, max_norm: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def probe_rollout(trainer, prompts: list[str], resume: bool) -> Rollout:
-    """The trainer's fixed probe set: read back from its run directory when resuming, else one
-    response per prompt sampled from the current policy on an RNG stream of its own (the run's
-    random numbers are not touched) and saved there (:data:`PROBE_FILE`)."""
-    path = trainer.run_dir / PROBE_FILE
+def probe_rollout(setup: RunSetup, path: Path, resume: bool) -> Rollout:
+    """A run's fixed probe set: read back from ``path`` when resuming, else one response to each
+    of the first ``forecast.probe_prompts`` held-out prompts, sampled from the setup's current
+    policy on an RNG stream of its own (the run's random numbers are not touched) and saved to
+    ``path`` (:data:`PROBE_FILE`)."""
     if resume and path.is_file():
-        return load_probe(path, trainer.device)
-    cfg = trainer.config
-    devices = [trainer.device] if trainer.device.type == "cuda" else []
+        return load_probe(path, setup.device)
+    cfg = setup.config
+    prompts = [setup.task.prompt(p) for p in setup.held_out[: cfg.forecast.probe_prompts]]
+    devices = [setup.device] if setup.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.seed + 7919)
         probe = generate(
-            trainer.model,
-            trainer.tokenizer,
+            setup.model,
+            setup.tokenizer,
             prompts,
             temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p,
             max_new_tokens=cfg.rollout.max_new_tokens,
-            valid_vocab=trainer.valid_vocab,
+            valid_vocab=setup.valid_vocab,
             batch_size=cfg.rollout.generation_batch_size,
         )
     save_probe(probe, path)

@@ -9,8 +9,8 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
 - statistics: ``H``, ``S_k``, ``E_p[S]`` of the temperature-scaled rollout distribution, fused
   from the final hidden states and the ``lm_head`` (no ``(N, R, V)`` logits) when the model
   allows it (:mod:`entropy_dynamics.training.forward`), from materialised logits otherwise;
-- update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each,
-  gradients accumulated over micro-batches of ``micro_batch_size`` sequences (exactly);
+- update: ``K`` epochs × ``M`` mini-batches of the rollout batch, one optimizer step each, its
+  gradient accumulated exactly over micro-batches (:mod:`~entropy_dynamics.training.update`);
 - control: a closed-loop method's controller sets each step's loss config (``control``);
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
   filter such as Clip_B / Clip_V, token-mean aggregation by default); on the fused path PPO-clip
@@ -36,16 +36,9 @@ from torch import Tensor
 
 from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
-from entropy_dynamics.dynamics import entropy_dynamics_metrics, quadrant_masks
-from entropy_dynamics.errors import ConfigError
-from entropy_dynamics.losses import (
-    PolicyLossInputs,
-    aggregation_share,
-    compute_policy_loss,
-    select_tokens,
-)
+from entropy_dynamics.dynamics import entropy_dynamics_metrics
+from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.methods import build_controller
-from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training import checkpoint as ckpt
@@ -54,19 +47,19 @@ from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.cursor import DataCursor
 from entropy_dynamics.training.evaluate import evaluate
 from entropy_dynamics.training.forecast import (
+    PROBE_FILE,
     EntropyForecast,
     Target,
     clip_coefficient,
-    forecast_metrics,
     probe_rollout,
 )
-from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
-from entropy_dynamics.training.prompts import build_prompted_task, context_problem
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import prepare_run_dir
+from entropy_dynamics.training.setup import RunSetup
+from entropy_dynamics.training.update import UpdateBatch, accumulate_gradients, adamw
 
 __all__ = ["Trainer", "masked_mean"]
 
@@ -111,44 +104,19 @@ class Trainer:
         self.step = 0
         self.bad_updates = 0  # non-finite updates in a row
 
-        model_path = checkpoint / "model" if checkpoint else config.model.resolved_path()
-        self.model, self.tokenizer = load_model_and_tokenizer(
-            model_path,
-            config.model.dtype,
-            config.model.device,
-            "" if checkpoint else config.model.tokenizer,  # a checkpoint holds its tokenizer
-        )
-        self.task = build_prompted_task(config.task, self.tokenizer, config.model.chat_template)
-        self.train_problems = self.task.train_problems()
-        self.eval_problems = self.task.eval_problems()[: config.eval.problems]
-        prompts = [self.task.prompt(p) for p in self.train_problems + self.eval_problems]
-        too_long = context_problem(
-            self.model, self.tokenizer, prompts, config.rollout.max_new_tokens
-        )
-        if too_long:
-            raise ConfigError(too_long)
+        # model, tokenizer, prompted task, vocabulary, statistics: after the seed, as always
+        self.setup = setup = RunSetup.build(config, checkpoint)
+        setup.check_context()
+        self.model, self.tokenizer, self.task = setup.model, setup.tokenizer, setup.task
+        self.train_problems, self.eval_problems = setup.train_problems, setup.eval_problems
         self.cursor = DataCursor(config.seed, len(self.train_problems))
-        self.device = next(self.model.parameters()).device
+        self.device = setup.device
         if config.model.gradient_checkpointing:  # activation_checkpointing in transformers 5
             enable = getattr(self.model, "activation_checkpointing_enable", None)
             (enable or self.model.gradient_checkpointing_enable)()
-        self.valid_vocab = valid_vocab_size(self.model, self.tokenizer)
-        self.forward = ResponseStats(
-            self.model, config.rollout.temperature, config.model.fused_stats, self.valid_vocab
-        )
+        self.forward = setup.stats
         self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
-        optim = config.optim
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=optim.lr,
-            betas=(optim.beta1, optim.beta2),
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-        )
-        warmup = max(optim.warmup_steps, 0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
-        )
+        self.optimizer, self.scheduler = adamw(self.model, config.optim)
         if checkpoint is not None:
             state = ckpt.load_checkpoint(checkpoint)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -162,24 +130,19 @@ class Trainer:
         self.forecaster: EntropyForecast | None = None
         self.probe: Target | None = None
         if config.forecast.enabled:
-            self.forecaster = EntropyForecast(
-                self.forward,
-                self.optimizer,
-                second_order=config.forecast.second_order,
-                groups=config.forecast.groups,
-            )
-            if config.forecast.probe_prompts:
-                problems = self.task.eval_problems()[: config.forecast.probe_prompts]
-                prompts = [self.task.prompt(p) for p in problems]
-                probe = probe_rollout(self, prompts, resume=checkpoint is not None)
-                self.probe = Target(probe, probe.response_mask)
+            self._start_forecast(resume=checkpoint is not None)
+
+    def _start_forecast(self, resume: bool) -> None:
+        """The forecaster and, with ``probe_prompts``, the run's fixed probe set."""
+        cfg = self.config.forecast
+        self.forecaster = EntropyForecast(
+            self.forward, self.optimizer, second_order=cfg.second_order, groups=cfg.groups
+        )
+        if cfg.probe_prompts:
+            probe = probe_rollout(self.setup, self.run_dir / PROBE_FILE, resume)
+            self.probe = Target(probe, probe.response_mask)
 
     # ------------------------------------------------------------------ one step
-    def _stats(self, rollout: Rollout, rows=None, entropy_grad: bool = False) -> TokenStats:
-        tokens = rollout.response_ids if rows is None else rollout.response_ids[rows]
-        features = self.forward.features(rollout, rows)
-        return self.forward.stats(features, tokens, entropy_grad=entropy_grad)
-
     def _rewards(self, problems: list, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         owners = [problems[int(i)] for i in rollout.prompt_index]
         scores = score_all(self.task, owners, rollout.completions)
@@ -203,13 +166,8 @@ class Trainer:
         rollout_time = time.perf_counter() - start
         metrics = self.learn(problems, rollout)
         elapsed = time.perf_counter() - start
-        metrics.update(
-            {
-                "perf/step_time": elapsed,
-                "perf/rollout_time": rollout_time,
-                "perf/tokens_per_s": float(rollout.response_mask.sum()) / elapsed,
-            }
-        )
+        metrics["perf/step_time"], metrics["perf/rollout_time"] = elapsed, rollout_time
+        metrics["perf/tokens_per_s"] = float(rollout.response_mask.sum()) / elapsed
         self.step += 1
         return metrics
 
@@ -224,7 +182,7 @@ class Trainer:
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,
-            valid_vocab=self.valid_vocab,
+            valid_vocab=self.setup.valid_vocab,
             batch_size=cfg.generation_batch_size,
         )
 
@@ -238,23 +196,25 @@ class Trainer:
         advantages = broadcast_to_tokens(seq_adv, mask)  # (N, R)
 
         with torch.no_grad():
-            old_features = self.forward.features(rollout)  # hidden states when fused
-            old = self.forward.stats(old_features, rollout.response_ids)
+            old_features = self.forward.features(rollout)  # (N, R, d) hidden, or (N, R, V) logits
+            old = self.forward.stats(old_features, rollout.response_ids)  # (N, R) each field
             positions = before = None
             if cfg.dynamics:  # logits before the update, formed now: it also moves the lm_head
                 positions = self._dynamics_positions(mask)
-                before = self.forward.logits(old_features[positions])
+                before = self.forward.logits(old_features[positions])  # (n, V)
             del old_features
         metrics.update(self._rollout_metrics(rollout, old, advantages))
         self.loss_config, control_metrics = self.controller.begin(self.step, old, mask)
         metrics.update(control_metrics)
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
-        keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)
+        keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)  # (N, R)
         metrics.update(filter_metrics)
 
-        forecast = self._forecast_plan(rollout, positions, advantages, old)
+        forecaster, forecast = self.forecaster, None
+        if forecaster is not None and positions is not None:  # the forecast needs the dynamics
+            forecast = forecaster.plan(rollout, positions, advantages, old.deviation, self.probe)
         n = mask.shape[0]
-        batches = torch.arange(n).chunk(cfg.algorithm.mini_batches)
+        batches = torch.arange(n).chunk(cfg.algorithm.mini_batches)  # M × (B,) row indices
         update_metrics: list[dict[str, Tensor]] = []
         forecasts: dict[str, Tensor] = {}
         for _ in range(cfg.algorithm.updates_per_step):
@@ -272,53 +232,34 @@ class Trainer:
         if cfg.dynamics:
             metrics.update(self._dynamics(rollout, positions, before, advantages, keep))
         if forecast is not None:
-            metrics.update(self._forecast_metrics(forecast, forecasts, metrics))
+            delta_h = metrics["dynamics/delta_h_actual"]
+            metrics.update(forecaster.step_metrics(forecast, forecasts, delta_h))
         self.controller.end(metrics)
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         return to_floats(metrics)
 
     def _update(self, rollout: Rollout, rows, old: TokenStats, advantages, keep, forecast):
-        """One optimizer step on ``rows``, accumulated over micro-batches when configured;
-        returns ``(metrics, forecast of this step)``.
-
-        Each micro-batch's two loss terms are weighted by their share of the mini-batch's
-        aggregate (:func:`~entropy_dynamics.losses.aggregation_share`), so the accumulated
-        gradient equals the one-shot gradient for every aggregation mode.
-        """
-        cfg, loss_cfg = self.config, self.loss_config
-        micro = cfg.algorithm.micro_batch_size
-        chunks = list(rows.split(micro)) if micro and micro < len(rows) else [rows]
-        mask = rollout.response_mask
-        trained, valid = keep[rows] & mask[rows], mask[rows]
+        """One optimizer step on ``rows`` (a ``(B,)`` index tensor), its gradient accumulated
+        over micro-batches (:func:`~entropy_dynamics.training.update.accumulate_gradients`);
+        returns ``(metrics, forecast of this step)``."""
+        cfg = self.config
+        batch = UpdateBatch(rollout, old, advantages, keep)  # (N, R) tensors
         self.optimizer.zero_grad(set_to_none=True)
+        forecaster, groups = None, None
         if forecast is not None:
-            values = self.forecaster.begin(forecast["targets"])  # ∇θ H̄ at this step's θ
+            forecaster, groups = self.forecaster, forecast["groups"]
+            values = forecaster.begin(forecast["targets"])  # ∇θ H̄ at this step's θ
             forecast.setdefault("before", values)  # H̄ before the first update of the batch
-        total, metrics = torch.zeros(()), []
-        for chunk in chunks:
-            shares = (1.0, 1.0)
-            if len(chunks) > 1:
-                mode = loss_cfg.agg_mode
-                share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained)
-                shares = (share_pg, aggregation_share(mode, mask[chunk], valid))
-            if self.fused_loss and forecast is None:  # the gradient is formed in this forward
-                out = self.forward.policy_loss(loss_cfg, rollout, chunk, old.logprobs, advantages,
-                                               keep, shares)  # fmt: skip
-                loss = out.loss
-            else:
-                inputs = self._loss_inputs(rollout, chunk, old, advantages, keep)
-                out = compute_policy_loss(loss_cfg, inputs)
-                loss = out.loss
-                if len(chunks) > 1:
-                    loss = shares[0] * out.pg_loss
-                    if loss_cfg.entropy_coef != 0:
-                        loss = loss - loss_cfg.entropy_coef * shares[1] * out.entropy
-            if forecast is not None:
-                groups = {name: m[chunk] for name, m in forecast["groups"].items()}
-                self.forecaster.add_group_gradients(loss, inputs.logprobs, groups)
-            loss.backward()
-            total += loss.detach().cpu()
-            metrics.append(out.metrics)
+        total, averaged = accumulate_gradients(
+            self.forward,
+            self.loss_config,
+            batch,
+            rows,
+            cfg.algorithm.micro_batch_size,
+            fused=self.fused_loss,
+            forecaster=forecaster,
+            groups=groups,
+        )
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         predicted = {}
         bad = nonfinite_update(self.model, total, grad_norm)
@@ -327,11 +268,10 @@ class Trainer:
             self._skip_update(bad)
         else:
             self.bad_updates = 0
-            if forecast is not None:  # after clipping, before the step: the step it will take
-                predicted = self.forecaster.finish(clip_coefficient(grad_norm, cfg.optim.grad_clip))
+            if forecaster is not None:  # after clipping, before the step: the step it will take
+                predicted = forecaster.finish(clip_coefficient(grad_norm, cfg.optim.grad_clip))
             self.optimizer.step()
             self.scheduler.step()
-        averaged = {k: torch.stack([m[k].float() for m in metrics]).mean() for k in metrics[0]}
         skipped = torch.tensor(float(bad is not None))
         return {
             **averaged,
@@ -358,23 +298,6 @@ class Trainer:
                 "optim.lr or check the data and rewards, then resume"
             )
 
-    def _loss_inputs(self, rollout: Rollout, rows, old: TokenStats, advantages, keep):
-        stats = self._stats(rollout, rows, entropy_grad=self.loss_config.entropy_coef != 0)
-        return PolicyLossInputs(
-            logprobs=stats.logprobs,
-            old_logprobs=old.logprobs[rows],
-            advantages=advantages[rows],
-            response_mask=rollout.response_mask[rows],
-            # Filters read S_k and E_p[S] of the rollout policy, as in the reference code.
-            stats=TokenStats(
-                stats.logprobs,
-                stats.entropy,
-                old.discriminator[rows],
-                old.expected_discriminator[rows],
-            ),
-            keep_mask=keep[rows],
-        )
-
     def _rollout_metrics(self, rollout: Rollout, old: TokenStats, advantages: Tensor):
         mask = rollout.response_mask
         return {
@@ -392,27 +315,6 @@ class Trainer:
         rows, cols = mask.nonzero(as_tuple=True)
         limit = self.config.dynamics_max_tokens
         return rows[:limit], cols[:limit]
-
-    # ------------------------------------------------------------------ forecast
-    def _forecast_plan(self, rollout: Rollout, positions, advantages: Tensor, old: TokenStats):
-        """Targets and token groups of this step's forecast (``None`` when it is off)."""
-        if self.forecaster is None or positions is None or positions[0].numel() == 0:
-            return None
-        batch_mask = torch.zeros_like(rollout.response_mask)
-        batch_mask[positions] = True
-        targets = {"batch": Target(rollout, batch_mask)}
-        if self.probe is not None:
-            targets["probe"] = self.probe
-        groups = quadrant_masks(advantages, old.deviation) if self.forecaster.groups else {}
-        return {"targets": targets, "groups": groups}
-
-    def _forecast_metrics(self, plan, forecasts: dict[str, Tensor], measured: dict) -> dict:
-        """Forecast metrics with their errors against the measured ΔH (batch and probe)."""
-        actual = {"batch": measured["dynamics/delta_h_actual"]}
-        if "probe" in plan.get("before", {}):
-            after, _ = self.forecaster.mean_entropy(self.probe)
-            actual["probe"] = after - plan["before"]["probe"]
-        return forecast_metrics(forecasts, actual)
 
     @torch.no_grad()
     def _dynamics(self, rollout: Rollout, positions, before: Tensor, advantages, keep: Tensor):

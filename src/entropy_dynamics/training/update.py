@@ -1,0 +1,160 @@
+"""The gradient of one optimizer step, accumulated over micro-batches, and the trainer's optimizer;
+the trainer's update and the one-step check (:mod:`entropy_dynamics.study.one_step`) both take
+the gradient from here.
+
+- the rows of a mini-batch are split into micro-batches of ``micro_batch_size`` sequences (0: the
+  whole mini-batch at once), one forward + backward each;
+- each micro-batch's two loss terms, the policy-gradient term and the entropy bonus, are weighted
+  by the micro-batch's share of the mini-batch's aggregate
+  (:func:`~entropy_dynamics.aggregation.aggregation_share`, in the statistics' precision, at
+  least float32), so the accumulated gradient is the one-shot gradient of the mini-batch for
+  every aggregation mode;
+- the loss is the configured one (:func:`~entropy_dynamics.losses.compute_policy_loss`) on the
+  current policy's statistics, with the filter's ``S_k`` and ``E_p[S]`` those of the rollout
+  policy; on the fused path PPO-clip and its gradient come from one pass over the hidden states
+  (:meth:`~entropy_dynamics.training.forward.ResponseStats.policy_loss`, issue 16) unless a
+  forecast needs the loss's dependence on ``log p_k``;
+- the trainer's optimizer (:func:`adamw`): AdamW, constant learning rate after an optional linear
+  warm-up.
+
+Shapes: ``N`` sequences of the rollout batch, ``R`` response positions, ``n`` rows of a micro-batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from entropy_dynamics.aggregation import aggregation_share
+from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
+from entropy_dynamics.stats import TokenStats
+from entropy_dynamics.training.config import OptimConfig
+from entropy_dynamics.training.forecast import EntropyForecast
+from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.rollout import Rollout
+
+__all__ = ["UpdateBatch", "accumulate_gradients", "adamw", "loss_inputs", "micro_batches"]
+
+
+@dataclass
+class UpdateBatch:
+    """What every update of one rollout batch learns from."""
+
+    rollout: Rollout
+    """The ``N`` sampled responses, ``R`` positions each."""
+    old: TokenStats
+    """``(N, R)`` statistics of the rollout policy (no gradient)."""
+    advantages: Tensor
+    """``(N, R)`` token advantages (the sequence's, 0 on padding)."""
+    keep: Tensor
+    """``(N, R)`` bool: the filter's tokens, chosen over the whole batch."""
+
+
+def micro_batches(rows: Tensor, size: int) -> list[Tensor]:
+    """``rows`` in consecutive micro-batches of ``size`` (0 or ``size >= len(rows)``: one)."""
+    return list(rows.split(size)) if size and size < len(rows) else [rows]
+
+
+def loss_inputs(
+    stats: ResponseStats, config: PolicyLossConfig, batch: UpdateBatch, rows: Tensor
+) -> PolicyLossInputs:
+    """The policy-loss inputs of ``rows``: the current policy's ``log p_k`` (and entropy, with
+    gradient when there is a bonus), the rollout policy's ``S_k`` and ``E_p[S]`` for the filters,
+    as in the reference code."""
+    rollout, old = batch.rollout, batch.old
+    tokens = rollout.response_ids[rows]  # (n, R)
+    features = stats.features(rollout, rows)  # (n, R, d) hidden states, or (n, R, V) logits
+    new = stats.stats(features, tokens, entropy_grad=config.entropy_coef != 0)
+    return PolicyLossInputs(
+        logprobs=new.logprobs,  # (n, R)
+        old_logprobs=old.logprobs[rows],
+        advantages=batch.advantages[rows],
+        response_mask=rollout.response_mask[rows],
+        stats=TokenStats(
+            new.logprobs, new.entropy, old.discriminator[rows], old.expected_discriminator[rows]
+        ),
+        keep_mask=batch.keep[rows],
+    )
+
+
+def accumulate_gradients(
+    stats: ResponseStats,
+    config: PolicyLossConfig,
+    batch: UpdateBatch,
+    rows: Tensor,
+    micro_batch_size: int = 0,
+    *,
+    fused: bool = False,
+    forecaster: EntropyForecast | None = None,
+    groups: dict[str, Tensor] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Backpropagate the loss of ``rows`` into ``.grad``, micro-batch by micro-batch.
+
+    Args:
+        stats: the statistics of the policy being trained.
+        config: the step's loss config.
+        batch: the rollout batch.
+        rows: ``(B,)`` indices of the mini-batch's sequences.
+        micro_batch_size: sequences per forward + backward (0: all ``B`` at once).
+        fused: use the fused PPO-clip loss (``stats.fuses_loss(config)`` must hold); ignored
+            under a forecast.
+        forecaster: also accumulate each token group's share of the gradient
+            (:meth:`~entropy_dynamics.training.forecast.EntropyForecast.add_group_gradients`).
+        groups: group name → ``(N, R)`` bool mask, the forecaster's token groups.
+
+    Returns:
+        ``(loss, metrics)``: the 0-d CPU sum of the micro-batches' weighted losses and the loss
+        metrics averaged over the micro-batches.
+    """
+    chunks = micro_batches(rows, micro_batch_size)
+    mask, keep = batch.rollout.response_mask, batch.keep  # (N, R) each
+    trained, valid = keep[rows] & mask[rows], mask[rows]  # (B, R) each
+    dtype = torch.promote_types(batch.old.logprobs.dtype, torch.get_default_dtype())
+    total, metrics = torch.zeros(()), []
+    for chunk in chunks:
+        shares = (1.0, 1.0)  # 0-d weights of the pg and entropy terms in the mini-batch's loss
+        if len(chunks) > 1:
+            mode = config.agg_mode
+            share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained, dtype)
+            shares = (share_pg, aggregation_share(mode, mask[chunk], valid, dtype))
+        if fused and forecaster is None:  # the gradient is formed in this forward
+            out = stats.policy_loss(config, batch.rollout, chunk, batch.old.logprobs,
+                                    batch.advantages, keep, shares)  # fmt: skip
+            loss = out.loss
+        else:
+            inputs = loss_inputs(stats, config, batch, chunk)
+            out = compute_policy_loss(config, inputs)  # over (n, R) tokens
+            loss = out.loss  # 0-d
+            if len(chunks) > 1:
+                loss = shares[0] * out.pg_loss
+                if config.entropy_coef != 0:
+                    loss = loss - config.entropy_coef * shares[1] * out.entropy
+        if forecaster is not None:
+            chunk_groups = {name: m[chunk] for name, m in (groups or {}).items()}  # (n, R) each
+            forecaster.add_group_gradients(loss, inputs.logprobs, chunk_groups)
+        loss.backward()
+        total += loss.detach().cpu()
+        metrics.append(out.metrics)
+    averaged = {k: torch.stack([m[k].float() for m in metrics]).mean() for k in metrics[0]}
+    return total, averaged
+
+
+def adamw(
+    model: torch.nn.Module, optim: OptimConfig
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """``(optimizer, scheduler)``: AdamW on ``model``'s parameters as ``optim`` says, its learning
+    rate ramped linearly over ``optim.warmup_steps`` steps, then constant."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=optim.lr,
+        betas=(optim.beta1, optim.beta2),
+        eps=optim.eps,
+        weight_decay=optim.weight_decay,
+    )
+    warmup = max(optim.warmup_steps, 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+    )
+    return optimizer, scheduler
