@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.cli._console import console, fail, print_command
 from entropy_dynamics.cli._progress import TrainDisplay
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.config_io import to_dict
@@ -116,6 +116,8 @@ def train_command(
             progress.stop()
             console.print(f"[bold red]stopped:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
+        finally:
+            trainer.close()
     plots = plot_run(cfg.run_dir)
     if history:
         console.print(_summary(history, eval_rows))
@@ -128,15 +130,14 @@ def train_command(
 
 def _interrupted(stop) -> None:
     """Say where the run stopped and how to continue it; exit 128 + the signal number."""
-    import shlex
     import sys
 
     args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
-    command = shlex.join(["entropy-dynamics", *args, "--resume"])
     console.print(
         f"[yellow]{stop.signal_name}[/]: stopped after step {stop.step}; checkpoint "
-        f"{escape(str(stop.checkpoint))}\nresume with: {escape(command)}"
+        f"{escape(str(stop.checkpoint))}"
     )
+    print_command("resume with:", ["entropy-dynamics", *args, "--resume"])
     raise typer.Exit(stop.exit_code)
 
 
