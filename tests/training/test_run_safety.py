@@ -148,6 +148,66 @@ def test_a_crafted_checkpoint_is_refused_without_running(tmp_path, random_model_
     assert not marker.exists()
 
 
+def test_a_code_running_model_file_in_a_checkpoint_exits_2(tmp_path, random_model_dir):
+    from models.test_loading import crafted_model_dir
+
+    runner = CliRunner()
+    args = ["train", *_args(random_model_dir, tmp_path, "r", 2)]
+    assert runner.invoke(app, args).exit_code == 0
+    checkpoint = latest_checkpoint(tmp_path / "r")
+    marker = tmp_path / "pwned"
+    crafted_model_dir(checkpoint / "model", checkpoint / "model", marker)
+    _rewrite_checksums(checkpoint)  # checksums are about damage, not about trust
+    for command in ([*args, "steps=3", "--resume"], ["eval", "--run", str(tmp_path / "r")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert "would run code when loaded" in " ".join(result.output.split())
+    assert not marker.exists()
+
+
+def test_every_checkpoint_damaged_is_said_with_the_list(tmp_path, random_model_dir):
+    config = load_config(None, _args(random_model_dir, tmp_path, "r", 2, "checkpoint_every=1"))
+    Trainer(config, config.run_dir).train()
+    for step in ("step_000001", "step_000002"):
+        (config.run_dir / "checkpoints" / step / "trainer_state.pt").write_bytes(b"damaged")
+    with pytest.raises(RunDirectoryError) as refused:
+        Trainer(config, config.run_dir, resume=True)
+    message = str(refused.value)
+    assert "every checkpoint of" in message and "is damaged" in message
+    assert "step_000001" in message and "step_000002" in message
+
+
+@pytest.mark.parametrize("how", ["parent not writable", "rename refused"])
+def test_overwrite_under_a_read_only_parent_exits_2_and_moves_nothing(
+    tmp_path, random_model_dir, monkeypatch, how
+):
+    import errno
+
+    from entropy_dynamics.training import run_dir as run_dir_module
+
+    runner = CliRunner()
+    args = ["train", *_args(random_model_dir, tmp_path / "parent", "r", 2)]
+    assert runner.invoke(app, args).exit_code == 0
+    before = _snapshot(tmp_path / "parent")
+    parent = str((tmp_path / "parent").absolute())
+    if how == "parent not writable":  # as for a user without write permission there
+        real_access = os.access
+        monkeypatch.setattr(
+            run_dir_module.os, "access", lambda p, mode: str(p) != parent and real_access(p, mode)
+        )
+    else:  # a read-only file system: the rename itself fails (root included)
+        def refuse(*_args):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(run_dir_module.os, "replace", refuse)
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "not writable" in text or "Read-only file system" in text
+    assert "--overwrite" in text and "name=<name>" in text
+    assert _snapshot(tmp_path / "parent") == before
+
+
 def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(tmp_path, random_model_dir):
     config = load_config(None, _args(random_model_dir, tmp_path, "r", 2, "checkpoint_every=1"))
     Trainer(config, config.run_dir).train()

@@ -173,7 +173,13 @@ def prepare_run_dir(
             f"but {parent} is not writable; make it writable, or give the new run another "
             "name=<name> (or output_dir=<dir>)"
         )
-    moved = move_aside(run_dir)
+    try:
+        moved = move_aside(run_dir)
+    except OSError as exc:
+        raise RunDirectoryError(
+            f"--overwrite could not move the run in {run_dir} aside ({exc.strerror or exc}); "
+            "nothing was changed: give the new run another name=<name> (or output_dir=<dir>)"
+        ) from None
     return f"moved the previous run in {run_dir} aside to {moved}"
 
 
