@@ -208,6 +208,41 @@ def test_overwrite_under_a_read_only_parent_exits_2_and_moves_nothing(
     assert _snapshot(tmp_path / "parent") == before
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 896 vs 790"),
+    ],
+    ids=["ENOSPC", "torch zip writer"],
+)
+def test_a_full_disk_names_the_device_and_the_last_good_checkpoint(
+    tmp_path, random_model_dir, monkeypatch, error
+):
+    from entropy_dynamics.training import checkpoint as checkpoint_module
+
+    real_save, calls = checkpoint_module.torch.save, []
+
+    def save(*args, **kwargs):  # the disk fills up during the second checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            raise error
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+    runner = CliRunner()
+    args = ["train", *_args(random_model_dir, tmp_path, "r", 3, "checkpoint_every=1")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "no space left on the device mounted at" in text
+    assert "the last good checkpoint is step_000001" in text and "--resume" in text
+    assert [p.name for p in (tmp_path / "r" / "checkpoints").glob("step_*")] == ["step_000001"]
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    assert runner.invoke(app, [*args, "--resume"]).exit_code == 0
+    assert [row["step"] for row in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [1, 2, 3]
+
+
 def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(tmp_path, random_model_dir):
     config = load_config(None, _args(random_model_dir, tmp_path, "r", 2, "checkpoint_every=1"))
     Trainer(config, config.run_dir).train()

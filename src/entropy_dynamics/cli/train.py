@@ -13,6 +13,7 @@ from rich.table import Table
 from entropy_dynamics.cli._console import console, fail, print_command
 from entropy_dynamics.cli._progress import TrainDisplay
 from entropy_dynamics.errors import ConfigError
+from entropy_dynamics.training.checkpoint import CheckpointError
 from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.guards import NonFiniteError
 from entropy_dynamics.training.interrupts import TrainingInterrupted
@@ -116,6 +117,9 @@ def train_command(
             progress.stop()
             console.print(f"[bold red]stopped:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
+        except CheckpointError as exc:  # a full disk: the run stops, its last checkpoint intact
+            progress.stop()
+            fail(str(exc))
         finally:
             trainer.close()
     plots = plot_run(cfg.run_dir)
