@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.cli._paths import check_outputs
 from entropy_dynamics.tasks.math import DEFAULT_PROMPT_TEMPLATE, PRESETS
 
 
@@ -84,6 +85,13 @@ def filter_data_command(
     )
 
     kept_path = Path(kept_output) if kept_output else default_kept_path(output)
+    try:  # before anything is read or written: an output over the data would destroy it
+        if kept_only:  # reads the decisions, writes the kept records
+            check_outputs({"--kept-output": kept_path}, {"--output": output})
+        else:
+            check_outputs({"--output": output, "--kept-output": kept_path}, {"--data": data})
+    except ValueError as exc:
+        fail(str(exc))
     if kept_only:
         if not output.is_file():
             fail(f"--output: {output} does not exist; run filter-data first")
