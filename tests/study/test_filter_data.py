@@ -249,3 +249,33 @@ def test_cli_filters_resumes_and_writes_the_kept_view(random_model_dir, tmp_path
     result = runner.invoke(app, [*args, "--on-error", "refuse"])
     assert result.exit_code == 2
     assert "gsm8k.jsonl:4: invalid JSON" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("flag", ["--output", "--kept-output"])
+def test_cli_never_writes_over_its_input(random_model_dir, tmp_path, flag):
+    app = typer.Typer()
+    app.command()(filter_data_command)
+    data = tmp_path / "X.jsonl"
+    lines = (DATA / "gsm8k.jsonl").read_bytes().rstrip(b"\n")  # no final newline, as reported
+    data.write_bytes(lines)
+    args = ["--model", str(random_model_dir), "--data", str(data), "--samples", "2"]
+    args += ["--output", str(data if flag == "--output" else tmp_path / "out.jsonl")]
+    if flag == "--kept-output":
+        args += ["--kept-output", str(tmp_path / "." / "X.jsonl")]  # the same file, spelt apart
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "never writes over its input" in " ".join(result.output.split())
+    assert data.read_bytes() == lines  # not a byte lost
+
+
+def test_resume_trims_only_a_file_it_wrote(tmp_path):
+    foreign = tmp_path / "records.jsonl"
+    foreign.write_bytes(b'{"question": "1+1", "answer": "2"}\n{"question": "2+2", "answ')
+    before = foreign.read_bytes()
+    with pytest.raises(ValueError, match=r"records\.jsonl:1: not a pass-rate decision line"):
+        read_decisions(foreign)
+    only_partial = tmp_path / "partial.jsonl"
+    only_partial.write_bytes(b'{"question": "1+1"')  # no complete line to prove anything
+    with pytest.raises(ValueError, match=r"partial\.jsonl:1: not a pass-rate decision line"):
+        read_decisions(only_partial)
+    assert foreign.read_bytes() == before and only_partial.read_bytes() == b'{"question": "1+1"'

@@ -148,6 +148,101 @@ def test_a_crafted_checkpoint_is_refused_without_running(tmp_path, random_model_
     assert not marker.exists()
 
 
+def test_a_code_running_model_file_in_a_checkpoint_exits_2(tmp_path, random_model_dir):
+    from models.test_loading import crafted_model_dir
+
+    runner = CliRunner()
+    args = ["train", *_args(random_model_dir, tmp_path, "r", 2)]
+    assert runner.invoke(app, args).exit_code == 0
+    checkpoint = latest_checkpoint(tmp_path / "r")
+    marker = tmp_path / "pwned"
+    crafted_model_dir(checkpoint / "model", checkpoint / "model", marker)
+    _rewrite_checksums(checkpoint)  # checksums are about damage, not about trust
+    for command in ([*args, "steps=3", "--resume"], ["eval", "--run", str(tmp_path / "r")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert "would run code when loaded" in " ".join(result.output.split())
+    assert not marker.exists()
+
+
+def test_every_checkpoint_damaged_is_said_with_the_list(tmp_path, random_model_dir):
+    config = load_config(None, _args(random_model_dir, tmp_path, "r", 2, "checkpoint_every=1"))
+    Trainer(config, config.run_dir).train()
+    for step in ("step_000001", "step_000002"):
+        (config.run_dir / "checkpoints" / step / "trainer_state.pt").write_bytes(b"damaged")
+    with pytest.raises(RunDirectoryError) as refused:
+        Trainer(config, config.run_dir, resume=True)
+    message = str(refused.value)
+    assert "every checkpoint of" in message and "is damaged" in message
+    assert "step_000001" in message and "step_000002" in message
+
+
+@pytest.mark.parametrize("how", ["parent not writable", "rename refused"])
+def test_overwrite_under_a_read_only_parent_exits_2_and_moves_nothing(
+    tmp_path, random_model_dir, monkeypatch, how
+):
+    import errno
+
+    from entropy_dynamics.training import run_dir as run_dir_module
+
+    runner = CliRunner()
+    args = ["train", *_args(random_model_dir, tmp_path / "parent", "r", 2)]
+    assert runner.invoke(app, args).exit_code == 0
+    before = _snapshot(tmp_path / "parent")
+    parent = str((tmp_path / "parent").absolute())
+    if how == "parent not writable":  # as for a user without write permission there
+        real_access = os.access
+        monkeypatch.setattr(
+            run_dir_module.os, "access", lambda p, mode: str(p) != parent and real_access(p, mode)
+        )
+    else:  # a read-only file system: the rename itself fails (root included)
+        def refuse(*_args):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(run_dir_module.os, "replace", refuse)
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "not writable" in text or "Read-only file system" in text
+    assert "--overwrite" in text and "name=<name>" in text
+    assert _snapshot(tmp_path / "parent") == before
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 896 vs 790"),
+    ],
+    ids=["ENOSPC", "torch zip writer"],
+)
+def test_a_full_disk_names_the_device_and_the_last_good_checkpoint(
+    tmp_path, random_model_dir, monkeypatch, error
+):
+    from entropy_dynamics.training import checkpoint as checkpoint_module
+
+    real_save, calls = checkpoint_module.torch.save, []
+
+    def save(*args, **kwargs):  # the disk fills up during the second checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            raise error
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+    runner = CliRunner()
+    args = ["train", *_args(random_model_dir, tmp_path, "r", 3, "checkpoint_every=1")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "no space left on the device mounted at" in text
+    assert "the last good checkpoint is step_000001" in text and "--resume" in text
+    assert [p.name for p in (tmp_path / "r" / "checkpoints").glob("step_*")] == ["step_000001"]
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    assert runner.invoke(app, [*args, "--resume"]).exit_code == 0
+    assert [row["step"] for row in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [1, 2, 3]
+
+
 def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(tmp_path, random_model_dir):
     config = load_config(None, _args(random_model_dir, tmp_path, "r", 2, "checkpoint_every=1"))
     Trainer(config, config.run_dir).train()

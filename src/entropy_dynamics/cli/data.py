@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from entropy_dynamics.cli._console import console, fail
 from entropy_dynamics.cli._option_commands import options_command
+from entropy_dynamics.cli._paths import check_outputs
 from entropy_dynamics.study.command_options import FilterDataOptions
 
 __all__ = ["filter_data_command"]
@@ -26,6 +27,13 @@ def filter_data(options: FilterDataOptions) -> None:
     from entropy_dynamics.training.setup import RunSetup
 
     output, kept_path = options.output, options.kept_path
+    outputs, inputs = {"--kept-output": kept_path}, {"--output": output}
+    if not options.kept_only:  # kept-only reads the decisions and writes the kept records
+        outputs, inputs = {"--output": output, **outputs}, {"--data": options.data}
+    try:  # before anything is read or written: an output over the data would destroy it
+        check_outputs(outputs, inputs)
+    except ValueError as exc:
+        fail(str(exc))
     if options.kept_only:
         if not output.is_file():
             fail(f"--output: {output} does not exist; run filter-data first")

@@ -10,11 +10,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.cli._console import console, fail, print_command
 from entropy_dynamics.cli._help import live_help
+from entropy_dynamics.cli._paths import check_outputs
 from entropy_dynamics.cli._progress import TrainDisplay
 from entropy_dynamics.cli.methods import method_help, show_effective_options
 from entropy_dynamics.errors import ConfigError
+from entropy_dynamics.training.checkpoint import CheckpointError
 from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.guards import NonFiniteError
 from entropy_dynamics.training.interrupts import TrainingInterrupted
@@ -118,6 +120,11 @@ def train_command(
             progress.stop()
             console.print(f"[bold red]stopped:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
+        except CheckpointError as exc:  # a full disk: the run stops, its last checkpoint intact
+            progress.stop()
+            fail(str(exc))
+        finally:
+            trainer.close()
     plots = plot_run(cfg.run_dir)
     if history:
         console.print(_summary(history, eval_rows))
@@ -130,15 +137,14 @@ def train_command(
 
 def _interrupted(stop) -> None:
     """Say where the run stopped and how to continue it; exit 128 + the signal number."""
-    import shlex
     import sys
 
     args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
-    command = shlex.join(["entropy-dynamics", *args, "--resume"])
     console.print(
         f"[yellow]{stop.signal_name}[/]: stopped after step {stop.step}; checkpoint "
-        f"{escape(str(stop.checkpoint))}\nresume with: {escape(command)}"
+        f"{escape(str(stop.checkpoint))}"
     )
+    print_command("resume with:", ["entropy-dynamics", *args, "--resume"])
     raise typer.Exit(stop.exit_code)
 
 
@@ -205,6 +211,10 @@ def eval_command(
     setup = _eval_setup(model, run)
     settings = EvalSettings(problems, k, temperature, seed, k_list)
     output = output or (run / EVAL_FILE if run is not None else None)
+    try:  # the scores never go over a file of the model they score
+        check_outputs({"--output": output}, {"--model": setup.model_path})
+    except ValueError as exc:
+        fail(str(exc))
     with console.status(f"sampling {min(problems, len(setup.held_out))} × {k} answers"):
         result = held_out_evaluation(setup, settings, eval_file=output)
     console.print(f"model: {escape(str(setup.model_path))}")

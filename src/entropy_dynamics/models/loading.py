@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -89,6 +90,13 @@ def load_model_and_tokenizer(
         )
     except ImportError as exc:  # gguf package missing
         raise ValueError(f"model.path: cannot read {path}: {exc}") from None
+    except pickle.UnpicklingError:  # transformers loads .bin weights with weights_only=True
+        files = ", ".join(p.name for p in sorted(source.glob("*.bin"))) or "a weights file"
+        raise ValueError(
+            f"model.path: refused {path}: {files} would run code when loaded (a pickle that "
+            "holds more than tensors), so it was not loaded; use safetensors weights "
+            "(model.safetensors) from a source you trust"
+        ) from None
     rows = _output_rows(model)
     used = {"pad": tokenizer_obj.pad_token_id, "eos": tokenizer_obj.eos_token_id}
     beyond = [f"{k} id {i}" for k, i in used.items() if i is not None and i >= rows]

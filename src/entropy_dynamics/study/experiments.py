@@ -311,15 +311,20 @@ def execute_run(spec: RunSpec, progress: Progress | None = None, final_eval: boo
         # a "new" run's leftovers (no checkpoint yet) are moved aside, never deleted
         trainer = Trainer(config, run_dir, resume=status == "partial", overwrite=status == "new")
         emit(RunEvent(spec.name, "start", trainer.step, config.steps))
+    try:  # the run's lock is held through its final evaluation
+        if trainer is not None:
 
-        def callback(event: str, step: int, metrics: dict[str, float]) -> None:
-            if event == "step":
-                emit(RunEvent(spec.name, "step", step, config.steps, metrics))
+            def callback(event: str, step: int, metrics: dict[str, float]) -> None:
+                if event == "step":
+                    emit(RunEvent(spec.name, "step", step, config.steps, metrics))
 
-        trainer.train(callback)
-    if final_eval and not final_eval_current(run_dir, config.steps):
-        emit(RunEvent(spec.name, "evaluate", config.steps, config.steps))
-        final_evaluation(run_dir, config, trainer.setup if trainer else None)
+            trainer.train(callback)
+        if final_eval and not final_eval_current(run_dir, config.steps):
+            emit(RunEvent(spec.name, "evaluate", config.steps, config.steps))
+            final_evaluation(run_dir, config, trainer.setup if trainer else None)
+    finally:
+        if trainer is not None:
+            trainer.close()
     result = {"done": "skipped", "partial": "resumed", "new": "completed"}[status]
     if trainer is not None:
         emit(RunEvent(spec.name, "done", config.steps, config.steps))

@@ -38,6 +38,7 @@ __all__ = [
 
 
 _DECISION_KEYS = {"source", "pass_rate", "kept", "settings", "record"}
+_DECISION_START = b'{"source": '  # how every line _decision_line writes begins
 
 
 @dataclass(frozen=True)
@@ -75,26 +76,18 @@ def default_kept_path(output: str | Path) -> Path:
 def read_decisions(output: str | Path) -> dict[str, dict[str, Any]]:
     """The decisions in ``output`` by source (empty if the file does not exist).
 
-    A last line without its newline is what a killed run leaves: it is removed from the file
-    (with a warning) so that the problem is decided again. Any other unreadable line is an
-    error naming ``file:line``.
+    A last line without its newline is what a killed run leaves: once every complete line has
+    been read as a decision (so the file is one this command wrote) and the cut line starts like
+    one, it is removed from the file (with a warning) so that its problem is decided again. Any
+    other unreadable line is an error naming ``file:line``, and the file is left untouched.
     """
     output = Path(output)
     if not output.exists():
         return {}
     data = output.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        warnings.warn(
-            f"{output}: dropping an incomplete last line (an interrupted run); its problem is "
-            "decided again",
-            stacklevel=2,
-        )
-        with output.open("r+b") as handle:
-            handle.truncate(cut)
-        data = data[:cut]
+    cut = data.rfind(b"\n") + 1
     decisions: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(data[:cut].decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -110,6 +103,20 @@ def read_decisions(output: str | Path) -> dict[str, dict[str, Any]]:
         if source in decisions:
             raise ValueError(f"{output}:{number}: {source} is decided twice")
         decisions[source] = decision
+    if cut < len(data):
+        if not data[cut:].startswith(_DECISION_START):
+            number = data[:cut].count(b"\n") + 1
+            raise ValueError(
+                f"{output}:{number}: not a pass-rate decision line (and no newline after it); "
+                "give an output file written by filter-data, or a new one"
+            )
+        warnings.warn(
+            f"{output}: dropping an incomplete last line (an interrupted run); its problem is "
+            "decided again",
+            stacklevel=2,
+        )
+        with output.open("r+b") as handle:
+            handle.truncate(cut)
     return decisions
 
 

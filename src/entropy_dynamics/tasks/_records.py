@@ -2,7 +2,9 @@
 
 - ``.jsonl``: one JSON value per line; source ``"file:LINE"`` (1-based, as editors count).
   Whitespace-only lines hold no record and are passed over; a line that is not valid JSON (or
-  not UTF-8) is a :class:`DataIssue`.
+  not UTF-8), or longer than ``max_record_bytes`` (default 1 MiB), is a :class:`DataIssue`.
+  The file is read as a stream in bounded pieces: a 50 MB line costs about 1 MiB of memory and
+  the time to read past it, never a 50 MB string (nor its tokenization).
 - ``.json``: a list of values, or an object whose ``"data"`` member is one; source
   ``"file: item N"`` (0-based). A file that is not valid JSON as a whole is refused.
 - ``.parquet``: one record per row (nested structs become dicts, lists stay lists); source
@@ -20,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SUFFIXES", "DataIssue", "read_records"]
+__all__ = ["MAX_RECORD_BYTES", "SUFFIXES", "DataIssue", "read_records"]
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
 """File types :func:`read_records` reads, by suffix."""
+MAX_RECORD_BYTES = 1 << 20
+"""Longest JSON Lines record read by default (1 MiB; a math problem is a few KB)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,12 @@ class DataIssue:
         return f"{self.source}: {self.reason}"
 
 
-def read_records(path: str | Path) -> Iterator[tuple[str, Any]]:
+def read_records(
+    path: str | Path, max_record_bytes: int = MAX_RECORD_BYTES
+) -> Iterator[tuple[str, Any]]:
     """``(source, record)`` for each record of ``path``; ``record`` is a :class:`DataIssue` when the
-    record cannot even be decoded (a JSON Lines line that is not JSON).
+    record cannot even be decoded (a JSON Lines line that is not JSON, or one longer than
+    ``max_record_bytes``).
 
     Raises:
         ValueError: unknown suffix, missing file, or a file that cannot be read as a whole.
@@ -52,17 +59,39 @@ def read_records(path: str | Path) -> Iterator[tuple[str, Any]]:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use {', '.join(SUFFIXES)}")
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
+    if max_record_bytes < 1:
+        raise ValueError(f"max_record_bytes must be >= 1, got {max_record_bytes}")
     if suffix == ".jsonl":
-        return _jsonl_records(path)
+        return _jsonl_records(path, max_record_bytes)
     if suffix == ".json":
         return _json_records(path)
     return _parquet_records(path)
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open("rb") as lines:
-        for line_number, raw in enumerate(lines, start=1):
+def _lines(handle, limit: int) -> Iterator[tuple[bytes | None, int]]:
+    """``(line, size)`` of each line of a binary file, ``line`` ``None`` (and the line read past
+    in pieces, never held whole) when it is longer than ``limit`` bytes without its newline."""
+    while raw := handle.readline(limit + 1):
+        if raw.endswith(b"\n") or len(raw) <= limit:
+            yield raw, len(raw)
+            continue
+        size = len(raw)
+        while (piece := handle.readline(1 << 20)) and not piece.endswith(b"\n"):
+            size += len(piece)
+        yield None, size + len(piece)
+
+
+def _jsonl_records(path: Path, limit: int) -> Iterator[tuple[str, Any]]:
+    with path.open("rb") as handle:
+        for line_number, (raw, size) in enumerate(_lines(handle, limit), start=1):
             source = f"{path}:{line_number}"
+            if raw is None:
+                yield source, DataIssue(
+                    source,
+                    f"record of {size:,} bytes, longer than the limit of {limit:,} bytes "
+                    "(task.math.max_record_bytes); split it, or raise the limit",
+                )
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:

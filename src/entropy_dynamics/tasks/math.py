@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.tasks._math_grading import extract_boxed, grade_completions
-from entropy_dynamics.tasks._records import SUFFIXES, DataIssue, read_records
+from entropy_dynamics.tasks._records import MAX_RECORD_BYTES, SUFFIXES, DataIssue, read_records
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
@@ -118,6 +118,9 @@ class MathConfig:
     grading_timeout: float = 5.0
     """Seconds allowed to grade one completion (math-verify's default per operation); a
     completion over the limit is graded wrong."""
+    max_record_bytes: int = MAX_RECORD_BYTES
+    """Longest JSON Lines record (bytes, 1 MiB); a longer line is an unusable record, found
+    without reading it into memory."""
 
     def __post_init__(self) -> None:
         for name in ("path", "eval_path"):
@@ -128,7 +131,9 @@ class MathConfig:
                 raise ConfigError(
                     f"task.math.{name}: {value!r} is not a {', '.join(SUFFIXES)} file"
                 )
-        for name, lowest in (("eval_size", 1), ("max_problems", 0), ("seed", None)):
+        for name, lowest in (
+            ("eval_size", 1), ("max_problems", 0), ("seed", None), ("max_record_bytes", 1)
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"task.math.{name}: expected an integer, got {value!r}")
@@ -289,6 +294,7 @@ def load_problems(
     prompt_field: str = "",
     answer_field: str = "",
     on_error: Literal["skip", "refuse"] = "skip",
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> tuple[list[MathProblem], list[DataIssue]]:
     """Every usable problem of ``path`` in file order, and the issues of the records skipped.
 
@@ -298,6 +304,7 @@ def load_problems(
         prompt_field, answer_field: override the preset's fields.
         on_error: ``skip`` unusable records (a :class:`UserWarning` lists them, and they are
             returned) or ``refuse`` (``ValueError`` naming ``file:line`` and the reason).
+        max_record_bytes: longest JSON Lines record (:func:`~._records.read_records`).
 
     Raises:
         ValueError: unreadable file, undetectable layout, no usable record, or a bad record
@@ -310,7 +317,7 @@ def load_problems(
     problems: list[MathProblem] = []
     issues: list[DataIssue] = []
     layout = None if preset == "auto" else preset
-    for source, record in read_records(path):
+    for source, record in read_records(path, max_record_bytes):
         if layout is None and isinstance(record, dict):
             layout = detect_preset(record) or ("custom" if prompt_field and answer_field else None)
             if layout is None:
@@ -387,6 +394,7 @@ class MathTask:
             config.prompt_field,
             config.answer_field,
             config.on_error,
+            config.max_record_bytes,
         )
         self.issues.extend(issues)
         return problems

@@ -14,6 +14,7 @@ short) is passed over for the previous good one, and the caller is told.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -97,14 +98,20 @@ def save_checkpoint(
     final = _step_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Writing model shards" bars inside our progress display
-    model.save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
-    torch.save({**trainer_state, "step": step, "rng": capture_rng_state()}, tmp / _STATE_FILE)
-    (tmp / CHECKSUM_FILE).write_text(json.dumps(_checksums(tmp), indent=1))
+    try:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        torch.save({**trainer_state, "step": step, "rng": capture_rng_state()}, tmp / _STATE_FILE)
+        (tmp / CHECKSUM_FILE).write_text(json.dumps(_checksums(tmp), indent=1))
+    except (OSError, RuntimeError) as exc:
+        if not _out_of_space(exc):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # the last good checkpoint stays as it was
+        raise CheckpointError(_out_of_space_message(run_dir, step)) from None
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     pointer = run_dir / "checkpoints" / "latest"
@@ -115,6 +122,32 @@ def save_checkpoint(
     for old in complete[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """A full disk, as the OS says it (``ENOSPC``, ``EDQUOT``) or as torch's zip writer does
+    (``RuntimeError: [enforce fail at inline_container.cc] ... unexpected pos``)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(exc)
+    return "unexpected pos" in text or "No space left" in text
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.absolute()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _out_of_space_message(run_dir: Path, step: int) -> str:
+    latest = latest_checkpoint(run_dir)
+    last = f"the last good checkpoint is {latest.name}" if latest else "no checkpoint was written"
+    return (
+        f"no space left on the device mounted at {_mount_point(run_dir)} while writing the "
+        f"checkpoint of step {step} of {run_dir} (nothing half-written was left); {last}. "
+        "Free some space, then continue with --resume"
+    )
 
 
 def verify_checkpoint(path: str | Path) -> str | None:

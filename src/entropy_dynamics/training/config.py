@@ -305,6 +305,11 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
+        _require(
+            not ({"/", "\\", "\0"} & set(self.name)) and self.name not in (".", ".."),
+            f"name: {self.name!r} is a path, not a run name (the run lives in output_dir/name); "
+            "give a plain name without '/', '\\' or '..', and the directory as output_dir=<dir>",
+        )
         _require(self.steps >= 1, "steps must be >= 1")
         _require(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")

@@ -4,7 +4,8 @@ A directory *holds a run* once it has a ``config.yaml``, a ``metrics.jsonl`` or 
 run into such a directory is refused unless the caller asks to ``resume`` it (the checkpoint's
 config must match the requested one, except for settings that are safe to change on resume,
 such as ``steps``) or to ``overwrite`` it, which moves the old run aside to
-``<name>.old-<timestamp>`` — nothing is ever deleted.
+``<name>.old-<timestamp>`` — nothing is ever deleted. :func:`claim_run_dir` does all of it under
+the directory's lock (:mod:`~entropy_dynamics.training.run_lock`), so one process owns a run.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from typing import Any
 
 import yaml
 
+from entropy_dynamics.training.checkpoint import latest_checkpoint
 from entropy_dynamics.training.config import LoggingConfig
+from entropy_dynamics.training.run_lock import RunLock
 
 __all__ = [
     "SAFE_ON_RESUME",
     "RunDirectoryError",
+    "claim_run_dir",
     "config_differences",
     "holds_run",
     "move_aside",
@@ -110,8 +114,10 @@ def prepare_run_dir(
     overwrite: bool,
     has_checkpoint: bool,
     command: str = "entropy-dynamics train",
+    damaged: list[str] | None = None,
 ) -> str | None:
     """Make ``run_dir`` ready for a run of ``config`` (a nested dict); return what was done.
+    ``damaged`` lists the checkpoints passed over (with why), for the message when none is left.
 
     Raises:
         RunDirectoryError: the directory holds a run and neither ``resume`` nor ``overwrite`` was
@@ -132,6 +138,11 @@ def prepare_run_dir(
                 if holds_run(run_dir)
                 else f"{run_dir} holds no run"
             )
+            if damaged:
+                hint = (
+                    f"every checkpoint of {run_dir} is damaged, none can be resumed: "
+                    + "; ".join(damaged)
+                )
             fresh = f"{command} ... --overwrite"
             raise RunDirectoryError(f"--resume: {hint}; start afresh with: {fresh}")
         differences = _unsafe_differences(run_dir, config)
@@ -155,5 +166,60 @@ def prepare_run_dir(
             f"({command} ... --resume); or move it aside and start afresh: add --overwrite "
             f"({command} ... --overwrite); or give the new run another name=<name>"
         )
-    moved = move_aside(run_dir)
+    parent = run_dir.absolute().parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunDirectoryError(
+            f"--overwrite moves the run in {run_dir} aside to {run_dir.name}.old-<time> beside it, "
+            f"but {parent} is not writable; make it writable, or give the new run another "
+            "name=<name> (or output_dir=<dir>)"
+        )
+    try:
+        moved = move_aside(run_dir)
+    except OSError as exc:
+        raise RunDirectoryError(
+            f"--overwrite could not move the run in {run_dir} aside ({exc.strerror or exc}); "
+            "nothing was changed: give the new run another name=<name> (or output_dir=<dir>)"
+        ) from None
     return f"moved the previous run in {run_dir} aside to {moved}"
+
+
+def claim_run_dir(
+    run_dir: str | Path,
+    config: dict[str, Any],
+    *,
+    resume: bool,
+    overwrite: bool,
+    command: str = "entropy-dynamics train",
+) -> tuple[RunLock, Path | None, str]:
+    """Take ``run_dir`` for one run of ``config``: its lock first, then
+    :func:`prepare_run_dir` (with the newest good checkpoint when resuming).
+
+    Returns:
+        ``(lock, checkpoint to resume or None, notice)``: the notice says which checkpoints were
+        passed over as damaged and what was done (empty when nothing was). The caller releases
+        the lock when the run ends (it also ends with the process).
+
+    Raises:
+        RunDirectoryError: as :func:`prepare_run_dir`, or the directory cannot be written.
+        RunLockedError: another live process holds the run.
+    """
+    run_dir = Path(run_dir)
+    problem = unwritable(run_dir)
+    if problem:
+        raise RunDirectoryError(problem)
+    lock = RunLock(run_dir)
+    try:
+        notes: list[str] = [lock.taken_over] if lock.taken_over else []
+        damaged: list[str] = []
+        checkpoint = latest_checkpoint(run_dir, damaged) if resume else None
+        done = prepare_run_dir(
+            run_dir, config, resume=resume, overwrite=overwrite,
+            has_checkpoint=checkpoint is not None, command=command, damaged=damaged,
+        )  # fmt: skip
+        if done:  # the old run (and its lock file) moved aside: lock the new directory
+            lock.release()
+            lock = RunLock(run_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return lock, checkpoint, "\n".join([*notes, *damaged, *([done] if done else [])])

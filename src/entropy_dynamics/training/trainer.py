@@ -57,7 +57,7 @@ from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
 from entropy_dynamics.training.rollout import Rollout, generate
-from entropy_dynamics.training.run_dir import prepare_run_dir
+from entropy_dynamics.training.run_dir import claim_run_dir
 from entropy_dynamics.training.setup import RunSetup
 from entropy_dynamics.training.update import UpdateBatch, accumulate_gradients, adamw
 
@@ -83,16 +83,10 @@ class Trainer:
     ):
         self.config = config
         self.run_dir = Path(run_dir)
-        notes: list[str] = []  # checkpoints passed over (damaged), then what was done
-        checkpoint = ckpt.latest_checkpoint(self.run_dir, notes) if resume else None
-        done = prepare_run_dir(
-            self.run_dir,
-            to_dict(config),
-            resume=resume,
-            overwrite=overwrite,
-            has_checkpoint=checkpoint is not None,
+        # the run's lock first: one process per run directory (released by close())
+        self.lock, checkpoint, self.notice = claim_run_dir(
+            self.run_dir, to_dict(config), resume=resume, overwrite=overwrite
         )
-        self.notice = "\n".join([*notes, *([done] if done else [])])
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
@@ -330,6 +324,10 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ loop
+    def close(self) -> None:
+        """Release the run directory's lock (safe to call twice; exiting the process does too)."""
+        self.lock.release()
+
     def evaluate(self) -> dict[str, float]:
         cfg = self.config.eval
         result = evaluate(
