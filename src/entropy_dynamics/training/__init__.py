@@ -8,8 +8,9 @@ prompts (``prompts``), held-out Avg@k / Pass@k (``evaluate``), checkpoints (``ch
 sinks (``metrics``), supervised pretraining of the embedded model (``pretrain``), the forecast of
 each step's entropy change (``forecast``), whether the token filter is doing anything
 (``filter_activity``), and what keeps runs safe: run directories that are never overwritten
-(``run_dir``), clean stops on SIGINT / SIGTERM (``interrupts``), guards against non-finite updates
-(``guards``) and the resumable data position (``cursor``).
+(``run_dir``), one process per run directory (``run_lock``), clean stops on SIGINT / SIGTERM
+(``interrupts``), guards against non-finite updates (``guards``) and the resumable data position
+(``cursor``).
 
 Also here: one run's setup, built once for the trainer, ``train --dry-run``, the evaluations,
 ``analyze`` and ``filter-data`` (``setup``: model, tokenizer, prompted task, valid vocabulary,
@@ -21,3 +22,5 @@ Imports: the mathematics (the top-level modules and ``filters``, ``losses``, ``c
 closed-loop methods' controllers live, and ``methods``), ``kernels``, ``models``, ``tasks`` and
 this room; never ``study`` or ``cli``.
 """
+
+__all__: list[str] = []  # a room of modules: import the module that holds the name
