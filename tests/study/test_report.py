@@ -11,8 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from entropy_dynamics.study.report import FIGURES, write_report
-from entropy_dynamics.study.runs import group_runs, load_runs
+from entropy_dynamics.study.report import FIGURES, _sweep_keys, write_report
+from entropy_dynamics.study.runs import Group, group_runs, load_runs
 from entropy_dynamics.study.summaries import fit_line, mean_std
 from entropy_dynamics.training.config import load_config, save_config
 
@@ -231,3 +231,13 @@ def test_an_incomplete_run_is_reported_with_a_warning(tmp_path, random_model_dir
     path.write_text(yaml.safe_dump({**saved, "steps": 5}))  # as if stopped at step 2 of 5
     with pytest.warns(UserWarning, match=r"incomplete run \(2 of 5 steps\)"):
         load_runs([config.run_dir])
+
+
+def test_settings_that_differ_only_between_methods_are_no_sweep() -> None:
+    groups = [
+        Group("grpo", "grpo", {"steps": 200}),
+        Group("clip_b", "clip_b", {"steps": 20}),
+    ]
+    assert _sweep_keys(groups) == []
+    groups.append(Group("clip_b (steps=40)", "clip_b", {"steps": 40}))
+    assert _sweep_keys(groups) == ["steps"]
