@@ -29,7 +29,7 @@ FLAGS = {
     "--on-error --seed --temperature --top-p",
     "methods": "",
 }
-"""Documented commands and their flags (README, DESIGN.md): users' scripts rely on them."""
+"""Documented commands and their flags (the README's): users' scripts rely on them."""
 
 
 def _commands() -> dict:
