@@ -13,6 +13,7 @@ from entropy_dynamics.training.metrics import read_metrics
 
 __all__ = [
     "FAST",
+    "QUICK",
     "SMALL",
     "TINY",
     "comparable",
@@ -23,7 +24,7 @@ __all__ = [
     "weights",
 ]
 
-TINY = [
+QUICK = [
     "rollout.prompts_per_step=2",
     "rollout.group_size=4",
     "rollout.max_new_tokens=6",
@@ -32,11 +33,16 @@ TINY = [
     "threads=1",
     "task.countdown.n_train=40",
     "task.countdown.n_eval=10",
+]
+"""A run of the tiny random model, a fraction of a second a step, without evaluations."""
+
+TINY = [
+    *QUICK,
     "algorithm.method=entropy_bonus",  # gradients even without reward on a random model
     "algorithm.loss={entropy_coef: 0.05}",
     "optim.lr=1e-3",
 ]
-"""A run of the tiny random model that moves its weights, without evaluations."""
+"""A :data:`QUICK` run that moves the weights of the random model."""
 
 FAST = [
     "rollout.prompts_per_step=2",
