@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from entropy_dynamics.errors import ConfigError
+from entropy_dynamics.finite import check_finite_fields
 from entropy_dynamics.tasks.countdown import CountdownConfig
 from entropy_dynamics.tasks.math import MathConfig
 from entropy_dynamics.theory import MIN_TEMPERATURE
@@ -305,6 +306,8 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
+        # every float of every section finite (a rate, a coefficient, a threshold, a temperature)
+        check_finite_fields(self, error=ConfigError, nested=True)
         _require(
             not ({"/", "\\", "\0"} & set(self.name)) and self.name not in (".", ".."),
             f"name: {self.name!r} is a path, not a run name (the run lives in output_dir/name); "
