@@ -56,6 +56,7 @@ from entropy_dynamics.training.forecast import (
 from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
+from entropy_dynamics.training.randomness import side_stream
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import claim_run_dir
 from entropy_dynamics.training.setup import RunSetup
@@ -329,16 +330,18 @@ class Trainer:
         self.lock.release()
 
     def evaluate(self) -> dict[str, float]:
+        """Held-out Avg@k / Pass@k on a stream of its own: training's draws are untouched."""
         cfg = self.config.eval
-        result = evaluate(
-            self.model,
-            self.tokenizer,
-            self.task,
-            self.eval_problems,
-            k=cfg.k,
-            temperature=cfg.temperature,
-            max_new_tokens=self.config.rollout.max_new_tokens,
-        )
+        with side_stream(self.config.seed, self.setup.device):
+            result = evaluate(
+                self.model,
+                self.tokenizer,
+                self.task,
+                self.eval_problems,
+                k=cfg.k,
+                temperature=cfg.temperature,
+                max_new_tokens=self.config.rollout.max_new_tokens,
+            )
         self.model.train()
         return result.to_metrics("eval")
 
