@@ -32,7 +32,7 @@ from entropy_dynamics.losses import PolicyLossConfig, PolicyLossOutput, fused_po
 from entropy_dynamics.stats import TokenStats, head_token_stats, token_stats
 from entropy_dynamics.training.rollout import Rollout, response_logits, teacher_forcing_inputs
 
-__all__ = ["FusedMode", "ResponseStats", "fusable_lm_head"]
+__all__ = ["FusedMode", "ResponseStats", "dropout_of", "fusable_lm_head"]
 
 FusedMode = Literal["auto", "always", "never"]
 
@@ -81,6 +81,16 @@ def fusable_lm_head(model: nn.Module) -> tuple[nn.Linear | None, str]:
             "scales or soft-caps its logits"
         )
     return head, ""
+
+
+def dropout_of(model: nn.Module) -> float:
+    """The largest dropout probability ``model`` applies in train mode (its ``nn.Dropout``
+    modules and the attention dropout of its config): where it is not 0, a teacher-forced
+    forward in train mode is not the distribution that sampled (in eval mode)."""
+    probabilities = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    config = getattr(model, "config", None)
+    probabilities.append(float(getattr(config, "attention_dropout", 0.0) or 0.0))
+    return max(probabilities)
 
 
 class ResponseStats:
@@ -159,7 +169,8 @@ class ResponseStats:
         advantages: Tensor,
         keep_mask: Tensor,
         scales: tuple[float | Tensor, float | Tensor] = (1.0, 1.0),
-    ) -> PolicyLossOutput:
+        features: Tensor | None = None,
+    ) -> tuple[PolicyLossOutput, TokenStats]:
         """The ``ppo`` loss of ``config`` on the response tokens of ``rollout[rows]``, fused with
         the ``lm_head``: its gradient is formed in the forward pass
         (:func:`~entropy_dynamics.losses.fused.fused_policy_loss`).
@@ -167,15 +178,21 @@ class ResponseStats:
         Args:
             old_logprobs, advantages, keep_mask: ``(N, R)`` over the whole rollout.
             scales: ``(pg_scale, entropy_scale)``, the micro-batch's shares of the two terms.
+            features: ``(n, R, d)`` hidden states of ``rows`` already formed with gradient
+                (:meth:`features`), else formed here.
+
+        Returns:
+            ``(output, stats)``: the loss and the detached ``(n, R)`` statistics of the current
+            policy at the valid positions (0 on padding).
         """
         if not self.fuses_loss(config):
             raise ValueError(
                 f"the fused loss serves loss 'ppo' on the fused path only; loss is "
                 f"{config.loss!r}, fused path: {self.reason or 'yes'}"
             )
-        out, _ = fused_policy_loss(
+        return fused_policy_loss(
             config,
-            self.features(rollout, rows),
+            self.features(rollout, rows) if features is None else features,
             self.lm_head,
             rollout.response_ids[rows],
             old_logprobs[rows],
@@ -185,4 +202,3 @@ class ResponseStats:
             pg_scale=scales[0],
             entropy_scale=scales[1],
         )
-        return out

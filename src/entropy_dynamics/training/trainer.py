@@ -5,7 +5,9 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
 - rollout: ``B`` prompts × ``G`` samples from the current policy at temperature ``T`` (top-p 1);
 - reward: outcome reward of the task (Countdown: 1 if the expression hits the target), no KL;
 - advantage: GRPO group-relative ``A = (R - mean_group) / (std_group + 1e-6)``, broadcast to tokens;
-- "old" policy: the rollout policy, recomputed by a teacher-forced forward before any update;
+- "old" policy: the rollout policy; its statistics are those recorded while sampling when the
+  update is on-policy (one epoch of one mini-batch), else recomputed by a teacher-forced forward
+  before any update (``rollout.statistics``);
 - statistics: ``H``, ``S_k``, ``E_p[S]`` of the temperature-scaled rollout distribution, fused
   from the final hidden states and the ``lm_head`` (no ``(N, R, V)`` logits) when the model
   allows it (:mod:`entropy_dynamics.training.forward`), from materialised logits otherwise;
@@ -53,6 +55,7 @@ from entropy_dynamics.training.forecast import (
     clip_coefficient,
     probe_rollout,
 )
+from entropy_dynamics.training.forward import dropout_of
 from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
@@ -60,7 +63,7 @@ from entropy_dynamics.training.randomness import side_stream
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import claim_run_dir
 from entropy_dynamics.training.setup import RunSetup
-from entropy_dynamics.training.update import UpdateBatch, accumulate_gradients, adamw
+from entropy_dynamics.training.update import PreUpdate, UpdateBatch, accumulate_gradients, adamw
 
 __all__ = ["Trainer", "masked_mean"]
 
@@ -111,6 +114,12 @@ class Trainer:
             (enable or self.model.gradient_checkpointing_enable)()
         self.forward = setup.stats
         self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
+        algorithm = config.algorithm
+        self.stats_from_sampling = (  # on-policy: the sampler's statistics are the old policy's
+            config.rollout.statistics == "auto"
+            and algorithm.updates_per_step == algorithm.mini_batches == 1
+            and dropout_of(self.model) == 0
+        )
         self.optimizer, self.scheduler = adamw(self.model, config.optim)
         if checkpoint is not None:
             state = ckpt.load_checkpoint(checkpoint)
@@ -190,15 +199,11 @@ class Trainer:
         seq_adv = self.advantage_fn(reward, rollout.prompt_index).to(self.device)
         advantages = broadcast_to_tokens(seq_adv, mask)  # (N, R)
 
-        with torch.no_grad():
-            old_features = self.forward.features(rollout)  # (N, R, d) hidden, or (N, R, V) logits
-            old = self.forward.stats(old_features, rollout.response_ids)  # (N, R) each field
-            positions = before = None
-            if cfg.dynamics:  # logits before the update, formed now: it also moves the lm_head
-                positions = self._dynamics_positions(mask)
-                before = self.forward.logits(old_features[positions])  # (n, V)
-            del old_features
+        measure = cfg.dynamics and (self.step + 1) % cfg.dynamics_every == 0
+        positions = self._dynamics_positions(mask) if measure else None  # (n,) rows, cols
+        old, before, pre_update = self._rollout_policy(rollout, positions)
         metrics.update(self._rollout_metrics(rollout, old, advantages))
+        metrics["stats/from_sampling"] = torch.tensor(float(pre_update is not None))
         self.loss_config, control_metrics = self.controller.begin(self.step, old, mask)
         metrics.update(control_metrics)
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
@@ -215,7 +220,7 @@ class Trainer:
         for _ in range(cfg.algorithm.updates_per_step):
             for rows in batches:
                 step_metrics, step_forecast = self._update(
-                    rollout, rows, old, advantages, keep, forecast
+                    rollout, rows, old, advantages, keep, forecast, pre_update
                 )
                 update_metrics.append(step_metrics)
                 for key, value in step_forecast.items():  # forecasts of the K×M steps add up
@@ -224,7 +229,12 @@ class Trainer:
             metrics[key] = torch.stack([m[key].float() for m in update_metrics]).mean()
 
         metrics["perf/update_time"] = time.perf_counter() - start
-        if cfg.dynamics:
+        current = old.logprobs if pre_update is None else pre_update.logprobs  # (N, R)
+        metrics["rollout/logprob_mismatch"] = masked_mean(  # sampler vs teacher forcing, same θ
+            (rollout.sampling_logprobs.to(current) - current).abs(), mask
+        )
+        if positions is not None:
+            before = before if pre_update is None else pre_update.logits  # (n, V) before the step
             metrics.update(self._dynamics(rollout, positions, before, advantages, keep))
         if forecast is not None:
             delta_h = metrics["dynamics/delta_h_actual"]
@@ -233,10 +243,29 @@ class Trainer:
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         return to_floats(metrics)
 
-    def _update(self, rollout: Rollout, rows, old: TokenStats, advantages, keep, forecast):
+    def _rollout_policy(self, rollout: Rollout, positions):
+        """``(old, before, pre_update)``: the rollout policy's ``(N, R)`` statistics; and either
+        the ``(n, V)`` logits at the dynamics ``positions`` from the teacher-forced pass that
+        gave them (``pre_update`` ``None``), or, statistics from the sampler, the
+        :class:`~entropy_dynamics.training.update.PreUpdate` in which the loss pass keeps them
+        (``before`` ``None``)."""
+        sampled = rollout.sampling_stats() if self.stats_from_sampling else None
+        if sampled is not None:
+            return sampled, None, PreUpdate(rollout, positions)
+        with torch.no_grad():
+            old_features = self.forward.features(rollout)  # (N, R, d) hidden, or (N, R, V) logits
+            old = self.forward.stats(old_features, rollout.response_ids)  # (N, R) each field
+            before = None
+            if positions is not None:  # formed now: the update also moves the lm_head
+                before = self.forward.logits(old_features[positions])  # (n, V)
+        return old, before, None
+
+    def _update(self, rollout: Rollout, rows, old: TokenStats, advantages, keep, forecast,
+                pre_update: PreUpdate | None = None):  # fmt: skip
         """One optimizer step on ``rows`` (a ``(B,)`` index tensor), its gradient accumulated
         over micro-batches (:func:`~entropy_dynamics.training.update.accumulate_gradients`);
-        returns ``(metrics, forecast of this step)``."""
+        returns ``(metrics, forecast of this step)``. ``pre_update`` keeps what the loss pass
+        sees of the policy before the step."""
         cfg = self.config
         batch = UpdateBatch(rollout, old, advantages, keep)  # (N, R) tensors
         self.optimizer.zero_grad(set_to_none=True)
@@ -254,6 +283,7 @@ class Trainer:
             fused=self.fused_loss,
             forecaster=forecaster,
             groups=groups,
+            pre_update=pre_update,
         )
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         predicted = {}
@@ -300,9 +330,6 @@ class Trainer:
             "advantage/abs_mean": masked_mean(advantages.abs(), mask),
             "response/length_mean": mask.sum(-1).float().mean(),
             "response/truncated_frac": rollout.truncated.float().mean(),
-            "rollout/logprob_mismatch": masked_mean(
-                (rollout.sampling_logprobs.to(old.logprobs) - old.logprobs).abs(), mask
-            ),
         }
 
     def _dynamics_positions(self, mask: Tensor) -> tuple[Tensor, Tensor]:
