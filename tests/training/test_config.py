@@ -84,3 +84,17 @@ def test_shipped_configs_load(path) -> None:
     # Every recipe of our trainer under configs/ names only real fields and valid values.
     config = load_config(path)
     assert config.steps >= 1 and config.algorithm.policy_loss() is not None
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".", "a\\b", "/abs"])
+def test_a_run_name_is_a_name_not_a_path(name, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="is a path, not a run name"):
+        load_config(None, [f"name={name}"])
+    from typer.testing import CliRunner
+
+    from entropy_dynamics.cli import app
+
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["train", f"output_dir={out}", f"name={name}", "steps=1"])
+    assert result.exit_code == 2 and "not a run name" in " ".join(result.output.split())
+    assert not any(tmp_path.rglob("*"))  # nothing written anywhere

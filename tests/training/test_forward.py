@@ -118,7 +118,7 @@ def test_fused_policy_loss_equals_the_unfused_loss_on_every_parameter(
     keep = torch.rand(shape, generator=gen) > 0.2
     rows = torch.tensor([0, 2, 3, 5])
     model.zero_grad()
-    out = fused.policy_loss(config, rollout, rows, old, adv, keep, (0.5, 2.0))
+    out, current = fused.policy_loss(config, rollout, rows, old, adv, keep, (0.5, 2.0))
     out.loss.backward()
     fused_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
@@ -130,6 +130,10 @@ def test_fused_policy_loss_equals_the_unfused_loss_on_every_parameter(
     expected.backward()
     assert 0 < ref.metrics["actor/pg_clipfrac"] < 1
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
+    torch.testing.assert_close(  # the current policy's statistics come back with the loss
+        torch.where(mask, current.logprobs, 0.0), torch.where(mask, stats.logprobs, 0.0).detach(),
+        rtol=1e-5, atol=1e-6,
+    )
     for key in ("actor/pg_loss", "actor/entropy", "actor/pg_clipfrac", "actor/frac_kept"):
         assert out.metrics[key].item() == pytest.approx(ref.metrics[key].item(), rel=1e-4), key
     for a, b in zip(fused_grads, (p.grad for p in model.parameters()), strict=True):

@@ -33,9 +33,9 @@ def test_non_finite_updates_are_skipped_then_stop_with_good_weights(
     real_fused = trainer.forward.policy_loss  # the default loss path on the fused statistics
 
     def poisoned_fused(*args, **kwargs):
-        out = real_fused(*args, **kwargs)
+        out, stats = real_fused(*args, **kwargs)
         out.loss = out.loss * float("nan")
-        return out
+        return out, stats
 
     monkeypatch.setattr(update_module, "compute_policy_loss", poisoned)
     monkeypatch.setattr(trainer.forward, "policy_loss", poisoned_fused)

@@ -99,6 +99,18 @@ def test_rollout_layout_and_sampling_statistics(eos_prone_lm) -> None:
         )
         assert (rollout.sampling_logprobs[i, length:] == 0).all()
         assert (rollout.sampling_entropy[i, length:] == 0).all()
+        # S_k = p_k (H + log p_k) and E_p[S] = Σ p² (H + log p), of the same distribution
+        p_all, h = log_p.exp(), expected_entropy[:, None]
+        expected_s = expected_logprobs.exp() * (expected_entropy + expected_logprobs)
+        expected_es = (p_all**2 * (h + log_p)).sum(-1)
+        sampled = rollout.sampling_stats()
+        torch.testing.assert_close(
+            sampled.discriminator[i, :length].double(), expected_s, rtol=0, atol=1e-5
+        )
+        torch.testing.assert_close(
+            sampled.expected_discriminator[i, :length].double(), expected_es, rtol=0, atol=1e-5
+        )
+        assert (sampled.discriminator[i, length:] == 0).all()
         # The completion is the text before the EOS.
         answer = response[:-1] if not rollout.truncated[i] else response
         tokens = tokenizer.convert_ids_to_tokens(answer)
@@ -275,3 +287,10 @@ def test_chunked_generation_is_one_consistent_rollout(eos_prone_lm) -> None:
         torch.testing.assert_close(
             rollout.sampling_logprobs[row, :length].double(), logp_k, rtol=0, atol=1e-4
         )
+        h = -(logp.exp() * logp).sum(-1)  # (length,)
+        expected_s = logp_k.exp() * (h + logp_k)
+        sampled = rollout.sampling_stats()  # joined across the calls, padding 0
+        torch.testing.assert_close(
+            sampled.discriminator[row, :length].double(), expected_s, rtol=0, atol=1e-5
+        )
+        assert (sampled.expected_discriminator[row, length:] == 0).all()

@@ -212,3 +212,99 @@ def test_sign_intervention_moves_entropy_as_theorem_3_2(
     changes = [row["dynamics/delta_h_kept"] for row in history]
     assert direction * sum(changes) > 0, changes
     assert sum(direction * c > 0 for c in changes) >= 3, changes
+
+
+# ------------------------------------------------------------------ statistics from the sampler
+
+
+def _rollout_and_stats(model_dir, tmp_path):
+    """A trainer's first rollout, its sampler's statistics and the teacher-forced ones."""
+    config = _config(tmp_path, model_dir, "sources", ["steps=1", "rollout.group_size=8"])
+    trainer = Trainer(config, config.run_dir)
+    rollout = trainer.rollout(trainer.train_problems[:2])
+    with torch.no_grad():
+        forced = trainer.forward.stats(trainer.forward.features(rollout), rollout.response_ids)
+    return rollout, rollout.sampling_stats(), forced
+
+
+def test_sampler_statistics_equal_teacher_forced_ones(tmp_path, random_model_dir) -> None:
+    rollout, sampled, forced = _rollout_and_stats(random_model_dir, tmp_path)
+    mask = rollout.response_mask
+    assert mask.sum() > 20
+    for field in ("logprobs", "entropy", "discriminator", "expected_discriminator"):
+        a, b = getattr(sampled, field)[mask], getattr(forced, field)[mask]
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=field)  # float32 rounding
+
+
+@pytest.mark.parametrize(
+    "method,options",
+    [("clip_b", {"mu": 0.5}), ("clip_v", {"mu": 0.5, "max_frac": 0.05})],
+)
+def test_filters_keep_the_same_tokens_from_either_source(
+    tmp_path, random_model_dir, method, options
+) -> None:
+    from entropy_dynamics.advantages import broadcast_to_tokens
+    from entropy_dynamics.losses import select_tokens
+    from entropy_dynamics.methods import resolve_method
+
+    rollout, sampled, forced = _rollout_and_stats(random_model_dir, tmp_path)
+    mask = rollout.response_mask
+    gen = torch.Generator().manual_seed(0)  # advantages of both signs, whatever the rewards
+    advantages = broadcast_to_tokens(torch.randn(mask.shape[0], generator=gen), mask)
+    loss = resolve_method(method, filter_options=options)
+    keep_sampled, _ = select_tokens(loss, sampled, advantages, mask)
+    keep_forced, _ = select_tokens(loss, forced, advantages, mask)
+    assert torch.equal(keep_sampled, keep_forced)
+    assert (mask & ~keep_forced).any()  # the filter dropped tokens: the check is not vacuous
+
+
+@pytest.mark.parametrize(
+    "extra,from_sampling",
+    [
+        ([], 1.0),
+        (["rollout.statistics=teacher_forcing"], 0.0),
+        (["algorithm.mini_batches=2"], 0.0),  # the second mini-batch's policy changed
+        (["algorithm.updates_per_step=2"], 0.0),  # so does the second epoch's
+    ],
+)
+def test_the_statistics_source_is_chosen_and_reported(
+    tmp_path, random_model_dir, extra, from_sampling
+) -> None:
+    config = _config(tmp_path, random_model_dir, "r", ["steps=1", "eval.every=0", *extra])
+    (metrics,) = Trainer(config, config.run_dir).train()
+    assert metrics["stats/from_sampling"] == from_sampling
+    assert "dynamics/delta_h_actual" in metrics
+
+
+def test_a_model_with_dropout_falls_back_to_teacher_forcing(tmp_path, random_model_dir) -> None:
+    import shutil
+
+    model_dir = tmp_path / "dropout-model"
+    shutil.copytree(random_model_dir, model_dir)
+    config_file = model_dir / "config.json"
+    model_config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**model_config, "attention_dropout": 0.1}))
+    config = _config(tmp_path, model_dir, "r", ["steps=1", "eval.every=0"])
+    (metrics,) = Trainer(config, config.run_dir).train()
+    assert metrics["stats/from_sampling"] == 0.0
+
+
+def test_the_dynamics_are_the_same_from_either_source(tmp_path, random_model_dir) -> None:
+    rows = {}
+    for source in ("auto", "teacher_forcing"):
+        extra = ["steps=2", "eval.every=0", f"rollout.statistics={source}"]
+        config = _config(tmp_path, random_model_dir, source, extra)
+        rows[source] = Trainer(config, config.run_dir).train()
+    for a, b in zip(rows["auto"], rows["teacher_forcing"], strict=True):
+        for key in ("delta_h_actual", "delta_h_first_order", "delta_h_thm33", "delta_h_kept"):
+            assert a[f"dynamics/{key}"] == pytest.approx(b[f"dynamics/{key}"], rel=1e-3, abs=1e-7)
+        assert a["entropy/mean"] == pytest.approx(b["entropy/mean"], rel=1e-5)
+        assert a["rollout/logprob_mismatch"] < 1e-5
+
+
+def test_dynamics_every_measures_every_nth_step(tmp_path, random_model_dir) -> None:
+    config = _config(tmp_path, random_model_dir, "r", ["steps=4", "eval.every=0",
+                                                       "dynamics_every=2"])  # fmt: skip
+    history = Trainer(config, config.run_dir).train()
+    measured = ["dynamics/delta_h_actual" in row for row in history]
+    assert measured == [False, True, False, True]

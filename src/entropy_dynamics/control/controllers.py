@@ -46,6 +46,7 @@ from entropy_dynamics.control.rules import (
     target_schedule,
 )
 from entropy_dynamics.filters import filter_options
+from entropy_dynamics.finite import check_finite_fields
 from entropy_dynamics.losses import PolicyLossConfig
 from entropy_dynamics.stats import TokenStats
 
@@ -92,6 +93,7 @@ class EntropyTargetOptions:
     """Anti-windup: the integral term stays within ``± integral_limit · target`` nats."""
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         if not (self.ki >= 0 and self.integral_limit >= 0):
             raise ValueError(
                 f"ki and integral_limit must be >= 0, got {self.ki}, {self.integral_limit}"
@@ -122,6 +124,7 @@ class AdaptiveEntropyOptions:
     """Upper clamp of the coefficient (TRL ``entropy_coef_max`` 1)."""
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         if not (self.delta >= 0 and 0 <= self.coef_min <= self.coef_max):
             raise ValueError(
                 f"need delta >= 0 and 0 <= coef_min <= coef_max, got delta={self.delta}, "
@@ -143,6 +146,7 @@ class EntropicOptions:
     """Integral gain (``entropy_control_i`` 0.01)."""
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         if not (self.kp >= 0 and self.ki >= 0):
             raise ValueError(f"kp and ki must be >= 0, got kp={self.kp}, ki={self.ki}")
 

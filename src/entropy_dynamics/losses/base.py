@@ -23,6 +23,7 @@ from entropy_dynamics._registry import Registry
 from entropy_dynamics.aggregation import AGG_MODES
 from entropy_dynamics.filters import available_filters, filter_options, get_filter
 from entropy_dynamics.filters.base import check_finite
+from entropy_dynamics.finite import check_finite_fields
 from entropy_dynamics.stats import TokenStats
 
 __all__ = [
@@ -86,6 +87,8 @@ class PolicyLossConfig:
     ``high_prob_thresh``)."""
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
+
         def require(ok: bool, message: str) -> None:
             if not ok:
                 raise ValueError(message)

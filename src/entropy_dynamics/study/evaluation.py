@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from entropy_dynamics.training.checkpoint import latest_checkpoint
 from entropy_dynamics.training.config import TrainConfig
 from entropy_dynamics.training.evaluate import DEFAULT_MAX_NEW_TOKENS, EvalResult, evaluate
+from entropy_dynamics.training.randomness import side_stream
 from entropy_dynamics.training.setup import RunSetup
 
 __all__ = [
@@ -91,17 +90,17 @@ def held_out_evaluation(
         if checkpoint is None:
             raise FileNotFoundError(f"no checkpoint under {run_dir}")
     problems = setup.held_out[: settings.problems]
-    torch.manual_seed(settings.seed)
-    result = evaluate(
-        setup.model,
-        setup.tokenizer,
-        setup.task,
-        problems,
-        k=settings.k,
-        ks=settings.ks,
-        temperature=settings.temperature,
-        max_new_tokens=settings.max_new_tokens,
-    )
+    with side_stream(settings.seed, setup.device):  # the same stream as the run's evaluations
+        result = evaluate(
+            setup.model,
+            setup.tokenizer,
+            setup.task,
+            problems,
+            k=settings.k,
+            ks=settings.ks,
+            temperature=settings.temperature,
+            max_new_tokens=settings.max_new_tokens,
+        )
     if eval_file is not None:
         _write_json(Path(eval_file), _eval_record(setup, settings, result, len(problems)))
     if checkpoint is not None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from entropy_dynamics.errors import ConfigError
+from entropy_dynamics.finite import check_finite_fields
 from entropy_dynamics.tasks.countdown import CountdownConfig
 from entropy_dynamics.tasks.math import MathConfig
 from entropy_dynamics.theory import MIN_TEMPERATURE
@@ -106,6 +107,12 @@ class RolloutConfig:
     generation_batch_size: int = 0
     """Most sequences per ``generate`` call, in whole groups (0: the whole step at once); bounds
     the KV cache of long responses (64 × 16 × 7k tokens do not fit one GPU)."""
+    statistics: Literal["auto", "teacher_forcing"] = "auto"
+    """Where the rollout policy's ``log p_k``, ``H``, ``S_k`` and ``E_p[S]`` (the filters' input
+    and the PPO ratio's denominator) come from: ``auto`` takes those recorded while sampling when
+    the update is on-policy (one epoch of one mini-batch, a model without dropout), which saves a
+    teacher-forced forward per step, and runs that pass otherwise (as ``teacher_forcing``
+    always does). The two agree to float32 rounding; metric ``stats/from_sampling`` says which."""
 
     def __post_init__(self) -> None:
         _require(self.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1")
@@ -288,6 +295,9 @@ class TrainConfig:
     """Re-measure the batch after each update: actual vs predicted ΔH (costs one forward)."""
     dynamics_max_tokens: int = 4096
     """Response positions used by the dynamics measurement."""
+    dynamics_every: int = 1
+    """Measure the dynamics every N steps (1: each step; the others skip its no-grad forward of
+    the batch, and a forecast or a controller's κ refit waits for a measured step)."""
     max_bad_steps: int = 3
     """Updates with a non-finite loss or gradient are skipped; this many in a row stop the run
     (with a checkpoint of the last good weights)."""
@@ -305,6 +315,8 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
+        # every float of every section finite (a rate, a coefficient, a threshold, a temperature)
+        check_finite_fields(self, error=ConfigError, nested=True)
         _require(
             not ({"/", "\\", "\0"} & set(self.name)) and self.name not in (".", ".."),
             f"name: {self.name!r} is a path, not a run name (the run lives in output_dir/name); "
@@ -314,6 +326,7 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
         _require(self.dynamics_max_tokens >= 1, "dynamics_max_tokens must be >= 1")
+        _require(self.dynamics_every >= 1, "dynamics_every must be >= 1")
         _require(self.max_bad_steps >= 1, "max_bad_steps must be >= 1")
         _require(self.threads >= 0, "threads must be >= 0")
         _require(

@@ -44,6 +44,7 @@ from entropy_dynamics.dynamics import (
     second_order_forecast,
 )
 from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.randomness import side_stream
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.setup import RunSetup
 
@@ -262,9 +263,7 @@ def probe_rollout(setup: RunSetup, path: Path, resume: bool) -> Rollout:
         return load_probe(path, setup.device)
     cfg = setup.config
     prompts = [setup.task.prompt(p) for p in setup.held_out[: cfg.forecast.probe_prompts]]
-    devices = [setup.device] if setup.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(cfg.seed + 7919)
+    with side_stream(cfg.seed + 7919, setup.device):
         probe = generate(
             setup.model,
             setup.tokenizer,

@@ -12,7 +12,9 @@ values to float32 rounding.
 
 The trainer works with *features*: hidden states on the fused path, logits otherwise;
 :meth:`ResponseStats.logits` turns a few selected feature rows into logits (the dynamics metrics
-need full logits at a bounded number of positions only).
+need full logits at a bounded number of positions only). Features come from one teacher-forced
+forward in which each distinct prompt of a group runs once
+(:mod:`~entropy_dynamics.training.shared_prompts`), where the model's cache allows it.
 
 On the fused path the PPO-clip loss of an update is fused too (:meth:`ResponseStats.policy_loss`,
 issue 16): the loss and its gradient to the hidden states and the ``lm_head`` are formed in the
@@ -22,6 +24,8 @@ forward pass, three matmuls and no saved logits
 
 from __future__ import annotations
 
+import inspect
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -30,9 +34,14 @@ from torch import Tensor, nn
 from entropy_dynamics.kernels import LMHead
 from entropy_dynamics.losses import PolicyLossConfig, PolicyLossOutput, fused_policy_loss
 from entropy_dynamics.stats import TokenStats, head_token_stats, token_stats
-from entropy_dynamics.training.rollout import Rollout, response_logits, teacher_forcing_inputs
+from entropy_dynamics.training.rollout import Rollout
+from entropy_dynamics.training.shared_prompts import (
+    check_shared_prompts,
+    full_outputs,
+    shared_prompt_outputs,
+)
 
-__all__ = ["FusedMode", "ResponseStats", "fusable_lm_head"]
+__all__ = ["FusedMode", "ResponseStats", "dropout_of", "fusable_lm_head"]
 
 FusedMode = Literal["auto", "always", "never"]
 
@@ -83,6 +92,16 @@ def fusable_lm_head(model: nn.Module) -> tuple[nn.Linear | None, str]:
     return head, ""
 
 
+def dropout_of(model: nn.Module) -> float:
+    """The largest dropout probability ``model`` applies in train mode (its ``nn.Dropout``
+    modules and the attention dropout of its config): where it is not 0, a teacher-forced
+    forward in train mode is not the distribution that sampled (in eval mode)."""
+    probabilities = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    config = getattr(model, "config", None)
+    probabilities.append(float(getattr(config, "attention_dropout", 0.0) or 0.0))
+    return max(probabilities)
+
+
 class ResponseStats:
     """Token statistics of ``model`` on rollouts, through the fused path when it applies.
 
@@ -94,6 +113,8 @@ class ResponseStats:
         valid_vocab: real tokens of a padded output layer
             (:func:`~entropy_dynamics.models.loading.valid_vocab_size`); later rows get ``p = 0``
             in every statistic and are cut from :meth:`logits`.
+        shared_prompts: run each distinct prompt once per forward where the model allows it
+            (:attr:`prompt_reason` says why not where it does not).
     """
 
     def __init__(
@@ -102,6 +123,7 @@ class ResponseStats:
         temperature: float,
         mode: FusedMode = "auto",
         valid_vocab: int | None = None,
+        shared_prompts: bool = True,
     ) -> None:
         if mode not in ("auto", "always", "never"):
             raise ValueError(f"fused stats mode must be 'auto', 'always' or 'never', got {mode!r}")
@@ -115,6 +137,38 @@ class ResponseStats:
         self.head = head
         self.reason = reason
         self.valid_vocab = valid_vocab
+        self.prompt_reason = "off"
+        if shared_prompts:
+            self.prompt_reason = check_shared_prompts(self._run, model)
+
+    @property
+    def shares_prompts(self) -> bool:
+        return self.prompt_reason == ""
+
+    def _run(
+        self, ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+        cache: object | None = None, use_cache: bool = False,
+    ) -> tuple[Tensor, object]:  # fmt: skip
+        """``(outputs, cache)``: the decoder's hidden states (fused) or the model's logits, and
+        the key/value cache when one is passed in or asked for."""
+        module = self.model.get_decoder() if self.fused else self.model
+        inputs = {"input_ids": ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        if cache is not None or use_cache:
+            inputs[self._cache_name] = cache
+            inputs["use_cache"] = True
+        else:
+            inputs["use_cache"] = False
+        out = module(**inputs)
+        outputs = out.last_hidden_state if self.fused else out.logits
+        return outputs, out.get(self._cache_name)
+
+    @cached_property
+    def _cache_name(self) -> str:
+        """The cache's keyword: ``cache`` (transformers >= 5.25), ``past_key_values`` before."""
+        module = self.model.get_decoder() if self.fused else self.model
+        return "cache" if "cache" in inspect.signature(module.forward).parameters else (
+            "past_key_values"
+        )
 
     @property
     def fused(self) -> bool:
@@ -128,10 +182,9 @@ class ResponseStats:
 
     def features(self, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:
         """``(n, R, d)`` hidden states (fused) or ``(n, R, V)`` logits, predicting each token."""
-        if not self.fused:
-            return self._cut(response_logits(self.model, rollout, rows))
-        hidden = self.model.get_decoder()(**teacher_forcing_inputs(rollout, rows))
-        return hidden.last_hidden_state[:, rollout.prompt_length - 1 : -1]
+        forward = shared_prompt_outputs if self.shares_prompts else full_outputs
+        outputs = forward(self._run, rollout, rows)
+        return outputs if self.fused else self._cut(outputs)
 
     def logits(self, features: Tensor) -> Tensor:
         """Raw logits of a (small) set of feature rows: ``(..., V)`` (valid vocabulary only)."""
@@ -159,7 +212,8 @@ class ResponseStats:
         advantages: Tensor,
         keep_mask: Tensor,
         scales: tuple[float | Tensor, float | Tensor] = (1.0, 1.0),
-    ) -> PolicyLossOutput:
+        features: Tensor | None = None,
+    ) -> tuple[PolicyLossOutput, TokenStats]:
         """The ``ppo`` loss of ``config`` on the response tokens of ``rollout[rows]``, fused with
         the ``lm_head``: its gradient is formed in the forward pass
         (:func:`~entropy_dynamics.losses.fused.fused_policy_loss`).
@@ -167,15 +221,21 @@ class ResponseStats:
         Args:
             old_logprobs, advantages, keep_mask: ``(N, R)`` over the whole rollout.
             scales: ``(pg_scale, entropy_scale)``, the micro-batch's shares of the two terms.
+            features: ``(n, R, d)`` hidden states of ``rows`` already formed with gradient
+                (:meth:`features`), else formed here.
+
+        Returns:
+            ``(output, stats)``: the loss and the detached ``(n, R)`` statistics of the current
+            policy at the valid positions (0 on padding).
         """
         if not self.fuses_loss(config):
             raise ValueError(
                 f"the fused loss serves loss 'ppo' on the fused path only; loss is "
                 f"{config.loss!r}, fused path: {self.reason or 'yes'}"
             )
-        out, _ = fused_policy_loss(
+        return fused_policy_loss(
             config,
-            self.features(rollout, rows),
+            self.features(rollout, rows) if features is None else features,
             self.lm_head,
             rollout.response_ids[rows],
             old_logprobs[rows],
@@ -185,4 +245,3 @@ class ResponseStats:
             pg_scale=scales[0],
             entropy_scale=scales[1],
         )
-        return out

@@ -16,6 +16,8 @@ import textwrap
 from dataclasses import MISSING, Field, field, fields, is_dataclass
 from typing import Any
 
+from entropy_dynamics.finite import check_finite_fields
+
 __all__ = ["check_bounds", "field_docs", "flags_of", "option"]
 
 
@@ -69,16 +71,19 @@ def flags_of(f: Field) -> tuple[str, ...]:
 
 def check_bounds(options: Any) -> None:
     """Raise ``ValueError`` naming the flag when a field is outside its declared bounds (NaN is
-    outside any)."""
+    outside any), or a float field is not finite
+    (:func:`~entropy_dynamics.finite.check_finite_fields`)."""
+    flags = {f.name: max(flags_of(f), key=len).split("/")[0] for f in fields(options)}  # long
     for f in fields(options):
         low, high = f.metadata.get("min"), f.metadata.get("max")
         value = getattr(options, f.name)
         if value is None or (low is None and high is None):
             continue
-        name = max(flags_of(f), key=len).split("/")[0]  # the long flag
+        name = flags[f.name]
         if low is not None and f.metadata.get("min_open") and not value > low:
             raise ValueError(f"{name} must be > {low}, got {value}")
         if low is not None and not value >= low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
         if high is not None and not value <= high:
             raise ValueError(f"{name} must be <= {high}, got {value}")
+    check_finite_fields(options, label=flags.__getitem__)

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from entropy_dynamics.finite import check_finite_fields
 from entropy_dynamics.models.architecture import ModelSize, build_model, count_parameters
 from entropy_dynamics.models.tokenizer import build_tokenizer, save_tokenizer
 from entropy_dynamics.tasks.countdown import CountdownConfig, CountdownTask
@@ -77,6 +78,7 @@ class PretrainConfig:
     """Longest sampled answer in the evaluation."""
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         if isinstance(self.model, dict):
             self.model = ModelSize(**self.model)
         if isinstance(self.task, dict):

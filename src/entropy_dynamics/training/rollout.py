@@ -6,9 +6,12 @@
   ``top_p < 1``, and nothing else: top-k, repetition penalty, min-p and any other default in the
   model's own ``generation_config`` are switched off for the call, so the recorded statistics are
   those of the distribution actually sampled.
-- ``sampling_logprobs`` / ``sampling_entropy`` are of ``softmax(z / T)`` before top-p, as in the
-  reference implementation; they are recorded step by step from the raw logits (memory ``N · V``,
-  not the ``N · R · V`` of ``output_logits=True``).
+- ``sampling_logprobs`` / ``sampling_entropy`` (and ``S_k``, ``E_p[S]``: the whole
+  :class:`~entropy_dynamics.stats.TokenStats`, :meth:`Rollout.sampling_stats`) are of
+  ``softmax(z / T)`` before top-p, as in the reference implementation; they are recorded step by
+  step from the raw logits (memory ``N · V``, not the ``N · R · V`` of ``output_logits=True``).
+  They are the statistics of the policy that sampled: an on-policy update needs no second,
+  teacher-forced pass to get them.
 - Randomness comes from torch's global RNG only: the trainer checkpoints and restores it for exact
   resume, and the same seed gives the same rollout.
 - A response runs up to and including its first EOS; later positions are padding.
@@ -20,12 +23,13 @@ at most 1.1× faster, so there is one engine: the time is in the model's forward
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from entropy_dynamics.stats import token_stats
+from entropy_dynamics.stats import TokenStats, token_stats
 
 __all__ = [
     "Rollout",
@@ -56,6 +60,9 @@ class Rollout:
         completions: decoded responses: the tokens before the first EOS, special tokens skipped.
         prompt_length: ``P``.
         truncated: ``(N,)`` bool, reached ``max_new_tokens`` without EOS.
+        sampling_discriminator: ``(N, R)`` float32 ``S_k`` at sampling time (0 on padding), or
+            ``None`` (a rollout replayed from token ids only).
+        sampling_expected_discriminator: ``(N, R)`` float32 ``E_p[S]`` likewise.
     """
 
     input_ids: Tensor
@@ -68,6 +75,20 @@ class Rollout:
     completions: list[str]
     prompt_length: int
     truncated: Tensor
+    sampling_discriminator: Tensor | None = None
+    sampling_expected_discriminator: Tensor | None = None
+
+    def sampling_stats(self) -> TokenStats | None:
+        """The ``(N, R)`` statistics of ``softmax(z / T)`` recorded while sampling (0 on padding),
+        or ``None`` when this rollout does not carry all four."""
+        if self.sampling_discriminator is None or self.sampling_expected_discriminator is None:
+            return None
+        return TokenStats(
+            self.sampling_logprobs,
+            self.sampling_entropy,
+            self.sampling_discriminator,
+            self.sampling_expected_discriminator,
+        )
 
 
 def response_mask_from_ids(response_ids: Tensor, eos_token_id: int | list[int]) -> Tensor:
@@ -131,8 +152,7 @@ class _SamplingStatsRecorder:
         self.temperature = temperature
         self.valid_vocab = valid_vocab
         self.pending: Tensor | None = None
-        self.logprobs: list[Tensor] = []
-        self.entropy: list[Tensor] = []
+        self.steps: list[TokenStats] = []  # (N,) fields, one per sampling step
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         if self.pending is not None:
@@ -144,21 +164,20 @@ class _SamplingStatsRecorder:
         return scores
 
     def _record(self, tokens: Tensor) -> None:
-        stats = token_stats(self.pending, tokens, self.temperature)
-        self.logprobs.append(stats.logprobs.float())
-        self.entropy.append(stats.entropy.float())
+        self.steps.append(token_stats(self.pending, tokens, self.temperature))  # (N,) each
         self.pending = None
 
-    def finish(self, response_ids: Tensor) -> tuple[Tensor, Tensor]:
-        """``(N, R)`` log-probs and entropies, given the sampled ``(N, R)`` response."""
+    def finish(self, response_ids: Tensor) -> TokenStats:
+        """``(N, R)`` float32 statistics of every step, given the sampled ``(N, R)`` response."""
         if self.pending is not None:
             self._record(response_ids[:, -1])
-        if len(self.logprobs) != response_ids.shape[1]:
+        if len(self.steps) != response_ids.shape[1]:
             raise RuntimeError(
-                f"recorded {len(self.logprobs)} sampling steps for {response_ids.shape[1]} "
+                f"recorded {len(self.steps)} sampling steps for {response_ids.shape[1]} "
                 "response tokens: model.generate did not call the logits processor once per token"
             )
-        return torch.stack(self.logprobs, 1), torch.stack(self.entropy, 1)
+        columns = zip(*(dataclasses.astuple(step) for step in self.steps), strict=True)
+        return TokenStats(*(torch.stack(column, 1).float() for column in columns))
 
 
 def _special_ids(model, tokenizer) -> tuple[list[int], int]:
@@ -301,7 +320,7 @@ def generate(
     response_ids = sequences[:, p:]  # (N, R)
     response_mask = response_mask_from_ids(response_ids, eos_ids)  # (N, R)
     response_ids = response_ids.masked_fill(~response_mask, pad_id)
-    logprobs, entropy = recorder.finish(response_ids)  # (N, R) each
+    sampled = recorder.finish(response_ids)  # (N, R) fields
     is_eos = torch.isin(response_ids, torch.tensor(eos_ids, device=device))  # (N, R)
     has_eos = (is_eos & response_mask).any(-1)  # (N,)
     answer_lengths = response_mask.sum(-1) - has_eos.long()  # tokens before the EOS
@@ -314,12 +333,14 @@ def generate(
         attention_mask=torch.cat([prompt_mask, response_mask.long()], dim=1),
         response_ids=response_ids,
         response_mask=response_mask,
-        sampling_logprobs=logprobs * response_mask,
-        sampling_entropy=entropy * response_mask,
+        sampling_logprobs=sampled.logprobs * response_mask,
+        sampling_entropy=sampled.entropy * response_mask,
         prompt_index=torch.arange(len(prompts), device=device).repeat_interleave(num_samples),
         completions=completions,
         prompt_length=p,
         truncated=~has_eos,
+        sampling_discriminator=sampled.discriminator * response_mask,
+        sampling_expected_discriminator=sampled.expected_discriminator * response_mask,
     )
 
 
@@ -331,31 +352,36 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
     prompt_length = max(r.prompt_length for r in parts)
     response_length = max(r.response_ids.shape[1] for r in parts)
 
-    def pad(x: Tensor, left: int, right: int, value) -> Tensor:
-        return torch.nn.functional.pad(x, (left, right), value=value)
+    def joined(name: str, left: bool = False, value: float | bool = 0.0) -> Tensor | None:
+        """The parts' ``(n_i, ·)`` field ``name`` padded to one width and stacked."""
+        tensors = [getattr(r, name) for r in parts]
+        if any(t is None for t in tensors):
+            return None
+        padded = [
+            torch.nn.functional.pad(
+                t,
+                (prompt_length - r.prompt_length if left else 0,
+                 response_length - r.response_ids.shape[1]),
+                value=value,
+            )
+            for t, r in zip(tensors, parts, strict=True)
+        ]  # fmt: skip
+        return torch.cat(padded)
 
-    fields: dict[str, list] = {k: [] for k in ("ids", "attn", "resp", "mask", "lp", "ent", "idx")}
-    offset = 0
-    for r in parts:
-        left = prompt_length - r.prompt_length
-        right = response_length - r.response_ids.shape[1]
-        fields["ids"].append(pad(r.input_ids, left, right, pad_id))
-        fields["attn"].append(pad(r.attention_mask, left, right, 0))
-        fields["resp"].append(pad(r.response_ids, 0, right, pad_id))
-        fields["mask"].append(pad(r.response_mask, 0, right, False))
-        fields["lp"].append(pad(r.sampling_logprobs, 0, right, 0.0))
-        fields["ent"].append(pad(r.sampling_entropy, 0, right, 0.0))
-        fields["idx"].append(r.prompt_index + offset)
-        offset += int(r.prompt_index.max()) + 1
+    offsets = torch.tensor([0] + [int(r.prompt_index.max()) + 1 for r in parts[:-1]]).cumsum(0)
     return Rollout(
-        input_ids=torch.cat(fields["ids"]),
-        attention_mask=torch.cat(fields["attn"]),
-        response_ids=torch.cat(fields["resp"]),
-        response_mask=torch.cat(fields["mask"]),
-        sampling_logprobs=torch.cat(fields["lp"]),
-        sampling_entropy=torch.cat(fields["ent"]),
-        prompt_index=torch.cat(fields["idx"]),
+        input_ids=joined("input_ids", left=True, value=pad_id),
+        attention_mask=joined("attention_mask", left=True, value=0),
+        response_ids=joined("response_ids", value=pad_id),
+        response_mask=joined("response_mask", value=False),
+        sampling_logprobs=joined("sampling_logprobs"),
+        sampling_entropy=joined("sampling_entropy"),
+        prompt_index=torch.cat(
+            [r.prompt_index + offset for r, offset in zip(parts, offsets.tolist(), strict=True)]
+        ),
         completions=[c for r in parts for c in r.completions],
         prompt_length=prompt_length,
         truncated=torch.cat([r.truncated for r in parts]),
+        sampling_discriminator=joined("sampling_discriminator"),
+        sampling_expected_discriminator=joined("sampling_expected_discriminator"),
     )

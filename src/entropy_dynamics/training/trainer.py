@@ -5,7 +5,9 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
 - rollout: ``B`` prompts × ``G`` samples from the current policy at temperature ``T`` (top-p 1);
 - reward: outcome reward of the task (Countdown: 1 if the expression hits the target), no KL;
 - advantage: GRPO group-relative ``A = (R - mean_group) / (std_group + 1e-6)``, broadcast to tokens;
-- "old" policy: the rollout policy, recomputed by a teacher-forced forward before any update;
+- "old" policy: the rollout policy; its statistics are those recorded while sampling when the
+  update is on-policy (one epoch of one mini-batch), else recomputed by a teacher-forced forward
+  before any update (``rollout.statistics``);
 - statistics: ``H``, ``S_k``, ``E_p[S]`` of the temperature-scaled rollout distribution, fused
   from the final hidden states and the ``lm_head`` (no ``(N, R, V)`` logits) when the model
   allows it (:mod:`entropy_dynamics.training.forward`), from materialised logits otherwise;
@@ -36,11 +38,9 @@ from torch import Tensor
 
 from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
-from entropy_dynamics.dynamics import entropy_dynamics_metrics
 from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.methods import build_controller
 from entropy_dynamics.stats import TokenStats
-from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training import checkpoint as ckpt
 from entropy_dynamics.training.config import TrainConfig, save_config
 from entropy_dynamics.training.config_io import to_dict
@@ -53,13 +53,21 @@ from entropy_dynamics.training.forecast import (
     clip_coefficient,
     probe_rollout,
 )
+from entropy_dynamics.training.forward import dropout_of
 from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
+from entropy_dynamics.training.randomness import side_stream
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import claim_run_dir
 from entropy_dynamics.training.setup import RunSetup
-from entropy_dynamics.training.update import UpdateBatch, accumulate_gradients, adamw
+from entropy_dynamics.training.step_metrics import (
+    dynamics_metrics,
+    dynamics_positions,
+    reward_metrics,
+    rollout_metrics,
+)
+from entropy_dynamics.training.update import PreUpdate, UpdateBatch, accumulate_gradients, adamw
 
 __all__ = ["Trainer", "masked_mean"]
 
@@ -110,6 +118,12 @@ class Trainer:
             (enable or self.model.gradient_checkpointing_enable)()
         self.forward = setup.stats
         self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
+        algorithm = config.algorithm
+        self.stats_from_sampling = (  # on-policy: the sampler's statistics are the old policy's
+            config.rollout.statistics == "auto"
+            and algorithm.updates_per_step == algorithm.mini_batches == 1
+            and dropout_of(self.model) == 0
+        )
         self.optimizer, self.scheduler = adamw(self.model, config.optim)
         if checkpoint is not None:
             state = ckpt.load_checkpoint(checkpoint)
@@ -137,19 +151,6 @@ class Trainer:
             self.probe = Target(probe, probe.response_mask)
 
     # ------------------------------------------------------------------ one step
-    def _rewards(self, problems: list, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
-        owners = [problems[int(i)] for i in rollout.prompt_index]
-        scores = score_all(self.task, owners, rollout.completions)
-        reward = torch.tensor([s.reward for s in scores], dtype=torch.float32)
-        correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
-        fmt = torch.tensor([s.format for s in scores], dtype=torch.float32)
-        metrics = {
-            "reward/mean": reward.mean(),
-            "reward/accuracy": correct.mean(),
-            "reward/format": fmt.mean(),
-        }
-        return reward, metrics
-
     def train_step(self) -> dict[str, float]:
         """One step: rollout of the next prompts, then :meth:`learn` from it."""
         cfg = self.config
@@ -185,19 +186,15 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         mask = rollout.response_mask
-        reward, metrics = self._rewards(problems, rollout)
+        reward, metrics = reward_metrics(self.task, problems, rollout)
         seq_adv = self.advantage_fn(reward, rollout.prompt_index).to(self.device)
         advantages = broadcast_to_tokens(seq_adv, mask)  # (N, R)
 
-        with torch.no_grad():
-            old_features = self.forward.features(rollout)  # (N, R, d) hidden, or (N, R, V) logits
-            old = self.forward.stats(old_features, rollout.response_ids)  # (N, R) each field
-            positions = before = None
-            if cfg.dynamics:  # logits before the update, formed now: it also moves the lm_head
-                positions = self._dynamics_positions(mask)
-                before = self.forward.logits(old_features[positions])  # (n, V)
-            del old_features
-        metrics.update(self._rollout_metrics(rollout, old, advantages))
+        measure = cfg.dynamics and (self.step + 1) % cfg.dynamics_every == 0
+        positions = dynamics_positions(mask, cfg.dynamics_max_tokens) if measure else None
+        old, before, pre_update = self._rollout_policy(rollout, positions)
+        metrics.update(rollout_metrics(rollout, old, advantages))
+        metrics["stats/from_sampling"] = torch.tensor(float(pre_update is not None))
         self.loss_config, control_metrics = self.controller.begin(self.step, old, mask)
         metrics.update(control_metrics)
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
@@ -214,7 +211,7 @@ class Trainer:
         for _ in range(cfg.algorithm.updates_per_step):
             for rows in batches:
                 step_metrics, step_forecast = self._update(
-                    rollout, rows, old, advantages, keep, forecast
+                    rollout, rows, old, advantages, keep, forecast, pre_update
                 )
                 update_metrics.append(step_metrics)
                 for key, value in step_forecast.items():  # forecasts of the K×M steps add up
@@ -223,8 +220,14 @@ class Trainer:
             metrics[key] = torch.stack([m[key].float() for m in update_metrics]).mean()
 
         metrics["perf/update_time"] = time.perf_counter() - start
-        if cfg.dynamics:
-            metrics.update(self._dynamics(rollout, positions, before, advantages, keep))
+        current = old.logprobs if pre_update is None else pre_update.logprobs  # (N, R)
+        metrics["rollout/logprob_mismatch"] = masked_mean(  # sampler vs teacher forcing, same θ
+            (rollout.sampling_logprobs.to(current) - current).abs(), mask
+        )
+        if positions is not None:
+            before = before if pre_update is None else pre_update.logits  # (n, V) before the step
+            at = (rollout, positions, before, advantages, keep, cfg.rollout.temperature)
+            metrics.update(dynamics_metrics(self.forward, *at))
         if forecast is not None:
             delta_h = metrics["dynamics/delta_h_actual"]
             metrics.update(forecaster.step_metrics(forecast, forecasts, delta_h))
@@ -232,10 +235,29 @@ class Trainer:
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         return to_floats(metrics)
 
-    def _update(self, rollout: Rollout, rows, old: TokenStats, advantages, keep, forecast):
+    def _rollout_policy(self, rollout: Rollout, positions):
+        """``(old, before, pre_update)``: the rollout policy's ``(N, R)`` statistics; and either
+        the ``(n, V)`` logits at the dynamics ``positions`` from the teacher-forced pass that
+        gave them (``pre_update`` ``None``), or, statistics from the sampler, the
+        :class:`~entropy_dynamics.training.update.PreUpdate` in which the loss pass keeps them
+        (``before`` ``None``)."""
+        sampled = rollout.sampling_stats() if self.stats_from_sampling else None
+        if sampled is not None:
+            return sampled, None, PreUpdate(rollout, positions)
+        with torch.no_grad():
+            old_features = self.forward.features(rollout)  # (N, R, d) hidden, or (N, R, V) logits
+            old = self.forward.stats(old_features, rollout.response_ids)  # (N, R) each field
+            before = None
+            if positions is not None:  # formed now: the update also moves the lm_head
+                before = self.forward.logits(old_features[positions])  # (n, V)
+        return old, before, None
+
+    def _update(self, rollout: Rollout, rows, old: TokenStats, advantages, keep, forecast,
+                pre_update: PreUpdate | None = None):  # fmt: skip
         """One optimizer step on ``rows`` (a ``(B,)`` index tensor), its gradient accumulated
         over micro-batches (:func:`~entropy_dynamics.training.update.accumulate_gradients`);
-        returns ``(metrics, forecast of this step)``."""
+        returns ``(metrics, forecast of this step)``. ``pre_update`` keeps what the loss pass
+        sees of the policy before the step."""
         cfg = self.config
         batch = UpdateBatch(rollout, old, advantages, keep)  # (N, R) tensors
         self.optimizer.zero_grad(set_to_none=True)
@@ -253,6 +275,7 @@ class Trainer:
             fused=self.fused_loss,
             forecaster=forecaster,
             groups=groups,
+            pre_update=pre_update,
         )
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         predicted = {}
@@ -292,53 +315,24 @@ class Trainer:
                 "optim.lr or check the data and rewards, then resume"
             )
 
-    def _rollout_metrics(self, rollout: Rollout, old: TokenStats, advantages: Tensor):
-        mask = rollout.response_mask
-        return {
-            **old.metrics(mask),
-            "advantage/abs_mean": masked_mean(advantages.abs(), mask),
-            "response/length_mean": mask.sum(-1).float().mean(),
-            "response/truncated_frac": rollout.truncated.float().mean(),
-            "rollout/logprob_mismatch": masked_mean(
-                (rollout.sampling_logprobs.to(old.logprobs) - old.logprobs).abs(), mask
-            ),
-        }
-
-    def _dynamics_positions(self, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """The first ``dynamics_max_tokens`` valid response positions ``(rows, cols)``."""
-        rows, cols = mask.nonzero(as_tuple=True)
-        limit = self.config.dynamics_max_tokens
-        return rows[:limit], cols[:limit]
-
-    @torch.no_grad()
-    def _dynamics(self, rollout: Rollout, positions, before: Tensor, advantages, keep: Tensor):
-        """Actual vs predicted ΔH at ``positions``, from their ``(n, V)`` logits ``before``."""
-        after = self.forward.logits(self.forward.features(rollout)[positions])  # (n, V)
-        return entropy_dynamics_metrics(
-            before,
-            after,
-            rollout.response_ids[positions],
-            advantages[positions],
-            keep[positions].float(),
-            self.config.rollout.temperature,
-        )
-
     # ------------------------------------------------------------------ loop
     def close(self) -> None:
         """Release the run directory's lock (safe to call twice; exiting the process does too)."""
         self.lock.release()
 
     def evaluate(self) -> dict[str, float]:
+        """Held-out Avg@k / Pass@k on a stream of its own: training's draws are untouched."""
         cfg = self.config.eval
-        result = evaluate(
-            self.model,
-            self.tokenizer,
-            self.task,
-            self.eval_problems,
-            k=cfg.k,
-            temperature=cfg.temperature,
-            max_new_tokens=self.config.rollout.max_new_tokens,
-        )
+        with side_stream(self.config.seed, self.setup.device):
+            result = evaluate(
+                self.model,
+                self.tokenizer,
+                self.task,
+                self.eval_problems,
+                k=cfg.k,
+                temperature=cfg.temperature,
+                max_new_tokens=self.config.rollout.max_new_tokens,
+            )
         self.model.train()
         return result.to_metrics("eval")
 

@@ -14,6 +14,10 @@ the gradient from here.
   policy; on the fused path PPO-clip and its gradient come from one pass over the hidden states
   (:meth:`~entropy_dynamics.training.forward.ResponseStats.policy_loss`, issue 16) unless a
   forecast needs the loss's dependence on ``log p_k``;
+- the loss pass is a forward of the policy *before* the step: :class:`PreUpdate` keeps what the
+  trainer would otherwise need a second, teacher-forced pass for (``log p_k`` of the policy at
+  every response position, the logits at the dynamics positions), when its statistics come from
+  the sampling pass (an on-policy update, issue 30);
 - the trainer's optimizer (:func:`adamw`): AdamW, constant learning rate after an optional linear
   warm-up.
 
@@ -35,7 +39,14 @@ from entropy_dynamics.training.forecast import EntropyForecast
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout
 
-__all__ = ["UpdateBatch", "accumulate_gradients", "adamw", "loss_inputs", "micro_batches"]
+__all__ = [
+    "PreUpdate",
+    "UpdateBatch",
+    "accumulate_gradients",
+    "adamw",
+    "loss_inputs",
+    "micro_batches",
+]
 
 
 @dataclass
@@ -52,20 +63,62 @@ class UpdateBatch:
     """``(N, R)`` bool: the filter's tokens, chosen over the whole batch."""
 
 
+class PreUpdate:
+    """The policy before the step, as the loss pass sees it, chunk by chunk.
+
+    Args:
+        rollout: the batch (``N`` rows, ``R`` positions).
+        positions: ``(rows, cols)``, each ``(n,)``: the dynamics positions whose logits to keep
+            (``None``: none).
+
+    Attributes:
+        logprobs: ``(N, R)`` detached ``log p_k`` of the current policy (0 on padding, and on the
+            rows no chunk has covered yet).
+        logits: ``(n, V)`` raw logits at ``positions`` (``None`` until a chunk holds one), formed
+            with the lm_head of the moment: before the optimizer step.
+    """
+
+    def __init__(self, rollout: Rollout, positions: tuple[Tensor, Tensor] | None) -> None:
+        self.positions = positions
+        self.logprobs = torch.zeros(rollout.response_ids.shape, device=rollout.response_ids.device)
+        self.logits: Tensor | None = None
+
+    def add(self, stats: ResponseStats, rows: Tensor, features: Tensor, logprobs: Tensor) -> None:
+        """Keep what chunk ``rows`` (``(n,)``) shows: its ``(n, R)`` ``logprobs`` and, at the
+        dynamics positions among its rows, the logits of its ``(n, R, ·)`` ``features``."""
+        self.logprobs[rows] = logprobs.detach().to(self.logprobs.dtype)
+        if self.positions is None:
+            return
+        pos_rows, pos_cols = self.positions
+        local = torch.full((self.logprobs.shape[0],), -1, dtype=torch.long, device=rows.device)
+        local[rows] = torch.arange(len(rows), device=rows.device)  # batch row → chunk row
+        inside = local[pos_rows] >= 0  # (n_pos,) positions this chunk holds
+        with torch.no_grad():
+            logits = stats.logits(features[local[pos_rows[inside]], pos_cols[inside]].detach())
+        if self.logits is None:
+            self.logits = logits.new_empty((len(pos_rows), logits.shape[-1]))
+        self.logits[inside] = logits
+
+
 def micro_batches(rows: Tensor, size: int) -> list[Tensor]:
     """``rows`` in consecutive micro-batches of ``size`` (0 or ``size >= len(rows)``: one)."""
     return list(rows.split(size)) if size and size < len(rows) else [rows]
 
 
 def loss_inputs(
-    stats: ResponseStats, config: PolicyLossConfig, batch: UpdateBatch, rows: Tensor
+    stats: ResponseStats,
+    config: PolicyLossConfig,
+    batch: UpdateBatch,
+    rows: Tensor,
+    features: Tensor | None = None,
 ) -> PolicyLossInputs:
     """The policy-loss inputs of ``rows``: the current policy's ``log p_k`` (and entropy, with
     gradient when there is a bonus), the rollout policy's ``S_k`` and ``E_p[S]`` for the filters,
-    as in the reference code."""
+    as in the reference code. ``features``: ``rows``' features already formed with gradient."""
     rollout, old = batch.rollout, batch.old
     tokens = rollout.response_ids[rows]  # (n, R)
-    features = stats.features(rollout, rows)  # (n, R, d) hidden states, or (n, R, V) logits
+    if features is None:
+        features = stats.features(rollout, rows)  # (n, R, d) hidden states, or (n, R, V) logits
     new = stats.stats(features, tokens, entropy_grad=config.entropy_coef != 0)
     return PolicyLossInputs(
         logprobs=new.logprobs,  # (n, R)
@@ -89,6 +142,7 @@ def accumulate_gradients(
     fused: bool = False,
     forecaster: EntropyForecast | None = None,
     groups: dict[str, Tensor] | None = None,
+    pre_update: PreUpdate | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Backpropagate the loss of ``rows`` into ``.grad``, micro-batch by micro-batch.
 
@@ -103,6 +157,7 @@ def accumulate_gradients(
         forecaster: also accumulate each token group's share of the gradient
             (:meth:`~entropy_dynamics.training.forecast.EntropyForecast.add_group_gradients`).
         groups: group name → ``(N, R)`` bool mask, the forecaster's token groups.
+        pre_update: keeps the policy's ``log p_k`` and dynamics logits seen by the loss pass.
 
     Returns:
         ``(loss, metrics)``: the 0-d CPU sum of the micro-batches' weighted losses and the loss
@@ -119,18 +174,22 @@ def accumulate_gradients(
             mode = config.agg_mode
             share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained, dtype)
             shares = (share_pg, aggregation_share(mode, mask[chunk], valid, dtype))
+        features = stats.features(batch.rollout, chunk)  # (n, R, ·), with gradient
         if fused and forecaster is None:  # the gradient is formed in this forward
-            out = stats.policy_loss(config, batch.rollout, chunk, batch.old.logprobs,
-                                    batch.advantages, keep, shares)  # fmt: skip
-            loss = out.loss
+            out, current = stats.policy_loss(config, batch.rollout, chunk, batch.old.logprobs,
+                                             batch.advantages, keep, shares, features)  # fmt: skip
+            loss, logprobs = out.loss, current.logprobs
         else:
-            inputs = loss_inputs(stats, config, batch, chunk)
+            inputs = loss_inputs(stats, config, batch, chunk, features)
+            logprobs = inputs.logprobs
             out = compute_policy_loss(config, inputs)  # over (n, R) tokens
             loss = out.loss  # 0-d
             if len(chunks) > 1:
                 loss = shares[0] * out.pg_loss
                 if config.entropy_coef != 0:
                     loss = loss - config.entropy_coef * shares[1] * out.entropy
+        if pre_update is not None:
+            pre_update.add(stats, chunk, features, logprobs)
         if forecaster is not None:
             chunk_groups = {name: m[chunk] for name, m in (groups or {}).items()}  # (n, R) each
             forecaster.add_group_gradients(loss, inputs.logprobs, chunk_groups)

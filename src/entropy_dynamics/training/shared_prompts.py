@@ -1,0 +1,127 @@
+"""Teacher forcing with each distinct prompt run once: GRPO's ``G`` samples of a prompt share it.
+
+A rollout repeats every prompt ``G`` times (a group). A teacher-forced forward of the whole
+``(N, P + R)`` batch runs each prompt's ``P`` positions ``G`` times over; on the embedded default
+(``P`` 15, ``R`` about 10) that is 60 % of the tokens of every statistics, loss and dynamics pass.
+Here the distinct prompts run once, their key/value cache is gathered to every row that shares
+them (an index: differentiable, so the gradient of the ``G`` rows' losses flows back into the one
+prompt pass), and the responses run on top. The outputs equal the full forward's to float
+rounding; :func:`check_shared_prompts` tests that once on a probe, and the caller falls back to
+the full forward for a model whose cache does not allow it.
+
+``run(ids, attention_mask, position_ids, cache=None) -> (outputs, cache)`` is the model call:
+the decoder's hidden states or the model's logits, ``(n, L, ·)``, and its key/value cache (kept
+when ``cache`` is given or ``use_cache`` asked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from entropy_dynamics.training.rollout import Rollout, teacher_forcing_inputs
+
+__all__ = ["Run", "check_shared_prompts", "full_outputs", "shared_prompt_outputs"]
+
+Run = Callable[..., tuple[Tensor, object]]
+
+_PROBE_PROMPT, _PROBE_RESPONSE = 5, 4
+
+
+def _index(rollout: Rollout, rows: Tensor | slice | None) -> Tensor:
+    """``rows`` as a ``(n,)`` index tensor of the rollout's rows."""
+    every = torch.arange(rollout.input_ids.shape[0], device=rollout.input_ids.device)
+    return every if rows is None else every[rows]
+
+
+def full_outputs(run: Run, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:
+    """``(n, R, ·)`` outputs predicting each response token, from one forward of the whole rows."""
+    inputs = teacher_forcing_inputs(rollout, rows)
+    outputs, _ = run(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
+    return outputs[:, rollout.prompt_length - 1 : -1]  # position t predicts token t + 1
+
+
+def shared_prompt_outputs(run: Run, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:
+    """``(n, R, ·)`` outputs predicting each response token, each distinct prompt run once.
+
+    The prompts are told apart by their ids and attention mask (left padding included), so rows
+    need not be whole groups.
+    """
+    index = _index(rollout, rows)  # (n,)
+    p = rollout.prompt_length
+    ids, attention = rollout.input_ids[index], rollout.attention_mask[index]  # (n, P + R)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens from 0
+    prompts, owner = torch.unique(
+        torch.cat([ids[:, :p], attention[:, :p]], -1), dim=0, return_inverse=True
+    )  # (u, 2P), (n,): the distinct prompts and which one each row has
+    prompt_attention = prompts[:, p:]
+    prompt_positions = (prompt_attention.cumsum(-1) - 1).clamp(min=0)
+    outputs, cache = run(prompts[:, :p], prompt_attention, prompt_positions, use_cache=True)
+    first = outputs[owner, -1:]  # (n, 1, ·): the last prompt position predicts response token 0
+    if ids.shape[1] - p < 2:
+        return first
+    if cache is None:  # the model kept none (e.g. gradient checkpointing turned it on since)
+        return full_outputs(run, rollout, rows)
+    cache.batch_select_indices(owner)  # (u, ·) → (n, ·) keys and values of every layer
+    rest, _ = run(ids[:, p:-1], attention[:, :-1], positions[:, p:-1], cache=cache)  # (n, R-1, ·)
+    return torch.cat([first, rest], 1)  # (n, R, ·)
+
+
+def _probe(vocab: int, device: torch.device) -> Rollout:
+    """Three rows, two sharing a left-padded prompt, one response cut short by padding."""
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(2, vocab, (2, _PROBE_PROMPT), generator=gen)
+    prompt_mask = torch.ones_like(prompt)
+    prompt_mask[0, 0] = 0  # left padding
+    prompts = prompt[[0, 0, 1]] * prompt_mask[[0, 0, 1]]
+    response = torch.randint(2, vocab, (3, _PROBE_RESPONSE), generator=gen)
+    response_mask = torch.ones_like(response, dtype=torch.bool)
+    response_mask[1, -1] = False  # a response that ended early
+    zeros = torch.zeros(response.shape)
+    return Rollout(
+        input_ids=torch.cat([prompts, response * response_mask], 1).to(device),
+        attention_mask=torch.cat([prompt_mask[[0, 0, 1]], response_mask.long()], 1).to(device),
+        response_ids=response.to(device),
+        response_mask=response_mask.to(device),
+        sampling_logprobs=zeros,
+        sampling_entropy=zeros,
+        prompt_index=torch.tensor([0, 0, 1]),
+        completions=["", "", ""],
+        prompt_length=_PROBE_PROMPT,
+        truncated=torch.zeros(3, dtype=torch.bool),
+    )
+
+
+def check_shared_prompts(run: Run, model: torch.nn.Module) -> str:
+    """``""`` when :func:`shared_prompt_outputs` reproduces :func:`full_outputs` on a probe for
+    this model (in eval mode, no gradient), else why not."""
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    vocab = getattr(embeddings, "num_embeddings", None)
+    if vocab is None or vocab < 3:
+        return "the model exposes no input embeddings to probe with"
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.x
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if checkpointing:
+        return "gradient checkpointing turns the key/value cache off"
+    param = next(model.parameters())
+    probe = _probe(vocab, param.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            reference = full_outputs(run, probe).float()
+            shared = shared_prompt_outputs(run, probe).float()
+    except Exception as exc:  # any failure means: run every prompt with its rows
+        return f"the shared-prompt forward failed: {type(exc).__name__}: {exc}"
+    finally:
+        model.train(was_training)
+    valid = probe.response_mask
+    tolerance = 1e-4 if param.dtype in (torch.float32, torch.float64) else 3e-2
+    error = float((shared - reference)[valid].abs().max())
+    scale = 1.0 + float(reference[valid].abs().max())
+    if not error <= tolerance * scale:
+        return f"the shared-prompt forward differs from the full one by {error:.3g}"
+    return ""

@@ -1,0 +1,55 @@
+"""Teacher forcing with each distinct prompt run once equals the full forward, values and
+gradients, for the decoder's hidden states and the model's logits."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.rollout import generate
+from entropy_dynamics.training.shared_prompts import (
+    check_shared_prompts,
+    full_outputs,
+    shared_prompt_outputs,
+)
+
+
+@pytest.fixture(scope="module")
+def rollout(tiny_lm):
+    model, tokenizer = tiny_lm
+    torch.manual_seed(0)
+    prompts = ["1 2 -> 3: ", "12 7 3 -> 16: ", "4 -> 4: "]  # different lengths: left padding
+    return generate(model, tokenizer, prompts, num_samples=3, max_new_tokens=6)
+
+
+@pytest.mark.parametrize("mode", ["auto", "never"], ids=["hidden states", "logits"])
+@pytest.mark.parametrize("rows", [None, [0, 2, 4, 5, 7]], ids=["all", "part of groups"])
+def test_shared_prompts_equal_the_full_forward(tiny_lm, rollout, mode, rows) -> None:
+    model = copy.deepcopy(tiny_lm[0])
+    stats = ResponseStats(model, 1.0, mode, shared_prompts=False)
+    index = None if rows is None else torch.tensor(rows)
+    mask = rollout.response_mask if index is None else rollout.response_mask[index]
+    weights = torch.randn(*mask.shape, 1, generator=torch.Generator().manual_seed(1))
+    results = []
+    for forward in (full_outputs, shared_prompt_outputs):
+        model.zero_grad()
+        outputs = forward(stats._run, rollout, index)  # (n, R, ·)
+        assert outputs.shape[:2] == mask.shape
+        (outputs * weights)[mask].sum().backward()  # a loss over the valid positions only
+        results.append((outputs.detach()[mask], [p.grad.clone() for p in model.parameters()]))
+    (full, full_grads), (shared, shared_grads) = results
+    torch.testing.assert_close(shared, full, rtol=1e-5, atol=1e-5)
+    for a, b in zip(shared_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_check_passes_here_and_names_what_stops_it(tiny_lm) -> None:
+    model = copy.deepcopy(tiny_lm[0])
+    stats = ResponseStats(model, 1.0)
+    assert stats.shares_prompts and check_shared_prompts(stats._run, model) == ""
+    model.gradient_checkpointing_enable()
+    assert "checkpointing" in check_shared_prompts(stats._run, model)
+    assert ResponseStats(model, 1.0, shared_prompts=False).prompt_reason == "off"
