@@ -36,6 +36,7 @@ from _interleaved import interleaved_learn_times
 from entropy_dynamics.advantages import broadcast_to_tokens
 from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.training.config import load_config
+from entropy_dynamics.training.step_metrics import reward_metrics
 from entropy_dynamics.training.trainer import Trainer
 
 METHODS = ("grpo", "clip_b", "clip_v")
@@ -142,7 +143,7 @@ def _filter_times(trainer, problems, rollout, losses, repeats: int) -> dict[str,
     """Median time of the token selection alone (the only work Clip_B / Clip_V add to GRPO:
     ``S_k`` and ``E_p[S]`` come out of the same statistics pass for every method)."""
     mask = rollout.response_mask
-    reward, _ = trainer._rewards(problems, rollout)
+    reward, _ = reward_metrics(trainer.task, problems, rollout)
     advantages = broadcast_to_tokens(trainer.advantage_fn(reward, rollout.prompt_index), mask)
     with torch.no_grad():
         old = trainer.forward.stats(trainer.forward.features(rollout), rollout.response_ids)

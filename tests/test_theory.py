@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from entropy_dynamics import theory
-from entropy_dynamics.study.verification import convergence_table, loglog_slope
+from entropy_dynamics.study.verification import loglog_slope
 
 STEPS = [1e-1, 1e-2, 1e-3, 1e-4]
 
@@ -151,9 +151,3 @@ def test_invalid_temperature_is_refused() -> None:
     with pytest.raises(ValueError, match="temperature"):
         theory.entropy(torch.zeros(3), temperature=0.0)
 
-
-def test_convergence_table_reports_second_order_slopes() -> None:
-    rows = convergence_table(vocab_size=200, positions=8, seed=0)
-    slopes = [row.slope for row in rows if row.slope is not None]
-    assert len(slopes) == 2
-    assert all(abs(slope - 2.0) < 0.1 for slope in slopes)

@@ -15,7 +15,8 @@ rules, the closed-loop controllers), then ``methods`` (the one table of methods:
 preset, controller). The machinery lives in rooms, each importing only the rooms listed before
 it: ``kernels`` (streaming statistics, Triton), ``models`` and ``tasks``, ``training`` (the
 trainer), ``study`` (experiments and reports), ``integrations`` (TRL, verl), ``cli`` (the
-``entropy-dynamics`` command). ``errors`` holds the exception types every room shares.
+``entropy-dynamics`` command). ``errors`` holds the exception types every room shares, ``finite``
+the check that every float option is a finite number.
 """
 
 from entropy_dynamics import theory

@@ -1,4 +1,6 @@
-"""The command line's public surface: every command with its flags, and the shared error exit."""
+"""The command line's public surface (``cli/app.py``): every command with its flags, ``--debug``,
+``--version``, and an unexpected error in one line. The error exit: ``test_console.py``; the
+``--help`` format: ``test_help.py``."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ FLAGS = {
     "--on-error --seed --temperature --top-p",
     "methods": "",
 }
-"""Documented commands and their flags (README, DESIGN.md): users' scripts rely on them."""
+"""Documented commands and their flags (the README's): users' scripts rely on them."""
 
 
 def _commands() -> dict:
@@ -50,14 +52,6 @@ def test_each_command_has_help(command: str) -> None:
     done = CliRunner().invoke(app, [command, "--help"])
     assert done.exit_code == 0, done.output
     assert "Usage" in done.output
-
-
-def test_a_bad_value_exits_2_with_the_message_shown_verbatim(tmp_path) -> None:
-    # the shared fail(): markup-like text in a message (a path with brackets) is printed as typed
-    missing = tmp_path / "[not-there].yaml"
-    done = CliRunner().invoke(app, ["train", "--config", str(missing), "--dry-run"])
-    assert done.exit_code == 2
-    assert "error:" in done.output and "[not-there].yaml" in done.output
 
 
 def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys) -> None:
@@ -91,24 +85,3 @@ def test_version() -> None:
 
     done = CliRunner().invoke(app, ["--version"])
     assert done.exit_code == 0 and done.output.strip() == f"entropy-dynamics {__version__}"
-
-
-@pytest.mark.parametrize("command", [None, *sorted(FLAGS)])
-def test_help_shows_flags_as_flags_and_values_with_their_type(command: str | None) -> None:
-    # Typer prints `--resume <bool>` unless told otherwise, as if the flag took a value
-    wide = {"COLUMNS": "160"}  # at 80 columns a long option name is cut short (`--constant-a…`)
-    done = CliRunner().invoke(app, [*([command] if command else []), "--help"], env=wide)
-    assert done.exit_code == 0, done.output
-    lines = done.output.splitlines()
-    group = typer.main.get_command(app)
-    params = group.commands[command].params if command else group.params  # type: ignore[attr-defined]
-    for param in params:
-        if not param.opts[0].startswith("--"):
-            continue
-        line = next(x for x in lines if f" {param.opts[0]} " in x)  # the option's first line
-        if param.is_flag:
-            assert "<" not in line, line
-        elif param.metavar is None:  # an option that takes a value says which kind
-            assert "<" in line, line
-    help_line = next(x for x in lines if " --help " in x)
-    assert "<bool>" not in help_line

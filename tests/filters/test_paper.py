@@ -1,6 +1,7 @@
 """Token filters on hand-built batches (expected masks derived in comments) and against
 independently written brute-force references (float64, boolean indexing, Python control flow):
-Clip_B, Clip_V and what every filter must do. The other filters: test_filters_others.py."""
+Clip_B and Clip_V (``filters/paper.py``). What every filter must do: test_filters_base.py; the
+baselines: test_baselines.py."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ import torch
 
 from entropy_dynamics.advantages import broadcast_to_tokens, contiguous_group_ids, grpo_advantages
 from entropy_dynamics.filters import (
-    available_filters,
     clip_b,
     clip_v,
-    get_filter,
 )
-from entropy_dynamics.stats import TokenStats, token_stats
+from entropy_dynamics.stats import token_stats
 from filter_helpers import PAD, mask_where, row_advantages, rows, stats_with
 
 # ---------------------------------------------------------------------------------------------
@@ -224,89 +223,3 @@ def test_clip_v_matches_reference_control_flow_on_real_stats(seed):
     keep, _ = clip_b(stats, adv, mask, mu=1.0)
     assert torch.equal(keep, expected)
     assert not torch.equal(keep, mask)  # the case is not trivial
-
-
-# ---------------------------------------------------------------------------------------------
-# Every filter: padding is never counted and never kept; no autograd; dtype; validation
-# ---------------------------------------------------------------------------------------------
-
-FILTER_OPTIONS = {
-    "clip_b": {"mu": 0.5},
-    "clip_v": {"mu": 0.5, "max_frac": 0.1},
-    "high_entropy": {"rho": 0.3},
-    "clip_cov": {"clip_ratio": 0.1, "clip_cov_lb": 0.0, "clip_cov_ub": 10.0},
-    "kl_cov": {"kl_cov_ratio": 0.1},
-    "sign_intervention": {"sample_sign": "negative", "keep": "s_negative"},
-    "entropy_target": {"target": 2.0, "max_share": 0.3},
-    "none": {},
-}
-
-
-def _random_batch(seed: int, pad_value: float, dtype=torch.float32):
-    gen = torch.Generator().manual_seed(seed)
-    shape = (6, 9)
-    mask = torch.arange(9) < torch.tensor([9, 3, 7, 1, 5, 8]).unsqueeze(1)
-
-    def field(scale=1.0):
-        x = scale * torch.randn(shape, generator=gen, dtype=torch.float64)
-        return torch.where(mask, x, pad_value).to(dtype)
-
-    stats = TokenStats(field(), field().abs(), field(0.3), field(0.3))
-    adv = torch.where(mask, torch.randn(6, 1, generator=gen, dtype=torch.float64), pad_value)
-    return stats, adv.to(dtype), mask
-
-
-def test_filter_registry():
-    # Names starting with '_' are private registrations of other test modules.
-    assert set(FILTER_OPTIONS) == {n for n in available_filters() if not n.startswith("_")}
-    assert get_filter("clip_b") is clip_b
-    with pytest.raises(KeyError, match="clip_b, clip_cov, clip_v"):
-        get_filter("clip_x")
-
-
-@pytest.mark.parametrize("name", sorted(FILTER_OPTIONS))
-def test_padding_never_counted_nor_kept(name):
-    fn = get_filter(name)
-    results = []
-    for pad_value in (0.0, float("nan"), 1e30, -float("inf")):
-        stats, adv, mask = _random_batch(3, pad_value)
-        options = dict(FILTER_OPTIONS[name])
-        if name == "clip_cov":
-            options["generator"] = torch.Generator().manual_seed(0)
-        keep, metrics = fn(stats, adv, mask, **options)
-        assert keep.dtype == torch.bool and keep.shape == mask.shape
-        assert not (keep & ~mask).any()
-        results.append((keep, metrics))
-    for keep, metrics in results[1:]:
-        assert torch.equal(keep, results[0][0])
-        assert metrics.keys() == results[0][1].keys()
-        for key, value in metrics.items():
-            assert value.dim() == 0, key
-            torch.testing.assert_close(value, results[0][1][key], equal_nan=True)
-    # the random case is non-trivial for the filters that drop tokens
-    if name not in ("none", "kl_cov"):
-        assert 0 < results[0][0].sum() < mask.sum()
-
-
-@pytest.mark.parametrize("name", sorted(FILTER_OPTIONS))
-def test_filters_are_detached_and_follow_float64(name):
-    stats, adv, mask = _random_batch(4, 0.0, dtype=torch.float64)
-    logprobs = stats.logprobs.clone().requires_grad_(True)
-    stats = TokenStats(logprobs, stats.entropy, stats.discriminator, stats.expected_discriminator)
-    keep, metrics = get_filter(name)(stats, adv, mask, **FILTER_OPTIONS[name])
-    assert not keep.requires_grad
-    for value in metrics.values():
-        assert not value.requires_grad
-        if value.is_floating_point():
-            assert value.dtype == torch.float64
-
-
-@pytest.mark.parametrize("name", sorted(FILTER_OPTIONS))
-def test_shape_validation(name):
-    stats, adv, mask = _random_batch(0, 0.0)
-    fn = get_filter(name)
-    with pytest.raises(ValueError, match=r"advantages has shape \(6,\)"):
-        fn(stats, adv[:, 0], mask)
-    bad = TokenStats(stats.logprobs, stats.entropy[:, :4], stats.discriminator, stats.logprobs)
-    with pytest.raises(ValueError, match=r"stats\.entropy has shape"):
-        fn(bad, adv, mask)

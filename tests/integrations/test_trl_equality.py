@@ -108,9 +108,3 @@ def test_plugin_keep_mask_loss_and_gradients_equal_our_trainer(
         expected = float((mask & ~keep).sum() / mask.sum())
         assert kept_fraction[key] == pytest.approx([expected])
 
-
-def test_loss_types_without_an_aggregation_mode_are_named() -> None:
-    with pytest.raises(ValueError, match="sapo"):
-        trl_aggregation("sapo", 4, 8)
-    assert trl_aggregation("bnpo", 4, 8) == ("token-mean", None)
-    assert trl_aggregation("dr_grpo", 4, 8) == ("seq-mean-token-sum-norm", 32.0)

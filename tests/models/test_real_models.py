@@ -1,4 +1,5 @@
-"""Real-checkpoint features on test fixtures: BPE + chat template, padded vocabulary, GGUF files."""
+"""Real-checkpoint features on test fixtures: BPE + chat template, padded vocabulary, GGUF files.
+The chat-template prompts themselves: ``tests/training/test_prompts.py``."""
 
 from __future__ import annotations
 
@@ -8,27 +9,11 @@ import pytest
 import torch
 
 from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
-from entropy_dynamics.training.config import TaskConfig, load_config
+from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.forward import ResponseStats
-from entropy_dynamics.training.prompts import build_prompted_task, chat_prompt, uses_chat
+from entropy_dynamics.training.prompts import chat_prompt, uses_chat
 from entropy_dynamics.training.rollout import generate
 from entropy_dynamics.training.trainer import Trainer
-
-
-def test_chat_template_wraps_task_prompts(chat_model_dir, tiny_lm) -> None:
-    _, tokenizer = load_model_and_tokenizer(chat_model_dir)
-    assert uses_chat(tokenizer, "auto") and not uses_chat(tokenizer, "never")
-    task = build_prompted_task(TaskConfig(), tokenizer, "auto")
-    plain = build_prompted_task(TaskConfig(), tokenizer, "never")
-    problem = task.eval_problems()[0]
-    # ChatML, by hand: one user turn, then the assistant header.
-    expected = f"<|im_start|>user\n{plain.prompt(problem)}<|im_end|>\n<|im_start|>assistant\n"
-    assert task.prompt(problem) == expected == chat_prompt(tokenizer, plain.prompt(problem))
-    assert task.score(problem, "no answer").correct == 0.0
-    char_tokenizer = tiny_lm[1]  # no chat template
-    assert not uses_chat(char_tokenizer, "auto")
-    with pytest.raises(ValueError, match=r"chat_template=always.*no chat template"):
-        build_prompted_task(TaskConfig(), char_tokenizer, "always")
 
 
 def test_padded_rows_are_never_sampled_nor_counted(chat_model_dir) -> None:
@@ -131,32 +116,6 @@ def test_analyze_runs_on_real_format_models(fixture, request, tmp_path) -> None:
     for name in ("tokens.csv", "tokens.html", "one_step.json"):
         assert (out / name).stat().st_size > 0, name
     assert "&lt;|im_start|&gt;user" in (out / "tokens.html").read_text()  # chat-template prompt
-
-
-def test_a_template_bos_is_not_doubled_by_the_tokenizer() -> None:
-    # Llama-style: the template writes BOS and tokenizer(text) prepends BOS too; the rendered
-    # prompt must encode to exactly one BOS. Without automatic BOS the template's stays.
-    from tokenizers import processors
-
-    from model_fixtures import CHATML, bpe_tokenizer
-
-    tokenizer = bpe_tokenizer()
-    bos = "<|endoftext|>"
-    bos_id = tokenizer.convert_tokens_to_ids(bos)
-    tokenizer.bos_token = bos
-    tokenizer.chat_template = "{{ bos_token }}" + CHATML
-    plain = chat_prompt(tokenizer, "hi")
-    assert plain.startswith(bos)  # the tokenizer adds no BOS: keep the template's
-    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", special_tokens=[(bos, bos_id)]
-    )
-    rendered = chat_prompt(tokenizer, "hi")
-    assert rendered == plain[len(bos) :]
-    ids = tokenizer(rendered)["input_ids"]
-    assert ids[0] == bos_id and ids.count(bos_id) == 1
-    task = build_prompted_task(TaskConfig(), tokenizer)
-    problem = task.eval_problems()[0]
-    assert tokenizer(task.prompt(problem))["input_ids"].count(bos_id) == 1
 
 
 def test_a_separate_tokenizer_directory_is_used(gguf_model_file, random_model_dir) -> None:

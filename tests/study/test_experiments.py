@@ -1,4 +1,5 @@
-"""Grids of runs: argument parsing, planning, interrupted-and-resumed grids, the CLI commands."""
+"""Running grids (``study/experiments.py``): complete metrics, interrupted-and-resumed grids, worker
+processes, ``compare`` and ``report`` over a grid. The plan itself: ``test_grid.py``."""
 
 from __future__ import annotations
 
@@ -11,128 +12,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from entropy_dynamics.cli.experiments import (
-    compare_command,
-    parse_seeds,
-    report_command,
-    validate_signs_command,
-)
-from entropy_dynamics.study.experiments import (
-    RunEvent,
-    metrics_complete,
-    parse_grid_args,
-    plan_grid,
-    run_grid,
-    run_status,
-    split_top_level,
-)
+from entropy_dynamics.cli.experiments import compare_command, report_command
+from entropy_dynamics.study.experiments import RunEvent, metrics_complete, run_grid, run_status
+from entropy_dynamics.study.grid import plan_grid
 from entropy_dynamics.training.metrics import read_metrics
-
-FAST = [
-    "rollout.prompts_per_step=2",
-    "rollout.group_size=4",
-    "rollout.max_new_tokens=6",
-    "eval.every=2",
-    "eval.problems=3",
-    "eval.k=2",
-    "checkpoint_every=1",
-    "tensorboard=false",
-    "threads=1",
-    "task.countdown.n_train=40",
-    "task.countdown.n_eval=10",
-    "steps=2",
-    # A random model earns no reward; the entropy bonus still moves the weights.
-    "algorithm.loss.entropy_coef=0.05",
-    "optim.lr=1e-3",
-]
+from run_helpers import FAST
 
 
 @pytest.fixture(scope="module")
 def model_dir(random_model_dir):
     return random_model_dir
-
-
-# ------------------------------------------------------------------------------ parsing
-
-
-def test_split_top_level_keeps_brackets_and_quotes() -> None:
-    assert split_top_level("1e-4, 2e-4") == ["1e-4", "2e-4"]
-    assert split_top_level("{a: 1, b: 2},[1, 2],'x,y'") == ["{a: 1, b: 2}", "[1, 2]", "'x,y'"]
-    assert split_top_level("plain") == ["plain"]
-
-
-def test_parse_grid_args_separates_fixed_and_sweeps() -> None:
-    fixed, sweeps = parse_grid_args(
-        [
-            "steps=5",
-            "optim.lr=1e-4,2e-4",
-            "algorithm.loss.filter_options={sample_sign: negative, keep: s_positive}",
-            "clip_b:algorithm.loss.filter_options.mu=2.5",
-        ]
-    )
-    assert fixed == [
-        "steps=5",
-        "algorithm.loss.filter_options={sample_sign: negative, keep: s_positive}",
-    ]
-    assert sweeps == {
-        "optim.lr": ["1e-4", "2e-4"],
-        "clip_b:algorithm.loss.filter_options.mu": ["2.5"],
-    }
-    with pytest.raises(ValueError, match="key=value"):
-        parse_grid_args(["steps"])
-    with pytest.raises(ValueError, match="empty value"):
-        parse_grid_args(["optim.lr=1e-4,"])
-
-
-def test_parse_seeds() -> None:
-    assert parse_seeds("3") == [0, 1, 2]
-    assert parse_seeds("0,5,7") == [0, 5, 7]
-    with pytest.raises(ValueError, match="--seeds"):
-        parse_seeds("two")
-
-
-def test_plan_grid_names_configs_and_scoped_sweeps(tmp_path) -> None:
-    specs = plan_grid(
-        ["grpo", "clip_b"],
-        [0, 1],
-        {"optim.lr": ["1e-4", "2e-4"], "clip_b:algorithm.loss.filter_options.mu": ["2.0", "3.0"]},
-        ["steps=3"],
-        tmp_path,
-    )
-    # grpo: 2 lr × 2 seeds; clip_b: 2 lr × 2 mu × 2 seeds.
-    assert len(specs) == 4 + 8
-    names = [s.name for s in specs]
-    assert len(set(names)) == len(names)
-    assert "grpo-lr=1e-4-seed0" in names
-    assert "clip_b-lr=2e-4-mu=3.0-seed1" in names
-    spec = specs[names.index("clip_b-lr=2e-4-mu=3.0-seed1")]
-    config = spec.config
-    assert (config.seed, config.steps, config.optim.lr) == (1, 3, 2e-4)
-    # The dotted override reaches into the loss-options mapping.
-    assert config.algorithm.loss == {"filter_options": {"mu": 3.0}}
-    assert config.algorithm.policy_loss().filter_options == {"mu": 3.0}
-    assert spec.run_dir == tmp_path / spec.name
-    assert spec.sweep == {"optim.lr": "2e-4", "algorithm.loss.filter_options.mu": "3.0"}
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"methods": ["grpo", "nope"]}, "methods: unknown nope"),
-        ({"methods": []}, "at least one method"),
-        ({"seeds": [0, 0]}, "seeds"),
-        ({"base_overrides": ["seed=3"]}, "seed is set by the grid"),
-        ({"base_overrides": ["name=x"]}, "name is set by the grid"),
-        ({"sweeps": {"clip_v:optim.lr": ["1", "2"]}}, "scoped to 'clip_v'"),
-        ({"sweeps": {"optim.lr": ["1", "1"]}}, "duplicate values"),
-        # Every run is validated before anything starts: grpo has no filter options.
-        ({"sweeps": {"algorithm.loss.filter_options.mu": ["2", "3"]}}, "run grpo-mu=2-seed0"),
-    ],
-)
-def test_plan_grid_refuses_bad_input(tmp_path, kwargs, message) -> None:
-    arguments = {"methods": ["grpo"], "seeds": [0], "output_dir": tmp_path, **kwargs}
-    with pytest.raises(ValueError, match=message):
-        plan_grid(**arguments)
 
 
 def test_metrics_complete_and_repair(tmp_path) -> None:
@@ -244,7 +133,6 @@ def test_grid_killed_by_sigkill_resumes(tmp_path, model_dir) -> None:
 def _app() -> typer.Typer:
     app = typer.Typer()
     app.command("compare")(compare_command)
-    app.command("validate-signs")(validate_signs_command)
     app.command("report")(report_command)
     return app
 
@@ -280,19 +168,3 @@ def test_grid_in_worker_processes(tmp_path, model_dir) -> None:
     for r in results:
         assert [row["step"] for row in read_metrics(r.run_dir / "metrics.jsonl")] == [1]
 
-
-def test_cli_validate_signs_runs_four_interventions(tmp_path, model_dir) -> None:
-    overrides = [f"model.path={model_dir}", *FAST, "steps=1"]
-    result = CliRunner().invoke(
-        _app(), ["validate-signs", "-o", str(tmp_path), *overrides], catch_exceptions=False
-    )
-    assert result.exit_code == 0, result.output
-    rows = json.loads((tmp_path / "signs.json").read_text())
-    assert [(r["sample_sign"], r["keep"]) for r in rows] == [
-        ("positive", "s_positive"),
-        ("positive", "s_negative"),
-        ("negative", "s_positive"),
-        ("negative", "s_negative"),
-    ]
-    lines = (tmp_path / "signs.md").read_text().splitlines()
-    assert sum(line.startswith("| ") for line in lines) == 5  # header + 4 rows

@@ -159,8 +159,3 @@ def test_reward_figure_draws_no_duplicate_series(tmp_path, figures) -> None:
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels == ["train reward = accuracy", "held-out pass@1", "held-out pass@4"]
 
-
-def test_ema_by_hand() -> None:
-    # span 3 -> a = 0.5: raw 0.5·2 = 1, weight 0.5 -> 2; then (0.5·1 + 0.5·4)/0.75 = 10/3.
-    assert plot_style.ema([2.0, 4.0], span=3) == pytest.approx([2.0, 10 / 3])
-    assert plot_style.ema([1.0, 5.0, 2.0], span=1) == [1.0, 5.0, 2.0]  # span 1: no smoothing

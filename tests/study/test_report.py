@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 
 import pytest
-import yaml
 from PIL import Image
 
-from entropy_dynamics.study.report import FIGURES, write_report
-from entropy_dynamics.study.runs import group_runs, load_runs
-from entropy_dynamics.study.summaries import fit_line, mean_std
+from entropy_dynamics.study.report import FIGURES, _sweep_keys, write_report
+from entropy_dynamics.study.runs import Group, group_runs, load_runs
 from entropy_dynamics.training.config import load_config, save_config
 
 DELTA = (0.01, -0.02, 0.005)  # actual ΔH of steps 1..3 (times a per-run scale)
@@ -95,17 +92,6 @@ def _tables(markdown: str) -> dict[str, list[dict[str, str]]]:
                 rows.append(dict(zip(header, cells, strict=True)))
             tables[heading] = rows
     return tables
-
-
-def test_mean_std_and_fit_line_by_hand() -> None:
-    assert mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))  # sample std: sqrt(((1)^2+(1)^2)/1)
-    assert mean_std([5.0]) == (5.0, 0.0)
-    assert all(math.isnan(v) for v in mean_std([]))
-    r, slope = fit_line([0.0, 1.0, 2.0], [1.0, 3.0, 5.0])  # y = 2x + 1
-    assert r == pytest.approx(1.0) and slope == pytest.approx(2.0)
-    r, slope = fit_line([0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 1.0, 0.0])  # symmetric: no trend
-    assert r == pytest.approx(0.0) and slope == pytest.approx(0.0)
-    assert all(math.isnan(v) for v in fit_line([1.0], [1.0]))
 
 
 def test_groups_by_config_over_seeds(runs) -> None:
@@ -216,18 +202,11 @@ def test_report_input_errors(tmp_path) -> None:
         write_report([run], tmp_path / "out", ks=(0,))
 
 
-def test_an_incomplete_run_is_reported_with_a_warning(tmp_path, random_model_dir) -> None:
-    from entropy_dynamics.training.trainer import Trainer
-
-    config = load_config(
-        None,
-        [f"model.path={random_model_dir}", f"output_dir={tmp_path}", "name=short", "steps=2",
-         "eval.every=0", "tensorboard=false", "rollout.prompts_per_step=1",
-         "rollout.group_size=2", "rollout.max_new_tokens=4"],
-    )  # fmt: skip
-    Trainer(config, config.run_dir).train()
-    path = config.run_dir / "config.yaml"
-    saved = yaml.safe_load(path.read_text())
-    path.write_text(yaml.safe_dump({**saved, "steps": 5}))  # as if stopped at step 2 of 5
-    with pytest.warns(UserWarning, match=r"incomplete run \(2 of 5 steps\)"):
-        load_runs([config.run_dir])
+def test_settings_that_differ_only_between_methods_are_no_sweep() -> None:
+    groups = [
+        Group("grpo", "grpo", {"steps": 200}),
+        Group("clip_b", "clip_b", {"steps": 20}),
+    ]
+    assert _sweep_keys(groups) == []
+    groups.append(Group("clip_b (steps=40)", "clip_b", {"steps": 40}))
+    assert _sweep_keys(groups) == ["steps"]

@@ -17,18 +17,9 @@ from typer.testing import CliRunner
 from entropy_dynamics.cli import app
 from entropy_dynamics.training.metrics import read_metrics
 from entropy_dynamics.training.run_lock import LOCK_FILE, RunLock, RunLockedError
+from run_helpers import QUICK
 
 TIMEOUT = 600  # generous: a hung process fails loudly, nothing here waits on a clock
-TINY = [
-    "rollout.prompts_per_step=2",
-    "rollout.group_size=4",
-    "rollout.max_new_tokens=6",
-    "eval.every=0",
-    "tensorboard=false",
-    "threads=1",
-    "task.countdown.n_train=40",
-    "task.countdown.n_eval=10",
-]
 _HOLD = (
     "import sys\n"
     "from entropy_dynamics.training.run_lock import RunLock\n"
@@ -86,7 +77,7 @@ def test_a_live_holder_is_named_and_a_dead_ones_lock_taken_over(tmp_path) -> Non
 def test_train_resume_and_compare_into_a_locked_run_exit_2(tmp_path, random_model_dir) -> None:
     runner = CliRunner()
     args = ["train", f"model.path={random_model_dir}", f"output_dir={tmp_path}", "name=r"]
-    args += ["steps=2", *TINY]
+    args += ["steps=2", *QUICK]
     assert runner.invoke(app, args).exit_code == 0
     metrics = (tmp_path / "r" / "metrics.jsonl").read_bytes()
     holder = _holder(tmp_path / "r")
@@ -105,8 +96,8 @@ def test_train_resume_and_compare_into_a_locked_run_exit_2(tmp_path, random_mode
 
 def test_two_train_processes_with_one_name_never_both_write(tmp_path, random_model_dir) -> None:
     common = [f"model.path={random_model_dir}", f"output_dir={tmp_path}", "name=r", "steps=4"]
-    first = _cli(["train", *common, *TINY, "optim.lr=1e-4"])
-    second = _cli(["train", *common, *TINY, "optim.lr=2e-4"])
+    first = _cli(["train", *common, *QUICK, "optim.lr=1e-4"])
+    second = _cli(["train", *common, *QUICK, "optim.lr=2e-4"])
     outputs = [p.communicate(timeout=TIMEOUT)[0] for p in (first, second)]
     codes = sorted(p.returncode for p in (first, second))
     assert codes == [0, 2], outputs  # one ran; the other was refused (locked, or a finished run)
@@ -120,7 +111,7 @@ def test_two_train_processes_with_one_name_never_both_write(tmp_path, random_mod
 def test_the_printed_resume_command_resumes_when_run_as_printed(tmp_path, random_model_dir):
     # a run name with a space and an override with a quote: both must survive the shell
     args = [f"model.path={random_model_dir}", f"output_dir={tmp_path}", "name=my run", "steps=20"]
-    args += ["checkpoint_every=1", *TINY, "algorithm.loss={entropy_coef: 0.0}"]
+    args += ["checkpoint_every=1", *QUICK, "algorithm.loss={entropy_coef: 0.0}"]
     process = _cli(["train", *args], cwd=tmp_path)
     run_dir = tmp_path / "my run"
     deadline = time.monotonic() + TIMEOUT

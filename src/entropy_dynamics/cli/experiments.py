@@ -144,7 +144,8 @@ def compare_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state only."),
 ) -> None:
     """Run a grid of methods × seeds × swept values (resumable), then report it."""
-    from entropy_dynamics.study.experiments import parse_grid_args, plan_grid, run_grid, run_status
+    from entropy_dynamics.study.experiments import run_grid, run_status
+    from entropy_dynamics.study.grid import parse_grid_args, plan_grid
 
     try:
         fixed, sweeps = parse_grid_args(list(overrides or []))

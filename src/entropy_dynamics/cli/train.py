@@ -1,4 +1,5 @@
-"""``entropy-dynamics train`` and ``entropy-dynamics eval``: rich progress around the trainer."""
+"""``entropy-dynamics train``, ``eval`` and ``pretrain``: the trainer with its progress, summary and
+dry run; held-out scores of a model or a run; the embedded model's pretraining."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from entropy_dynamics.training.checkpoint import CheckpointError
 from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.guards import NonFiniteError
 from entropy_dynamics.training.interrupts import TrainingInterrupted
+
+__all__ = ["eval_command", "pretrain_command", "train_command"]
 
 SUMMARY_KEYS = (
     ("entropy/mean", "rollout entropy"),

@@ -53,20 +53,20 @@ def _stats_kernel(
         x_k += tl.where(cols == token, x, 0.0)
         new_m = tl.where(valid, tl.maximum(m, x), m)  # (BLOCK,)
         delta = m - new_m  # (BLOCK,) ≤ 0
-        scale = tl.exp(delta)
+        scale = tl.exp(delta)  # (BLOCK,)
         rel = tl.where(valid, x - new_m, 0.0)  # (BLOCK,)
         e = tl.where(valid, tl.exp(rel), 0.0)  # (BLOCK,)
-        b = scale * (b + delta * a) + rel * e
+        b = scale * (b + delta * a) + rel * e  # (BLOCK,), as a, c, d
         a = scale * a + e
         if WITH_ES:
-            scale2 = scale * scale
-            e2 = e * e
+            scale2 = scale * scale  # (BLOCK,)
+            e2 = e * e  # (BLOCK,)
             d = scale2 * (d + delta * c) + rel * e2
             c = scale2 * c + e2
         m = new_m
     row_max = tl.max(m, 0)  # scalar: the lanes merged onto the row's max
     delta = m - row_max  # (BLOCK,)
-    scale = tl.exp(delta)
+    scale = tl.exp(delta)  # (BLOCK,)
     tl.store(out_ptr + row, row_max)  # out is (6, r)
     tl.store(out_ptr + n_rows + row, tl.sum(scale * a, 0))
     tl.store(out_ptr + 2 * n_rows + row, tl.sum(scale * (b + delta * a), 0))

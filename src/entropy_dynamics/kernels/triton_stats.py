@@ -50,7 +50,7 @@ def forward(
     :func:`.power_sums.finalize`."""
     sums, x_k = matmul_power_sums(hidden, head, tokens, True, num_warps=_NUM_WARPS,
                                   **_tiles(hidden.dtype))  # fmt: skip
-    return finalize(sums, x_k)
+    return finalize(sums, x_k)  # sums 5 × (N,), x_k (N,) -> 5 × (N,)
 
 
 def grad_tile(

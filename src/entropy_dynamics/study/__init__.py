@@ -13,3 +13,5 @@ their summaries (``summaries``), the comparison report (``report``), its renderi
 Imports: everything below it (the mathematics, ``kernels``, ``models``, ``tasks``, ``training``)
 and this room; never ``cli``.
 """
+
+__all__: list[str] = []  # a room of modules: import the module that holds the name

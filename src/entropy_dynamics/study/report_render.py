@@ -23,6 +23,18 @@ from entropy_dynamics.study.runs import (
 )
 from entropy_dynamics.study.summaries import fit_line, mean_std
 
+__all__ = [
+    "curves",
+    "filters",
+    "histogram",
+    "markdown",
+    "page",
+    "pyplot",
+    "quadrants",
+    "scatter",
+    "sweep",
+]
+
 
 def pyplot():
     """The report's pyplot: :func:`~entropy_dynamics.study.plot_style.pyplot`."""

@@ -3,8 +3,9 @@
 ``build_task(config.task)`` is what the trainer calls; Countdown (TinyZero) is the embedded task,
 ``math`` reads GSM8K / MATH / DAPO-Math-style dataset files and grades with ``math-verify``.
 
-What lives here: the protocol (``base``), each task with its config and reward, and their
-private helpers (``_countdown_solver``, ``_math_grading``, ``_records``). Imports: the
+What lives here: the protocol (``base``), each task with its config and reward (``countdown``,
+``math``), the math dataset layouts and their loading (``math_problems``), and the tasks' private
+helpers (``_countdown_solver``, ``_math_grading``, ``_records``). Imports: the
 top-level mathematics at most (and ``errors``); never ``models``, ``training``, ``study`` or
 ``cli``.
 """

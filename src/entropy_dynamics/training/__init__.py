@@ -1,15 +1,18 @@
 """The trainer: GRPO on one machine, instrumented for entropy dynamics.
 
 What lives here: the typed config and its YAML / ``key=value`` I/O (``config``, ``config_io``), the
-trainer's loop (``trainer``: rollout → reward → advantages → filter → PPO updates → dynamics),
+trainer's loop (``trainer``: rollout → reward → advantages → filter → PPO updates → dynamics;
+what a step measures beside its loss, ``step_metrics``),
 sampling with per-step log-probs (``rollout``), the teacher-forced forward that yields
-``TokenStats`` fused from hidden states where the model allows it (``forward``), chat-template
+``TokenStats`` fused from hidden states where the model allows it (``forward``; each distinct
+prompt run once, ``shared_prompts``), chat-template
 prompts (``prompts``), held-out Avg@k / Pass@k (``evaluate``), checkpoints (``checkpoint``), metric
 sinks (``metrics``), supervised pretraining of the embedded model (``pretrain``), the forecast of
 each step's entropy change (``forecast``), whether the token filter is doing anything
 (``filter_activity``), and what keeps runs safe: run directories that are never overwritten
-(``run_dir``), clean stops on SIGINT / SIGTERM (``interrupts``), guards against non-finite updates
-(``guards``) and the resumable data position (``cursor``).
+(``run_dir``), one process per run directory (``run_lock``), clean stops on SIGINT / SIGTERM
+(``interrupts``), guards against non-finite updates (``guards``), the resumable data position
+(``cursor``) and seeded side streams that leave training's random stream alone (``randomness``).
 
 Also here: one run's setup, built once for the trainer, ``train --dry-run``, the evaluations,
 ``analyze`` and ``filter-data`` (``setup``: model, tokenizer, prompted task, valid vocabulary,
@@ -21,3 +24,5 @@ Imports: the mathematics (the top-level modules and ``filters``, ``losses``, ``c
 closed-loop methods' controllers live, and ``methods``), ``kernels``, ``models``, ``tasks`` and
 this room; never ``study`` or ``cli``.
 """
+
+__all__: list[str] = []  # a room of modules: import the module that holds the name

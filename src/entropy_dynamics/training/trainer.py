@@ -38,11 +38,9 @@ from torch import Tensor
 
 from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
-from entropy_dynamics.dynamics import entropy_dynamics_metrics
 from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.methods import build_controller
 from entropy_dynamics.stats import TokenStats
-from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training import checkpoint as ckpt
 from entropy_dynamics.training.config import TrainConfig, save_config
 from entropy_dynamics.training.config_io import to_dict
@@ -63,6 +61,12 @@ from entropy_dynamics.training.randomness import side_stream
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import claim_run_dir
 from entropy_dynamics.training.setup import RunSetup
+from entropy_dynamics.training.step_metrics import (
+    dynamics_metrics,
+    dynamics_positions,
+    reward_metrics,
+    rollout_metrics,
+)
 from entropy_dynamics.training.update import PreUpdate, UpdateBatch, accumulate_gradients, adamw
 
 __all__ = ["Trainer", "masked_mean"]
@@ -147,19 +151,6 @@ class Trainer:
             self.probe = Target(probe, probe.response_mask)
 
     # ------------------------------------------------------------------ one step
-    def _rewards(self, problems: list, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
-        owners = [problems[int(i)] for i in rollout.prompt_index]
-        scores = score_all(self.task, owners, rollout.completions)
-        reward = torch.tensor([s.reward for s in scores], dtype=torch.float32)
-        correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
-        fmt = torch.tensor([s.format for s in scores], dtype=torch.float32)
-        metrics = {
-            "reward/mean": reward.mean(),
-            "reward/accuracy": correct.mean(),
-            "reward/format": fmt.mean(),
-        }
-        return reward, metrics
-
     def train_step(self) -> dict[str, float]:
         """One step: rollout of the next prompts, then :meth:`learn` from it."""
         cfg = self.config
@@ -195,14 +186,14 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         mask = rollout.response_mask
-        reward, metrics = self._rewards(problems, rollout)
+        reward, metrics = reward_metrics(self.task, problems, rollout)
         seq_adv = self.advantage_fn(reward, rollout.prompt_index).to(self.device)
         advantages = broadcast_to_tokens(seq_adv, mask)  # (N, R)
 
         measure = cfg.dynamics and (self.step + 1) % cfg.dynamics_every == 0
-        positions = self._dynamics_positions(mask) if measure else None  # (n,) rows, cols
+        positions = dynamics_positions(mask, cfg.dynamics_max_tokens) if measure else None
         old, before, pre_update = self._rollout_policy(rollout, positions)
-        metrics.update(self._rollout_metrics(rollout, old, advantages))
+        metrics.update(rollout_metrics(rollout, old, advantages))
         metrics["stats/from_sampling"] = torch.tensor(float(pre_update is not None))
         self.loss_config, control_metrics = self.controller.begin(self.step, old, mask)
         metrics.update(control_metrics)
@@ -235,7 +226,8 @@ class Trainer:
         )
         if positions is not None:
             before = before if pre_update is None else pre_update.logits  # (n, V) before the step
-            metrics.update(self._dynamics(rollout, positions, before, advantages, keep))
+            at = (rollout, positions, before, advantages, keep, cfg.rollout.temperature)
+            metrics.update(dynamics_metrics(self.forward, *at))
         if forecast is not None:
             delta_h = metrics["dynamics/delta_h_actual"]
             metrics.update(forecaster.step_metrics(forecast, forecasts, delta_h))
@@ -322,34 +314,6 @@ class Trainer:
                 f"(max_bad_steps={limit}); stopped with the last good weights in {path}. Lower "
                 "optim.lr or check the data and rewards, then resume"
             )
-
-    def _rollout_metrics(self, rollout: Rollout, old: TokenStats, advantages: Tensor):
-        mask = rollout.response_mask
-        return {
-            **old.metrics(mask),
-            "advantage/abs_mean": masked_mean(advantages.abs(), mask),
-            "response/length_mean": mask.sum(-1).float().mean(),
-            "response/truncated_frac": rollout.truncated.float().mean(),
-        }
-
-    def _dynamics_positions(self, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """The first ``dynamics_max_tokens`` valid response positions ``(rows, cols)``."""
-        rows, cols = mask.nonzero(as_tuple=True)
-        limit = self.config.dynamics_max_tokens
-        return rows[:limit], cols[:limit]
-
-    @torch.no_grad()
-    def _dynamics(self, rollout: Rollout, positions, before: Tensor, advantages, keep: Tensor):
-        """Actual vs predicted ΔH at ``positions``, from their ``(n, V)`` logits ``before``."""
-        after = self.forward.logits(self.forward.features(rollout)[positions])  # (n, V)
-        return entropy_dynamics_metrics(
-            before,
-            after,
-            rollout.response_ids[positions],
-            advantages[positions],
-            keep[positions].float(),
-            self.config.rollout.temperature,
-        )
 
     # ------------------------------------------------------------------ loop
     def close(self) -> None:

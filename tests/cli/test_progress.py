@@ -1,4 +1,5 @@
-"""What ``train`` prints when its output is not a terminal (nohup, slurm, a pipe): plain lines."""
+"""What a training run shows (``cli/_progress.py``) when its output is not a terminal (nohup,
+slurm, a pipe): plain lines, none with ``--quiet``, and an idle filter named."""
 
 from __future__ import annotations
 

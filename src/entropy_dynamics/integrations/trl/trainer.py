@@ -1,59 +1,32 @@
-"""TRL's ``GRPOTrainer`` with the token filters (Clip_B, Clip_V, ... by name) of arXiv 2602.03392.
+"""The plug-in's ``GRPOTrainer`` subclass: statistics from the rollout policy's hidden states, the
+filter's keep-mask decided on the whole generation batch and written into TRL's masks.
 
-TRL has no hook for custom losses and, from 1.15 on, never forms logits: its fused LM head returns
-``log p_k`` and ``H`` but not ``Σ p² log p``, so ``E_p[S]`` cannot be built from what it returns.
-This subclass therefore changes *what TRL trains on*, not how it computes the loss:
-
-- statistics: a forward hook on the decoder (``base_model``, the module TRL's fused head calls)
-  captures the rollout policy's final hidden states; ``TokenStats`` (``log p_k``, ``H``, ``S_k``,
-  ``E_p[S]`` of ``softmax(z / T)``) come from them and the ``lm_head`` through
-  :func:`entropy_dynamics.stats.token_stats_from_hidden` (no logits). The hidden states are, in
-  this order of preference: those of TRL's own old-log-prob pass when TRL runs one (vLLM
-  importance sampling, ``num_iterations > 1``, misaligned generation steps); else those of TRL's
-  sampling itself, when it runs transformers' ``generate`` in one turn (no vLLM, paged
-  generation, tools, environments, ``rollout_func``, FSDP or DeepSpeed) — the prefill's last
-  position predicts completion token 0, each decode step the next — used only if the recorded
-  forwards were fed exactly the prompt and the completion tokens (:meth:`generation_stats`);
-  else one extra no-grad pass through TRL's forward. Step time over plain TRL's without a pass of
-  TRL's own, on CPU (``benchmarks/results/engine_overhead_trl.json``; 2 cores, learning rate 0
-  so that every variant samples the same completions, medians of 7 interleaved rounds): x1.03
-  Clip_B, x1.00 Clip_V with the statistics from ``generate`` (the plug-in's own work ~2 % of a
-  step), x1.18 with the extra pass;
-- keep-mask: decided once per generation batch, on the batch gathered from every process (so the
-  filter's moments, and Clip_V's cap, are those of the whole batch), by
-  :func:`entropy_dynamics.losses.select_tokens` with the configured filter — the call our trainer
-  makes;
-- dropped tokens leave the loss *and* its denominators: the mask is multiplied into TRL's
-  ``tool_mask`` and ``num_items_in_batch`` is recounted, so every ``loss_type`` normalises over
-  the kept tokens, as :mod:`entropy_dynamics.losses` does. Everything else (clipping, ``beta``,
-  ``scale_rewards``, ``top_entropy_quantile``, the entropy bonus and its adaptive mode, vLLM
-  importance sampling) is TRL's unchanged; they see the kept tokens only;
-- metrics: ``entropy/mean``, ``discriminator/*`` (the keys of our trainer) and the filter's own
-  (``clip_b/*``, ``clip_v/*``, ...) go through TRL's ``_metrics``, hence ``log_history`` and
-  every ``report_to`` backend.
-
-Aggregation: TRL's ``loss_type`` maps onto :data:`entropy_dynamics.aggregation.AGG_MODES` as
-:func:`trl_aggregation` says. Tested against our trainer's loss path on TRL 1.16 (CPU).
+Where the hidden states come from, in this order of preference, and what the mask changes in
+TRL's loss: the package's docstring (:mod:`entropy_dynamics.integrations.trl`).
 """
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from entropy_dynamics.advantages import broadcast_to_tokens
-from entropy_dynamics.filters import available_filters
-from entropy_dynamics.losses import PolicyLossConfig, select_tokens
+from entropy_dynamics.integrations.trl.capture import (
+    Capture,
+    GenerationRecord,
+    cat_stats,
+    generation_hidden,
+)
+from entropy_dynamics.integrations.trl.config import EntropyGRPOConfig
+from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.stats import TokenStats, token_stats, token_stats_from_hidden
 
-__all__ = ["EntropyGRPOConfig", "EntropyGRPOTrainer", "trl_aggregation"]
+__all__ = ["EntropyGRPOTrainer"]
 
 _MULTIMODAL_KEYS = (
     "pixel_values",
@@ -68,119 +41,6 @@ _MULTIMODAL_KEYS = (
     "image_position_ids",
 )
 _UNSUPPORTED_SCALES = ("output_multiplier", "lm_head_multiplier", "logits_scaling")
-
-
-@dataclass
-class EntropyGRPOConfig(GRPOConfig):
-    """``GRPOConfig`` plus the token filter; every TRL option keeps its meaning and default."""
-
-    entropy_filter: str = field(
-        default="none",
-        metadata={
-            "help": "Token filter by name (entropy_dynamics.filters): "
-            f"{', '.join(available_filters())}. Clip_B / Clip_V: arXiv 2602.03392."
-        },
-    )
-    entropy_filter_options: dict[str, Any] | str | None = field(
-        default=None,
-        metadata={
-            "help": "Keyword options of the filter, a dict or a JSON string, e.g. "
-            '\'{"mu": 2.5}\' for clip_b, \'{"mu": 8.5, "max_frac": 1e-4}\' for clip_v; unset '
-            "options keep the filter's documented defaults."
-        },
-    )
-    entropy_valid_vocab: int | None = field(
-        default=None,
-        metadata={
-            "help": "Rows of the lm_head that are real tokens (Qwen2.5 pads 151,665 to 151,936); "
-            "later rows get p = 0 in the statistics. None: every row, as TRL's log-probs."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.entropy_filter_options, str):
-            try:
-                self.entropy_filter_options = json.loads(self.entropy_filter_options)
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"entropy_filter_options must be a JSON object such as '{{\"mu\": 2.5}}', "
-                    f"got {self.entropy_filter_options!r} ({exc})"
-                ) from exc
-        if not isinstance(self.entropy_filter_options, dict | None):
-            raise ValueError(
-                "entropy_filter_options must be a dict or a JSON object string, got "
-                f"{type(self.entropy_filter_options).__name__}"
-            )
-        self.filter_config()  # an unknown filter or option fails here, not at the first step
-
-    def filter_config(self) -> PolicyLossConfig:
-        """The :class:`PolicyLossConfig` whose ``filter`` the plug-in runs (validated)."""
-        return PolicyLossConfig(
-            filter=self.entropy_filter, filter_options=dict(self.entropy_filter_options or {})
-        )
-
-
-def trl_aggregation(
-    loss_type: str, batch_size: int, max_completion_length: int
-) -> tuple[str, float | None]:
-    """The ``(agg_mode, loss_agg_norm)`` of :class:`PolicyLossConfig` that TRL's ``loss_type``
-    computes on one batch of ``batch_size`` sequences (no gradient accumulation, one process).
-
-    - ``dapo`` (TRL's default), ``bnpo`` → ``token-mean`` (``dapo`` over the generation batch,
-      gathered across processes; ``bnpo`` over each micro-batch);
-    - ``grpo`` → ``seq-mean-token-mean``; equal as long as every sequence keeps a token (TRL
-      still counts a sequence whose tokens were all dropped, with loss 0, in its mean);
-    - ``dr_grpo`` → ``seq-mean-token-sum-norm`` with the constant ``B · max_completion_length``.
-    """
-    if loss_type in ("dapo", "bnpo"):
-        return "token-mean", None
-    if loss_type == "grpo":
-        return "seq-mean-token-mean", None
-    if loss_type == "dr_grpo":
-        return "seq-mean-token-sum-norm", float(batch_size * max_completion_length)
-    raise ValueError(
-        f"loss_type {loss_type!r} has no aggregation mode of ours (it changes the per-token "
-        "loss itself); mapped: dapo, bnpo, grpo, dr_grpo"
-    )
-
-
-@torch.no_grad()
-def _cat(parts: list[TokenStats]) -> TokenStats:
-    """Row chunks of ``TokenStats`` ``(b_i, C)`` → one ``(Σ b_i, C)``."""
-    names = ("logprobs", "entropy", "discriminator", "expected_discriminator")
-    return TokenStats(*(torch.cat([getattr(p, name) for p in parts]) for name in names))
-
-
-class _Capture:
-    """What the decoder hook needs while armed: the ids of the pass and the response width."""
-
-    def __init__(self, input_ids: Tensor, response_width: int) -> None:
-        self.input_ids, self.width, self.offset = input_ids, response_width, 0
-        self.parts: list[TokenStats] = []
-
-
-class _Generation:
-    """What the decoder hook records during one ``generate`` call: the ids each forward was fed
-    and the final hidden state of its last position, the one that predicts the next token."""
-
-    def __init__(self) -> None:
-        self.prompt: Tensor | None = None  # (B, P): the prefill's ids
-        self.fed: list[Tensor] = []  # (B,) per decode step: the completion token it was fed
-        self.hidden: list[Tensor] = []  # (B, d) per forward: predicts completion token t
-        self.aligned = True
-
-    def record(self, input_ids: Tensor | None, hidden: Tensor) -> None:
-        rows = None if self.prompt is None else self.prompt.shape[0]
-        if input_ids is None or (rows is not None and input_ids.shape[0] != rows):
-            self.aligned = False  # inputs_embeds, beams, ...: no token-by-token alignment
-        if not self.aligned:
-            return
-        if self.prompt is None:
-            self.prompt = input_ids.detach().clone()
-        else:  # one new token per step (or the whole sequence, without a KV cache)
-            self.fed.append(input_ids[:, -1].detach().clone())
-        self.hidden.append(hidden[:, -1].detach().clone())
 
 
 class EntropyGRPOTrainer(GRPOTrainer):
@@ -201,12 +61,12 @@ class EntropyGRPOTrainer(GRPOTrainer):
             )
         super().__init__(*args, **kwargs)
         self.filter_config = config.filter_config()
-        self._capture: _Capture | None = None  # armed: the decoder hook computes statistics
-        self._captured: _Capture | None = None  # the last armed pass's
+        self._capture: Capture | None = None  # armed: the decoder hook computes statistics
+        self._captured: Capture | None = None  # the last armed pass's
         self._arm_next_pass = False
         self._arm_generation = False  # record TRL's next `generate` (no old-log-prob pass)
-        self._generation: _Generation | None = None  # recording
-        self._generations: list[_Generation] = []  # recorded in this generation batch
+        self._generation: GenerationRecord | None = None  # recording
+        self._generations: list[GenerationRecord] = []  # recorded in this generation batch
         self.stats_source: str | None = None  # "trl_pass", "generation" or "extra_pass"
         causal_lm = self._causal_lm()
         text_config = causal_lm.config.get_text_config()
@@ -277,7 +137,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
                 z = self._softcap * torch.tanh(z / self._softcap)
                 z = z if valid_vocab is None else z[:, :valid_vocab]
                 parts.append(token_stats(z.unsqueeze(0), tokens[row : row + 1], self.temperature))
-            return _cat(parts)
+            return cat_stats(parts)
 
     def _on_decoder_output(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         capture, generation = self._capture, self._generation
@@ -301,7 +161,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
         self._arm_next_pass = False  # only the first pass (the policy's, before any ref pass)
-        self._capture = _Capture(input_ids, logits_to_keep)
+        self._capture = Capture(input_ids, logits_to_keep)
         try:
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
@@ -314,7 +174,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
             return super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, *args, **kwargs
             )
-        self._generation = _Generation()
+        self._generation = GenerationRecord()
         try:
             return super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, *args, **kwargs
@@ -338,37 +198,11 @@ class EntropyGRPOTrainer(GRPOTrainer):
 
     def generation_stats(self, output: dict[str, Any]) -> TokenStats | None:
         """``TokenStats`` ``(B, C)`` from the hidden states recorded during TRL's ``generate``,
-        or ``None`` (then a teacher-forced pass is needed) unless the record is exactly aligned:
-        one ``generate`` call, its prefill fed ``output["prompt_ids"]`` and its decode steps
-        fed the completion tokens of ``output`` at every valid position."""
+        or ``None`` (then a teacher-forced pass is needed) unless the record is exactly aligned
+        with ``output`` (:func:`~.capture.generation_hidden`)."""
         generations, self._generations = self._generations, []
-        if len(generations) != 1 or not generations[0].aligned or not generations[0].hidden:
-            return None
-        record = generations[0]
-        prompt_ids, tokens = output["prompt_ids"], output["completion_ids"]
-        # TRL may left-pad the prompts it returns wider than it fed them (1.12 with
-        # pad_to_multiple_of): extra columns on the left must be padding, the rest equal
-        extra = prompt_ids.shape[1] - record.prompt.shape[1]
-        if (
-            extra < 0
-            or record.prompt.shape[0] != prompt_ids.shape[0]
-            or output["prompt_mask"][:, :extra].any()
-            or not torch.equal(record.prompt.to(prompt_ids.device), prompt_ids[:, extra:])
-        ):
-            return None
-        steps, width = len(record.hidden), tokens.shape[1]
-        valid = output["completion_mask"].bool()
-        if valid[:, steps:].any():  # a valid token no forward predicted
-            return None
-        if record.fed:  # decode step t was fed completion token t - 1
-            fed = torch.stack(record.fed, dim=1).to(tokens.device)[:, :width]
-            check = valid[:, : fed.shape[1]]
-            if not torch.equal(fed[check], tokens[:, : fed.shape[1]][check]):
-                return None
-        hidden = torch.stack(record.hidden, dim=1)[:, :width]  # (B, min(steps, C), d)
-        if hidden.shape[1] < width:  # TRL's pad_to_multiple_of: padding, dropped by the mask
-            hidden = nn.functional.pad(hidden, (0, 0, 0, width - hidden.shape[1]))
-        return self.head_stats(hidden, tokens)
+        hidden = generation_hidden(generations, output)  # (B, C, d)
+        return None if hidden is None else self.head_stats(hidden, output["completion_ids"])
 
     def _trl_runs_old_pass(self) -> bool:
         """Whether TRL's generation computes ``old_per_token_logps`` (its own condition); only an
@@ -401,7 +235,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
                     self.model, ids, attention, width, batch_size=batch_size, **extra
                 )
             else:
-                self._captured = self._capture = _Capture(ids, width)
+                self._captured = self._capture = Capture(ids, width)
                 try:
                     decoder = self._causal_lm().base_model
                     for start in range(0, ids.shape[0], batch_size):
@@ -425,7 +259,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
         captured, self._captured = self._captured, None
         if captured is None or captured.offset != rows or not captured.parts:
             return None
-        return _cat(captured.parts)
+        return cat_stats(captured.parts)
 
     # ------------------------------------------------------------------ the keep-mask
     def _generate_and_score_completions(self, inputs):

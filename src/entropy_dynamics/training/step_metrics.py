@@ -1,0 +1,79 @@
+"""What one training step measures beside its loss: the rewards, the rollout's statistics, and the
+entropy dynamics — the positions they are measured at and the actual vs predicted ΔH there.
+
+Shapes: ``N`` sampled responses of ``R`` positions; ``n`` dynamics positions; ``V`` vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from entropy_dynamics.aggregation import masked_mean
+from entropy_dynamics.dynamics import entropy_dynamics_metrics
+from entropy_dynamics.stats import TokenStats
+from entropy_dynamics.tasks.base import Task, score_all
+from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.rollout import Rollout
+
+__all__ = ["dynamics_metrics", "dynamics_positions", "reward_metrics", "rollout_metrics"]
+
+
+def reward_metrics(
+    task: Task, problems: list, rollout: Rollout
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(reward (N,), metrics)``: each response scored against the problem of its prompt; the
+    mean reward, accuracy and format rate."""
+    owners = [problems[int(i)] for i in rollout.prompt_index]
+    scores = score_all(task, owners, rollout.completions)
+    reward = torch.tensor([s.reward for s in scores], dtype=torch.float32)  # (N,)
+    correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)  # (N,)
+    fmt = torch.tensor([s.format for s in scores], dtype=torch.float32)  # (N,)
+    metrics = {
+        "reward/mean": reward.mean(),
+        "reward/accuracy": correct.mean(),
+        "reward/format": fmt.mean(),
+    }
+    return reward, metrics
+
+
+def rollout_metrics(rollout: Rollout, old: TokenStats, advantages: Tensor) -> dict[str, Tensor]:
+    """The rollout policy's statistics (``old``, ``(N, R)``), the advantages' size, the responses'
+    length and truncation."""
+    mask = rollout.response_mask  # (N, R)
+    return {
+        **old.metrics(mask),
+        "advantage/abs_mean": masked_mean(advantages.abs(), mask),
+        "response/length_mean": mask.sum(-1).float().mean(),
+        "response/truncated_frac": rollout.truncated.float().mean(),
+    }
+
+
+def dynamics_positions(mask: Tensor, limit: int) -> tuple[Tensor, Tensor]:
+    """The first ``limit`` valid response positions ``(rows, cols)``, ``(n,)`` each, of ``mask``
+    ``(N, R)``."""
+    rows, cols = mask.nonzero(as_tuple=True)
+    return rows[:limit], cols[:limit]
+
+
+@torch.no_grad()
+def dynamics_metrics(
+    forward: ResponseStats,
+    rollout: Rollout,
+    positions: tuple[Tensor, Tensor],
+    before: Tensor,
+    advantages: Tensor,
+    keep: Tensor,
+    temperature: float,
+) -> dict[str, Tensor]:
+    """Actual vs predicted ΔH at ``positions``, from their ``(n, V)`` logits ``before`` the step
+    and those of the policy ``forward`` measures now; ``advantages`` and ``keep`` ``(N, R)``."""
+    after = forward.logits(forward.features(rollout)[positions])  # (n, V)
+    return entropy_dynamics_metrics(
+        before,
+        after,
+        rollout.response_ids[positions],  # (n,)
+        advantages[positions],  # (n,)
+        keep[positions].float(),  # (n,)
+        temperature,
+    )

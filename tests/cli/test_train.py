@@ -1,0 +1,33 @@
+"""``train``, ``eval`` and ``pretrain`` (``cli/train.py``): eval's scores and the run's final
+evaluation written into the run, and ``--final-eval`` without a run refused. Training's own output:
+``test_progress.py``; refusals of bad input: ``test_bad_inputs.py``."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from entropy_dynamics.cli import app
+from run_helpers import train_one_step
+
+
+def test_eval_writes_its_scores_and_the_final_evaluation_into_the_run(tmp_path, random_model_dir):
+    train_one_step(tmp_path, random_model_dir, "r")
+    run = tmp_path / "r"
+    args = ["eval", "--run", str(run), "--k", "4", "--problems", "3", "--ks", "1,2,4,8"]
+    done = CliRunner().invoke(app, [*args, "--final-eval"])
+    assert done.exit_code == 0, done.output
+    scores = json.loads((run / "eval.json").read_text())
+    assert sorted(k for k in scores["metrics"] if "pass@" in k) == [
+        "eval/pass@1", "eval/pass@2", "eval/pass@4"  # k = 8 > 4 samples is left out
+    ]  # fmt: skip
+    assert len(scores["per_problem_correct"]) == 3
+    assert all(0 <= c <= 4 for c in scores["per_problem_correct"])
+    final = json.loads((run / "final_eval.json").read_text())
+    assert final["k"] == 2 and len(final["correct"]) == 2  # the run's own eval settings
+
+
+def test_final_eval_needs_a_run(tmp_path) -> None:
+    done = CliRunner().invoke(app, ["eval", "--final-eval", "--problems", "1", "--k", "1"])
+    assert done.exit_code == 2 and "--final-eval needs --run" in done.output

@@ -1,0 +1,43 @@
+"""The TRL plug-in's options (``integrations/trl/config.py``): the filter on top of ``GRPOConfig``,
+checked when the config is built, and TRL's ``loss_type`` as one of our aggregation modes."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("trl")
+
+from entropy_dynamics.integrations.trl import EntropyGRPOConfig, trl_aggregation
+from entropy_dynamics.losses import PolicyLossConfig
+
+
+def test_bad_configurations_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="clip_b"):
+        EntropyGRPOConfig(output_dir=str(tmp_path), entropy_filter="clip_z", bf16=False)
+    with pytest.raises(ValueError, match="option"):
+        EntropyGRPOConfig(
+            output_dir=str(tmp_path),
+            entropy_filter="clip_b",
+            entropy_filter_options={"sigma": 1.0},
+            bf16=False,
+        )
+    with pytest.raises(ValueError, match="JSON"):
+        EntropyGRPOConfig(output_dir=str(tmp_path), entropy_filter_options="{mu: 2}", bf16=False)
+
+
+def test_filter_options_from_a_json_string_are_the_filter_config(tmp_path):
+    args = EntropyGRPOConfig(
+        output_dir=str(tmp_path),
+        entropy_filter="clip_b",
+        entropy_filter_options='{"mu": 2.5}',
+        bf16=False,
+    )
+    assert args.entropy_filter_options == {"mu": 2.5}
+    assert args.filter_config() == PolicyLossConfig(filter="clip_b", filter_options={"mu": 2.5})
+
+
+def test_loss_types_without_an_aggregation_mode_are_named() -> None:
+    with pytest.raises(ValueError, match="sapo"):
+        trl_aggregation("sapo", 4, 8)
+    assert trl_aggregation("bnpo", 4, 8) == ("token-mean", None)
+    assert trl_aggregation("dr_grpo", 4, 8) == ("seq-mean-token-sum-norm", 32.0)

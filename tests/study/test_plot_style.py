@@ -1,0 +1,26 @@
+"""One look for every figure (``study/plot_style.py``): the smoothing every curve is drawn with.
+That the figures drawn in this style read (no overlapping texts): ``test_figures.py``."""
+
+from __future__ import annotations
+
+import pytest
+
+from entropy_dynamics.study import plot_style
+
+
+def test_ema_by_hand() -> None:
+    # span 3 -> a = 0.5: raw 0.5·2 = 1, weight 0.5 -> 2; then (0.5·1 + 0.5·4)/0.75 = 10/3.
+    assert plot_style.ema([2.0, 4.0], span=3) == pytest.approx([2.0, 10 / 3])
+    assert plot_style.ema([1.0, 5.0, 2.0], span=1) == [1.0, 5.0, 2.0]  # span 1: no smoothing
+
+
+def test_a_smoothed_curve_is_drawn_over_its_faint_raw_series() -> None:
+    plt = plot_style.pyplot()
+    fig, ax = plt.subplots()
+    line = plot_style.plot_smoothed(ax, [1, 2, 3], [2.0, 4.0, 0.0], "entropy")
+    assert line is ax.lines[0] and line.get_label() == "entropy" and len(ax.lines) == 2
+    raw = ax.lines[1]
+    assert list(raw.get_ydata()) == [2.0, 4.0, 0.0] and raw.get_alpha() == plot_style.RAW_ALPHA
+    assert raw.get_color() == line.get_color()
+    assert plot_style.plot_smoothed(ax, [], [], "nothing") is None
+    plt.close(fig)

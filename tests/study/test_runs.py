@@ -1,0 +1,62 @@
+"""Runs on disk as data (``study/runs.py``): a run directory read with its config and final
+evaluation, runs grouped by config over seeds, the scores of a run, and an incomplete run said."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from entropy_dynamics.study.runs import find_runs, group_runs, load_runs, pass_rates, run_scores
+from entropy_dynamics.training.config import load_config, save_config
+
+
+def _run(root, name: str, overrides: list[str], correct: list[int] | None):
+    config = load_config(None, [f"name={name}", f"output_dir={root}", "steps=1", *overrides])
+    config.run_dir.mkdir(parents=True)
+    save_config(config, config.run_dir / "config.yaml")
+    row = {"step": 1, "entropy/mean": 1.0, "eval/avg@4": 0.25, "eval/pass@1": 0.25}
+    (config.run_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    if correct is not None:
+        final = {"step": 1, "k": 2, "correct": correct}
+        (config.run_dir / "final_eval.json").write_text(json.dumps(final))
+    return config.run_dir
+
+
+def test_runs_are_read_grouped_and_scored(tmp_path) -> None:
+    _run(tmp_path, "grpo-seed1", ["seed=1"], [2, 0])
+    _run(tmp_path, "grpo-seed0", ["seed=0"], None)
+    _run(tmp_path, "clip_b-seed0", ["algorithm.method=clip_b"], [1, 1])
+    assert [p.name for p in find_runs([tmp_path])] == ["clip_b-seed0", "grpo-seed0", "grpo-seed1"]
+    runs = load_runs([tmp_path])
+    assert [r.method for r in runs] == ["clip_b", "grpo", "grpo"]
+    assert runs[0].config["algorithm.method"] == "clip_b"  # the config, flattened
+    groups = group_runs(runs)
+    assert [(g.label, [r.seed for r in g.runs]) for g in groups] == [
+        ("clip_b", [0]),
+        ("grpo", [0, 1]),  # by seed, whatever the order on disk
+    ]
+    # final_eval.json: Avg@2 = (2 + 0) / 4; pass@1 = mean of c / n = 0.5; pass@2 = 1/2
+    scores = {"avg": 0.5, "pass@1": 0.5, "pass@2": 0.5}
+    assert run_scores(groups[1].runs[1], ks=(1, 2)) == (2, scores)
+    # without one, the last logged evaluation
+    assert run_scores(groups[1].runs[0], ks=(1, 2)) == (4, {"avg": 0.25, "pass@1": 0.25})
+    assert pass_rates(groups[1]) == ([1.0, 0.0], {2})
+
+
+def test_an_incomplete_run_is_reported_with_a_warning(tmp_path, random_model_dir) -> None:
+    from entropy_dynamics.training.trainer import Trainer
+
+    config = load_config(
+        None,
+        [f"model.path={random_model_dir}", f"output_dir={tmp_path}", "name=short", "steps=2",
+         "eval.every=0", "tensorboard=false", "rollout.prompts_per_step=1",
+         "rollout.group_size=2", "rollout.max_new_tokens=4"],
+    )  # fmt: skip
+    Trainer(config, config.run_dir).train()
+    path = config.run_dir / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**saved, "steps": 5}))  # as if stopped at step 2 of 5
+    with pytest.warns(UserWarning, match=r"incomplete run \(2 of 5 steps\)"):
+        load_runs([config.run_dir])

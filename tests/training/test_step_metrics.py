@@ -1,0 +1,47 @@
+"""What a training step measures beside its loss (``training/step_metrics.py``): rewards scored
+against each response's own problem, the rollout's statistics, the dynamics' positions."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from entropy_dynamics.stats import TokenStats
+from entropy_dynamics.training.step_metrics import (
+    dynamics_positions,
+    reward_metrics,
+    rollout_metrics,
+)
+
+
+class _EchoTask:
+    """Correct when the completion is the problem; formatted when it is not empty."""
+
+    def score(self, problem, completion):
+        correct = float(problem == completion)
+        return SimpleNamespace(reward=2 * correct, correct=correct, format=float(bool(completion)))
+
+
+def test_each_response_is_scored_against_its_own_prompts_problem() -> None:
+    rollout = SimpleNamespace(prompt_index=torch.tensor([0, 0, 1, 1]),
+                              completions=["a", "b", "b", ""])  # fmt: skip
+    reward, metrics = reward_metrics(_EchoTask(), ["a", "b"], rollout)
+    assert reward.tolist() == [2.0, 0.0, 2.0, 0.0] and reward.dtype == torch.float32
+    assert metrics["reward/mean"].item() == 1.0
+    assert metrics["reward/accuracy"].item() == 0.5
+    assert metrics["reward/format"].item() == 0.75
+
+
+def test_rollout_metrics_and_the_dynamics_positions() -> None:
+    mask = torch.tensor([[True, True, False], [True, False, False]])  # (N, R) = (2, 3)
+    rollout = SimpleNamespace(response_mask=mask, truncated=torch.tensor([True, False]))
+    old = TokenStats(*(torch.zeros(2, 3) for _ in range(4)))
+    metrics = rollout_metrics(rollout, old, torch.tensor([[1.0, -3.0, 9.0], [2.0, 0.0, 0.0]]))
+    assert metrics["advantage/abs_mean"].item() == pytest.approx(2.0)  # (1 + 3 + 2) / 3, not 9
+    assert metrics["response/length_mean"].item() == 1.5
+    assert metrics["response/truncated_frac"].item() == 0.5
+    assert "entropy/mean" in metrics
+    rows, cols = dynamics_positions(mask, limit=2)  # the first two valid positions, row-major
+    assert rows.tolist() == [0, 0] and cols.tolist() == [0, 1]
