@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from entropy_dynamics.training.rollout import teacher_forcing_inputs
+from entropy_dynamics.training.teacher_forcing import teacher_forcing_inputs
 
 __all__ = ["PROMPTS", "entropy_by_hand", "reference_logits"]
 

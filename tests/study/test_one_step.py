@@ -12,7 +12,7 @@ from analysis_helpers import entropy_by_hand, reference_logits
 
 from entropy_dynamics import theory
 from entropy_dynamics.study.one_step import DEFAULT_LR, _position_changes, one_step_check
-from entropy_dynamics.training.rollout import teacher_forcing_inputs
+from entropy_dynamics.training.teacher_forcing import teacher_forcing_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

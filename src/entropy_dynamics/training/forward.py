@@ -14,7 +14,7 @@ The trainer works with *features*: hidden states on the fused path, logits other
 :meth:`ResponseStats.logits` turns a few selected feature rows into logits (the dynamics metrics
 need full logits at a bounded number of positions only). Features come from one teacher-forced
 forward in which each distinct prompt of a group runs once
-(:mod:`~entropy_dynamics.training.shared_prompts`), where the model's cache allows it.
+(:mod:`~entropy_dynamics.training.teacher_forcing`), where the model's cache allows it.
 
 On the fused path the PPO-clip loss of an update is fused too (:meth:`ResponseStats.policy_loss`,
 issue 16): the loss and its gradient to the hidden states and the ``lm_head`` are formed in the
@@ -35,7 +35,7 @@ from entropy_dynamics.kernels import LMHead
 from entropy_dynamics.losses import PolicyLossConfig, PolicyLossOutput, fused_policy_loss
 from entropy_dynamics.stats import TokenStats, head_token_stats, token_stats
 from entropy_dynamics.training.rollout import Rollout
-from entropy_dynamics.training.shared_prompts import (
+from entropy_dynamics.training.teacher_forcing import (
     check_shared_prompts,
     full_outputs,
     shared_prompt_outputs,

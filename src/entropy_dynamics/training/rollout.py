@@ -2,6 +2,8 @@
 
 - Prompts are left-padded (by us, so the tokenizer's ``padding_side`` and pad token are never
   touched) and repeated ``num_samples`` times, a prompt's samples contiguous.
+- Each distinct prompt is prefilled once and its key/value cache repeated to its ``num_samples``
+  rows (:mod:`~entropy_dynamics.training.prompt_cache`, where the model's cache allows it).
 - Sampling is ``model.generate`` (KV cache) from ``softmax(z / T)``, nucleus-truncated when
   ``top_p < 1``, and nothing else: top-k, repetition penalty, min-p and any other default in the
   model's own ``generation_config`` are switched off for the call, so the recorded statistics are
@@ -24,20 +26,24 @@ at most 1.1× faster, so there is one engine: the time is in the model's forward
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from entropy_dynamics.stats import TokenStats, token_stats
+from entropy_dynamics.training.prompt_cache import (
+    cache_keyword,
+    check_shared_prefill,
+    shared_prefill,
+)
 
 __all__ = [
     "Rollout",
     "concat_rollouts",
     "generate",
-    "response_logits",
     "response_mask_from_ids",
-    "teacher_forcing_inputs",
 ]
 
 
@@ -105,38 +111,6 @@ def response_mask_from_ids(response_ids: Tensor, eos_token_id: int | list[int]) 
     is_eos = torch.isin(response_ids, torch.tensor(eos_ids, device=response_ids.device)).long()
     eos_before = is_eos.cumsum(-1) - is_eos  # (N, R) EOS count strictly before each position
     return eos_before == 0
-
-
-def response_logits(model, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:
-    """Teacher-forced raw logits that predict each response token.
-
-    Args:
-        model: the causal LM (any mode; gradients flow if enabled).
-        rollout: the batch whose ``input_ids`` / ``attention_mask`` are replayed.
-        rows: optional subset of the ``N`` rows.
-
-    Returns:
-        ``(n, R, V)`` logits, position ``t`` predicting ``response_ids[:, t]``.
-    """
-    logits = model(**teacher_forcing_inputs(rollout, rows)).logits
-    return logits[:, rollout.prompt_length - 1 : -1]  # position t predicts token t + 1
-
-
-def teacher_forcing_inputs(rollout: Rollout, rows: Tensor | slice | None = None) -> dict:
-    """Keyword arguments replaying (a subset of) the rollout through a model or its decoder.
-
-    Output position ``P - 1 + t`` predicts ``response_ids[:, t]``.
-    """
-    ids, attention = rollout.input_ids, rollout.attention_mask
-    if rows is not None:
-        ids, attention = ids[rows], attention[rows]
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens from 0
-    return {
-        "input_ids": ids,
-        "attention_mask": attention,
-        "position_ids": position_ids,
-        "use_cache": False,
-    }
 
 
 class _SamplingStatsRecorder:
@@ -214,6 +188,16 @@ def _left_padded(tokenizer, prompts: list[str], pad_id: int) -> tuple[Tensor, Te
     return input_ids, attention_mask
 
 
+_PREFILL_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prefill_shares(model) -> bool:
+    """Whether ``model`` samples from a shared prompt cache (checked once per model)."""
+    if model not in _PREFILL_CHECKED:
+        _PREFILL_CHECKED[model] = check_shared_prefill(model) == ""
+    return _PREFILL_CHECKED[model]
+
+
 def _check_arguments(prompts, num_samples, temperature, top_p, max_new_tokens) -> None:
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts: expected a list of strings")
@@ -284,9 +268,11 @@ def generate(
         ]
         return concat_rollouts(parts, pad_id)
     device = next(model.parameters()).device
-    prompt_ids, prompt_mask = _left_padded(tokenizer, list(prompts), pad_id)
-    prompt_ids = prompt_ids.repeat_interleave(num_samples, 0).to(device)  # (N, P)
-    prompt_mask = prompt_mask.repeat_interleave(num_samples, 0).to(device)  # (N, P)
+    distinct_ids, distinct_mask = _left_padded(tokenizer, list(prompts), pad_id)  # (B, P) each
+    distinct_ids, distinct_mask = distinct_ids.to(device), distinct_mask.to(device)
+    prompt_ids = distinct_ids.repeat_interleave(num_samples, 0)  # (N, P)
+    prompt_mask = distinct_mask.repeat_interleave(num_samples, 0)  # (N, P)
+    share = num_samples > 1 and _prefill_shares(model)  # each prompt prefilled once
 
     recorder = _SamplingStatsRecorder(temperature, valid_vocab)
     was_training, model_generation_config = model.training, model.generation_config
@@ -299,7 +285,9 @@ def generate(
     )
     model.eval()
     try:
+        cached = shared_prefill(model, distinct_ids, distinct_mask, num_samples) if share else None
         sequences = model.generate(
+            **({cache_keyword(model): cached} if cached is not None else {}),
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
             do_sample=do_sample,

@@ -10,9 +10,10 @@ import torch
 
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import generate
-from entropy_dynamics.training.shared_prompts import (
+from entropy_dynamics.training.teacher_forcing import (
     check_shared_prompts,
     full_outputs,
+    response_logits,
     shared_prompt_outputs,
 )
 
@@ -53,3 +54,18 @@ def test_the_check_passes_here_and_names_what_stops_it(tiny_lm) -> None:
     model.gradient_checkpointing_enable()
     assert "checkpointing" in check_shared_prompts(stats._run, model)
     assert ResponseStats(model, 1.0, shared_prompts=False).prompt_reason == "off"
+
+
+def test_response_logits_match_an_unpadded_forward(tiny_lm, rollout) -> None:
+    model, tokenizer = tiny_lm
+    prompts = ["1 2 -> 3: ", "12 7 3 -> 16: ", "4 -> 4: "]
+    with torch.no_grad():
+        logits = response_logits(model, rollout, rows=slice(2, 6)).double()  # rows 2 to 5
+    assert logits.shape == (4, rollout.response_ids.shape[1], model.config.vocab_size)
+    for row in range(2, 6):
+        length = int(rollout.response_mask[row].sum())
+        prompt = tokenizer(prompts[int(rollout.prompt_index[row])], return_tensors="pt").input_ids
+        ids = torch.cat([prompt[0], rollout.response_ids[row, :length]])[None]  # no padding
+        with torch.no_grad():
+            expected = model(input_ids=ids).logits[0, prompt.shape[1] - 1 : -1].double()
+        torch.testing.assert_close(logits[row - 2, :length], expected, rtol=0, atol=1e-4)

@@ -1,4 +1,5 @@
-"""Teacher forcing with each distinct prompt run once: GRPO's ``G`` samples of a prompt share it.
+"""Teacher-forced forwards of a rollout: the inputs that replay it, and one forward of its rows
+in which each distinct prompt runs once (GRPO's ``G`` samples of a prompt share it).
 
 A rollout repeats every prompt ``G`` times (a group). A teacher-forced forward of the whole
 ``(N, P + R)`` batch runs each prompt's ``P`` positions ``G`` times over; on the embedded default
@@ -21,13 +22,52 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from entropy_dynamics.training.rollout import Rollout, teacher_forcing_inputs
+from entropy_dynamics.training.rollout import Rollout
 
-__all__ = ["Run", "check_shared_prompts", "full_outputs", "shared_prompt_outputs"]
+__all__ = [
+    "Run",
+    "check_shared_prompts",
+    "full_outputs",
+    "response_logits",
+    "shared_prompt_outputs",
+    "teacher_forcing_inputs",
+]
 
 Run = Callable[..., tuple[Tensor, object]]
 
 _PROBE_PROMPT, _PROBE_RESPONSE = 5, 4
+
+
+def response_logits(model, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:
+    """Teacher-forced raw logits that predict each response token.
+
+    Args:
+        model: the causal LM (any mode; gradients flow if enabled).
+        rollout: the batch whose ``input_ids`` / ``attention_mask`` are replayed.
+        rows: optional subset of the ``N`` rows.
+
+    Returns:
+        ``(n, R, V)`` logits, position ``t`` predicting ``response_ids[:, t]``.
+    """
+    logits = model(**teacher_forcing_inputs(rollout, rows)).logits
+    return logits[:, rollout.prompt_length - 1 : -1]  # position t predicts token t + 1
+
+
+def teacher_forcing_inputs(rollout: Rollout, rows: Tensor | slice | None = None) -> dict:
+    """Keyword arguments replaying (a subset of) the rollout through a model or its decoder.
+
+    Output position ``P - 1 + t`` predicts ``response_ids[:, t]``.
+    """
+    ids, attention = rollout.input_ids, rollout.attention_mask
+    if rows is not None:
+        ids, attention = ids[rows], attention[rows]
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens from 0
+    return {
+        "input_ids": ids,
+        "attention_mask": attention,
+        "position_ids": position_ids,
+        "use_cache": False,
+    }
 
 
 def _index(rollout: Rollout, rows: Tensor | slice | None) -> Tensor:
