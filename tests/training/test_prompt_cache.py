@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from entropy_dynamics.training import rollout as rollout_module
 from entropy_dynamics.training.prompt_cache import (
     cache_keyword,
     check_shared_prefill,
     shared_prefill,
 )
-from entropy_dynamics.training.rollout import generate
+from entropy_dynamics.training.rollout import _left_padded
+from entropy_dynamics.training.sampler import hf_decode
 
 PROMPTS = ["1 2 -> 3: ", "12 7 3 -> 16: "]  # different lengths: left padding
 
@@ -25,18 +25,15 @@ def test_the_shared_prefill_continues_as_a_full_prefill(tiny_lm) -> None:
     assert shared_prefill(model, ids[:, :1], torch.ones_like(ids[:, :1]), 3) is None
 
 
-def test_sampling_is_the_same_with_and_without_the_shared_prefill(tiny_lm, monkeypatch) -> None:
+def test_generate_continues_a_shared_prefill_as_a_full_one(tiny_lm) -> None:
     model, tokenizer = tiny_lm
-    outs = []
-    for shared in (True, False):
-        monkeypatch.setattr(rollout_module, "_prefill_shares", lambda _model, s=shared: s)
-        torch.manual_seed(0)
-        outs.append(generate(model, tokenizer, PROMPTS, num_samples=4, max_new_tokens=6))
-    with_cache, without = outs
-    assert torch.equal(with_cache.response_ids, without.response_ids)
-    for a, b in zip(
-        (with_cache.sampling_stats().logprobs, with_cache.sampling_stats().entropy),
-        (without.sampling_stats().logprobs, without.sampling_stats().entropy),
-        strict=True,
-    ):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    ids, mask = _left_padded(tokenizer, PROMPTS, tokenizer.pad_token_id)
+    options = {"num_samples": 3, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6,
+               "do_sample": False, "eos_ids": [tokenizer.eos_token_id],
+               "pad_id": tokenizer.pad_token_id, "valid_vocab": None}  # fmt: skip
+    model.eval()
+    shared = hf_decode(model, ids, mask, share_prefill=True, **options)
+    full = hf_decode(model, ids, mask, share_prefill=False, **options)
+    model.train()
+    assert torch.equal(shared[0], full[0])  # greedy: the same tokens
+    torch.testing.assert_close(shared[1].logprobs, full[1].logprobs, rtol=1e-5, atol=1e-5)

@@ -54,16 +54,19 @@ def _unpadded_logits(model, tokenizer, prompt: str, response: torch.Tensor) -> t
 def test_rollout_layout_and_sampling_statistics(eos_prone_lm) -> None:
     model, tokenizer = eos_prone_lm
     eos, pad, temperature = tokenizer.eos_token_id, tokenizer.pad_token_id, 0.7
-    torch.manual_seed(0)
-    rollout = generate(
-        model,
-        tokenizer,
-        PROMPTS,
-        num_samples=4,
-        temperature=temperature,
-        top_p=0.9,
-        max_new_tokens=8,
-    )
+    for seed in range(50):  # the first seed whose rollout has both ended and truncated rows
+        torch.manual_seed(seed)
+        rollout = generate(
+            model,
+            tokenizer,
+            PROMPTS,
+            num_samples=4,
+            temperature=temperature,
+            top_p=0.9,
+            max_new_tokens=8,
+        )
+        if rollout.truncated.any() and (~rollout.truncated).any():
+            break
     n, r = rollout.response_ids.shape
     p = rollout.prompt_length
     assert n == 8 and r == 8  # some row is truncated, so R is max_new_tokens

@@ -5,8 +5,9 @@ trainer's loop (``trainer``: rollout → reward → advantages → filter → PP
 what a step measures beside its loss, ``step_metrics``),
 sampling with per-step log-probs (``rollout``), the teacher-forced forward that yields
 ``TokenStats`` fused from hidden states where the model allows it (``forward``, over the
-teacher-forced passes of ``teacher_forcing``, which run each distinct prompt once; sampling
-prefills each once, ``prompt_cache``), chat-template
+teacher-forced passes of ``teacher_forcing``, which run each distinct prompt once; sampling's
+decoding loop, ``sampler``, prefills each once, ``prompt_cache``, and drops rows that have
+ended), chat-template
 prompts (``prompts``), held-out Avg@k / Pass@k (``evaluate``), checkpoints (``checkpoint``), metric
 sinks (``metrics``), supervised pretraining of the embedded model (``pretrain``), the forecast of
 each step's entropy change (``forecast``), whether the token filter is doing anything

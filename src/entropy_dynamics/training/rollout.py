@@ -2,12 +2,12 @@
 
 - Prompts are left-padded (by us, so the tokenizer's ``padding_side`` and pad token are never
   touched) and repeated ``num_samples`` times, a prompt's samples contiguous.
-- Each distinct prompt is prefilled once and its key/value cache repeated to its ``num_samples``
-  rows (:mod:`~entropy_dynamics.training.prompt_cache`, where the model's cache allows it).
-- Sampling is ``model.generate`` (KV cache) from ``softmax(z / T)``, nucleus-truncated when
-  ``top_p < 1``, and nothing else: top-k, repetition penalty, min-p and any other default in the
-  model's own ``generation_config`` are switched off for the call, so the recorded statistics are
-  those of the distribution actually sampled.
+- Sampling is from ``softmax(z / T)``, nucleus-truncated when ``top_p < 1``, and nothing else
+  (no top-k, repetition penalty or min-p, whatever the model's own ``generation_config`` says),
+  so the recorded statistics are those of the distribution actually sampled. The decoding loop
+  (:mod:`~entropy_dynamics.training.sampler`) prefills each distinct prompt once and drops each
+  row from the batch once it has ended; ``model.generate`` serves models whose key/value cache
+  cannot be shared that way.
 - ``sampling_logprobs`` / ``sampling_entropy`` (and ``S_k``, ``E_p[S]``: the whole
   :class:`~entropy_dynamics.stats.TokenStats`, :meth:`Rollout.sampling_stats`) are of
   ``softmax(z / T)`` before top-p, as in the reference implementation; they are recorded step by
@@ -18,26 +18,22 @@
   resume, and the same seed gives the same rollout.
 - A response runs up to and including its first EOS; later positions are padding.
 
-An own sampling loop with a KV cache was timed against ``model.generate`` on the embedded tiny
-Qwen2 (64 sequences × 24 new tokens, 1 CPU thread, best of 9): 0.84 s vs 0.80-0.97 s per batch,
-at most 1.1× faster, so there is one engine: the time is in the model's forward, not the loop.
+An own loop over every row was once timed at most 1.1× faster than ``model.generate``; what
+makes the difference is the work it skips: each prompt's prefill ``G - 1`` times, and the rows
+that have ended (issue 30: a default rollout of 128 responses, 0.031 s against 0.051 s).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from entropy_dynamics.stats import TokenStats, token_stats
-from entropy_dynamics.training.prompt_cache import (
-    cache_keyword,
-    check_shared_prefill,
-    shared_prefill,
-)
+from entropy_dynamics.stats import TokenStats
+from entropy_dynamics.training.prompt_cache import check_shared_prefill
+from entropy_dynamics.training.sampler import decode, hf_decode
 
 __all__ = [
     "Rollout",
@@ -113,47 +109,6 @@ def response_mask_from_ids(response_ids: Tensor, eos_token_id: int | list[int]) 
     return eos_before == 0
 
 
-class _SamplingStatsRecorder:
-    """Logits processor recording ``log p`` and ``H`` of ``softmax(z / T)`` at each sampled token.
-
-    ``generate`` calls it once per step with the raw float32 logits ``z`` ``(N, V)``, before
-    temperature and top-p (custom processors run before the sampling warpers). The token drawn at
-    step ``t`` is only known at step ``t + 1`` (last column of ``input_ids``), or from the returned
-    sequences for the last step, so one step of logits is held back.
-    """
-
-    def __init__(self, temperature: float, valid_vocab: int | None = None) -> None:
-        self.temperature = temperature
-        self.valid_vocab = valid_vocab
-        self.pending: Tensor | None = None
-        self.steps: list[TokenStats] = []  # (N,) fields, one per sampling step
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        if self.pending is not None:
-            self._record(input_ids[:, -1])
-        if self.valid_vocab is not None:  # padded output rows are not tokens: never sampled
-            scores = scores.clone()
-            scores[:, self.valid_vocab :] = float("-inf")
-        self.pending = scores.detach().clone()  # later processors may work in place
-        return scores
-
-    def _record(self, tokens: Tensor) -> None:
-        self.steps.append(token_stats(self.pending, tokens, self.temperature))  # (N,) each
-        self.pending = None
-
-    def finish(self, response_ids: Tensor) -> TokenStats:
-        """``(N, R)`` float32 statistics of every step, given the sampled ``(N, R)`` response."""
-        if self.pending is not None:
-            self._record(response_ids[:, -1])
-        if len(self.steps) != response_ids.shape[1]:
-            raise RuntimeError(
-                f"recorded {len(self.steps)} sampling steps for {response_ids.shape[1]} "
-                "response tokens: model.generate did not call the logits processor once per token"
-            )
-        columns = zip(*(dataclasses.astuple(step) for step in self.steps), strict=True)
-        return TokenStats(*(torch.stack(column, 1).float() for column in columns))
-
-
 def _special_ids(model, tokenizer) -> tuple[list[int], int]:
     """EOS ids (model's generation config, then the tokenizer's) and the padding id."""
     generation_config = getattr(model, "generation_config", None)
@@ -188,14 +143,15 @@ def _left_padded(tokenizer, prompts: list[str], pad_id: int) -> tuple[Tensor, Te
     return input_ids, attention_mask
 
 
-_PREFILL_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CACHE_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _prefill_shares(model) -> bool:
-    """Whether ``model`` samples from a shared prompt cache (checked once per model)."""
-    if model not in _PREFILL_CHECKED:
-        _PREFILL_CHECKED[model] = check_shared_prefill(model) == ""
-    return _PREFILL_CHECKED[model]
+def _cache_shares(model) -> bool:
+    """Whether ``model``'s cache can be prefilled once per prompt and gathered row by row, so
+    that :func:`~entropy_dynamics.training.sampler.decode` serves it (checked once per model)."""
+    if model not in _CACHE_CHECKED:
+        _CACHE_CHECKED[model] = check_shared_prefill(model) == ""
+    return _CACHE_CHECKED[model]
 
 
 def _check_arguments(prompts, num_samples, temperature, top_p, max_new_tokens) -> None:
@@ -244,8 +200,6 @@ def generate(
         batch_size: most sequences per ``model.generate`` call, in whole groups (0: all at
             once); bounds the KV cache. The parts are joined by :func:`concat_rollouts`.
     """
-    from transformers import GenerationConfig, LogitsProcessorList
-
     _check_arguments(prompts, num_samples, temperature, top_p, max_new_tokens)
     eos_ids, pad_id = _special_ids(model, tokenizer)
     if valid_vocab is None:  # once, before any split into chunks
@@ -270,45 +224,22 @@ def generate(
     device = next(model.parameters()).device
     distinct_ids, distinct_mask = _left_padded(tokenizer, list(prompts), pad_id)  # (B, P) each
     distinct_ids, distinct_mask = distinct_ids.to(device), distinct_mask.to(device)
-    prompt_ids = distinct_ids.repeat_interleave(num_samples, 0)  # (N, P)
-    prompt_mask = distinct_mask.repeat_interleave(num_samples, 0)  # (N, P)
-    share = num_samples > 1 and _prefill_shares(model)  # each prompt prefilled once
-
-    recorder = _SamplingStatsRecorder(temperature, valid_vocab)
-    was_training, model_generation_config = model.training, model.generation_config
-    # generate() fills every option we leave unset from model.generation_config (a checkpoint's
-    # top_k=20, repetition_penalty=1.05, ...): a neutral config keeps sampling = softmax(z / T).
-    model.generation_config = GenerationConfig(
-        bos_token_id=getattr(model_generation_config, "bos_token_id", None),
-        eos_token_id=eos_ids,
-        pad_token_id=pad_id,
-    )
+    # our loop (shared prefill, finished rows dropped) where the model's cache allows it
+    decoder = decode if _cache_shares(model) else hf_decode
+    was_training = model.training
     model.eval()
     try:
-        cached = shared_prefill(model, distinct_ids, distinct_mask, num_samples) if share else None
-        sequences = model.generate(
-            **({cache_keyword(model): cached} if cached is not None else {}),
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            do_sample=do_sample,
-            temperature=temperature if do_sample else None,
-            top_p=top_p if do_sample else None,
-            top_k=0 if do_sample else None,  # 0 disables top-k (the global default is 50)
-            max_new_tokens=max_new_tokens,
-            eos_token_id=eos_ids,
-            pad_token_id=pad_id,
-            logits_processor=LogitsProcessorList([recorder]),
-            return_dict_in_generate=False,
-        )
+        response_ids, sampled = decoder(
+            model, distinct_ids, distinct_mask, num_samples=num_samples,
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+            do_sample=do_sample, eos_ids=eos_ids, pad_id=pad_id, valid_vocab=valid_vocab,
+        )  # (N, R) each  # fmt: skip
     finally:
-        model.generation_config = model_generation_config
         model.train(was_training)
-
-    p = prompt_ids.shape[1]
-    response_ids = sequences[:, p:]  # (N, R)
+    prompt_ids = distinct_ids.repeat_interleave(num_samples, 0)  # (N, P)
+    prompt_mask = distinct_mask.repeat_interleave(num_samples, 0)  # (N, P)
     response_mask = response_mask_from_ids(response_ids, eos_ids)  # (N, R)
     response_ids = response_ids.masked_fill(~response_mask, pad_id)
-    sampled = recorder.finish(response_ids)  # (N, R) fields
     is_eos = torch.isin(response_ids, torch.tensor(eos_ids, device=device))  # (N, R)
     has_eos = (is_eos & response_mask).any(-1)  # (N,)
     answer_lengths = response_mask.sum(-1) - has_eos.long()  # tokens before the EOS
@@ -325,7 +256,7 @@ def generate(
         sampling_entropy=sampled.entropy * response_mask,
         prompt_index=torch.arange(len(prompts), device=device).repeat_interleave(num_samples),
         completions=completions,
-        prompt_length=p,
+        prompt_length=distinct_ids.shape[1],
         truncated=~has_eos,
         sampling_discriminator=sampled.discriminator * response_mask,
         sampling_expected_discriminator=sampled.expected_discriminator * response_mask,
