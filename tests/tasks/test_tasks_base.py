@@ -42,3 +42,11 @@ def test_score_all_batches_where_the_task_can(batched: bool) -> None:
     assert task.calls == (["score_many"] if batched else ["score"] * 3)
     with pytest.raises(ValueError, match="2 problems but 1 completions"):
         score_all(task, ["a", "b"], ["a"])
+
+
+def test_score_all_scores_a_repeated_pair_once() -> None:
+    task = _Counting(batched=False)
+    problem, other = "a", "b"  # a group: one problem object, its samples, some alike
+    rewards = score_all(task, [problem] * 4 + [other], ["a", "x", "a", "a", "a"])
+    assert [r.reward for r in rewards] == [1.0, 0.0, 1.0, 1.0, 0.0]
+    assert task.calls == ["score"] * 3  # (a, a), (a, x), (b, a)

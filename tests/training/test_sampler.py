@@ -74,3 +74,30 @@ def test_generate_falls_back_to_model_generate(tiny_lm, monkeypatch) -> None:
     assert torch.equal(rollout.response_ids, own.response_ids)
     assert torch.equal(rollout.response_mask, own.response_mask)
     assert rollout.completions == own.completions
+
+
+def test_sampled_tokens_follow_the_distribution(tiny_lm) -> None:
+    # the exponential race picks token i with probability p_i: a chi-square test on 4,000 draws
+    # of one fixed distribution (the model's first-token one), seeded
+    from scipy.stats import chisquare
+
+    model, tokenizer = tiny_lm
+    ids, mask = _left_padded(tokenizer, ["12 7 3 -> 16: "], tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model.eval()
+    tokens, stats = decode(model, ids, mask, **_options(tokenizer, num_samples=4000,
+                                                       do_sample=True, max_new_tokens=1))
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=ids).logits[0, -1].double() / 0.8, -1)
+    model.train()
+    counts = torch.bincount(tokens[:, 0], minlength=probs.numel()).double()
+    likely = probs * 4000 >= 5  # chi-square needs expected counts of at least 5; the rest pooled
+    observed, expected = counts[likely], probs[likely] * 4000
+    if (~likely).any():
+        observed = torch.cat([observed, counts[~likely].sum()[None]])
+        expected = torch.cat([expected, probs[~likely].sum()[None] * 4000])
+    expected = expected * observed.sum() / expected.sum()  # the valid vocabulary's mass only
+    assert likely.sum() >= 3
+    assert chisquare(observed.numpy(), expected.numpy()).pvalue > 1e-3
+    torch.testing.assert_close(stats.logprobs[:, 0].double(), probs[tokens[:, 0]].log(),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip

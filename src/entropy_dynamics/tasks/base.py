@@ -61,10 +61,16 @@ class Task(Protocol):
 
 def score_all(task: Task, problems: list[Any], completions: list[str]) -> list[TaskReward]:
     """``task.score`` of each ``(problem, completion)`` pair; a task that grades better in batches
-    (the math task's worker pool) offers ``score_many`` and gets them all at once."""
+    (the math task's worker pool) offers ``score_many`` and gets them all at once. A reward is a
+    function of its pair, so a pair met again (a group's samples often agree) is scored once."""
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
     many = getattr(task, "score_many", None)
     if callable(many):
         return list(many(problems, completions))
-    return [task.score(p, c) for p, c in zip(problems, completions, strict=True)]
+    scored: dict[tuple[int, str], TaskReward] = {}  # (id of the problem object, completion)
+    for problem, completion in zip(problems, completions, strict=True):
+        key = (id(problem), completion)
+        if key not in scored:
+            scored[key] = task.score(problem, completion)
+    return [scored[(id(p), c)] for p, c in zip(problems, completions, strict=True)]

@@ -88,9 +88,9 @@ def decode(
     for step in range(max_new_tokens):
         if valid_vocab is not None:  # padded output rows are not tokens: never sampled
             logits[:, valid_vocab:] = float("-inf")
-        if do_sample:
-            probs = nucleus(logits / temperature, top_p).softmax(-1)
-            token = torch.multinomial(probs, 1)[:, 0]  # (n_active,)
+        if do_sample:  # the exponential race: argmax p_i / E_i, E_i ~ Exp(1), picks i w.p. p_i
+            probs = nucleus(logits / temperature, top_p).softmax(-1)  # (n_active, V)
+            token = probs.div_(torch.empty_like(probs).exponential_()).argmax(-1)  # (n_active,)
         else:
             token = logits.argmax(-1)
         stats = token_stats(logits, token, temperature)  # of softmax(z / T), before top-p
