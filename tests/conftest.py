@@ -57,3 +57,18 @@ def gguf_model_file(tmp_path_factory):
     model = qwen2_model(tokenizer, len(tokenizer), seed=1)
     path = export_gguf(model, tokenizer, tmp_path_factory.mktemp("gguf") / "tiny-qwen2-f32.gguf")
     return path, model, tokenizer
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _problem_cache(tmp_path_factory):
+    """Generated problem sets cached in the session's own folder, not the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("problem-cache")
+    saved = os.environ.get("ENTROPY_DYNAMICS_CACHE")
+    os.environ["ENTROPY_DYNAMICS_CACHE"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("ENTROPY_DYNAMICS_CACHE", None)
+    else:
+        os.environ["ENTROPY_DYNAMICS_CACHE"] = saved

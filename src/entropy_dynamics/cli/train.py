@@ -128,13 +128,14 @@ def train_command(
             fail(str(exc))
         finally:
             trainer.close()
-    plots = plot_run(cfg.run_dir)
-    if history:
+    if history:  # the summary first: the plots take a second more
         console.print(_summary(history, eval_rows))
         notice = idle_filter_notice(history, loss_cfg)
         if notice:
             console.print(f"[yellow]note: {escape(notice)}[/]", soft_wrap=True)
     console.print(f"metrics: {cfg.run_dir / 'metrics.jsonl'}")
+    with console.status("writing the plots"):
+        plots = plot_run(cfg.run_dir)
     console.print("plots: " + ", ".join(str(p) for p in plots))
 
 

@@ -31,12 +31,13 @@ import hashlib
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from math import comb
 from typing import Literal
 
 from entropy_dynamics.tasks._countdown_solver import MAX_SOLVER_NUMBERS, solve
+from entropy_dynamics.tasks._problem_cache import cached
 
 __all__ = [
     "MAX_PAREN_DEPTH",
@@ -59,6 +60,7 @@ MAX_PAREN_DEPTH = 16
 
 
 _EVAL_SHARE = 4  # one key in 4 (by hash) belongs to the held-out split, the rest to train
+_REWARD_ONLY = ("format_weight", "max_answer_chars")  # options that do not change the problems
 
 
 @dataclass
@@ -346,8 +348,15 @@ class CountdownTask:
         self._splits: dict[str, list[CountdownProblem]] = {}
 
     def _split(self, split: Literal["train", "eval"]) -> list[CountdownProblem]:
-        if split not in self._splits:
-            self._splits[split] = generate_problems(self.config, split)
+        if split not in self._splits:  # generated once per config, then read from the cache
+            generator = {k: v for k, v in asdict(self.config).items() if k not in _REWARD_ONLY}
+
+            def generate() -> list[list]:
+                problems = generate_problems(self.config, split)
+                return [[list(p.numbers), p.target, p.num_solutions] for p in problems]
+
+            records = cached("countdown", {"config": generator, "split": split}, generate)
+            self._splits[split] = [CountdownProblem(tuple(n), t, s) for n, t, s in records]
         return list(self._splits[split])
 
     def train_problems(self) -> list[CountdownProblem]:

@@ -98,7 +98,11 @@ def context_problem(model, tokenizer, prompts: list[str], max_new_tokens: int) -
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if not limit or not prompts:
         return None
-    longest = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # the Rust tokenizer: no lists built
+    if backend is not None:
+        longest = max(len(encoding.ids) for encoding in backend.encode_batch(prompts))
+    else:
+        longest = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
     if longest + max_new_tokens <= limit:
         return None
     return (
