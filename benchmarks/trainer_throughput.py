@@ -12,6 +12,12 @@ the same weights and optimizer state each time, methods interleaved, ``--repeats
 overhead is the difference of the median learn times over the median full step (rollout + learn)
 of plain GRPO. Writes JSON (default ``benchmarks/results/trainer_throughput.json``).
 
+Where a step goes (``phases_s``, median seconds per step, exclusive: a phase entered inside
+another pauses it): ours — rollout, rewards, statistics (the teacher-forced pass when the update
+is not on-policy), forward + loss, backward, optimizer (clip + AdamW), dynamics; TRL — rollout +
+rewards (its ``_generate_and_score_completions``), forward + loss (``compute_loss``), backward,
+optimizer. ``other`` is the rest of the step.
+
 Fused loss (issue 16): the learn time with the fused policy loss (the default on the fused
 statistics path) over the unfused one (statistics + registered loss, the path before), measured
 the same way: one fixed rollout, both variants interleaved from the same weights.
@@ -32,6 +38,7 @@ from pathlib import Path
 
 import torch
 from _interleaved import interleaved_learn_times
+from _phases import Phases
 
 from entropy_dynamics.advantages import broadcast_to_tokens
 from entropy_dynamics.losses import select_tokens
@@ -62,20 +69,44 @@ def _config(method: str, args: argparse.Namespace):
     )
 
 
-def _ours(method: str, args: argparse.Namespace, run_dir: Path) -> dict[str, float]:
+def _optimizer_phases() -> list[tuple[object, str, str]]:
+    return [
+        (torch.Tensor, "backward", "backward"),
+        (torch.optim.AdamW, "step", "optimizer"),
+        (torch.nn.utils, "clip_grad_norm_", "optimizer"),
+    ]
+
+
+def _ours(method: str, args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
+    from entropy_dynamics.training import trainer as trainer_module
+
     trainer = Trainer(_config(method, args), run_dir)
     trainer.train_step()  # warm-up, untimed
+    phases = Phases()
+    targets = [
+        (trainer, "rollout", "rollout"),
+        (trainer_module, "reward_metrics", "rewards"),
+        (trainer, "_rollout_policy", "statistics"),
+        (trainer_module, "accumulate_gradients", "forward + loss"),
+        (trainer_module, "dynamics_metrics", "dynamics"),
+        *_optimizer_phases(),
+    ]
     tokens, update_time, start = 0.0, 0.0, time.perf_counter()
-    for _ in range(args.steps):
-        metrics = trainer.train_step()
-        tokens += metrics["perf/tokens_per_s"] * metrics["perf/step_time"]
-        update_time += metrics["perf/step_time"] - metrics["perf/rollout_time"]
+    with phases.patched(targets):
+        for _ in range(args.steps):
+            phases.begin_step()
+            metrics = trainer.train_step()
+            phases.end_step()
+            tokens += metrics["perf/tokens_per_s"] * metrics["perf/step_time"]
+            update_time += metrics["perf/step_time"] - metrics["perf/rollout_time"]
     elapsed = time.perf_counter() - start
     return {
         "tokens_per_s": tokens / elapsed,
         "step_time_s": elapsed / args.steps,
         "update_time_s": update_time / args.steps,
         "response_tokens": tokens,
+        "statistics_from_sampling": metrics["stats/from_sampling"],
+        "phases_s": phases.medians(),
     }
 
 
@@ -183,6 +214,8 @@ def _trl(args: argparse.Namespace, out_dir: Path) -> dict[str, float] | dict[str
             task.score(by_prompt[p], c).reward for p, c in zip(prompts, completions, strict=True)
         ]
 
+    phases = Phases()
+
     class Timer(TrainerCallback):
         def __init__(self) -> None:
             self.times: list[float] = []
@@ -190,8 +223,10 @@ def _trl(args: argparse.Namespace, out_dir: Path) -> dict[str, float] | dict[str
 
         def on_step_begin(self, *_, **__):
             self._start, self._tokens = time.perf_counter(), counted["tokens"]
+            phases.begin_step()
 
         def on_step_end(self, *_, **__):
+            phases.end_step()
             self.times.append(time.perf_counter() - self._start)
             self.tokens.append(counted["tokens"] - self._tokens)
 
@@ -225,12 +260,19 @@ def _trl(args: argparse.Namespace, out_dir: Path) -> dict[str, float] | dict[str
         processing_class=tokenizer,
         callbacks=[timer],
     )
-    trainer.train()
+    targets = [
+        (GRPOTrainer, "_generate_and_score_completions", "rollout + rewards"),
+        (GRPOTrainer, "compute_loss", "forward + loss"),
+        *_optimizer_phases(),
+    ]
+    with phases.patched(targets):
+        trainer.train()
     times, tokens = timer.times[1:], timer.tokens[1:]  # drop the warm-up step
     return {
         "tokens_per_s": sum(tokens) / sum(times),
         "step_time_s": sum(times) / len(times),
         "response_tokens": float(sum(tokens)),
+        "phases_s": phases.medians(skip=1),
     }
 
 
