@@ -208,7 +208,9 @@ def test_three_steps_on_the_embedded_default(tmp_path, method, control) -> None:
         assert all(r["entropy_target/target"] == 0.5 for r in rows)
         assert all(r["entropy_target/direction"] == 1 for r in rows)  # entropy below the band
         dropped = [r["entropy_target/frac_clipped"] for r in rows]
-        assert all(0 < d <= 0.1 + 1e-9 for d in dropped)  # the default share cap
+        # the default share cap: at most floor(0.1 n) of n tokens; a share of exactly 0.1 is
+        # logged in float32, 0.10000000149
+        assert all(0 < d <= 0.1 + 1e-7 for d in dropped)
         assert [1 - r["actor/frac_kept"] for r in rows] == pytest.approx(dropped)
     elif method == "adaptive_entropy":
         assert [r["adaptive_entropy/coef"] for r in rows] == pytest.approx([0, 0.005, 0.01])
