@@ -1,7 +1,10 @@
-"""The collapse regime (issue 18): final entropy and Pass@k per method with bootstrap intervals over
-seeds, and the entropy controller's tracking of its target.
+"""The collapse regime (issue 18): final entropy and Pass@k per method with intervals over seeds,
+the difference to GRPO with Holm-adjusted p-values, and the entropy controller's tracking of its
+target.
 
     python docs/results/collapse.py RUN_DIR_OR_GRID... -o OUT [--warmup 20] [--band 0.1]
+    python docs/results/collapse.py --from-summary OLD_OUT/summary.json -o OUT
+
 
 Reads ``entropy-dynamics compare`` grids (or run directories) through the report's own loaders
 (``study.runs``: runs that differ only in seed form a group). Per run: the mean rollout entropy
@@ -9,10 +12,19 @@ of the last 20 steps, the final model's held-out entropy and unbiased Pass@k at 
 ``final_eval.json`` (n samples per problem), the step-0 held-out scores, and the share of steps
 after ``--warmup`` whose mean rollout entropy lies within ±``--band`` of the target
 (the target a closed-loop method logs; for the open-loop methods the first step's entropy, i.e.
-"hold the initial entropy", as a reference). Per group: the mean over seeds with a 95 % percentile
-bootstrap interval (10,000 resamples of the seeds), and the difference to GRPO paired by seed.
-Writes ``OUT/summary.json``, ``OUT/runs.csv``, ``OUT/table.md``, ``OUT/collapse.png`` (entropy
-over steps, Pass@k against GRPO) and ``OUT/tracking.png`` (the controller against its band).
+"hold the initial entropy", as a reference). The statistics are the library's
+(``entropy_dynamics.study.statistics``): per group the mean over seeds with its 95 % Student-t
+interval; the difference to GRPO paired by seed with its paired-t interval, p-value and the
+Holm-adjusted p-value over the cells of the difference table, and for Pass@k the hierarchical
+bootstrap over seeds and problems (10,000 resamples; needs the runs' per-problem counts). Every
+final-evaluation number names its split (``held-out`` for runs evaluated before the validation /
+test splits existed). Writes ``OUT/summary.json``, ``OUT/runs.csv``, ``OUT/table.md``,
+``OUT/collapse.png`` (entropy over steps, Pass@k against GRPO) and ``OUT/tracking.png`` (the
+controller against its band).
+
+``--from-summary`` recomputes the statistics from the per-seed values of a summary this script
+wrote (the committed ``docs/results/collapse/**/summary.json``), without the runs: no bootstrap
+and no figures then.
 """
 
 from __future__ import annotations
@@ -26,25 +38,28 @@ from pathlib import Path
 import numpy as np
 
 from entropy_dynamics.study.plot_style import COLORS, pyplot, save
-from entropy_dynamics.study.runs import group_runs, load_runs
-from entropy_dynamics.training.evaluate import pass_at_k
+from entropy_dynamics.study.runs import final_record, group_runs, load_runs, record_split
+from entropy_dynamics.study.statistics import (
+    RESAMPLES,
+    compare_to_baseline,
+    pass_at_k_matrix,
+    t_interval,
+)
+from entropy_dynamics.study.summaries import json_text
 
-RESAMPLES = 10_000
 LAST = 20
 TARGET_KEYS = ("entropy_target/target", "adaptive_entropy/target", "entropic/target")
 """Where a closed-loop method logs its target; other methods are compared with the first step's
 entropy."""
 
 
-def bootstrap(values: list[float], seed: int = 0) -> list[float]:
-    """Mean and 95 % percentile bootstrap interval of the mean over ``values`` (seeds)."""
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    if len(x) == 0:
+def mean_interval(values: list[float]) -> list[float]:
+    """Mean and 95 % Student-t interval over ``values`` (seeds; NaN ones left out)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
         return [math.nan] * 3
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(RESAMPLES, len(x)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return [float(x.mean()), float(low), float(high)]
+    interval = t_interval(finite)
+    return [interval.mean, interval.low, interval.high]
 
 
 def tracking(rows: list[dict], warmup: int, band: float) -> dict[str, float]:
@@ -72,7 +87,9 @@ def tracking(rows: list[dict], warmup: int, band: float) -> dict[str, float]:
         "tracking": float(np.mean(np.abs(h[idx] - target[idx]) <= width)),
         "tracking_smoothed": float(np.mean(np.abs(smooth[idx] - target[idx]) <= width)),
         "batch_noise": noise,
-        "tracking_ceiling": math.erf(band * constant / (noise * math.sqrt(2))),
+        "tracking_ceiling": math.erf(band * constant / (noise * math.sqrt(2)))
+        if noise > 0
+        else math.nan,
         "target": constant,
         "relative_error_mean": float(np.mean((h[idx] - target[idx]) / target[idx])),
     }
@@ -92,57 +109,112 @@ def run_values(run, warmup: int, band: float) -> dict[str, float]:
     kept = [r["actor/frac_kept"] for r in train if "actor/frac_kept" in r]
     out["frac_dropped"] = 1.0 - float(np.mean(kept)) if kept else math.nan
     out.update(tracking(run.rows, warmup, band))
-    final = run.final_eval
+    final = final_record(run)
     if final is not None:
-        n, correct = int(final["k"]), final["correct"]
+        n, correct = int(final["k"]), np.asarray(final["correct"])
         out["heldout_entropy"] = final["mean_entropy"]
         for k in range(1, n + 1):
-            out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in correct) / len(correct)
+            out[f"pass@{k}"] = float(pass_at_k_matrix(correct, n, k).mean())
     return out
+
+
+def per_problem(run, ks: list[int]) -> dict[str, np.ndarray]:
+    """Per-problem Pass@k of the run's final model (the hierarchical bootstrap's input)."""
+    final = final_record(run)
+    if final is None:
+        return {}
+    n, correct = int(final["k"]), np.asarray(final["correct"])
+    return {f"pass@{k}": pass_at_k_matrix(correct, n, k) for k in ks if k <= n}
+
+
+def table_columns(ks: list[int]) -> list[str]:
+    return ["rollout_entropy_last", "heldout_entropy", *(f"pass@{k}" for k in ks)]
 
 
 def summarize(
-    paths: list[str], warmup: int, band: float, rename: dict[str, str] | None = None
+    paths: list[str],
+    warmup: int,
+    band: float,
+    rename: dict[str, str] | None = None,
+    ks: list[int] = (1, 4, 8, 16),
 ) -> dict:
     groups = group_runs(load_runs(paths))
+    out, problems = {}, {}
     for group in groups:
-        group.label = (rename or {}).get(group.label, group.label)
-    base = next((g for g in groups if g.method == "grpo"), None)
-    base_by_seed = (
-        {r.seed: run_values(r, warmup, band) for r in base.runs} if base is not None else {}
-    )
-    out = {}
-    for group in groups:
-        per_run = {r.seed: run_values(r, warmup, band) for r in group.runs}
-        keys = list(dict.fromkeys(k for v in per_run.values() for k in v))
-        entry = {"method": group.method, "settings": group.settings, "seeds": list(per_run)}
-        entry["per_seed"] = per_run
-        values = {k: [v.get(k, math.nan) for v in per_run.values()] for k in keys}
-        entry["mean_ci"] = {k: bootstrap(v) for k, v in values.items()}
-        paired = [s for s in per_run if s in base_by_seed]
-        if group is not base and paired:
-            entry["minus_grpo_ci"] = {
-                k: bootstrap(
-                    [per_run[s].get(k, math.nan) - base_by_seed[s].get(k, math.nan) for s in paired]
-                )
-                for k in keys
-            }
-        out[group.label] = entry
-    return out
+        label = (rename or {}).get(group.label, group.label)
+        records = [final_record(r) for r in group.runs]
+        out[label] = {
+            "method": group.method,
+            "settings": group.settings,
+            "seeds": [r.seed for r in group.runs],
+            "split": "/".join(sorted({record_split(f) for f in records if f})) or None,
+            "per_seed": {r.seed: run_values(r, warmup, band) for r in group.runs},
+        }
+        problems[label] = {r.seed: per_problem(r, ks) for r in group.runs}
+    return add_statistics(out, ks, problems)
 
 
-def _fmt(ci: list[float], digits: int = 3) -> str:
-    if not math.isfinite(ci[0]):
+def add_statistics(groups: dict, ks: list[int], problems: dict | None = None) -> dict:
+    """Per group ``mean_ci`` (mean and t interval of every value over seeds); against GRPO (the
+    first group of method ``grpo``) ``minus_grpo_ci`` (paired difference and its paired-t
+    interval, every value) and ``minus_grpo`` (the difference table's cells: p, Holm-adjusted
+    p over the table, n, and the hierarchical bootstrap where ``problems`` has the per-problem
+    scores)."""
+    base = next((label for label, e in groups.items() if e["method"] == "grpo"), None)
+    columns = table_columns(ks)
+    for entry in groups.values():
+        per_seed = entry["per_seed"]
+        keys = list(dict.fromkeys(k for v in per_seed.values() for k in v))
+        entry["mean_ci"] = {
+            k: mean_interval([v.get(k, math.nan) for v in per_seed.values()]) for k in keys
+        }
+    if base is None:
+        return groups
+
+    def by_seed(entry: dict, keys) -> dict:
+        return {
+            k: {s: v[k] for s, v in entry["per_seed"].items() if math.isfinite(v.get(k, math.nan))}
+            for k in keys
+        }
+
+    every = {k for e in groups.values() for v in e["per_seed"].values() for k in v}
+    everything = compare_to_baseline({lb: by_seed(e, every) for lb, e in groups.items()}, base)
+    for cell in everything:
+        d = cell.difference
+        groups[cell.method].setdefault("minus_grpo_ci", {})[cell.metric] = [d.mean, d.low, d.high]
+    scores = None
+    if problems:
+        scores = {
+            label: {k: {s: p[k] for s, p in by.items() if k in p} for k in columns}
+            for label, by in problems.items()
+        }
+    table = compare_to_baseline({lb: by_seed(e, columns) for lb, e in groups.items()}, base, scores)
+    for cell in table:
+        d, boot = cell.difference, cell.bootstrap
+        groups[cell.method].setdefault("minus_grpo", {})[cell.metric] = {
+            "delta": d.mean,
+            "t_interval": [d.low, d.high],
+            "n": d.n,
+            "p": cell.p_value,
+            "p_holm": cell.p_adjusted,
+            "bootstrap": None if boot is None else [boot.low, boot.high],
+        }
+    return groups
+
+
+def _fmt(ci: list[float | None], digits: int = 3) -> str:
+    if ci[0] is None or not math.isfinite(ci[0]):
         return "—"
+    if ci[1] is None or not math.isfinite(ci[1]):  # one seed: no interval
+        return f"{ci[0]:.{digits}f}"
     return f"{ci[0]:.{digits}f} [{ci[1]:.{digits}f}, {ci[2]:.{digits}f}]"
 
 
 def table(summary: dict, ks: list[int]) -> str:
-    cols = ["rollout_entropy_last", "heldout_entropy", *(f"pass@{k}" for k in ks)]
+    cols = table_columns(ks)
     names = ["final rollout entropy", "held-out entropy", *(f"Pass@{k}" for k in ks)]
+    splits = sorted({e.get("split") or "—" for e in summary.values()})
     lines = ["| method | seeds | " + " | ".join(names) + " |", "|---" * (len(cols) + 2) + "|"]
-    diff = ["| method | " + " | ".join(f"Δ {n}" for n in names) + " |", "|---" * (len(cols) + 1)]
-    diff[1] += "|"
     first = next(iter(summary.values()), None)
     if first is not None:  # the model before training, from the first group's step-0 evaluations
         ci = first["mean_ci"]
@@ -150,15 +222,61 @@ def table(summary: dict, ks: list[int]) -> str:
         row = [_fmt(ci.get(start.get(c, f"step0_{c}"), [math.nan] * 3)) for c in cols]
         seeds = len(first["seeds"])
         lines.append(f"| initial model (step 0) | {seeds} | " + " | ".join(row) + " |")
+    diff = ["| method | " + " | ".join(f"Δ {n}" for n in names) + " |", "|---" * (len(cols) + 1)]
+    diff[1] += "|"
+    boot = ["| method | " + " | ".join(f"Δ {n}" for n in names[2:]) + " |", "|---" * (len(ks) + 1)]
+    boot[1] += "|"
+    cells = 0
     for label, entry in summary.items():
         ci = entry["mean_ci"]
         row = [_fmt(ci.get(c, [math.nan] * 3)) for c in cols]
         lines.append(f"| {label} | {len(entry['seeds'])} | " + " | ".join(row) + " |")
-        if "minus_grpo_ci" in entry:
-            d = entry["minus_grpo_ci"]
-            row = [_fmt(d.get(c, [math.nan] * 3)) for c in cols]
+        if "minus_grpo" in entry:
+            d = entry["minus_grpo"]
+            row = [_diff_cell(d.get(c)) for c in cols]
             diff.append(f"| {label} | " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(diff) + "\n"
+            cells += sum(c in d and math.isfinite(d[c]["p"]) for c in cols)
+            row = [_interval(d.get(c, {}).get("bootstrap")) for c in cols[2:]]
+            boot.append(f"| {label} | " + " | ".join(row) + " |")
+    text = "\n".join(lines) + "\n\n"
+    text += (
+        "Mean over seeds with its 95 % Student-t interval; final-evaluation split: "
+        f"{', '.join(splits)}; rollout entropy: the last {LAST} training steps.\n\n"
+    )
+    if len(diff) == 2:
+        return text + "No GRPO group (or no seed it shares): no differences to it.\n"
+    text += "\n".join(diff) + "\n\n"
+    text += (
+        "Δ = method − GRPO paired by seed, with its 95 % paired-t interval; p: paired t; Holm: "
+        f"p Holm-adjusted over the {cells} cells of this table.\n"
+    )
+    if any("[" in line for line in boot[2:]):
+        text += "\n" + "\n".join(boot) + "\n\n"
+        text += (
+            f"Δ Pass@k with the hierarchical bootstrap: {RESAMPLES:,} resamples of the seeds and, "
+            "within them, the split's problems (the same problems for method and GRPO).\n"
+        )
+    return text
+
+
+def _diff_cell(cell: dict | None) -> str:
+    """``+0.090 [+0.045, +0.135], p 0.005, Holm 0.169``."""
+    if cell is None or cell["delta"] is None or not math.isfinite(cell["delta"]):
+        return "—"
+    text = f"{cell['delta']:+.3f} {_interval(cell['t_interval'])}"
+    return f"{text}, p {_p(cell['p'])}, Holm {_p(cell['p_holm'])}"
+
+
+def _p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _interval(bounds: list[float | None] | None) -> str:
+    if bounds is None or not all(b is not None and math.isfinite(b) for b in bounds):
+        return "—"
+    return f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
 
 
 def figure(paths: list[str], summary: dict, out: Path, rename: dict[str, str]) -> Path:
@@ -192,7 +310,7 @@ def figure(paths: list[str], summary: dict, out: Path, rename: dict[str, str]) -
     ax_k.set(xlabel="k", ylabel=f"Pass@k − {groups[0].label}'s mean", xscale="log", xticks=ticks)
     ax_k.set_xticklabels([str(k) for k in ticks])
     ax_k.minorticks_off()
-    ax_k.set_title("final model, 95 % bootstrap interval over seeds")
+    ax_k.set_title("final model, 95 % t interval over seeds")
     ax_k.legend(fontsize=7)
     return save(fig, out / "collapse.png")
 
@@ -233,9 +351,30 @@ def tracking_figure(paths: list[str], warmup: int, band: float, out: Path) -> Pa
     return save(fig, out / "tracking.png")
 
 
+def from_summary(path: Path, ks: list[int]) -> tuple[dict, dict]:
+    """The meta and groups of a summary this script wrote, the statistics recomputed from its
+    per-seed values (a summary written before the splits: its final evaluations are held-out)."""
+    data = json.loads(path.read_text())
+    groups = {}
+    for label, entry in data["groups"].items():
+        per_seed = {
+            int(seed): {k: math.nan if v is None else v for k, v in values.items()}
+            for seed, values in entry["per_seed"].items()
+        }
+        evaluated = any("heldout_entropy" in v for v in per_seed.values())
+        groups[label] = {
+            "method": entry["method"],
+            "settings": entry["settings"],
+            "seeds": entry["seeds"],
+            "split": entry.get("split", "held-out" if evaluated else None),
+            "per_seed": per_seed,
+        }
+    return data.get("meta", {}), add_statistics(groups, ks)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+")
+    parser.add_argument("paths", nargs="*")
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--band", type=float, default=0.1)
@@ -244,14 +383,27 @@ def main() -> None:
     parser.add_argument(
         "--rename", action="append", default=[], metavar="LABEL->NAME", help="rename a group"
     )
+    parser.add_argument(
+        "--from-summary", type=Path, help="recompute from this summary.json's per-seed values"
+    )
     args = parser.parse_args()
+    if bool(args.paths) == bool(args.from_summary):
+        parser.error("give run directories or --from-summary, not both")
+    ks = [int(k) for k in args.ks.split(",")]
     args.output.mkdir(parents=True, exist_ok=True)
     rename = dict(item.split("->", 1) for item in args.rename)
-    summary = summarize(args.paths, args.warmup, args.band, rename)
-    meta = {"warmup": args.warmup, "band": args.band, "resamples": RESAMPLES, "last_steps": LAST}
-    (args.output / "summary.json").write_text(
-        json.dumps({"meta": meta, "groups": summary}, indent=1) + "\n"
+    meta = {"warmup": args.warmup, "band": args.band, "last_steps": LAST}
+    if args.from_summary:
+        old, summary = from_summary(args.from_summary, ks)
+        meta.update({k: old[k] for k in ("warmup", "band", "last_steps") if k in old})
+    else:
+        summary = summarize(args.paths, args.warmup, args.band, rename, ks)
+    meta.update(
+        interval="95 % Student t over seeds; differences paired by seed (paired t)",
+        p_adjustment=f"Holm over the cells of the difference table (Pass@{args.ks})",
+        bootstrap_resamples=RESAMPLES,
     )
+    (args.output / "summary.json").write_text(json_text({"meta": meta, "groups": summary}) + "\n")
     with open(args.output / "runs.csv", "w", newline="") as fh:
         keys = sorted({k for e in summary.values() for v in e["per_seed"].values() for k in v})
         writer = csv.writer(fh)
@@ -259,15 +411,14 @@ def main() -> None:
         for label, entry in summary.items():
             for seed, values in entry["per_seed"].items():
                 writer.writerow([label, seed, *(f"{values.get(k, math.nan):.6g}" for k in keys)])
-    ks = [int(k) for k in args.ks.split(",")]
     text = table(summary, ks)
     (args.output / "table.md").write_text(text)
     print(text)
     for label, entry in summary.items():
         for key in ("tracking", "tracking_smoothed", "tracking_ceiling", "batch_noise"):
             values = [round(v.get(key, math.nan), 3) for v in entry["per_seed"].values()]
-            print(f"{label}: {key} (±{args.band:.0%}, after step {args.warmup}): {values}")
-    if not args.no_figure:
+            print(f"{label}: {key} (±{meta['band']:.0%}, after step {meta['warmup']}): {values}")
+    if not args.no_figure and args.paths:
         print(figure(args.paths, summary, args.output, rename))
         print(tracking_figure(args.paths, args.warmup, args.band, args.output))
 

@@ -2,9 +2,12 @@
 
     python docs/results/trajectories.py RUN_PARENT_DIR [-o FILE]
 
-Per group of runs (``<group>-seed<N>`` directories): held-out entropy, pass@1 and pass@8 at the first and
-the last in-training evaluation, the mean rollout entropy and train accuracy over the first and
-the last 20 steps, and the fraction of steps whose re-measured entropy change was negative.
+Per group of runs (``<group>-seed<N>`` directories): held-out entropy, pass@1 and pass@8 at the
+first and the last in-training evaluation, the mean rollout entropy and train accuracy over the
+first and the last 20 steps, and the fraction of steps whose re-measured entropy change was
+negative. Mean and sample standard deviation are the library's
+(``entropy_dynamics.study.summaries.mean_std``); the intervals of a claim come from
+``entropy_dynamics.study.statistics`` (``collapse.py``, the report's vs-baseline tables).
 """
 
 from __future__ import annotations
@@ -16,11 +19,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from entropy_dynamics.study.summaries import mean_std
 from entropy_dynamics.training.metrics import read_metrics
-
-
-def _mean_std(values: list[float]) -> list[float]:
-    return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
 
 def summarize(parent: Path) -> dict[str, dict[str, list[float]]]:
@@ -47,7 +47,7 @@ def summarize(parent: Path) -> dict[str, dict[str, list[float]]]:
                 values[f"{name}_last20"].append(statistics.mean(r[key] for r in train[-20:]))
             falling = [r["dynamics/delta_h_actual"] < 0 for r in train]
             values["frac_steps_delta_h_negative"].append(sum(falling) / len(falling))
-        out[group] = {"seeds": len(runs), **{k: _mean_std(v) for k, v in values.items()}}
+        out[group] = {"seeds": len(runs), **{k: list(mean_std(v)) for k, v in values.items()}}
     return out
 
 

@@ -16,9 +16,9 @@ FLAGS = {
     "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
     "--eval-problems --eval-samples",
     "compare": "--methods -m --seeds --config -c --output-dir -o --workers -j --dry-run "
-    "--final-eval --no-final-eval --report --no-report --ks",
+    "--final-eval --no-final-eval --report --no-report --ks --baseline --select --select-split",
     "validate-signs": "--config -c --seeds --output-dir -o --workers -j",
-    "report": "--output -o --ks --evaluate-missing",
+    "report": "--output -o --ks --evaluate-missing --baseline --select --select-split",
     "verify-theory": "--vocab-size --positions --seed",
     "analyze": "--model --data --preset -n --problems --samples --output -o --advantage-sign "
     "--constant-advantage --chat-template --device --dtype --lr --max-new-tokens --seed "

@@ -9,8 +9,8 @@ import re
 import pytest
 from PIL import Image
 
-from entropy_dynamics.study.report import FIGURES, _sweep_keys, write_report
-from entropy_dynamics.study.runs import Group, group_runs, load_runs
+from entropy_dynamics.study.report import FIGURES, write_report
+from entropy_dynamics.study.runs import Group, group_runs, load_runs, swept_keys
 from entropy_dynamics.training.config import load_config, save_config
 
 DELTA = (0.01, -0.02, 0.005)  # actual ΔH of steps 1..3 (times a per-run scale)
@@ -118,6 +118,10 @@ def test_report_has_every_figure_and_table(runs, tmp_path) -> None:
     expected_sections = [
         "Runs",
         "Final evaluation",
+        "Against grpo: final scores",  # the tables' numbers: test_vs_baseline.py
+        "Against grpo: entropy",
+        "Against grpo: dropped share",
+        "Against grpo: pass-rate histogram",
         "Predicted vs actual entropy change",
         "Entropy change by quadrant",
         "Per-problem pass rates",
@@ -207,6 +211,6 @@ def test_settings_that_differ_only_between_methods_are_no_sweep() -> None:
         Group("grpo", "grpo", {"steps": 200}),
         Group("clip_b", "clip_b", {"steps": 20}),
     ]
-    assert _sweep_keys(groups) == []
+    assert swept_keys(groups) == []
     groups.append(Group("clip_b (steps=40)", "clip_b", {"steps": 40}))
-    assert _sweep_keys(groups) == ["steps"]
+    assert swept_keys(groups) == ["steps"]

@@ -8,8 +8,20 @@ import json
 import pytest
 import yaml
 
-from entropy_dynamics.study.runs import find_runs, group_runs, load_runs, pass_rates, run_scores
+from entropy_dynamics.study.runs import (
+    Group,
+    final_record,
+    find_runs,
+    group_runs,
+    idle_notes,
+    load_runs,
+    pass_rates,
+    record_split,
+    run_scores,
+    swept_keys,
+)
 from entropy_dynamics.training.config import load_config, save_config
+from report_helpers import write_run, write_sweep_run
 
 
 def _run(root, name: str, overrides: list[str], correct: list[int] | None):
@@ -60,3 +72,39 @@ def test_an_incomplete_run_is_reported_with_a_warning(tmp_path, random_model_dir
     path.write_text(yaml.safe_dump({**saved, "steps": 5}))  # as if stopped at step 2 of 5
     with pytest.warns(UserWarning, match=r"incomplete run \(2 of 5 steps\)"):
         load_runs([config.run_dir])
+
+
+def test_each_record_names_its_split(tmp_path) -> None:
+    write_run(tmp_path, "grpo", 0, split=None)  # an older file: no "split"
+    write_sweep_run(tmp_path, 1.0, 0)  # test and validation records
+    old, new = sorted(load_runs([tmp_path]), key=lambda r: r.method != "grpo")
+    assert record_split(final_record(old)) == "held-out"  # never called test
+    assert final_record(old, "validation") is None
+    assert record_split(final_record(new)) == "test"
+    assert record_split(final_record(new, "validation")) == "validation"
+    assert final_record(new, "validation")["correct"] == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="test or validation"):
+        final_record(new, "train")
+
+
+def test_swept_keys_per_method() -> None:
+    groups = [
+        Group("grpo", "grpo", {"steps": 200}),
+        Group("clip_b (mu=1)", "clip_b", {"steps": 20, "mu": 1.0}),
+        Group("clip_b (mu=2)", "clip_b", {"steps": 20, "mu": 2.0}),
+    ]
+    assert swept_keys(groups) == ["mu"]  # steps differs only between methods
+    assert swept_keys(groups, "clip_b") == ["mu"] and swept_keys(groups, "grpo") == []
+
+
+def test_idle_notes_name_the_groups_whose_filter_dropped_nothing(tmp_path) -> None:
+    for seed in range(2):
+        write_run(tmp_path, "grpo", seed)  # no filter: never idle
+        run = write_run(tmp_path, "clip_b", seed)
+        if seed == 1:  # this seed's filter dropped nothing over its 25 steps
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            text = "".join(json.dumps({**r, "actor/frac_kept": 1.0}) + "\n" for r in rows)
+            (run / "metrics.jsonl").write_text(text)
+    notes = idle_notes(group_runs(load_runs([tmp_path])))
+    assert list(notes) == ["clip_b"]
+    assert notes["clip_b"].startswith("clip_b (idle in 1 of 2 seeds; seed 1): clip_b is idle")

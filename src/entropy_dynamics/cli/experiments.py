@@ -18,6 +18,13 @@ from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
 from entropy_dynamics.cli._help import live_help
+from entropy_dynamics.cli._reporting import (
+    check_selectable,
+    check_selection,
+    evaluate_missing_finals,
+    print_report,
+    print_selections,
+)
 from entropy_dynamics.cli.methods import method_help
 from entropy_dynamics.errors import ConfigError
 
@@ -36,6 +43,28 @@ _OVERRIDES_HELP = (
     "key=value overrides for every run; key=v1,v2,... sweeps over the values (commas inside "
     "[...] or {...} do not split); method:key=v1,v2 sweeps for that method only."
 )
+_BASELINE_HELP = (
+    "Group (its label, e.g. 'clip_b (mu=2.0)', or a method: its first group) the vs-baseline "
+    "tables compare with; default the group of method grpo."
+)
+_SELECT_HELP = (
+    "Choose each swept method's value by the highest mean of this metric over its seeds on the "
+    "validation split (pass@K, e.g. pass@8, or entropy); printed and recorded in the report's "
+    "summary.json under 'selection'."
+)
+_SELECT_SPLIT_HELP = "Split --select chooses on; only validation (the test split is refused)."
+
+
+def _baseline_option():
+    return typer.Option(None, "--baseline", help=_BASELINE_HELP)
+
+
+def _select_option():
+    return typer.Option(None, "--select", help=_SELECT_HELP, metavar="METRIC")
+
+
+def _select_split_option():
+    return typer.Option("validation", "--select-split", help=_SELECT_SPLIT_HELP)
 
 
 def methods_list_help() -> str:
@@ -142,17 +171,23 @@ def compare_command(
     ),
     ks: str = typer.Option("1,8", "--ks", help="Pass@k values of the report."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their state only."),
+    baseline: str = _baseline_option(),
+    select: str = _select_option(),
+    select_split: str = _select_split_option(),
 ) -> None:
     """Run a grid of methods × seeds × swept values (resumable), then report it."""
     from entropy_dynamics.study.experiments import run_grid, run_status
     from entropy_dynamics.study.grid import parse_grid_args, plan_grid
 
     try:
+        metric = check_selection(select, select_split)
         fixed, sweeps = parse_grid_args(list(overrides or []))
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
         seed_list = parse_seeds(seeds)
         k_list = parse_ks(ks)
         specs = plan_grid(method_list, seed_list, sweeps, fixed, output_dir, config)
+        if metric is not None:
+            check_selectable(specs, metric, final_eval)
         states = [run_status(spec) for spec in specs]
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
@@ -185,8 +220,18 @@ def compare_command(
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         console.print(f"[red]{r.name}[/]:\n{r.error}")
-    if report and not failed:
-        _write_report([output_dir], output_dir / "report", k_list)
+    try:
+        if report and not failed:
+            out = output_dir / "report"
+            _write_report([output_dir], out, k_list, baseline, metric, select_split)
+        elif metric is not None and not failed:
+            from entropy_dynamics.study.runs import group_runs, load_runs
+            from entropy_dynamics.study.selection import select as select_values
+
+            groups = group_runs(load_runs([output_dir]))
+            print_selections(select_values(groups, metric, select_split))
+    except ValueError as exc:
+        fail(str(exc))
     if failed:
         raise typer.Exit(1)
 
@@ -251,12 +296,26 @@ def signs_table(rows) -> Table:
     return table
 
 
-def _write_report(run_dirs: list[Path], out: Path, ks: list[int]) -> None:
+def _write_report(
+    run_dirs: list[Path],
+    out: Path,
+    ks: list[int],
+    baseline: str | None = None,
+    select_metric: str | None = None,
+    select_split: str = "validation",
+) -> None:
     from entropy_dynamics.study.report import write_report
 
     with console.status("writing the report"):
-        result = write_report(run_dirs, out, ks)
-    console.print(f"report: [bold]{result.markdown}[/] and [bold]{result.html}[/]")
+        result = write_report(
+            run_dirs,
+            out,
+            ks,
+            baseline=baseline,
+            select_metric=select_metric,
+            select_split=select_split,
+        )
+    print_report(result)
 
 
 def report_command(
@@ -269,33 +328,26 @@ def report_command(
         False,
         "--evaluate-missing",
         help="Evaluate final checkpoints of runs without final_eval.json first (needs the "
-        "checkpoints; used for the per-problem pass-rate histogram).",
+        "checkpoints; used for the per-problem pass-rate histogram); with --select, also those "
+        "whose final_eval.json has no validation record.",
     ),
+    baseline: str = _baseline_option(),
+    select: str = _select_option(),
+    select_split: str = _select_split_option(),
 ) -> None:
     """Markdown + self-contained HTML report comparing runs (grouped by config, over seeds)."""
     try:
+        metric = check_selection(select, select_split)
         k_list = parse_ks(ks)
         if evaluate_missing:
-            _evaluate_missing(run_dirs)
+            evaluate_missing_finals(run_dirs, validation=metric is not None)
         if output is None:  # beside the runs, not in whatever directory the shell is in
             from entropy_dynamics.study.runs import find_runs
 
             output = find_runs(run_dirs)[0].parent / "report"
-        _write_report(run_dirs, output, k_list)
+        _write_report(run_dirs, output, k_list, baseline, metric, select_split)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-
-
-def _evaluate_missing(run_dirs: list[Path]) -> None:
-    from entropy_dynamics.study.evaluation import FINAL_EVAL_FILE, final_evaluation
-    from entropy_dynamics.study.runs import find_runs
-    from entropy_dynamics.training.config import load_config
-
-    for run_dir in find_runs(run_dirs):
-        if (run_dir / FINAL_EVAL_FILE).is_file():
-            continue
-        with console.status(f"evaluating {run_dir}"):
-            final_evaluation(run_dir, load_config(run_dir / "config.yaml"))
 
 
 def verify_theory_command(

@@ -10,12 +10,16 @@ by :mod:`entropy_dynamics.study.experiments`, else from the last evaluation in `
 predicted vs actual ΔH per step (Pearson r and least-squares slope, first-order and Theorem 3.3);
 ΔH split by quadrant (advantage sign × sign of ``S_k - E_p[S]``); the per-problem pass-rate
 histogram; filter fractions; and curves against every numeric setting that differs between
-groups (a μ sweep). ``summary.json`` holds every number of the tables.
+groups (a μ sweep). Beside them, one "vs baseline" table per metric family
+(:mod:`entropy_dynamics.study.vs_baseline`: Δ, paired-t and hierarchical-bootstrap intervals,
+Holm-adjusted p, n; each table states its method under it), a note for every group whose filter
+was idle, and, when asked, the value of each sweep chosen on the validation split
+(:mod:`entropy_dynamics.study.selection`). Every number names its split. ``summary.json`` holds
+every number of the tables, as strict JSON (``null`` for an undefined number).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,15 +31,26 @@ from entropy_dynamics.study import report_render as render
 from entropy_dynamics.study.runs import (
     Group,
     RunData,
+    final_record,
     final_value,
     group_runs,
+    idle_notes,
     load_runs,
     pass_rates,
     points,
     predictions_in,
+    record_split,
     run_scores,
+    swept_keys,
 )
-from entropy_dynamics.study.summaries import fit_line, mean_std
+from entropy_dynamics.study.selection import Selection, select, selection_summary
+from entropy_dynamics.study.summaries import fit_line, json_text, mean_std
+from entropy_dynamics.study.vs_baseline import (
+    BaselineTable,
+    find_baseline,
+    pass_rate_counts,
+    vs_baseline_tables,
+)
 
 __all__ = ["FIGURES", "ReportResult", "Section", "write_report"]
 
@@ -59,27 +74,6 @@ def _filter_keys(groups: Sequence[Group]) -> list[str]:
     return [k for k in ("actor/frac_kept", "actor/pg_clipfrac") if k in keys] + sorted(wanted)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _sweep_keys(groups: Sequence[Group]) -> list[str]:
-    """Numeric settings that some method was run at with several values: a sweep. A setting
-    that differs only *between* methods (GRPO at 200 steps, Clip_B at 20) is not one."""
-    keys = {k for g in groups for k in g.settings}
-    swept = []
-    for k in sorted(keys):
-        if not all(_is_number(g.settings.get(k, 0)) for g in groups):
-            continue
-        values = {}
-        for g in groups:
-            if k in g.settings:
-                values.setdefault(g.method, set()).add(g.settings[k])
-        if any(len(v) > 1 for v in values.values()):
-            swept.append(k)
-    return swept
-
-
 @dataclass
 class Section:
     title: str
@@ -94,6 +88,10 @@ class ReportResult:
     html: Path
     figures: list[Path]
     summary: dict[str, Any]
+    baseline_tables: list[BaselineTable] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What a reader must know beside the tables: idle filters, a skipped baseline."""
+    selections: list[Selection] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +101,10 @@ class _Context:
     out: Path
     summary: dict[str, Any]
     plt: Any
+    baseline: str | None = None
+    selections: list[Selection] = field(default_factory=list)
+    baseline_tables: list[BaselineTable] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def runs(self) -> list[RunData]:
@@ -140,24 +142,52 @@ def _samples_per_problem(runs: Sequence[RunData], ks: Sequence[int]) -> set[int]
     return {n for n in (run_scores(r, ks)[0] for r in runs) if n is not None}
 
 
+def _split_of(runs: Sequence[RunData]) -> str:
+    """The split of the runs' final scores: ``test``, ``held-out`` (older runs), or the in-training
+    evaluation's for runs without ``final_eval.json``; several joined by ``/``."""
+    records = [final_record(r) for r in runs]
+    found = {record_split(r) if r else "held-out (in-training evaluation)" for r in records}
+    return " / ".join(sorted(found))
+
+
 def _final_scores(ctx: _Context) -> list[Section]:
     ns = _samples_per_problem(ctx.runs, ctx.ks)
     avg_name = f"Avg@{next(iter(ns))}" if len(ns) == 1 else "Avg@k"
     columns = ["avg", *(f"pass@{k}" for k in ctx.ks)]
-    header, table = ["group", "seeds", avg_name, *(f"Pass@{k}" for k in ctx.ks)], []
+    header = ["group", "seeds", "split", avg_name, *(f"Pass@{k}" for k in ctx.ks)]
+    table = []
     for g in ctx.groups:
         scores = [run_scores(r, ctx.ks)[1] for r in g.runs]
         cells = {c: [s.get(c, math.nan) for s in scores] for c in columns}
         cells["entropy"] = [final_value(r, "entropy/mean") for r in g.runs]
-        table.append([g.label, str(len(g.runs)), *(_pm(v) for v in cells.values())])
-        ctx.record(g, "final", {c: mean_std(v) for c, v in cells.items()})
+        split = _split_of(g.runs)
+        table.append([g.label, str(len(g.runs)), split, *(_pm(v) for v in cells.values())])
+        ctx.record(g, "final", {"split": split, **{c: mean_std(v) for c, v in cells.items()}})
     source = "final_eval.json" if all(r.final_eval for r in ctx.runs) else "the last evaluation"
     text = (
-        f"Held-out scores of the final models (from {source}); mean ± sample std over seeds. "
-        "Pass@k is unbiased (Chen et al. 2021); — marks k above the samples per problem. "
-        "Final entropy: rollout token entropy of the last step."
+        f"Scores of the final models on the split named in each row (from {source}; held-out: "
+        "a run evaluated before the validation / test splits existed); mean ± sample std over "
+        "seeds. Pass@k is unbiased (Chen et al. 2021); — marks k above the samples per problem. "
+        "Final entropy: rollout token entropy of the last step (training rollouts)."
     )
     return [Section("Final evaluation", text, [([*header, "final entropy"], table)])]
+
+
+def _vs_baseline(ctx: _Context) -> list[Section]:
+    baseline, why = find_baseline(ctx.groups, ctx.baseline)
+    if baseline is None:
+        ctx.notes.append(why)
+        ctx.summary["vs_baseline"] = {"skipped": why}
+        return [Section("Against the baseline", why + ".")]
+    tables = vs_baseline_tables(ctx.groups, ctx.ks, baseline)
+    ctx.baseline_tables.extend(tables)
+    ctx.summary["vs_baseline"] = {
+        "baseline": baseline.label,
+        "tables": [t.to_json() for t in tables],
+    }
+    if not tables:
+        return [Section("Against the baseline", f"No group to compare with {baseline.label}.")]
+    return [Section(t.title, t.sentence, [(list(t.HEADER), t.rows())]) for t in tables]
 
 
 def _predictions(ctx: _Context) -> list[Section]:
@@ -209,13 +239,19 @@ def _pass_rate_section(ctx: _Context) -> list[Section]:
         table.append([g.label, str(n), *(f"{f:.1%}" if n else "—" for f in fracs)])
         ctx.record(g, "pass_rate_fractions", fracs)
     text = (
-        "Pass rate of each held-out problem under the final model (seeds pooled); the paper "
-        "reports that GRPO piles problems up at all-wrong and all-right. Needs each run's "
-        "final_eval.json: written by `compare` (--final-eval), by `eval --run RUN --final-eval`, "
-        "or add --evaluate-missing to `report`."
+        f"Pass rate of each problem of the final evaluation's split ({_split_of(ctx.runs)}) "
+        "under the final model (seeds pooled); the paper reports that GRPO piles problems up at "
+        "all-wrong and all-right. Needs each run's final_eval.json: written by `compare` "
+        "(--final-eval), by `eval --run RUN --final-eval`, or add --evaluate-missing to "
+        "`report`. Second table: problems never solved (no correct sample) and always solved "
+        "(every sample correct) per seed; mean over seeds with its 95 % t interval."
     )
+    counts_header, counts, record = pass_rate_counts(ctx.groups)
+    for label, entry in record.items():
+        ctx.summary["groups"][label]["pass_rate_counts"] = entry
+    tables = [(header, table)] + ([(counts_header, counts)] if counts else [])
     figure = render.histogram(ctx.groups, ctx.out, ctx.plt)
-    return [Section("Per-problem pass rates", text, [(header, table)], [figure])]
+    return [Section("Per-problem pass rates", text, tables, [figure])]
 
 
 def _filter_section(ctx: _Context) -> list[Section]:
@@ -227,6 +263,10 @@ def _filter_section(ctx: _Context) -> list[Section]:
         table.append([g.label, *(_pm(v) for v in means.values())])
         ctx.record(g, "filter_fractions", {k: mean_std(v) for k, v in means.items()})
     text = "Fraction of tokens kept / clipped per step, averaged over training."
+    for label, note in idle_notes(ctx.groups).items():
+        ctx.record(next(g for g in ctx.groups if g.label == label), "idle_filter", note)
+        ctx.notes.append(note)
+        text += f"\n\nIdle filter: {note}."
     figure = render.filters(ctx.groups, keys, ctx.out, ctx.plt)
     return [Section("Filter fractions", text, [(["group", *keys], table)], [figure])]
 
@@ -235,7 +275,7 @@ def _sweeps(ctx: _Context) -> list[Section]:
     sections = []
     usable = [k for k in ctx.ks if k <= min(_samples_per_problem(ctx.runs, ctx.ks), default=1e9)]
     pass_key = f"pass@{max(usable, default=ctx.ks[0])}"
-    for key in _sweep_keys(ctx.groups):
+    for key in swept_keys(ctx.groups):
         short = key.rsplit(".", 1)[-1]
         table = [
             [
@@ -247,21 +287,46 @@ def _sweeps(ctx: _Context) -> list[Section]:
             for g in ctx.groups
             if key in g.settings
         ]
-        text = f"Final rollout entropy and {pass_key} against {key} (mean ± std over seeds)."
+        text = (
+            f"Final rollout entropy and {pass_key} ({_split_of(ctx.runs)} split) against {key} "
+            "(mean ± std over seeds). These are the reported numbers, not the ones a value is "
+            "chosen by: choose on the validation split (--select)."
+        )
         figure = render.sweep(ctx.groups, key, short, pass_key, ctx.ks, ctx.out, ctx.plt)
         header = ["method", short, "final entropy", pass_key]
         sections.append(Section(f"Sweep over {short}", text, [(header, table)], [figure]))
     return sections
 
 
+def _selection(ctx: _Context) -> list[Section]:
+    if not ctx.selections:
+        return []
+    ctx.summary["selection"] = selection_summary(ctx.selections)
+    first = ctx.selections[0]
+    name = f"mean {first.metric} ({first.split})"
+    header, table = ["method", "value", name, "seeds", "chosen"], []
+    for selection in ctx.selections:
+        for c in selection.candidates:
+            value = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in c.settings.items())
+            mark = "yes" if c is selection.chosen else ""
+            table.append([selection.method, value, f"{c.mean:.3f}", str(c.n), mark])
+    text = " ".join(f"{s.sentence}." for s in ctx.selections) + (
+        f" Rule: the highest mean over seeds on the {first.split} split's problems, disjoint "
+        "from the test problems the other tables report."
+    )
+    return [Section(f"Selection on the {first.split} split", text, [(header, table)])]
+
+
 _SECTIONS = (
     _overview,
     _final_scores,
+    _vs_baseline,
     _predictions,
     _quadrants,
     _pass_rate_section,
     _filter_section,
     _sweeps,
+    _selection,
 )
 
 
@@ -270,13 +335,31 @@ def write_report(
     out_dir: str | Path,
     ks: Sequence[int] = (1, 8),
     title: str = "Entropy dynamics: comparison of runs",
+    *,
+    baseline: str | None = None,
+    select_metric: str | None = None,
+    select_split: str = "validation",
 ) -> ReportResult:
     """Write ``report.md``, ``report.html`` (images embedded), ``figures/*.png`` and
-    ``summary.json`` into ``out_dir`` for the runs in ``run_dirs`` (folders of runs expand)."""
+    ``summary.json`` into ``out_dir`` for the runs in ``run_dirs`` (folders of runs expand).
+
+    Args:
+        baseline: the group (label, or method: its first group) the vs-baseline tables compare
+            with; default the first group of method ``grpo`` (none: the tables are skipped, and
+            the report says so).
+        select_metric: choose each sweep's value by this metric on ``select_split``
+            (:func:`~entropy_dynamics.study.selection.select`); checked before anything is
+            written.
+
+    Raises:
+        ValueError: bad ``ks``, no runs, or a selection that cannot be made (test split, no
+            sweep, runs without a validation record).
+    """
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1:
         raise ValueError(f"ks: need positive Pass@k values, got {ks}")
     groups = group_runs(load_runs(run_dirs))
+    selections = select(groups, select_metric, select_split) if select_metric else []
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
@@ -291,11 +374,13 @@ def write_report(
         },
         "prediction": {},
     }
-    ctx = _Context(groups, ks, out / "figures", summary, render.pyplot())
+    ctx = _Context(groups, ks, out / "figures", summary, render.pyplot(), baseline, selections)
     sections = [section for build in _SECTIONS for section in build(ctx)]
     markdown, page = out / "report.md", out / "report.html"
     markdown.write_text(render.markdown(title, sections, out))
     page.write_text(render.page(title, sections))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    (out / "summary.json").write_text(json_text(summary) + "\n")
     figures = [p for s in sections for p in s.figures]
-    return ReportResult(markdown, page, figures, summary)
+    return ReportResult(
+        markdown, page, figures, summary, ctx.baseline_tables, ctx.notes, selections
+    )

@@ -19,24 +19,31 @@ from typing import Any
 import numpy as np
 import yaml
 
+from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.study.summaries import mean_std
-from entropy_dynamics.training.config import LoggingConfig
+from entropy_dynamics.training.config import LoggingConfig, load_config
 from entropy_dynamics.training.evaluate import pass_at_k
+from entropy_dynamics.training.filter_activity import idle_filter_notice
 from entropy_dynamics.training.metrics import read_metrics
 
 __all__ = [
+    "OLD_SPLIT",
     "PREDICTIONS",
     "Group",
     "RunData",
     "band",
+    "final_record",
     "final_value",
     "find_runs",
     "group_runs",
+    "idle_notes",
     "load_runs",
     "pass_rates",
     "points",
     "predictions_in",
+    "record_split",
     "run_scores",
+    "swept_keys",
 ]
 
 IGNORED_KEYS = {
@@ -59,6 +66,8 @@ PREDICTIONS = {
 }
 """Predictions of the actual ΔH; the forecasts exist only in runs with ``forecast.enabled``."""
 FIGURES = ("entropy", "reward", "delta_h_scatter", "quadrants", "pass_rate_hist", "filters")
+OLD_SPLIT = "held-out"
+"""The split of a ``final_eval.json`` record without ``"split"`` (written before the splits)."""
 
 
 @dataclass
@@ -244,3 +253,67 @@ def points(runs: Sequence[RunData], key: str) -> tuple[list[float], list[float]]
                 xs.append(x)
                 ys.append(y)
     return xs, ys
+
+
+def record_split(record: dict[str, Any]) -> str:
+    """The split a final-evaluation record was measured on (:data:`OLD_SPLIT` for an old one)."""
+    return str(record.get("split", OLD_SPLIT))
+
+
+def final_record(run: RunData, split: str = "test") -> dict[str, Any] | None:
+    """The run's final-evaluation record of ``split``: ``"test"`` is the top level (an older
+    file's held-out record: read its :func:`record_split`), ``"validation"`` the ``"validation"``
+    sub-record; ``None`` when the run has none."""
+    if run.final_eval is None:
+        return None
+    if split == "validation":
+        record = run.final_eval.get("validation")
+        return record if isinstance(record, dict) else None
+    if split != "test":
+        raise ValueError(f"split: expected test or validation, got {split!r}")
+    return run.final_eval
+
+
+def swept_keys(groups: Sequence[Group], method: str | None = None) -> list[str]:
+    """Numeric settings that some method (or ``method``) was run at with several values: a
+    sweep. A setting that differs only *between* methods (GRPO at 200 steps, Clip_B at 20) is
+    not one."""
+    keys = {k for g in groups for k in g.settings}
+    swept = []
+    for k in sorted(keys):
+        if not all(_is_number(g.settings.get(k, 0)) for g in groups):
+            continue
+        values: dict[str, set] = {}
+        for g in groups:
+            if k in g.settings and method in (None, g.method):
+                values.setdefault(g.method, set()).add(g.settings[k])
+        if any(len(v) > 1 for v in values.values()):
+            swept.append(k)
+    return swept
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def idle_notes(groups: Sequence[Group]) -> dict[str, str]:
+    """Per group label, a note when its filter was idle over the last steps
+    (:func:`~entropy_dynamics.training.filter_activity.idle_filter_notice` on each run's rows,
+    the trainer's own test), with the number of seeds it holds for; groups whose filter acted
+    (or that have none) are absent."""
+    notes = {}
+    for group in groups:
+        notices = []
+        for run in group.runs:
+            try:
+                loss = load_config(run.path / "config.yaml").algorithm.policy_loss()
+            except (ConfigError, OSError, ValueError):  # a config this version cannot read
+                continue
+            notice = idle_filter_notice(run.train_rows, loss)
+            if notice:
+                notices.append((run.seed, notice))
+        if notices:
+            seed, notice = notices[0]
+            count = f"{len(notices)} of {len(group.runs)} seeds"
+            notes[group.label] = f"{group.label} (idle in {count}; seed {seed}): {notice}"
+    return notes

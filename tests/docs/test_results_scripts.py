@@ -1,0 +1,73 @@
+"""The results scripts (``docs/results/*.py``) run on the committed data and take their statistics
+from the library (``entropy_dynamics.study.statistics``): no private bootstrap or interval code."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from entropy_dynamics.study.statistics import paired_difference, t_interval
+from report_helpers import write_run
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+COLLAPSE = RESULTS / "collapse.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, str(COLLAPSE), *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_no_script_has_its_own_bootstrap_or_interval() -> None:
+    for script in RESULTS.glob("*.py"):
+        text = script.read_text()
+        assert not re.search(r"rng\.integers|np\.percentile|\.ppf\(|stdev\(", text), script.name
+
+
+@pytest.mark.parametrize(
+    "summary", sorted(p.relative_to(RESULTS) for p in (RESULTS / "collapse").rglob("summary.json"))
+)
+def test_collapse_recomputes_the_committed_summaries(summary, tmp_path) -> None:
+    _run("--from-summary", str(RESULTS / summary), "-o", str(tmp_path), "--ks", "1,4,8,16")
+    old = json.loads((RESULTS / summary).read_text())["groups"]
+    new = json.loads((tmp_path / "summary.json").read_text())["groups"]  # strict JSON
+    for label, entry in new.items():
+        per_seed = old[label]["per_seed"]
+        values = [v["rollout_entropy_last"] for v in per_seed.values()]
+        interval = t_interval(values)
+        assert entry["mean_ci"]["rollout_entropy_last"] == pytest.approx(
+            [interval.mean, interval.low, interval.high], nan_ok=True
+        )
+        if "heldout_entropy" in next(iter(per_seed.values())):
+            assert entry["split"] == "held-out"  # evaluated before the splits: never "test"
+    assert (tmp_path / "table.md").is_file()
+
+
+def test_collapse_on_runs_pairs_by_seed_and_bootstraps(tmp_path) -> None:
+    root = tmp_path / "runs"
+    for method in ("grpo", "clip_b"):
+        for seed in range(3):
+            write_run(root, method, seed)
+    out = tmp_path / "out"
+    _run(str(root), "-o", str(out), "--ks", "1,4", "--no-figure")
+    groups = json.loads((out / "summary.json").read_text())["groups"]
+    assert groups["grpo"]["split"] == "test"
+    cell = groups["clip_b"]["minus_grpo"]["pass@1"]
+    # report_helpers: pass@1 per seed grpo .375, .5, .25; clip_b .5, .5625, .4375.
+    interval, p = paired_difference([0.5, 0.5625, 0.4375], [0.375, 0.5, 0.25])
+    assert cell["delta"] == pytest.approx(0.125)
+    assert cell["t_interval"] == pytest.approx([interval.low, interval.high])
+    assert cell["p"] == pytest.approx(p) and cell["n"] == 3
+    assert cell["p_holm"] >= cell["p"]
+    low, high = cell["bootstrap"]
+    assert low <= 0.125 <= high and not math.isnan(low)
+    assert "Holm-adjusted over the" in (out / "table.md").read_text()
