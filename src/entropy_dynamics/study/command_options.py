@@ -51,7 +51,7 @@ class AnalyzeOptions:
     model: Path | None = None
     """Model directory or .gguf file (default: the embedded model)."""
     data: Path | None = None
-    """Math dataset (.jsonl/.json/.parquet); default: held-out Countdown."""
+    """Math dataset (.jsonl/.json/.parquet); default: Countdown's validation split."""
     problems: int = option(8, "-n", "--problems", min=1)
     """Problems (prompts) to sample."""
     samples: int = option(4, min=1)
