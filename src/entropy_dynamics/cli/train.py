@@ -36,7 +36,8 @@ SUMMARY_KEYS = (
 
 
 def _summary(history: list[dict[str, float]], eval_rows: list[dict[str, float]]) -> Table:
-    table = Table(title="Run summary")
+    eval_keys = sorted({k for row in eval_rows for k in row if k.startswith("eval/")})
+    table = Table(title="Run summary" + (" (eval/*: the validation split)" if eval_keys else ""))
     table.add_column("metric")
     table.add_column("first", justify="right")
     table.add_column("last", justify="right")
@@ -44,7 +45,6 @@ def _summary(history: list[dict[str, float]], eval_rows: list[dict[str, float]])
         values = [row[key] for row in history if key in row]
         if values:
             table.add_row(label, f"{values[0]:.4g}", f"{values[-1]:.4g}")
-    eval_keys = sorted({k for row in eval_rows for k in row if k.startswith("eval/")})
     for key in eval_keys:
         values = [row[key] for row in eval_rows if key in row]
         table.add_row(key, f"{values[0]:.4g}", f"{values[-1]:.4g}")
