@@ -32,7 +32,8 @@ QUICK = [
     "tensorboard=false",
     "threads=1",
     "task.countdown.n_train=40",
-    "task.countdown.n_eval=10",
+    "task.countdown.n_validation=10",
+    "task.countdown.n_test=10",
 ]
 """A run of the tiny random model, a fraction of a second a step, without evaluations."""
 
@@ -55,7 +56,8 @@ FAST = [
     "tensorboard=false",
     "threads=1",
     "task.countdown.n_train=40",
-    "task.countdown.n_eval=10",
+    "task.countdown.n_validation=10",
+    "task.countdown.n_test=10",
     "steps=2",
     # A random model earns no reward; the entropy bonus still moves the weights.
     "algorithm.loss.entropy_coef=0.05",

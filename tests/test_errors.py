@@ -15,8 +15,8 @@ from entropy_dynamics.training.config import load_config
 
 def test_a_config_error_is_a_value_error_naming_the_field() -> None:
     assert issubclass(ConfigError, ValueError)
-    with pytest.raises(ConfigError, match=r"task\.math\.eval_size") as caught:
-        load_config(overrides=["task.math.eval_size=0"])
+    with pytest.raises(ConfigError, match=r"task\.math\.test_size") as caught:
+        load_config(overrides=["task.math.test_size=-1"])
     with pytest.raises(ValueError):  # callers that catch ValueError catch it too
         raise caught.value
 

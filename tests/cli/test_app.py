@@ -12,7 +12,8 @@ from entropy_dynamics.cli import app
 
 FLAGS = {
     "train": "--config -c --method -m --name --resume --overwrite --dry-run --quiet -q",
-    "eval": "--model --run --k --problems --seed --temperature --ks --output -o --final-eval",
+    "eval": "--model --run --split --k --problems --seed --temperature --ks --output -o "
+    "--final-eval",
     "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
     "--eval-problems --eval-samples",
     "compare": "--methods -m --seeds --config -c --output-dir -o --workers -j --dry-run "

@@ -18,7 +18,9 @@ def test_eval_writes_its_scores_and_the_final_evaluation_into_the_run(tmp_path, 
     args = ["eval", "--run", str(run), "--k", "4", "--problems", "3", "--ks", "1,2,4,8"]
     done = CliRunner().invoke(app, [*args, "--final-eval"])
     assert done.exit_code == 0, done.output
+    assert "Evaluation on the test split" in done.output
     scores = json.loads((run / "eval.json").read_text())
+    assert scores["split"] == "test"
     assert sorted(k for k in scores["metrics"] if "pass@" in k) == [
         "eval/pass@1", "eval/pass@2", "eval/pass@4"  # k = 8 > 4 samples is left out
     ]  # fmt: skip
@@ -26,6 +28,20 @@ def test_eval_writes_its_scores_and_the_final_evaluation_into_the_run(tmp_path, 
     assert all(0 <= c <= 4 for c in scores["per_problem_correct"])
     final = json.loads((run / "final_eval.json").read_text())
     assert final["k"] == 2 and len(final["correct"]) == 2  # the run's own eval settings
+    assert final["split"] == "test" and final["validation"]["split"] == "validation"
+    assert len(final["validation"]["correct"]) == 2
+
+
+def test_eval_of_the_validation_split_says_so(tmp_path, random_model_dir) -> None:
+    train_one_step(tmp_path, random_model_dir, "r")
+    output = tmp_path / "v.json"
+    args = ["eval", "--run", str(tmp_path / "r"), "--k", "2", "--problems", "2"]
+    done = CliRunner().invoke(app, [*args, "--split", "validation", "-o", str(output)])
+    assert done.exit_code == 0, done.output
+    assert "Evaluation on the validation split" in done.output
+    assert json.loads(output.read_text())["split"] == "validation"
+    refused = CliRunner().invoke(app, [*args, "--split", "train"])
+    assert refused.exit_code == 2 and "--split" in refused.output
 
 
 def test_final_eval_needs_a_run(tmp_path) -> None:

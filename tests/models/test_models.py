@@ -33,7 +33,7 @@ def test_shipped_model_generates_a_well_formed_answer():
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     task = CountdownTask()
-    problem = task.eval_problems()[0]
+    problem = task.validation_problems()[0]
     prompt = task.prompt(problem)
     assert prompt == format_prompt(problem.numbers, problem.target)
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]

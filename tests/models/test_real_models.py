@@ -65,8 +65,13 @@ def test_gguf_file_loads_as_the_model_it_was_exported_from(gguf_model_file) -> N
 
 GSM8K = Path(__file__).parents[1] / "data" / "math" / "gsm8k.jsonl"
 TASKS = {
-    "countdown": ["task.countdown.n_train=20", "task.countdown.n_eval=4"],
-    "math": ["task.name=math", f"task.math.path={GSM8K}", "task.math.eval_size=4"],
+    "countdown": [
+        "task.countdown.n_train=20", "task.countdown.n_validation=4", "task.countdown.n_test=4"
+    ],
+    "math": [
+        "task.name=math", f"task.math.path={GSM8K}", "task.math.validation_size=2",
+        "task.math.test_size=2",
+    ],
 }
 
 

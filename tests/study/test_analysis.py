@@ -121,7 +121,7 @@ def test_embedded_model_first_order_r_at_the_default_step() -> None:
 
     model, tokenizer = load_model_and_tokenizer(default_model_path(), "float32", "cpu")
     task = build_task(TaskConfig())
-    problems = task.eval_problems()[:4]
+    problems = task.validation_problems()[:4]
 
     def scorer(index: int, completion: str) -> float:
         return task.score(problems[index], completion).reward

@@ -3,12 +3,17 @@ The solver against an independent brute force: ``test_countdown_solver.py``."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
 from entropy_dynamics.tasks import (
+    SPLITS,
     CountdownConfig,
     CountdownProblem,
     CountdownTask,
@@ -170,26 +175,68 @@ def test_format_weight_shapes_the_reward():
 # ----------------------------------------------------------------------------------------------
 # Generator and task.
 
-SMALL = CountdownConfig(n_train=100, n_eval=40, seed=3)
+SMALL = CountdownConfig(n_train=100, n_validation=40, n_test=30, seed=3)
 
 
-def test_generator_is_deterministic_and_splits_are_disjoint():
-    train, held_out = generate_problems(SMALL, "train"), generate_problems(SMALL, "eval")
-    assert train == generate_problems(SMALL, "train")
-    assert (len(train), len(held_out)) == (100, 40)
-    keys = [(tuple(sorted(p.numbers)), p.target) for p in train]
-    eval_keys = {(tuple(sorted(p.numbers)), p.target) for p in held_out}
-    assert len(set(keys)) == len(keys) and not set(keys) & eval_keys
-    other = generate_problems(CountdownConfig(n_train=100, n_eval=40, seed=4), "train")
-    assert other != train
+def _keys(problems) -> list[tuple[tuple[int, ...], int]]:
+    return [(tuple(sorted(p.numbers)), p.target) for p in problems]
 
 
-FOUR = CountdownConfig(max_numbers=4, max_value=12, max_target=60, n_train=40, n_eval=15)
+def _fingerprint(problems) -> str:
+    records = [[list(p.numbers), p.target, p.num_solutions] for p in problems]
+    return hashlib.sha256(json.dumps(records).encode()).hexdigest()
 
 
-@pytest.mark.parametrize("config", [SMALL, FOUR, CountdownConfig(use_all_numbers=True, n_eval=30)])
+def test_the_training_split_is_the_one_before_validation_and_test():
+    """Training must not change when the held-out split became two. The fingerprint is that of
+    ``generate_problems(CountdownConfig(), "train")`` on main before the change (commit 5f5b3be),
+    computed as :func:`_fingerprint` does: sha256 of the JSON list of [numbers, target,
+    num_solutions] of each problem in order."""
+    train = generate_problems(CountdownConfig(), "train")
+    assert len(train) == 2000
+    assert train[0] == CountdownProblem((6, 1, 3), 7, 1)
+    assert train[-1] == CountdownProblem((4, 5, 7), 27, 1)
+    assert _fingerprint(train) == "f3d90300e96cb767ae0b1d8406990cf4480ac3ca9060062fd559fbaf76e13776"
+    task = CountdownTask(CountdownConfig(n_validation=7, n_test=0))  # whatever their sizes
+    assert task.train_problems() == train
+
+
+@pytest.mark.parametrize("config", [CountdownConfig(), SMALL])
+def test_the_three_splits_are_disjoint_deterministic_and_sized(config):
+    splits = {split: generate_problems(config, split) for split in SPLITS}
+    assert splits == {split: generate_problems(config, split) for split in SPLITS}
+    sizes = (config.n_train, config.n_validation, config.n_test)
+    assert tuple(len(splits[split]) for split in SPLITS) == sizes
+    keys = {split: _keys(problems) for split, problems in splits.items()}
+    for split, split_keys in keys.items():
+        assert len(set(split_keys)) == len(split_keys), split  # no key twice in a split
+    for first, second in itertools.combinations(SPLITS, 2):
+        assert not set(keys[first]) & set(keys[second]), (first, second)
+    task = CountdownTask(config)
+    assert task.validation_problems() == splits["validation"]
+    assert task.test_problems() == splits["test"]
+    other = generate_problems(replace(config, seed=config.seed + 1), "validation")
+    assert other != splits["validation"]
+
+
+def test_each_split_draws_its_own_stream():
+    """A split's problems do not depend on the other splits' sizes, and a larger split extends
+    a smaller one (its first problems are the same)."""
+    base = generate_problems(SMALL, "validation")
+    assert generate_problems(replace(SMALL, n_test=5, n_train=10), "validation") == base
+    assert generate_problems(replace(SMALL, n_validation=50), "validation")[:40] == base
+    assert generate_problems(replace(SMALL, n_validation=0), "validation") == []
+
+
+FOUR = CountdownConfig(
+    max_numbers=4, max_value=12, max_target=60, n_train=40, n_validation=15, n_test=15
+)
+ALL = CountdownConfig(use_all_numbers=True, n_validation=30, n_test=30)
+
+
+@pytest.mark.parametrize("config", [SMALL, FOUR, ALL])
 def test_generated_problems_follow_the_config_and_are_solvable(config):
-    problems = generate_problems(config, "eval")
+    problems = generate_problems(config, "validation") + generate_problems(config, "test")
     if config.n_train <= 100:
         problems += generate_problems(config, "train")
     for p in problems:
@@ -206,7 +253,7 @@ def test_generated_problems_follow_the_config_and_are_solvable(config):
 
 
 def test_solution_count_window():
-    config = CountdownConfig(n_train=40, n_eval=5, min_solutions=2, max_solutions=3)
+    config = CountdownConfig(n_train=40, n_validation=5, min_solutions=2, max_solutions=3)
     assert all(2 <= p.num_solutions <= 3 for p in generate_problems(config, "train"))
 
 
@@ -223,7 +270,7 @@ def test_too_small_problem_space_is_reported():
         generate_problems(config, "train")
     assert time.perf_counter() - start < 3.0
     with pytest.raises(ValueError, match="split"):
-        generate_problems(SMALL, "test")
+        generate_problems(SMALL, "eval")  # the one held-out split of older versions
 
 
 @pytest.mark.parametrize(
@@ -236,7 +283,8 @@ def test_too_small_problem_space_is_reported():
         ("max_value", 0),
         ("max_target", 0),
         ("n_train", 0),
-        ("n_eval", -1),
+        ("n_validation", -1),
+        ("n_test", -1),
         ("min_solutions", 0),
         ("max_solutions", 0),
         ("format_weight", 1.5),
@@ -257,7 +305,7 @@ def test_task_and_build_task():
     train = task.train_problems()
     assert train == generate_problems(SMALL, "train")
     assert task.train_problems()[0] is train[0]  # cached, not regenerated
-    assert len(task.eval_problems()) == 40
+    assert (len(task.validation_problems()), len(task.test_problems())) == (40, 30)
     p = train[0]
     assert task.prompt(p) == p.prompt
     result = task.score(p, task.reference_solutions(p)[0])

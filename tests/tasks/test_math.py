@@ -3,13 +3,15 @@ the config's refusals. Loading the dataset files: ``test_math_problems.py``."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from entropy_dynamics.errors import ConfigError
-from entropy_dynamics.tasks import TASKS, Task, TaskReward, build_task
+from entropy_dynamics.tasks import SPLITS, TASKS, Task, TaskReward, build_task
 from entropy_dynamics.tasks.math import (
     DEFAULT_PROMPT_TEMPLATE,
     MathConfig,
@@ -130,24 +132,78 @@ def _task(**overrides) -> MathTask:
     return MathTask(MathConfig(path=str(DATA / "dapo.parquet"), **overrides))
 
 
+def _questions(problems) -> set[str]:
+    return {p.question for p in problems}
+
+
+def _splits(task: MathTask) -> dict[str, list[MathProblem]]:
+    return {split: getattr(task, f"{split}_problems")() for split in SPLITS}
+
+
+def _assert_disjoint(splits: dict[str, list[MathProblem]]) -> None:
+    for first, second in itertools.combinations(SPLITS, 2):
+        assert not _questions(splits[first]) & _questions(splits[second]), (first, second)
+
+
 def test_math_task_splits_are_seeded_disjoint_and_sized():
-    task = _task(eval_size=4, seed=1)
+    task = _task(validation_size=3, test_size=2, seed=1)
     with pytest.warns(UserWarning):
-        train, held_out = task.train_problems(), task.eval_problems()
+        splits = _splits(task)
     assert isinstance(task, Task)
-    assert (len(train), len(held_out)) == (12, 4)
-    assert not {p.question for p in train} & {p.question for p in held_out}
+    assert {split: len(_questions(p)) for split, p in splits.items()} == {
+        "train": 11, "validation": 3, "test": 2
+    }  # fmt: skip
+    _assert_disjoint(splits)
     assert len(task.issues) == 3
     with pytest.warns(UserWarning):
-        again = _task(eval_size=4, seed=1)
-        assert again.eval_problems() == held_out
-        other = _task(eval_size=4, seed=2)
-        assert other.eval_problems() != held_out  # 1820 ways to pick 4 of 16
+        assert _splits(_task(validation_size=3, test_size=2, seed=1)) == splits
+        other = _splits(_task(validation_size=3, test_size=2, seed=2))
+    assert other["test"] != splits["test"]  # 16 · 15 / 2 = 120 ways to pick 2 of 16
     assert task.train_problems() is not task.train_problems()  # a fresh list per call
     with pytest.warns(UserWarning):
-        assert len(_task(eval_size=4, max_problems=5).train_problems()) == 5
-    with pytest.warns(UserWarning), pytest.raises(ConfigError, match=r"task\.math\.eval_size"):
-        _task(eval_size=16).train_problems()
+        assert len(_task(max_problems=5, validation_size=2, test_size=2).train_problems()) == 5
+    with pytest.warns(UserWarning), pytest.raises(ConfigError, match=r"validation_size"):
+        _task(validation_size=8, test_size=8).train_problems()
+
+
+def test_math_training_problems_are_those_of_the_older_held_out_split():
+    """Held out: the first ``validation_size + test_size`` distinct questions of the file after
+    the seeded shuffle of older versions (there: ``eval_size``), so training is unchanged."""
+    with pytest.warns(UserWarning):
+        task = _task(validation_size=2, test_size=3, seed=1)
+        problems = _task(validation_size=0, test_size=0).train_problems()  # the whole file
+    questions = list(dict.fromkeys(p.question for p in problems))
+    random.Random("math|1").shuffle(questions)  # the older eval_size=5 split, written out
+    held = set(questions[:5])
+    with pytest.warns(UserWarning):
+        assert task.train_problems() == [p for p in problems if p.question not in held]
+        assert _questions(task.validation_problems() + task.test_problems()) == held
+
+
+def _write(path: Path, questions: list[str]) -> Path:
+    lines = [json.dumps({"prompt": q, "solution": str(i)}) for i, q in enumerate(questions)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+QUESTIONS = [f"What is {i} + {i}?" for i in range(10)]
+
+
+def test_an_eval_file_is_divided_by_the_hash_of_each_question(tmp_path):
+    """Older configs' ``eval_path``: half of its questions validation, the rest test, by a hash
+    of the text: the same division whatever the order of the file."""
+    forward = _write(tmp_path / "forward.jsonl", QUESTIONS)
+    backward = _write(tmp_path / "backward.jsonl", QUESTIONS[::-1])
+    with pytest.warns(UserWarning):  # the records the parquet file skips
+        splits = _splits(_task(eval_path=str(forward)))
+        again = _splits(_task(eval_path=str(backward)))
+        other = _splits(_task(eval_path=str(forward), seed=1))
+    assert (len(splits["validation"]), len(splits["test"])) == (5, 5)
+    _assert_disjoint(splits)
+    assert _questions(splits["validation"] + splits["test"]) == set(QUESTIONS)
+    assert _questions(again["validation"]) == _questions(splits["validation"])
+    assert _questions(other["validation"]) != _questions(splits["validation"])  # 252 ways
+    assert len(splits["train"]) == 16  # the whole training file: nothing else held out
 
 
 def test_math_task_with_eval_file_removes_shared_problems(tmp_path):
@@ -161,7 +217,28 @@ def test_math_task_with_eval_file_removes_shared_problems(tmp_path):
     with pytest.warns(UserWarning) as caught:
         train = task.train_problems()
     assert any("1 training problem(s) also in" in str(w.message) for w in caught)
-    assert len(train) == 15 and len(task.eval_problems()) == 1
+    assert len(train) == 15
+    assert (len(task.validation_problems()), len(task.test_problems())) == (0, 1)
+
+
+def test_named_validation_and_test_files_are_used_whole_and_kept_disjoint(tmp_path):
+    validation = _write(tmp_path / "validation.jsonl", QUESTIONS[:6])
+    test = _write(tmp_path / "test.jsonl", QUESTIONS[4:])
+    task = _task(validation_path=str(validation), test_path=str(test))
+    with pytest.warns(UserWarning) as caught:
+        splits = _splits(task)
+    assert any("2 problem(s) also in" in str(w.message) for w in caught)
+    assert _questions(splits["test"]) == set(QUESTIONS[4:])  # the test file wins
+    assert _questions(splits["validation"]) == set(QUESTIONS[:4])
+    assert len(splits["train"]) == 16
+    _assert_disjoint(splits)
+    only_test = _task(test_path=str(test), validation_size=4)  # validation held out of path
+    with pytest.warns(UserWarning):
+        splits = _splits(only_test)
+    assert len(_questions(splits["validation"])) == 4 and len(splits["train"]) == 12
+    _assert_disjoint(splits)
+    with pytest.raises(ConfigError, match="eval_path"):
+        _task(eval_path=str(test), validation_path=str(validation))
 
 
 def test_prompt_template_and_reward_protocol():
@@ -189,7 +266,10 @@ def test_missing_data_file_is_named():
     [
         ("task.name=math", "task.math.path"),
         ("task.math.path=data.csv", "task.math.path"),
-        ("task.math.eval_size=0", "task.math.eval_size"),
+        ("task.math.validation_size=-1", "task.math.validation_size"),
+        ("task.math.test_size=x", "task.math.test_size"),
+        ("task.math.eval_size=-1", "task.math.eval_size"),
+        ("task.math.test_path=test.csv", "task.math.test_path"),
         ("task.math.max_problems=-1", "task.math.max_problems"),
         ("task.math.preset=aime", "task.math.preset"),
         ("task.math.preset=custom", "task.math.prompt_field"),
@@ -208,11 +288,13 @@ def test_build_task_from_config():
     overrides = [
         "task.name=math",
         f"task.math.path={DATA / 'gsm8k.jsonl'}",
-        "task.math.eval_size=5",
+        "task.math.validation_size=2",
+        "task.math.test_size=3",
     ]
     config = load_config(overrides=overrides)
     assert "math" in TASKS
     task = build_task(config.task)
     assert isinstance(task, MathTask)
     with pytest.warns(UserWarning):
-        assert len(task.train_problems()) + len(task.eval_problems()) == 15
+        sizes = [len(task.train_problems()), len(task.validation_problems())]
+    assert [*sizes, len(task.test_problems())] == [10, 2, 3]

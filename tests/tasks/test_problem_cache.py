@@ -4,10 +4,12 @@ never in the way when the cache cannot be written."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from entropy_dynamics.tasks._problem_cache import cache_dir, cached
+from entropy_dynamics.tasks.base import SPLITS
 from entropy_dynamics.tasks.countdown import CountdownConfig, CountdownTask, generate_problems
 
 
@@ -48,13 +50,19 @@ def test_an_unwritable_cache_only_costs_the_time(tmp_path, monkeypatch) -> None:
 
 
 def test_countdown_problems_from_the_cache_equal_generated_ones(folder) -> None:
-    config = CountdownConfig(n_train=30, n_eval=10)
+    config = CountdownConfig(n_train=30, n_validation=10, n_test=10)
     first = CountdownTask(config)
-    assert first.train_problems() == generate_problems(config, "train")
-    assert first.eval_problems() == generate_problems(config, "eval")
-    assert len(list(folder.iterdir())) == 2
+    splits = {split: getattr(first, f"{split}_problems")() for split in SPLITS}
+    assert splits == {split: generate_problems(config, split) for split in SPLITS}
+    assert len(list(folder.iterdir())) == 3  # one file per split
     again = CountdownTask(config)
     assert again.train_problems() == first.train_problems()  # read back
-    reward_only = CountdownTask(CountdownConfig(n_train=30, n_eval=10, format_weight=0.5))
+    reward_only = CountdownTask(replace(config, format_weight=0.5))
     assert reward_only.train_problems() == first.train_problems()
-    assert len(list(folder.iterdir())) == 2  # the reward's options do not change the problems
+    assert len(list(folder.iterdir())) == 3  # the reward's options do not change the problems
+    more_test = CountdownTask(replace(config, n_test=12))
+    assert more_test.train_problems() == splits["train"]
+    assert more_test.validation_problems() == splits["validation"]
+    assert len(list(folder.iterdir())) == 3  # nor do the other splits' sizes
+    assert more_test.test_problems()[:10] == splits["test"]  # a longer draw of the same stream
+    assert len(list(folder.iterdir())) == 4

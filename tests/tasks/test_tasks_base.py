@@ -30,7 +30,7 @@ class _Counting:
 
 
 def test_both_tasks_are_tasks() -> None:
-    assert isinstance(CountdownTask(CountdownConfig(n_train=10, n_eval=5)), Task)
+    assert isinstance(CountdownTask(CountdownConfig(n_train=10, n_validation=5, n_test=5)), Task)
     assert isinstance(MathTask(), Task)  # loads its data on first use, not here
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,28 @@ def test_a_run_name_is_a_name_not_a_path(name, tmp_path) -> None:
     result = CliRunner().invoke(app, ["train", f"output_dir={out}", f"name={name}", "steps=1"])
     assert result.exit_code == 2 and "not a run name" in " ".join(result.output.split())
     assert not any(tmp_path.rglob("*"))  # nothing written anywhere
+
+
+def test_an_older_config_yaml_with_one_held_out_split_loads(tmp_path) -> None:
+    """Older configs held out one split (``task.countdown.n_eval``, ``task.math.eval_size``);
+    their ``config.yaml`` (the older defaults written out) loads as today's defaults, silently."""
+    older = tmp_path / "config.yaml"
+    older.write_text("task:\n  countdown:\n    n_eval: 200\n  math:\n    eval_size: 64\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = load_config(older)
+    assert config.task == TrainConfig().task
+
+
+def test_older_held_out_sizes_are_read_as_validation_and_test_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match="n_eval=50 .* n_validation=50, n_test=50"):
+        config = load_config(None, ["task.countdown.n_eval=50"])
+    assert (config.task.countdown.n_validation, config.task.countdown.n_test) == (50, 50)
+    with pytest.warns(FutureWarning, match="eval_size=5 .* validation_size=2, test_size=3"):
+        config = load_config(None, ["task.math.eval_size=5"])
+    assert (config.task.math.validation_size, config.task.math.test_size) == (2, 3)
+    with pytest.warns(FutureWarning):  # today's field, given too, wins
+        config = load_config(None, ["task.countdown.n_eval=50", "task.countdown.n_test=7"])
+    assert (config.task.countdown.n_validation, config.task.countdown.n_test) == (50, 7)
+    with pytest.raises(ConfigError, match=r"task\.countdown\.n_eval"):
+        load_config(None, ["task.countdown.n_eval=-1"])

@@ -27,7 +27,7 @@ def _tiny_pretrain_config(seed: int = 0, steps: int = 3, eval_problems: int = 0)
     return PretrainConfig(
         seed=seed,
         model=TINY,
-        task=CountdownConfig(n_train=16, n_eval=4, max_numbers=3),
+        task=CountdownConfig(n_train=16, n_validation=4, n_test=4, max_numbers=3),
         steps=steps,
         batch_size=4,
         warmup_steps=1,

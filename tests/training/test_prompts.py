@@ -15,7 +15,8 @@ def test_chat_template_wraps_task_prompts(chat_model_dir, tiny_lm) -> None:
     assert uses_chat(tokenizer, "auto") and not uses_chat(tokenizer, "never")
     task = build_prompted_task(TaskConfig(), tokenizer, "auto")
     plain = build_prompted_task(TaskConfig(), tokenizer, "never")
-    problem = task.eval_problems()[0]
+    problem = task.validation_problems()[0]
+    assert task.test_problems() == plain.test_problems()  # the task's splits, passed through
     # ChatML, by hand: one user turn, then the assistant header.
     expected = f"<|im_start|>user\n{plain.prompt(problem)}<|im_end|>\n<|im_start|>assistant\n"
     assert task.prompt(problem) == expected == chat_prompt(tokenizer, plain.prompt(problem))
@@ -48,5 +49,5 @@ def test_a_template_bos_is_not_doubled_by_the_tokenizer() -> None:
     ids = tokenizer(rendered)["input_ids"]
     assert ids[0] == bos_id and ids.count(bos_id) == 1
     task = build_prompted_task(TaskConfig(), tokenizer)
-    problem = task.eval_problems()[0]
+    problem = task.test_problems()[0]
     assert tokenizer(task.prompt(problem))["input_ids"].count(bos_id) == 1

@@ -18,7 +18,8 @@ TINY = [
     "tensorboard=false",
     "threads=1",
     "task.countdown.n_train=40",
-    "task.countdown.n_eval=20",
+    "task.countdown.n_validation=20",
+    "task.countdown.n_test=20",
     "algorithm.method=entropy_bonus",  # a gradient even without reward on a random model
     "optim.lr=1e-3",
 ]

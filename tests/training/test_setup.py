@@ -18,7 +18,8 @@ SMALL = [
     "eval.problems=3",
     "tensorboard=false",
     "task.countdown.n_train=12",
-    "task.countdown.n_eval=5",
+    "task.countdown.n_validation=5",
+    "task.countdown.n_test=5",
 ]
 
 
@@ -33,8 +34,13 @@ def test_build_holds_the_run_objects(tmp_path, random_model_dir) -> None:
     assert setup.model_path == random_model_dir and setup.checkpoint is None
     assert setup.device == torch.device("cpu") and setup.model.training
     assert setup.valid_vocab is None  # the tiny model's head has one row per token
-    assert len(setup.train_problems) == 12 and len(setup.held_out) == 5
-    assert setup.eval_problems == setup.held_out[:3]  # eval.problems
+    assert len(setup.train_problems) == 12
+    assert len(setup.validation_problems) == len(setup.test_problems) == 5
+    assert setup.eval_problems == setup.validation_problems[:3]  # eval.problems, of validation
+    assert setup.problems("test") is setup.test_problems  # built once
+    assert setup.problems("train") is setup.train_problems
+    with pytest.raises(ValueError, match="split"):
+        setup.problems("eval")
     assert setup.task.prompt(setup.train_problems[0]).endswith(": ")  # plain prompt, no chat
     assert setup.stats is setup.stats and setup.stats.fused  # built once, on first use
     assert setup.stats.temperature == config.rollout.temperature

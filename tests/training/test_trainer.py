@@ -23,7 +23,8 @@ SMALL = [
     "checkpoint_every=3",
     "tensorboard=false",
     "task.countdown.n_train=40",
-    "task.countdown.n_eval=10",
+    "task.countdown.n_validation=10",
+    "task.countdown.n_test=10",
 ]
 
 
@@ -205,7 +206,8 @@ def test_sign_intervention_moves_entropy_as_theorem_3_2(
             "eval.every=0",
             "tensorboard=false",
             "task.countdown.n_train=200",
-            "task.countdown.n_eval=10",
+            "task.countdown.n_validation=10",
+            "task.countdown.n_test=10",
         ],
     )
     history = Trainer(config, config.run_dir).train()

@@ -15,10 +15,10 @@ __all__ = ["analyze_command"]
 
 
 def _problems(setup, options: AnalyzeOptions) -> list:
-    """The first ``--problems`` held-out Countdown problems, or of the ``--data`` file (each
-    skipped record reported)."""
+    """The first ``--problems`` problems of Countdown's validation split (a diagnostic: never the
+    test split), or of the ``--data`` file (each skipped record reported)."""
     if options.data is None:
-        return setup.held_out[: options.problems]
+        return setup.validation_problems[: options.problems]
     from entropy_dynamics.tasks.math import load_problems
 
     with warnings.catch_warnings(record=True) as caught:
@@ -77,8 +77,9 @@ def analyze(options: AnalyzeOptions) -> None:
         problems = _problems(setup, options)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    source = str(options.data) if options.data else "the Countdown validation split"
     if not problems:
-        fail(f"no problems to analyse in {options.data or 'the Countdown held-out split'}")
+        fail(f"no problems to analyse in {source}")
     task = setup.task
     prompts = [task.prompt(problem) for problem in problems]
 
@@ -99,7 +100,9 @@ def analyze(options: AnalyzeOptions) -> None:
             output_dir=options.output,
             seed=options.seed,
             forecast=options.forecast,
+            problems_from=source,
         )
+    console.print(f"problems: the first {len(problems)} of {source}")
     console.print(_summary(result, options.lr))
     for name, file in result.paths.items():
         console.print(f"{name}: {file}")

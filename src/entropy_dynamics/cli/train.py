@@ -1,9 +1,10 @@
 """``entropy-dynamics train``, ``eval`` and ``pretrain``: the trainer with its progress, summary and
-dry run; held-out scores of a model or a run; the embedded model's pretraining."""
+dry run; a model's or a run's scores on a named split; the embedded model's pretraining."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 import yaml
@@ -35,7 +36,8 @@ SUMMARY_KEYS = (
 
 
 def _summary(history: list[dict[str, float]], eval_rows: list[dict[str, float]]) -> Table:
-    table = Table(title="Run summary")
+    eval_keys = sorted({k for row in eval_rows for k in row if k.startswith("eval/")})
+    table = Table(title="Run summary" + (" (eval/*: the validation split)" if eval_keys else ""))
     table.add_column("metric")
     table.add_column("first", justify="right")
     table.add_column("last", justify="right")
@@ -43,7 +45,6 @@ def _summary(history: list[dict[str, float]], eval_rows: list[dict[str, float]])
         values = [row[key] for row in history if key in row]
         if values:
             table.add_row(label, f"{values[0]:.4g}", f"{values[-1]:.4g}")
-    eval_keys = sorted({k for row in eval_rows for k in row if k.startswith("eval/")})
     for key in eval_keys:
         values = [row[key] for row in eval_rows if key in row]
         table.add_row(key, f"{values[0]:.4g}", f"{values[-1]:.4g}")
@@ -171,8 +172,9 @@ def _dry_run(cfg) -> None:
     params = sum(p.numel() for p in setup.model.parameters())
     console.print(
         f"[green]ok[/]: model {setup.model_path} ({params:,} parameters), "
-        f"task {cfg.task.name} ({len(setup.train_problems)} train / {len(setup.held_out)} "
-        f"held-out problems), prompts {'in the chat template' if chat else 'plain'}, token "
+        f"task {cfg.task.name} ({len(setup.train_problems)} train / "
+        f"{len(setup.validation_problems)} validation / {len(setup.test_problems)} test "
+        f"problems), prompts {'in the chat template' if chat else 'plain'}, token "
         f"statistics {fused}, valid vocabulary {setup.valid_vocab or 'all rows'}, "
         f"policy loss {cfg.algorithm.policy_loss()}"
     )
@@ -185,7 +187,12 @@ def eval_command(
     ),
     run: Path = typer.Option(None, "--run", help="Run directory: evaluate its last checkpoint."),
     k: int = typer.Option(16, "--k", min=1, help="Samples per problem (Avg@k, Pass@k)."),
-    problems: int = typer.Option(200, "--problems", min=1, help="Held-out problems."),
+    split: Literal["test", "validation"] = typer.Option(
+        "test",
+        "--split",
+        help="The split evaluated: test (results) or validation (monitoring, choices).",
+    ),
+    problems: int = typer.Option(200, "--problems", min=1, help="The split's first N problems."),
     temperature: float = typer.Option(1.0, "--temperature", min=1e-6, help="Sampling temperature."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     ks: str = typer.Option(None, "--ks", help="Pass@k values, e.g. 1,4,16 (default: 1 and --k)."),
@@ -199,10 +206,10 @@ def eval_command(
         False,
         "--final-eval",
         help="With --run: also write RUN/final_eval.json, per-problem pass counts at the run's "
-        "eval settings (the report's pass-rate histogram).",
+        "eval settings on the test split, and the validation split's beside them.",
     ),
 ) -> None:
-    """Evaluate a model on the held-out split: Avg@k and unbiased Pass@k."""
+    """Evaluate a model on the test (or validation) split: Avg@k and unbiased Pass@k."""
     from entropy_dynamics.cli.experiments import parse_ks
     from entropy_dynamics.study.evaluation import EVAL_FILE, EvalSettings, held_out_evaluation
 
@@ -213,16 +220,17 @@ def eval_command(
     if final_eval and run is None:
         fail("--final-eval needs --run (it writes the run's final_eval.json)")
     setup = _eval_setup(model, run)
-    settings = EvalSettings(problems, k, temperature, seed, k_list)
+    settings = EvalSettings(problems, k, temperature, seed, k_list, split=split)
     output = output or (run / EVAL_FILE if run is not None else None)
     try:  # the scores never go over a file of the model they score
         check_outputs({"--output": output}, {"--model": setup.model_path})
     except ValueError as exc:
         fail(str(exc))
-    with console.status(f"sampling {min(problems, len(setup.held_out))} × {k} answers"):
+    n = min(problems, len(setup.problems(split)))
+    with console.status(f"sampling {n} {split} problems × {k} answers"):
         result = held_out_evaluation(setup, settings, eval_file=output)
     console.print(f"model: {escape(str(setup.model_path))}")
-    table = Table(title="Held-out evaluation")
+    table = Table(title=f"Evaluation on the {split} split ({n} problems × {k} samples)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.to_metrics("eval").items():
@@ -233,9 +241,10 @@ def eval_command(
     if final_eval:
         from entropy_dynamics.study.evaluation import FINAL_EVAL_FILE, final_evaluation
 
-        with console.status(f"final evaluation of {run}"):
+        with console.status(f"final evaluation of {run} (test and validation splits)"):
             final_evaluation(run, setup=setup)
-        console.print(f"final evaluation: {escape(str(run / FINAL_EVAL_FILE))}")
+        where = escape(str(run / FINAL_EVAL_FILE))
+        console.print(f"final evaluation (test split, validation beside it): {where}")
 
 
 def _eval_setup(model: Path | None, run: Path | None):
@@ -265,10 +274,10 @@ def pretrain_command(
     hidden_size: int = typer.Option(None, "--hidden-size", min=1, help="Model width."),
     num_layers: int = typer.Option(None, "--num-layers", min=1, help="Transformer blocks."),
     eval_problems: int = typer.Option(
-        None, "--eval-problems", min=0, help="Held-out problems to evaluate (0: none)."
+        None, "--eval-problems", min=0, help="Validation problems to evaluate (0: none)."
     ),
     eval_samples: int = typer.Option(
-        None, "--eval-samples", min=1, help="Samples per held-out problem (Pass@k)."
+        None, "--eval-samples", min=1, help="Samples per evaluated problem (Pass@k)."
     ),
 ) -> None:
     """Pretrain the embedded tiny Qwen2 on Countdown (supervised) and evaluate pass@1, Pass@k."""
@@ -327,7 +336,7 @@ def pretrain_command(
             bar.update(bars[phase], completed=done, total=total, status=status)
 
         metrics = pretrain(config, output, progress=progress, provenance={"command": command})
-    table = Table(title=f"Pretrained {output}")
+    table = Table(title=f"Pretrained {output} (eval/*: the validation split)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():

@@ -1,6 +1,6 @@
 """Studies built on the trainer: experiments, checks of the paper's claims, reports.
 
-What lives here: grids of runs (``experiments``), the one held-out evaluation (``evaluation``:
+What lives here: grids of runs (``experiments``), the evaluation of a named split (``evaluation``:
 ``eval.json`` and the runs' ``final_eval.json``), the paper's §4 sign intervention (``signs``),
 per-token analysis of a model on data and the one-step predicted-vs-actual check (``analysis``,
 ``one_step``, ``analysis_html``), the paper's pass-rate data filter (``filter_data``), the

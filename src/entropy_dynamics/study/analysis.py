@@ -228,6 +228,7 @@ def analyze(
     output_dir: str | Path | None = None,
     seed: int | None = None,
     forecast: bool = True,
+    problems_from: str | None = None,
 ) -> AnalysisResult:
     """Sample ``num_samples`` responses per prompt, tabulate their tokens, run the one-step check.
 
@@ -248,6 +249,8 @@ def analyze(
         seed: seeds torch's RNG before sampling.
         forecast: also forecast the step's ΔH in parameter space before taking it (overall, by
             token group, per sequence; :func:`one_step_check`).
+        problems_from: where the prompts came from (``one_step.json``'s ``problems``), e.g.
+            ``countdown validation split`` or a data file.
 
     Returns:
         :class:`AnalysisResult`.
@@ -281,11 +284,13 @@ def analyze(
     )
     result = AnalysisResult(rollout, rows, one_step, advantages, source, rewards)
     if output_dir is not None:
-        result.paths = _write_outputs(result, list(prompts), Path(output_dir))
+        result.paths = _write_outputs(result, list(prompts), Path(output_dir), problems_from)
     return result
 
 
-def _write_outputs(result: AnalysisResult, prompts: list[str], out: Path) -> dict[str, Path]:
+def _write_outputs(
+    result: AnalysisResult, prompts: list[str], out: Path, problems_from: str | None
+) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": write_csv(result.rows, out / "tokens.csv")}
     try:
@@ -303,7 +308,7 @@ def _write_outputs(result: AnalysisResult, prompts: list[str], out: Path) -> dic
     )
     paths["html"] = out / "tokens.html"
     paths["html"].write_text(page, encoding="utf-8")
-    summary = result.one_step.to_dict()
+    summary = {"problems": problems_from, **result.one_step.to_dict()}
     summary["advantage_source"] = result.advantage_source
     for i, entry in enumerate(summary["per_sequence"]):
         entry["prompt"] = int(result.rollout.prompt_index[i])

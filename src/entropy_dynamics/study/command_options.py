@@ -51,7 +51,7 @@ class AnalyzeOptions:
     model: Path | None = None
     """Model directory or .gguf file (default: the embedded model)."""
     data: Path | None = None
-    """Math dataset (.jsonl/.json/.parquet); default: held-out Countdown."""
+    """Math dataset (.jsonl/.json/.parquet); default: Countdown's validation split."""
     problems: int = option(8, "-n", "--problems", min=1)
     """Problems (prompts) to sample."""
     samples: int = option(4, min=1)
@@ -89,7 +89,8 @@ class AnalyzeOptions:
             raise ValueError(f"--advantage-sign must be +1 or -1, got {self.advantage_sign}")
 
     def run_config(self) -> TrainConfig:
-        """The model and prompt format; the task: held-out Countdown, or the ``--data`` file."""
+        """The model and prompt format; the task: Countdown's validation split, or the ``--data``
+        file."""
         task = TaskConfig()
         if self.data is not None:
             task = TaskConfig(name="math", math=MathConfig(path=str(self.data), preset=self.preset))

@@ -9,9 +9,10 @@ resume is exact); a run without a checkpoint starts afresh, its leftovers moved 
 ``<name>.old-<timestamp>`` (never deleted). A run directory that holds a run of a
 *different* config is refused rather than silently mixed.
 
-After training, each run's final model is evaluated once more on the held-out problems and the
-per-problem pass counts are written to ``final_eval.json`` (the report's pass-rate histogram
-needs them).
+After training, each run's final model is evaluated once more, on the test split and on the
+validation split, and the per-problem pass counts are written to ``final_eval.json`` (the test
+record, the validation record beside it: results are read from the first, a sweep's choice from
+the second; the report's pass-rate histogram needs the counts).
 """
 
 from __future__ import annotations

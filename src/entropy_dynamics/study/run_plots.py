@@ -1,6 +1,7 @@
 """Plots of one training run from its ``metrics.jsonl`` (matplotlib, PNG, no display needed), in
 the look of :mod:`~entropy_dynamics.study.plot_style`: per-step curves smoothed over their raw
-series, held-out evaluations as markers, and no series that repeats another."""
+series, the in-run evaluations (of the validation split) as markers, and no series that repeats
+another."""
 
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ def _same(rows: list[dict], key: str, other: str) -> bool:
 
 def _entropy(ax, rows: list[dict], name: str) -> None:
     style.plot_smoothed(ax, *_series(rows, "entropy/mean"), "rollout token entropy")
-    steps, held_out = _series(rows, "eval/entropy")
+    steps, validation = _series(rows, "eval/entropy")
     if steps:
-        ax.plot(steps, held_out, marker="o", linestyle="--", label="held-out entropy (eval)")
+        ax.plot(steps, validation, marker="o", linestyle="--", label="validation entropy (eval)")
     ax.set(xlabel="step", ylabel="entropy (nats per token)", title=f"Entropy — {name}")
     ax.legend()
 
@@ -56,7 +57,7 @@ def _reward(ax, rows: list[dict], name: str) -> None:
     for key in evals:
         if key.startswith("eval/avg@") and _same(rows, key, "eval/pass@1"):
             continue  # Avg@k is the unbiased Pass@1 estimate: drawn once, as pass@1
-        ax.plot(*_series(rows, key), marker="o", linestyle="--", label=f"held-out {key[5:]}")
+        ax.plot(*_series(rows, key), marker="o", linestyle="--", label=f"validation {key[5:]}")
     ax.set(xlabel="step", ylabel="rate", title=f"Reward and accuracy — {name}")
     if ax.get_legend_handles_labels()[0]:
         ax.legend()

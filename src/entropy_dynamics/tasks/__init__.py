@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from entropy_dynamics.tasks.base import Task, TaskReward
+from entropy_dynamics.tasks.base import SPLITS, Split, Task, TaskReward
 from entropy_dynamics.tasks.countdown import (
     PROMPT_TEMPLATE,
     CountdownConfig,
@@ -40,6 +40,7 @@ from entropy_dynamics.tasks.math import (
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "PROMPT_TEMPLATE",
+    "SPLITS",
     "TASKS",
     "CountdownConfig",
     "CountdownProblem",
@@ -50,6 +51,7 @@ __all__ = [
     "MathProblem",
     "MathReward",
     "MathTask",
+    "Split",
     "Task",
     "TaskReward",
     "build_task",

@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["cache_dir", "cached"]
 
-_VERSION = 1  # bump when a generator changes what a config produces
+_VERSION = 2  # bump when a generator changes what a config produces (2: train / validation / test)
 
 
 def cache_dir() -> Path:

@@ -1,14 +1,26 @@
 """The ``Task`` protocol: what the trainer needs from a task (problems, prompts, an outcome reward).
 
-A task is a fixed pair of splits of problems plus a deterministic scorer of completion text. The
-trainer never looks inside a problem: it passes problems back to the task that made them.
+A task is three fixed, pairwise disjoint splits of problems plus a deterministic scorer of
+completion text. The trainer never looks inside a problem: it passes problems back to the task
+that made them. Who reads which split:
+
+- ``train``: the rollouts of training (and the supervised pretraining's examples);
+- ``validation``: everything that watches or steers a run — the trainer's in-run evaluations
+  (the ``eval/*`` metrics), the forecast's probe set, pretraining's evaluation, ``analyze``, and
+  any choice made from results (a sweep's selection);
+- ``test``: final evaluations only (``final_eval.json``, ``entropy-dynamics eval``), so that a
+  number reported as a result was never used to choose anything.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["Task", "TaskReward", "score_all"]
+__all__ = ["SPLITS", "Split", "Task", "TaskReward", "score_all"]
+
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+"""The splits of every task, in this order."""
 
 
 @runtime_checkable
@@ -42,8 +54,12 @@ class Task(Protocol):
         """The training split (deterministic, cached; a fresh list on each call)."""
         ...
 
-    def eval_problems(self) -> list[Any]:
-        """The held-out split, disjoint from the training split."""
+    def validation_problems(self) -> list[Any]:
+        """The validation split (monitoring and selection), disjoint from the other two."""
+        ...
+
+    def test_problems(self) -> list[Any]:
+        """The test split (final evaluations only), disjoint from the other two."""
         ...
 
     def prompt(self, problem: Any) -> str:

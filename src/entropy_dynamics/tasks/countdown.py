@@ -34,10 +34,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from math import comb
-from typing import Literal
 
 from entropy_dynamics.tasks._countdown_solver import MAX_SOLVER_NUMBERS, solve
 from entropy_dynamics.tasks._problem_cache import cached
+from entropy_dynamics.tasks.base import SPLITS, Split
 
 __all__ = [
     "MAX_PAREN_DEPTH",
@@ -59,8 +59,9 @@ MAX_PAREN_DEPTH = 16
 """Answers nested deeper than this are refused before parsing (no recursion, no hang)."""
 
 
-_EVAL_SHARE = 4  # one key in 4 (by hash) belongs to the held-out split, the rest to train
+_HELD_OUT_SHARE = 4  # one key in 4 (by hash) is held out (validation or test), the rest train
 _REWARD_ONLY = ("format_weight", "max_answer_chars")  # options that do not change the problems
+_SIZE_OF = {"train": "n_train", "validation": "n_validation", "test": "n_test"}
 
 
 @dataclass
@@ -84,8 +85,12 @@ class CountdownConfig:
     """Seed of the problem generator; the splits are a deterministic function of the config."""
     n_train: int = 2000
     """Problems in the training split."""
-    n_eval: int = 200
-    """Problems in the held-out split (disjoint from training by (sorted numbers, target))."""
+    n_validation: int = 200
+    """Problems in the validation split: the trainer's in-run evaluations (``eval/*``), sweeps'
+    selection, diagnostics (disjoint from the other splits by (sorted numbers, target))."""
+    n_test: int = 200
+    """Problems in the test split: final evaluations only (``final_eval.json``, ``eval``).
+    Older configs' ``n_eval`` is read as ``n_validation = n_test = n_eval``."""
     min_solutions: int = 1
     """Keep problems with at least this many distinct solutions (1: every solvable problem)."""
     max_solutions: int | None = None
@@ -107,7 +112,8 @@ class CountdownConfig:
             "max_target": (1, None),
             "seed": (None, None),
             "n_train": (1, None),
-            "n_eval": (0, None),
+            "n_validation": (0, None),
+            "n_test": (0, None),
             "min_solutions": (1, None),
             "max_solutions": (self.min_solutions, None),
             "max_answer_chars": (1, 1024),
@@ -276,28 +282,30 @@ def score(
 # Generator.
 
 
-def _split_of(numbers: tuple[int, ...], target: int, seed: int) -> str:
-    """Deterministic split assignment of a problem key: disjoint splits by construction."""
+def _split_of(numbers: tuple[int, ...], target: int, seed: int) -> Split:
+    """The split of a problem key (disjoint splits by construction): bits 0-1 of its digest
+    decide train (3 keys in 4, as before validation and test existed) or held out; bit 2,
+    independent of them, validation or test (1 key in 8 each)."""
     key = f"{seed}|{sorted(numbers)}|{target}".encode()
     digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
-    return "eval" if digest % _EVAL_SHARE == 0 else "train"
+    if digest % _HELD_OUT_SHARE:
+        return "train"
+    return "validation" if (digest // _HELD_OUT_SHARE) % 2 == 0 else "test"
 
 
-def generate_problems(
-    config: CountdownConfig, split: Literal["train", "eval"]
-) -> list[CountdownProblem]:
-    """The ``split`` of the problem set of ``config`` (deterministic in the config).
+def generate_problems(config: CountdownConfig, split: Split) -> list[CountdownProblem]:
+    """The ``split`` (train, validation, test) of the problem set of ``config`` (deterministic).
 
-    Draws the count of numbers uniformly in ``[min_numbers, max_numbers]``, the numbers uniformly
-    with replacement in ``[min_value, max_value]`` and the target uniformly in ``1..max_target``;
-    keeps a draw if its key ``(sorted numbers, target)`` hashes into ``split`` (one key in
-    ``_EVAL_SHARE`` is held out, so the splits are disjoint whatever their sizes), is new in the
-    split, has no target among its numbers (a one-number answer is no puzzle) and has between
-    ``min_solutions`` and ``max_solutions`` distinct solutions.
+    Each split draws from its own stream, seeded by the config's seed and the split's name: the
+    count of numbers uniformly in ``[min_numbers, max_numbers]``, the numbers uniformly with
+    replacement in ``[min_value, max_value]`` and the target uniformly in ``1..max_target``; it
+    keeps a draw if its key ``(sorted numbers, target)`` hashes into ``split`` (:func:`_split_of`:
+    disjoint splits whatever their sizes), is new in the split, has no target among its numbers
+    and has between ``min_solutions`` and ``max_solutions`` distinct solutions.
     """
-    if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    wanted = config.n_train if split == "train" else config.n_eval
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    wanted = getattr(config, _SIZE_OF[split])
     rng = random.Random(f"countdown|{config.seed}|{split}")
     max_draws = 1000 * wanted + 10_000
     # distinct keys: multisets of `count` values from `span` (stars and bars) times targets
@@ -331,10 +339,11 @@ def generate_problems(
         if len(drawn) == n_keys
         else f"{max_draws} draws ({len(drawn)} of {n_keys} keys)"
     )
+    size = _SIZE_OF[split]
     raise ValueError(
-        f"n_{split}: found only {len(problems)} of {wanted} problems in {searched}; lower "
-        f"n_{split} or widen min_value..max_value, max_numbers, max_target or the solution-count "
-        "window (use_all_numbers=True also leaves fewer solvable problems)"
+        f"{size}: found only {len(problems)} of {wanted} problems in {searched}; lower {size} or "
+        "widen min_value..max_value, max_numbers, max_target or the solution-count window "
+        "(use_all_numbers=True also leaves fewer solvable problems)"
     )
 
 
@@ -347,9 +356,11 @@ class CountdownTask:
         self.config = CountdownConfig() if config is None else config
         self._splits: dict[str, list[CountdownProblem]] = {}
 
-    def _split(self, split: Literal["train", "eval"]) -> list[CountdownProblem]:
+    def _split(self, split: Split) -> list[CountdownProblem]:
         if split not in self._splits:  # generated once per config, then read from the cache
-            generator = {k: v for k, v in asdict(self.config).items() if k not in _REWARD_ONLY}
+            # the options the split depends on: not the reward's, nor the other splits' sizes
+            ignored = {*_REWARD_ONLY, *_SIZE_OF.values()} - {_SIZE_OF[split]}
+            generator = {k: v for k, v in asdict(self.config).items() if k not in ignored}
 
             def generate() -> list[list]:
                 problems = generate_problems(self.config, split)
@@ -362,8 +373,11 @@ class CountdownTask:
     def train_problems(self) -> list[CountdownProblem]:
         return self._split("train")
 
-    def eval_problems(self) -> list[CountdownProblem]:
-        return self._split("eval")
+    def validation_problems(self) -> list[CountdownProblem]:
+        return self._split("validation")
+
+    def test_problems(self) -> list[CountdownProblem]:
+        return self._split("test")
 
     def prompt(self, problem: CountdownProblem) -> str:
         return problem.prompt

@@ -5,6 +5,15 @@ The paper trains on DAPO-Math-17k and evaluates on AIME24/25, AMC23 and DAPO500;
 layouts a dataset file may have, their detection and the loading live in :mod:`.math_problems`
 (re-exported here).
 
+The three splits (:mod:`.base`): a split the user names a file for (``validation_path``,
+``test_path``) is that file, whole; the others are held out of the training file ``path``:
+``validation_size + test_size`` distinct questions, drawn by a seeded shuffle, divided between
+validation and test by a seeded hash of the question text. Identical questions stay together, and
+a training question also in a named file leaves training, so the splits are disjoint. Older
+configs' ``eval_path`` (one held-out file) is divided between validation and test by the same
+hash, and their ``eval_size`` is read as ``validation_size + test_size``; the training problems
+of an older config are the same as before.
+
 The prompt is ``prompt_template`` with ``{question}`` replaced by the problem text; chat
 templates are applied around it elsewhere (:mod:`entropy_dynamics.training.prompts`). The reward
 is the outcome reward of the paper: 1 if the answer is equivalent to the gold, else 0 (see
@@ -13,6 +22,7 @@ is the outcome reward of the paper: 1 if the answer is equivalent to the gold, e
 
 from __future__ import annotations
 
+import hashlib
 import random
 import warnings
 from dataclasses import dataclass
@@ -22,6 +32,7 @@ from typing import Literal
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.tasks._math_grading import extract_boxed, grade_completions
 from entropy_dynamics.tasks._records import MAX_RECORD_BYTES, SUFFIXES, DataIssue
+from entropy_dynamics.tasks.base import Split
 from entropy_dynamics.tasks.math_problems import (
     PRESETS,
     MathProblem,
@@ -58,13 +69,24 @@ class MathConfig:
     path: str = ""
     """Training data file (``.jsonl``, ``.json`` or ``.parquet``); required when
     ``task.name=math``."""
+    validation_path: str = ""
+    """The validation split's file (same layouts), used whole; empty: ``validation_size``
+    problems of ``path`` are held out for it."""
+    test_path: str = ""
+    """The test split's file (e.g. a benchmark), used whole; empty: ``test_size`` problems of
+    ``path`` are held out for it."""
     eval_path: str = ""
-    """Held-out data file in the same layout; empty: ``eval_size`` problems of ``path`` are held
-    out (seeded), disjoint from training by question text."""
-    eval_size: int = 64
-    """Problems held out of ``path`` when ``eval_path`` is empty (ignored otherwise)."""
+    """One held-out file for both (older configs' name): its distinct questions divided by the
+    seeded hash of their text, the first half in hash order validation, the rest test; not
+    together with ``validation_path`` or ``test_path``."""
+    validation_size: int = 32
+    """Distinct questions of ``path`` held out as the validation split when no file names it.
+    Older configs' ``eval_size`` is read as ``validation_size = eval_size // 2`` and
+    ``test_size`` the rest (the same training problems as before)."""
+    test_size: int = 32
+    """Distinct questions of ``path`` held out as the test split when no file names it."""
     seed: int = 0
-    """Seed of the held-out split."""
+    """Seed of the held-out problems (the shuffle that picks them, the hash that divides them)."""
     preset: Literal["auto", "gsm8k", "math", "dapo", "custom"] = "auto"
     """Record layout (:mod:`.math_problems`); ``auto`` detects it from the first record."""
     prompt_field: str = ""
@@ -90,7 +112,7 @@ class MathConfig:
     without reading it into memory."""
 
     def __post_init__(self) -> None:
-        for name in ("path", "eval_path"):
+        for name in ("path", "validation_path", "test_path", "eval_path"):
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise ConfigError(f"task.math.{name}: expected a file path, got {value!r}")
@@ -99,13 +121,19 @@ class MathConfig:
                     f"task.math.{name}: {value!r} is not a {', '.join(SUFFIXES)} file"
                 )
         for name, lowest in (
-            ("eval_size", 1), ("max_problems", 0), ("seed", None), ("max_record_bytes", 1)
+            ("validation_size", 0), ("test_size", 0), ("max_problems", 0), ("seed", None),
+            ("max_record_bytes", 1),
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"task.math.{name}: expected an integer, got {value!r}")
             if lowest is not None and value < lowest:
                 raise ConfigError(f"task.math.{name}: must be >= {lowest}, got {value}")
+        if self.eval_path and (self.validation_path or self.test_path):
+            raise ConfigError(
+                "task.math.eval_path: give either one held-out file (eval_path, divided between "
+                "validation and test) or validation_path / test_path, not both"
+            )
         if self.preset not in PRESETS:
             raise ConfigError(
                 f"task.math.preset: must be one of {', '.join(PRESETS)}, got {self.preset!r}"
@@ -163,6 +191,16 @@ def score_many(
     return rewards
 
 
+def _hash_order(questions: list[str], seed: int) -> list[str]:
+    """``questions`` ordered by a seeded hash of their text: an order that depends on each
+    question's text only, not on its place in a file."""
+
+    def digest(question: str) -> bytes:
+        return hashlib.blake2b(f"math|{seed}|{question}".encode(), digest_size=8).digest()
+
+    return sorted(questions, key=lambda question: (digest(question), question))
+
+
 class MathTask:
     """A math dataset as a :class:`~entropy_dynamics.tasks.base.Task` (loaded on first use)."""
 
@@ -191,7 +229,7 @@ class MathTask:
         self.issues.extend(issues)
         return problems
 
-    def _split(self, split: Literal["train", "eval"]) -> list[MathProblem]:
+    def _split(self, split: Split) -> list[MathProblem]:
         if self._splits is None:
             self._splits = self._make_splits()
         return list(self._splits[split])
@@ -199,40 +237,84 @@ class MathTask:
     def _make_splits(self) -> dict[str, list[MathProblem]]:
         config = self.config
         problems = self._load(config.path, "path")
-        if config.eval_path:
-            held_out = self._load(config.eval_path, "eval_path")
-            held_questions = {p.question for p in held_out}
-            train = [p for p in problems if p.question not in held_questions]
-            if len(train) < len(problems):
-                warnings.warn(
-                    f"{config.path}: {len(problems) - len(train)} training problem(s) also in "
-                    f"{config.eval_path} were left out of training (the splits must be disjoint)",
-                    stacklevel=3,
-                )
-        else:
-            # hold out whole groups of identical questions, so the splits are disjoint
-            questions = list(dict.fromkeys(p.question for p in problems))
-            if len(questions) <= config.eval_size:
+        named = self._named_files()
+        # a training question also in a named file leaves training: the splits are disjoint
+        in_files = {p.question for split in named.values() for p in split}
+        train = [p for p in problems if p.question not in in_files]
+        if len(train) < len(problems):
+            files = " / ".join(
+                getattr(config, f) for f in ("eval_path", "validation_path", "test_path")
+                if getattr(config, f)
+            )  # fmt: skip
+            warnings.warn(
+                f"{config.path}: {len(problems) - len(train)} training problem(s) also in "
+                f"{files} were left out of training (the splits must be disjoint)",
+                stacklevel=3,
+            )
+        sizes = {"validation": config.validation_size, "test": config.test_size}
+        wanted = {split: n for split, n in sizes.items() if split not in named}
+        if wanted:  # held out of the training file, whole groups of identical questions
+            questions = list(dict.fromkeys(p.question for p in train))
+            total = sum(wanted.values())
+            if len(questions) <= total:
+                fields = " / ".join(f"task.math.{split}_size" for split in wanted)
                 raise ConfigError(
-                    f"task.math.eval_size: {config.path} has {len(questions)} distinct "
-                    f"problems, too few to hold out {config.eval_size} and train on the rest; "
-                    "lower eval_size or give task.math.eval_path"
+                    f"{fields}: {config.path} has {len(questions)} distinct problems, too few to "
+                    f"hold out {total} and train on the rest; lower {fields} or name the "
+                    "files (task.math.validation_path, task.math.test_path)"
                 )
             random.Random(f"math|{config.seed}").shuffle(questions)
-            chosen = set(questions[: config.eval_size])
-            held_out = [p for p in problems if p.question in chosen]
-            train = [p for p in problems if p.question not in chosen]
+            held = _hash_order(questions[:total], config.seed)
+            start = 0
+            for split, n in wanted.items():
+                chosen = set(held[start : start + n])
+                named[split] = [p for p in train if p.question in chosen]
+                start += n
+            train = [p for p in train if p.question not in set(held)]
         if not train:
             raise ConfigError(f"task.math.path: no training problem left in {config.path}")
         if config.max_problems:
             train = train[: config.max_problems]
-        return {"train": train, "eval": held_out}
+        return {"train": train, **named}
+
+    def _named_files(self) -> dict[str, list[MathProblem]]:
+        """The splits the user named files for, disjoint (a question of the test file leaves
+        the validation file)."""
+        config = self.config
+        if config.eval_path:  # one held-out file, divided in two by the hash of the question
+            held = self._load(config.eval_path, "eval_path")
+            order = _hash_order(list(dict.fromkeys(p.question for p in held)), config.seed)
+            first_half = set(order[: len(order) // 2])
+            return {
+                "validation": [p for p in held if p.question in first_half],
+                "test": [p for p in held if p.question not in first_half],
+            }
+        named = {}
+        if config.validation_path:
+            named["validation"] = self._load(config.validation_path, "validation_path")
+        if config.test_path:
+            named["test"] = self._load(config.test_path, "test_path")
+        if len(named) == 2:
+            test = {p.question for p in named["test"]}
+            validation = [p for p in named["validation"] if p.question not in test]
+            if len(validation) < len(named["validation"]):
+                warnings.warn(
+                    f"{config.validation_path}: {len(named['validation']) - len(validation)} "
+                    f"problem(s) also in {config.test_path} were left out of validation (the "
+                    "splits must be disjoint)",
+                    stacklevel=4,
+                )
+            named["validation"] = validation
+        return named
 
     def train_problems(self) -> list[MathProblem]:
         return self._split("train")
 
-    def eval_problems(self) -> list[MathProblem]:
-        return self._split("eval")
+    def validation_problems(self) -> list[MathProblem]:
+        return self._split("validation")
+
+    def test_problems(self) -> list[MathProblem]:
+        return self._split("test")
 
     def prompt(self, problem: MathProblem) -> str:
         # replace, not str.format: the template's "\boxed{}" is not a format field

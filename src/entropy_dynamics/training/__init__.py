@@ -8,7 +8,7 @@ sampling with per-step log-probs (``rollout``), the teacher-forced forward that 
 teacher-forced passes of ``teacher_forcing``, which run each distinct prompt once; sampling's
 decoding loop, ``sampler``, prefills each once, ``prompt_cache``, and drops rows that have
 ended), chat-template
-prompts (``prompts``), held-out Avg@k / Pass@k (``evaluate``), checkpoints (``checkpoint``), metric
+prompts (``prompts``), Avg@k / Pass@k (``evaluate``), checkpoints (``checkpoint``), metric
 sinks (``metrics``), supervised pretraining of the embedded model (``pretrain``), the forecast of
 each step's entropy change (``forecast``), whether the token filter is doing anything
 (``filter_activity``), and what keeps runs safe: run directories that are never overwritten

@@ -10,6 +10,7 @@ overrides of the chosen method's preset.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -90,6 +91,32 @@ class TaskConfig:
             self.name != "math" or bool(self.math.path),
             "task.math.path: task.name=math needs a data file (.jsonl, .json or .parquet)",
         )
+
+    @staticmethod
+    def upgrade_older(data: dict[str, Any]) -> dict[str, Any]:
+        """An older config's one held-out split as today's validation and test (today's fields,
+        if given too, win), so an older ``config.yaml`` loads: ``countdown.n_eval`` as
+        ``n_validation = n_test = n_eval`` (training depends on neither); ``math.eval_size`` (held
+        out of the training file) as ``validation_size = eval_size // 2``, ``test_size`` the rest
+        (the same training problems as before)."""
+        data = dict(data)
+        for section, name, default in (("countdown", "n_eval", 200), ("math", "eval_size", 64)):
+            fields = data.get(section)
+            if not isinstance(fields, dict) or name not in fields:
+                continue
+            n = fields[name]
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ConfigError(f"task.{section}.{name}: expected an integer >= 0, got {n!r}")
+            sizes = (
+                {"n_validation": n, "n_test": n} if section == "countdown"
+                else {"validation_size": n // 2, "test_size": n - n // 2}
+            )  # fmt: skip
+            if n != default:  # the older default is in every older config.yaml: no noise
+                reading = ", ".join(f"{key}={value}" for key, value in sizes.items())
+                warnings.warn(f"task.{section}.{name}={n} (an older field) is read as {reading}",
+                              FutureWarning, stacklevel=2)  # fmt: skip
+            data[section] = {**sizes, **{k: v for k, v in fields.items() if k != name}}
+        return data
 
 
 @dataclass
@@ -208,10 +235,15 @@ class AlgorithmConfig:
 
 @dataclass
 class EvalConfig:
+    """The run's evaluations. In-run (the ``eval/*`` metrics): the first ``problems`` of the
+    task's *validation* split, for monitoring; the final evaluation (``final_eval.json``): the
+    same settings on the test split, with the validation split's record beside it."""
+
     every: int = 50
     """Evaluate every N steps, at step 0 and at the end (0 disables)."""
     problems: int = 128
-    """Held-out problems used for evaluation."""
+    """Problems evaluated: the first this many of the validation split in-run (``eval/*``), of
+    the test split and of the validation split in the final evaluation."""
     k: int = 8
     """Samples per problem: Avg@k and unbiased Pass@k (paper: 32)."""
     temperature: float = 1.0
@@ -235,7 +267,7 @@ class ForecastConfig:
     enabled: bool = False
     """Forecast ``⟨∇θ H̄, Δθ⟩`` of the batch and probe entropy (needs ``dynamics``)."""
     probe_prompts: int = 32
-    """Held-out prompts of the fixed probe set, one response each (0: no probe forecast)."""
+    """Validation prompts of the fixed probe set, one response each (0: no probe forecast)."""
     second_order: bool = False
     """Also the second-order forecast along the step (two more gradients per target)."""
     groups: bool = False

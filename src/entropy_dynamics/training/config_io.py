@@ -97,7 +97,15 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) dict; unknown keys are refused with a suggestion."""
+    """Build dataclass ``cls`` from a (nested) dict; unknown keys are refused with a suggestion.
+
+    A config class whose fields were renamed offers ``upgrade_older(data) -> data``, a static
+    method that rewrites an older config's fields as today's; it is applied first, so that the
+    ``config.yaml`` of an older run still loads.
+    """
+    upgrade = getattr(cls, "upgrade_older", None)
+    if callable(upgrade):
+        data = upgrade(data)
     hints = _field_types(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs: dict[str, Any] = {}

@@ -46,7 +46,7 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
 
 @dataclass
 class EvalResult:
-    """Scores of ``k`` samples on each of the held-out problems.
+    """Scores of ``k`` samples on each of the evaluated problems (of one split).
 
     Attributes:
         k: samples per problem.
@@ -103,7 +103,7 @@ def evaluate(
         model: Hugging Face causal LM (its train/eval mode is restored after each batch).
         tokenizer: its tokenizer.
         task: a :class:`~entropy_dynamics.tasks.base.Task` (``prompt``, ``score``).
-        problems: held-out problems.
+        problems: the problems evaluated (of the validation or the test split).
         k: samples per problem ``n`` (Avg@k, and the ``n`` of the Pass@k estimator).
         ks: Pass@k values to report (each in ``[1, k]``); default ``(1, k)``.
         temperature, top_p, max_new_tokens: sampling options, as in :func:`generate`.

@@ -9,7 +9,7 @@ entropies, each a fixed function of the parameters:
 - ``batch``: the mean token entropy at the step's dynamics positions (the first
   ``dynamics_max_tokens`` response tokens, teacher-forced on the step's own samples) — the
   quantity ``dynamics/delta_h_actual`` measures after the step;
-- ``probe``: the mean token entropy on a fixed probe set — held-out prompts with one response
+- ``probe``: the mean token entropy on a fixed probe set — validation prompts with one response
   each, sampled once from the initial policy and kept in the run directory (``probe.safetensors``)
   so that a resumed run forecasts the same quantity.
 
@@ -256,13 +256,14 @@ def clip_coefficient(total_norm: Tensor, max_norm: float) -> float:
 
 def probe_rollout(setup: RunSetup, path: Path, resume: bool) -> Rollout:
     """A run's fixed probe set: read back from ``path`` when resuming, else one response to each
-    of the first ``forecast.probe_prompts`` held-out prompts, sampled from the setup's current
-    policy on an RNG stream of its own (the run's random numbers are not touched) and saved to
-    ``path`` (:data:`PROBE_FILE`)."""
+    of the first ``forecast.probe_prompts`` prompts of the validation split, sampled from the
+    setup's current policy on an RNG stream of its own (the run's random numbers are not
+    touched) and saved to ``path`` (:data:`PROBE_FILE`)."""
     if resume and path.is_file():
         return load_probe(path, setup.device)
     cfg = setup.config
-    prompts = [setup.task.prompt(p) for p in setup.held_out[: cfg.forecast.probe_prompts]]
+    problems = setup.validation_problems[: cfg.forecast.probe_prompts]
+    prompts = [setup.task.prompt(p) for p in problems]
     with side_stream(cfg.seed + 7919, setup.device):
         probe = generate(
             setup.model,

@@ -11,7 +11,8 @@ is deliberately a short run, not a run to convergence:
 - optimiser: AdamW, linear warm-up then cosine decay to ``min_lr_ratio · lr``, gradient clipping;
 - determinism: one seed drives initialisation (``torch.manual_seed``), the data order and the
   solution choices (``random.Random(seed)``) and the evaluation samples;
-- evaluation: held-out problems, ``eval_samples`` answers each sampled at temperature 1 with
+- evaluation: the first ``eval_problems`` of the validation split (a diagnostic of the model,
+  never the test split), ``eval_samples`` answers each sampled at temperature 1 with
   ``model.generate`` (via :func:`entropy_dynamics.training.evaluate.evaluate`): pass@1, Pass@k
   and the mean token entropy of the sampled answers.
 """
@@ -51,7 +52,8 @@ class PretrainConfig:
     model: ModelSize = field(default_factory=ModelSize)
     """Sizes of the tiny Qwen2."""
     task: CountdownConfig = field(default_factory=CountdownConfig)
-    """Countdown generator (its train split is the training data, its eval split held out)."""
+    """Countdown generator (its train split is the training data; its validation split is
+    evaluated)."""
     steps: int = 600
     """Optimiser steps; fewer steps → lower pass@1 (the target is a partial success rate)."""
     batch_size: int = 64
@@ -69,9 +71,9 @@ class PretrainConfig:
     grad_clip: float = 1.0
     """Global gradient-norm clip."""
     eval_problems: int = 200
-    """Held-out problems evaluated after training (0: skip evaluation)."""
+    """Validation problems evaluated after training (0: skip evaluation)."""
     eval_samples: int = 16
-    """Samples per held-out problem ``k``: reports pass@1 and Pass@k."""
+    """Samples per evaluated problem ``k``: reports pass@1 and Pass@k."""
     eval_temperature: float = 1.0
     """Sampling temperature of the evaluation."""
     max_new_tokens: int = 24
@@ -169,7 +171,7 @@ class _Batches:
 def _evaluate(model, tokenizer, task, config: PretrainConfig, progress: ProgressFn | None):
     from entropy_dynamics.training.evaluate import evaluate
 
-    problems = list(task.eval_problems())[: config.eval_problems]
+    problems = task.validation_problems()[: config.eval_problems]
     k = config.eval_samples
 
     def report(done: int, total: int) -> None:
@@ -216,8 +218,8 @@ def pretrain(
     ``pretrain_metrics.json``: the metrics returned here plus the config and ``provenance``
     (e.g. the command line). Metric keys: ``train/loss`` (mean of the last 10 % of steps),
     ``train/loss_first``, ``model/parameters``, ``time/train_s``, ``time/eval_s`` and, unless
-    ``config.eval_problems == 0``, the ``eval/*`` keys (``eval/pass@1``, ``eval/pass@{k}``,
-    ``eval/entropy`` = mean token entropy of the sampled answers, ...).
+    ``config.eval_problems == 0``, the ``eval/*`` keys, of the validation split (``eval/pass@1``,
+    ``eval/pass@{k}``, ``eval/entropy`` = mean token entropy of the sampled answers, ...).
     """
     output_dir = Path(output_dir)
     tokenizer = build_tokenizer()
@@ -275,6 +277,7 @@ def pretrain(
     metrics["time/eval_s"] = time.perf_counter() - start
     record = {
         "metrics": metrics,
+        "eval_split": "validation",  # the eval/* metrics'
         "config": asdict(config),
         "torch_threads": torch.get_num_threads(),
         **(provenance or {}),

@@ -70,8 +70,11 @@ class ChatTemplateTask:
     def train_problems(self) -> list[Any]:
         return self.task.train_problems()
 
-    def eval_problems(self) -> list[Any]:
-        return self.task.eval_problems()
+    def validation_problems(self) -> list[Any]:
+        return self.task.validation_problems()
+
+    def test_problems(self) -> list[Any]:
+        return self.task.test_problems()
 
     def prompt(self, problem: Any) -> str:
         return chat_prompt(self.tokenizer, self.task.prompt(problem), self.adds_bos)

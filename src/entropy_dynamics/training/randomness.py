@@ -2,7 +2,7 @@
 from a seeded stream of its own.
 
 Training (rollouts, data order) uses torch's global RNG, which checkpoints capture and restore for
-an exact resume. Side computations — the held-out evaluation during a run, the probe set of the
+an exact resume. Side computations — the validation evaluations during a run, the probe set of the
 forecast, a final evaluation — sample too; drawn from the global stream they would shift every
 later rollout, so that two runs differing only in how often they evaluate would be different
 experiments. :func:`side_stream` runs them on a copy of the global state, reseeded, and puts the

@@ -6,7 +6,8 @@ evaluating a run), the task with its prompts in the model's format
 (:func:`~entropy_dynamics.training.prompts.build_prompted_task`), the output rows that are real
 tokens (:func:`~entropy_dynamics.models.loading.valid_vocab_size`), the teacher-forced token
 statistics (:class:`~entropy_dynamics.training.forward.ResponseStats`, fused where the model
-allows it), the train and held-out problems, and the check that the longest prompt plus the
+allows it), the task's three splits (train; validation, which the run's own evaluations read;
+test, which only final evaluations read), and the check that the longest prompt plus the
 response fits the model's context. The trainer, ``train --dry-run``, ``eval``, the final
 evaluation, ``analyze`` and ``filter-data`` all build it here.
 
@@ -28,7 +29,7 @@ from torch import nn
 
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.models.loading import load_model_and_tokenizer, valid_vocab_size
-from entropy_dynamics.tasks.base import Task
+from entropy_dynamics.tasks.base import SPLITS, Split, Task
 from entropy_dynamics.training.checkpoint import latest_checkpoint
 from entropy_dynamics.training.config import TrainConfig, load_config
 from entropy_dynamics.training.forward import ResponseStats
@@ -117,19 +118,34 @@ class RunSetup:
         return self.task.train_problems()
 
     @cached_property
-    def held_out(self) -> list:
-        """The task's whole held-out split."""
-        return self.task.eval_problems()
+    def validation_problems(self) -> list:
+        """The task's validation split: the run's evaluations (``eval/*``), the forecast's probe
+        set, diagnostics."""
+        return self.task.validation_problems()
+
+    @cached_property
+    def test_problems(self) -> list:
+        """The task's test split: final evaluations only."""
+        return self.task.test_problems()
+
+    def problems(self, split: Split) -> list:
+        """The task's problems of ``split`` (``train``, ``validation`` or ``test``)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        return getattr(self, f"{split}_problems")
 
     @property
     def eval_problems(self) -> list:
-        """The held-out problems the run evaluates: the first ``config.eval.problems``."""
-        return self.held_out[: self.config.eval.problems]
+        """The problems of the run's in-run evaluations: the first ``config.eval.problems`` of
+        the validation split."""
+        return self.validation_problems[: self.config.eval.problems]
 
     def context_problem(self) -> str | None:
-        """Why the longest prompt of the run (training and evaluation problems) plus
-        ``rollout.max_new_tokens`` would not fit the model's context, or ``None``."""
-        prompts = [self.task.prompt(p) for p in self.train_problems + self.eval_problems]
+        """Why the longest prompt of the run (training problems, and the evaluated ones of
+        validation and test) plus ``rollout.max_new_tokens`` would not fit the model's context,
+        or ``None``."""
+        tested = self.test_problems[: self.config.eval.problems]  # the final evaluation's
+        prompts = [self.task.prompt(p) for p in self.train_problems + self.eval_problems + tested]
         max_new_tokens = self.config.rollout.max_new_tokens
         return context_problem(self.model, self.tokenizer, prompts, max_new_tokens)
 

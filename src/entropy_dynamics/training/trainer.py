@@ -22,7 +22,10 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
   first-order prediction from the measured logit change and Theorem 3.3's prediction;
 - forecast (``forecast.enabled``, beyond the paper): before each optimizer step, ``⟨∇θ H̄, Δθ⟩``
   of the batch's and a fixed probe set's mean entropy, with ``Δθ`` the step AdamW is about to
-  take (:mod:`entropy_dynamics.training.forecast`).
+  take (:mod:`entropy_dynamics.training.forecast`);
+- evaluation (``eval.every``): Avg@k / Pass@k on the first ``eval.problems`` of the task's
+  *validation* split (the ``eval/*`` metrics: monitoring, never a result), on a random stream
+  of its own; the test split is read by final evaluations only.
 """
 
 from __future__ import annotations
@@ -321,7 +324,8 @@ class Trainer:
         self.lock.release()
 
     def evaluate(self) -> dict[str, float]:
-        """Held-out Avg@k / Pass@k on a stream of its own: training's draws are untouched."""
+        """Avg@k / Pass@k on the validation split (``eval/*``), on a stream of its own:
+        training's draws are untouched."""
         cfg = self.config.eval
         with side_stream(self.config.seed, self.setup.device):
             result = evaluate(
