@@ -115,7 +115,29 @@ def run_values(run, warmup: int, band: float) -> dict[str, float]:
         out["heldout_entropy"] = final["mean_entropy"]
         for k in range(1, n + 1):
             out[f"pass@{k}"] = float(pass_at_k_matrix(correct, n, k).mean())
+        out.update(solved_counts(correct, n))
     return out
+
+
+def solved_counts(correct, n: int) -> dict[str, float]:
+    """The two ends of the pass-rate histogram: problems none of the ``n`` samples solved, and
+    problems every sample solved."""
+    correct = np.asarray(correct)
+    return {
+        "never_solved": float((correct == 0).sum()),
+        "always_solved": float((correct == n).sum()),
+    }
+
+
+def initial_row(path: Path, ks: list[int]) -> dict[str, float]:
+    """The untrained model's scores from an ``entropy-dynamics eval --output`` JSON (its split
+    should be the runs' final-evaluation split)."""
+    data = json.loads(path.read_text())
+    n, correct = int(data["k"]), np.asarray(data["per_problem_correct"])
+    row = {"heldout_entropy": data["metrics"]["eval/entropy"], "split": data["split"]}
+    row.update({f"pass@{k}": float(pass_at_k_matrix(correct, n, k).mean()) for k in ks if k <= n})
+    row.update(solved_counts(correct, n))
+    return row
 
 
 def per_problem(run, ks: list[int]) -> dict[str, np.ndarray]:
@@ -210,13 +232,18 @@ def _fmt(ci: list[float | None], digits: int = 3) -> str:
     return f"{ci[0]:.{digits}f} [{ci[1]:.{digits}f}, {ci[2]:.{digits}f}]"
 
 
-def table(summary: dict, ks: list[int]) -> str:
+def table(summary: dict, ks: list[int], initial: dict | None = None) -> str:
     cols = table_columns(ks)
     names = ["final rollout entropy", "held-out entropy", *(f"Pass@{k}" for k in ks)]
     splits = sorted({e.get("split") or "—" for e in summary.values()})
     lines = ["| method | seeds | " + " | ".join(names) + " |", "|---" * (len(cols) + 2) + "|"]
     first = next(iter(summary.values()), None)
-    if first is not None:  # the model before training, from the first group's step-0 evaluations
+    if initial is not None:  # the model before training, evaluated once (no interval)
+        row = [_fmt([initial.get(c, math.nan), math.nan, math.nan]) for c in cols]
+        lines.append(
+            f"| model before training ({initial['split']}) | — | " + " | ".join(row) + " |"
+        )
+    elif first is not None:  # the model before training, from the first group's step-0 evaluations
         ci = first["mean_ci"]
         start = {"rollout_entropy_last": "rollout_entropy_first"}
         row = [_fmt(ci.get(start.get(c, f"step0_{c}"), [math.nan] * 3)) for c in cols]
@@ -256,7 +283,37 @@ def table(summary: dict, ks: list[int]) -> str:
             f"Δ Pass@k with the hierarchical bootstrap: {RESAMPLES:,} resamples of the seeds and, "
             "within them, the split's problems (the same problems for method and GRPO).\n"
         )
-    return text
+    return text + solved_table(summary, initial)
+
+
+def solved_table(summary: dict, initial: dict | None = None) -> str:
+    """Dropped share and the pass-rate histogram's ends per group, with t intervals over seeds
+    and the paired difference to GRPO (its p not in the Holm family above)."""
+    keys = ("never_solved", "always_solved")
+    if not any(k in e["mean_ci"] for e in summary.values() for k in keys):
+        return ""
+    lines = [
+        "| method | dropped | never solved | always solved | Δ never solved | Δ always solved |",
+        "|---|---|---|---|---|---|",
+    ]
+    if initial is not None and "never_solved" in initial:
+        lines.append(
+            f"| model before training | — | {initial['never_solved']:.0f} | "
+            f"{initial['always_solved']:.0f} | | |"
+        )
+    for label, entry in summary.items():
+        ci, diff = entry["mean_ci"], entry.get("minus_grpo_ci", {})
+        dropped = ci.get("frac_dropped", [math.nan] * 3)[0]
+        share = "—" if not math.isfinite(dropped) or dropped <= 0 else f"{100 * dropped:.2f} %"
+        share = "< 0.005 %" if share == "0.00 %" else share
+        cells = [_fmt(ci.get(k, [math.nan] * 3), 1) for k in keys]
+        deltas = [_fmt(diff[k], 1) if k in diff else "" for k in keys]
+        lines.append(f"| {label} | {share} | " + " | ".join(cells + deltas) + " |")
+    return (
+        "\n" + "\n".join(lines) + "\n\nDropped: the share of response tokens the filter removed, "
+        "mean over steps and seeds. Never / always solved: problems of the split that none / all "
+        "of the samples solved (mean over seeds, 95 % t interval; Δ paired by seed).\n"
+    )
 
 
 def _diff_cell(cell: dict | None) -> str:
@@ -386,6 +443,9 @@ def main() -> None:
     parser.add_argument(
         "--from-summary", type=Path, help="recompute from this summary.json's per-seed values"
     )
+    parser.add_argument(
+        "--initial", type=Path, help="the untrained model's `entropy-dynamics eval --output` JSON"
+    )
     args = parser.parse_args()
     if bool(args.paths) == bool(args.from_summary):
         parser.error("give run directories or --from-summary, not both")
@@ -395,15 +455,14 @@ def main() -> None:
     meta = {"warmup": args.warmup, "band": args.band, "last_steps": LAST}
     if args.from_summary:
         old, summary = from_summary(args.from_summary, ks)
-        meta.update({k: old[k] for k in ("warmup", "band", "last_steps") if k in old})
+        meta.update({k: old[k] for k in ("warmup", "band", "last_steps", "initial") if k in old})
     else:
         summary = summarize(args.paths, args.warmup, args.band, rename, ks)
     meta.update(
         interval="95 % Student t over seeds; differences paired by seed (paired t)",
-        p_adjustment=f"Holm over the cells of the difference table (Pass@{args.ks})",
+        p_adjustment="Holm over the cells of the difference table (entropies and Pass@k)",
         bootstrap_resamples=RESAMPLES,
     )
-    (args.output / "summary.json").write_text(json_text({"meta": meta, "groups": summary}) + "\n")
     with open(args.output / "runs.csv", "w", newline="") as fh:
         keys = sorted({k for e in summary.values() for v in e["per_seed"].values() for k in v})
         writer = csv.writer(fh)
@@ -411,7 +470,11 @@ def main() -> None:
         for label, entry in summary.items():
             for seed, values in entry["per_seed"].items():
                 writer.writerow([label, seed, *(f"{values.get(k, math.nan):.6g}" for k in keys)])
-    text = table(summary, ks)
+    initial = initial_row(args.initial, ks) if args.initial else meta.pop("initial", None)
+    if initial is not None:
+        meta["initial"] = initial
+    (args.output / "summary.json").write_text(json_text({"meta": meta, "groups": summary}) + "\n")
+    text = table(summary, ks, initial)
     (args.output / "table.md").write_text(text)
     print(text)
     for label, entry in summary.items():

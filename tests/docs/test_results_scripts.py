@@ -71,3 +71,39 @@ def test_collapse_on_runs_pairs_by_seed_and_bootstraps(tmp_path) -> None:
     low, high = cell["bootstrap"]
     assert low <= 0.125 <= high and not math.isnan(low)
     assert "Holm-adjusted over the" in (out / "table.md").read_text()
+
+
+def test_collapse_counts_never_and_always_solved_and_the_initial_model(tmp_path) -> None:
+    root = tmp_path / "runs"
+    for method in ("grpo", "clip_b"):
+        for seed in range(3):
+            write_run(root, method, seed)
+    initial = tmp_path / "base.json"  # as `entropy-dynamics eval --output` writes it
+    initial.write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "k": 4,
+                "per_problem_correct": [0, 0, 4, 1],
+                "metrics": {"eval/entropy": 0.4},
+            }
+        )
+    )
+    out = tmp_path / "out"
+    _run(str(root), "-o", str(out), "--ks", "1,4", "--no-figure", "--initial", str(initial))
+    summary = json.loads((out / "summary.json").read_text())
+    groups = summary["groups"]
+    # report_helpers.CORRECT: problems with 0 of 4 correct / 4 of 4, per seed
+    assert [v["never_solved"] for v in groups["grpo"]["per_seed"].values()] == [2, 2, 2]
+    assert [v["always_solved"] for v in groups["grpo"]["per_seed"].values()] == [1, 2, 0]
+    assert [v["never_solved"] for v in groups["clip_b"]["per_seed"].values()] == [0, 1, 0]
+    assert groups["clip_b"]["minus_grpo_ci"]["never_solved"][0] == pytest.approx(-5 / 3)
+    assert summary["meta"]["initial"]["never_solved"] == 2
+    assert summary["meta"]["initial"]["pass@1"] == pytest.approx(5 / 16)
+    text = (out / "table.md").read_text()
+    assert "| model before training (test) | — |" in text
+    assert "| clip_b | 2.00 % | 0.3 [" in text  # dropped 1 - mean(.99, .98, .97)
+    # --from-summary keeps the initial model's row
+    again = tmp_path / "again"
+    _run("--from-summary", str(out / "summary.json"), "-o", str(again), "--ks", "1,4")
+    assert "| model before training (test) | — |" in (again / "table.md").read_text()
