@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from entropy_dynamics.study.statistics import paired_difference, t_interval
-from report_helpers import write_run
+from report_helpers import CORRECT, write_run
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 COLLAPSE = RESULTS / "collapse.py"
@@ -107,3 +108,41 @@ def test_collapse_counts_never_and_always_solved_and_the_initial_model(tmp_path)
     again = tmp_path / "again"
     _run("--from-summary", str(out / "summary.json"), "-o", str(again), "--ks", "1,4")
     assert "| model before training (test) | — |" in (again / "table.md").read_text()
+
+
+def test_default_run_pairs_start_and_end_by_seed(tmp_path) -> None:
+    root = tmp_path / "runs"
+    rng = __import__("random").Random(0)
+    for seed in range(3):
+        run = write_run(root, "grpo", seed)
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for i, row in enumerate(rows):  # actual = 2 x first order (r 1); falls on odd steps
+            actual = (-1) ** i * (i + 1) * 0.01
+            row.update({"dynamics/delta_h_actual": actual,
+                        "dynamics/delta_h_first_order": actual / 2,
+                        "dynamics/delta_h_thm33": rng.random()})  # fmt: skip
+        start = {"step": 0, "eval/entropy": 0.4, "eval/pass@1": 0.2, "eval/pass@8": 0.6}
+        end = {"step": 25, "eval/entropy": 0.3 - 0.01 * seed, "eval/pass@1": 0.25,
+               "eval/pass@8": 0.5}  # fmt: skip
+        lines = [start, *rows[:-1], {**rows[-1], **end}]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(RESULTS / "default_run.py"), str(root), "-o", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    change = summary["changes"]["validation entropy"]
+    interval, p = paired_difference([0.3, 0.29, 0.28], [0.4, 0.4, 0.4])
+    assert change["delta"] == pytest.approx(-0.11)
+    assert change["t_interval"] == pytest.approx([interval.low, interval.high])
+    assert change["p"] == pytest.approx(p) and change["n"] == 3
+    assert summary["mean_ci"]["r_first_order"][0] == pytest.approx(1.0)
+    assert summary["mean_ci"]["steps_entropy_fell"][0] == 12  # steps 2, 4, ..., 24 of 25
+    first = summary["per_seed"]["0"]["rollout_entropy_first"]
+    assert first == pytest.approx((5 * 9.0 + 15 * 0.20) / 20)  # report_helpers' first 20 steps
+    assert summary["mean_ci"]["test_pass@1"][0] == pytest.approx(
+        np.mean([np.mean(c) / 4 for c in CORRECT["grpo"]])
+    )
+    assert "| validation Pass@8 | 0.600 [0.600, 0.600] | 0.500 [" in (out / "table.md").read_text()
