@@ -310,3 +310,37 @@ def test_dynamics_every_measures_every_nth_step(tmp_path, random_model_dir) -> N
     history = Trainer(config, config.run_dir).train()
     measured = ["dynamics/delta_h_actual" in row for row in history]
     assert measured == [False, True, False, True]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(step: int):
+    def callback(event: str, at: int, metrics: dict) -> None:
+        if event == "step" and at == step:
+            raise _Stop  # a kill after the checkpoint of the step before
+    return callback
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_resume_under_a_decaying_schedule_is_exact(tmp_path, random_model_dir, schedule) -> None:
+    extra = ["steps=6", "optim.warmup_steps=2", f"optim.schedule={schedule}",
+             "optim.min_lr_ratio=0.1"]  # fmt: skip
+    full = _config(tmp_path, random_model_dir, "full", extra)
+    Trainer(full, full.run_dir).train()
+    part = _config(tmp_path, random_model_dir, "part", extra)
+    trainer = Trainer(part, part.run_dir)
+    with pytest.raises(_Stop):
+        trainer.train(_stop_at(4))  # checkpoint of step 3 written, step 4 logged, no checkpoint
+    trainer.close()
+    Trainer(part, part.run_dir, resume=True).train()
+    rows_full = _comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    assert _comparable(read_metrics(part.run_dir / "metrics.jsonl")) == rows_full
+    lrs = [row["optim/lr"] for row in rows_full if "optim/lr" in row]
+    # the rate after each step's update: step s + 1's, s = 1..6 (2 warm-up steps, 4 decaying)
+    from entropy_dynamics.training.update import lr_multiplier
+
+    expected = [1e-3 * lr_multiplier(s, schedule=schedule, total_steps=6, warmup_steps=2,
+                                      min_lr_ratio=0.1) for s in range(1, 7)]  # fmt: skip
+    assert lrs == pytest.approx(expected, rel=1e-12)

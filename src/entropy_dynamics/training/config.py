@@ -156,7 +156,7 @@ class RolloutConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-4
-    """AdamW learning rate, constant after warm-up (paper: 1e-6 for 7B; tiny models need more).
+    """AdamW peak learning rate, after warm-up (paper: 1e-6 for 7B; tiny models need more).
     On the embedded model 1e-4 raises held-out pass@1 over 200 steps; 2e-4 already lowers it."""
     beta1: float = 0.9
     """AdamW β1 (PyTorch default)."""
@@ -170,12 +170,23 @@ class OptimConfig:
     """Global gradient-norm clip (paper: 1.0)."""
     warmup_steps: int = 0
     """Linear warm-up optimizer steps (paper: none)."""
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning rate after the warm-up: ``constant`` (paper; verl's default), or decaying to
+    ``min_lr_ratio · lr`` over the run's optimizer steps, ``linear`` (TRL's default) or
+    ``cosine`` (verl's ``warmup_style: cosine``)."""
+    min_lr_ratio: float = 0.0
+    """Floor of a decaying schedule, a fraction of ``lr`` (verl's ``min_lr_ratio``, 0)."""
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "optim.lr must be > 0")
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2 must be in [0, 1)")
         _require(self.grad_clip > 0, "optim.grad_clip must be > 0")
         _require(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]")
+        _require(
+            self.schedule in ("constant", "linear", "cosine"),
+            f"optim.schedule: must be one of 'constant', 'linear', 'cosine', got {self.schedule!r}",
+        )
 
 
 @dataclass

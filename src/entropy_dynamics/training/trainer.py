@@ -17,7 +17,8 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
   filter such as Clip_B / Clip_V, token-mean aggregation by default); on the fused path PPO-clip
   and its gradient come from one pass over the hidden states (``forward.policy_loss``, issue 16);
-- optimizer: AdamW, constant learning rate after an optional linear warm-up, grad clip 1.0;
+- optimizer: AdamW, grad clip 1.0; learning rate constant after an optional linear warm-up, or
+  decaying (``optim.schedule``: linear, cosine);
 - dynamics: entropy of the step's batch re-measured after the update (actual ΔH) next to the
   first-order prediction from the measured logit change and Theorem 3.3's prediction;
 - forecast (``forecast.enabled``, beyond the paper): before each optimizer step, ``⟨∇θ H̄, Δθ⟩``
@@ -127,7 +128,8 @@ class Trainer:
             and algorithm.updates_per_step == algorithm.mini_batches == 1
             and dropout_of(self.model) == 0
         )
-        self.optimizer, self.scheduler = adamw(self.model, config.optim)
+        optimizer_steps = config.steps * algorithm.updates_per_step * algorithm.mini_batches
+        self.optimizer, self.scheduler = adamw(self.model, config.optim, optimizer_steps)
         if checkpoint is not None:
             state = ckpt.load_checkpoint(checkpoint)
             self.optimizer.load_state_dict(state["optimizer"])

@@ -18,14 +18,17 @@ the gradient from here.
   trainer would otherwise need a second, teacher-forced pass for (``log p_k`` of the policy at
   every response position, the logits at the dynamics positions), when its statistics come from
   the sampling pass (an on-policy update, issue 30);
-- the trainer's optimizer (:func:`adamw`): AdamW, constant learning rate after an optional linear
-  warm-up.
+- the trainer's optimizer (:func:`adamw`): AdamW; its learning rate after an optional linear
+  warm-up constant (the default), or decaying linearly or on a cosine to ``min_lr_ratio · lr``
+  (:func:`lr_multiplier`).
 
 Shapes: ``N`` sequences of the rollout batch, ``R`` response positions, ``n`` rows of a micro-batch.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +48,7 @@ __all__ = [
     "accumulate_gradients",
     "adamw",
     "loss_inputs",
+    "lr_multiplier",
     "micro_batches",
 ]
 
@@ -200,11 +204,36 @@ def accumulate_gradients(
     return total, averaged
 
 
+def lr_multiplier(
+    step: int, *, schedule: str, total_steps: int, warmup_steps: int, min_lr_ratio: float
+) -> float:
+    """The learning rate of optimizer step ``step + 1`` as a fraction of the peak: ``step``
+    scheduler steps taken (0-based), ``total_steps`` optimizer steps in the run.
+
+    Warm-up ``(step + 1) / warmup_steps`` while ``step < warmup_steps``; then, with the decay's
+    progress ``q = (step - warmup_steps) / (total_steps - warmup_steps)`` (at most 1):
+    ``constant`` 1; ``linear`` ``m + (1 - m)(1 - q)``; ``cosine`` ``m + (1 - m)(1 + cos(π q)) / 2``,
+    with ``m = min_lr_ratio`` (the forms of Hugging Face's ``get_linear_schedule_with_warmup``
+    and ``get_cosine_schedule_with_warmup``, verl's ``min_lr_ratio`` floor)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    if schedule == "linear":
+        return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
+    if schedule == "cosine":
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"schedule must be constant, linear or cosine, got {schedule!r}")
+
+
 def adamw(
-    model: torch.nn.Module, optim: OptimConfig
+    model: torch.nn.Module, optim: OptimConfig, total_steps: int = 1
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """``(optimizer, scheduler)``: AdamW on ``model``'s parameters as ``optim`` says, its learning
-    rate ramped linearly over ``optim.warmup_steps`` steps, then constant."""
+    rate ramped linearly over ``optim.warmup_steps`` steps, then ``optim.schedule`` over the
+    run's ``total_steps`` optimizer steps (:func:`lr_multiplier`). The scheduler's state is its
+    step count: a resumed run continues the same curve."""
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=optim.lr,
@@ -212,8 +241,11 @@ def adamw(
         eps=optim.eps,
         weight_decay=optim.weight_decay,
     )
-    warmup = max(optim.warmup_steps, 0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+    shape = functools.partial(
+        lr_multiplier,
+        schedule=optim.schedule,
+        total_steps=total_steps,
+        warmup_steps=max(optim.warmup_steps, 0),
+        min_lr_ratio=optim.min_lr_ratio,
     )
-    return optimizer, scheduler
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
