@@ -3,6 +3,7 @@ the trainer's optimizer."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -136,7 +137,7 @@ def test_a_decay_ends_at_its_floor_and_stays_there() -> None:
         values = [lr_multiplier(s, schedule=schedule, total_steps=5, warmup_steps=0,
                                 min_lr_ratio=0.2) for s in range(8)]  # fmt: skip
         assert values[0] == 1.0 and values[5:] == [pytest.approx(0.2)] * 3
-        assert all(a >= b for a, b in zip(values, values[1:], strict=False))  # never rises
+        assert all(a >= b for a, b in itertools.pairwise(values))  # never rises
 
 
 def test_the_default_schedule_is_the_former_constant_one(tiny_lm) -> None:
