@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.metrics import read_metrics
 from entropy_dynamics.training.run_dir import RunDirectoryError
@@ -344,3 +346,53 @@ def test_resume_under_a_decaying_schedule_is_exact(tmp_path, random_model_dir, s
     expected = [1e-3 * lr_multiplier(s, schedule=schedule, total_steps=6, warmup_steps=2,
                                       min_lr_ratio=0.1) for s in range(1, 7)]  # fmt: skip
     assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+def test_kl_penalty_is_off_by_default_and_logged_when_on(tmp_path, random_model_dir) -> None:
+    plain = _config(tmp_path, random_model_dir, "plain", ["steps=1", "eval.every=0"])
+    trainer = Trainer(plain, plain.run_dir)
+    assert trainer.reference is None and trainer.fused_loss  # default: no reference, fused
+    assert not any(k.startswith("actor/kl") for k in trainer.train()[0])
+    extra = ["steps=2", "eval.every=0", "algorithm.kl.coef=0.1", "algorithm.kl.estimator=k1"]
+    config = _config(tmp_path, random_model_dir, "kl", extra)
+    trainer = Trainer(config, config.run_dir)
+    assert trainer.reference is not None and not trainer.fused_loss  # the unfused loss then
+    history = trainer.train()
+    # step 1 samples from the initial model: π_θ = π_ref at every token, KL exactly 0
+    assert history[0]["actor/kl_ref"] == 0.0
+    assert history[1]["actor/kl_ref"] != 0.0
+
+
+def test_resume_with_a_kl_penalty_is_exact_and_checks_the_reference(
+    tmp_path, random_model_dir, tiny_lm
+) -> None:
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(random_model_dir, model_dir)
+    extra = ["steps=4", "eval.every=0", "checkpoint_every=2", "algorithm.kl.coef=0.5"]
+    full = _config(tmp_path, model_dir, "full", extra)
+    Trainer(full, full.run_dir).train()
+    part = _config(tmp_path, model_dir, "part", extra)
+    trainer = Trainer(part, part.run_dir)
+    with pytest.raises(_Stop):
+        trainer.train(_stop_at(3))
+    trainer.close()
+    Trainer(part, part.run_dir, resume=True).train()
+    rows_full = _comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    assert _comparable(read_metrics(part.run_dir / "metrics.jsonl")) == rows_full
+    assert all(row["actor/kl_ref"] >= 0 for row in rows_full)  # k3 is never negative
+
+    # the model at model.path changed since the run started: its resume is refused
+    moved = _config(tmp_path, model_dir, "moved", extra)
+    trainer = Trainer(moved, moved.run_dir)
+    with pytest.raises(_Stop):
+        trainer.train(_stop_at(3))
+    trainer.close()
+    model, _ = tiny_lm
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1.0
+    changed.save_pretrained(model_dir)
+    with pytest.raises(ConfigError, match="not the one this run started from"):
+        Trainer(moved, moved.run_dir, resume=True)

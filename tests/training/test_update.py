@@ -146,3 +146,52 @@ def test_the_default_schedule_is_the_former_constant_one(tiny_lm) -> None:
     assert _lrs(model, OptimConfig(lr=1e-3, warmup_steps=3), 6) == pytest.approx(
         [1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3, 1e-3, 1e-3]
     )
+
+
+def _kl_gradient(model, batch, config, kl, micro):
+    model.zero_grad(set_to_none=True)
+    loss, metrics = accumulate_gradients(ResponseStats(model, 1.0), config, batch,
+                                         torch.arange(6), micro, kl=kl)  # fmt: skip
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return loss, metrics, grads
+
+
+@pytest.mark.parametrize("agg_mode", ["token-mean", "seq-mean-token-mean"])
+def test_the_kl_penalty_joins_the_loss_and_its_gradient(tiny_lm, batch, agg_mode) -> None:
+    # loss = pg + β · agg(k3) with log π_ref a fixed perturbation of the rollout policy's; the
+    # accumulated gradient is that of the loss formed directly, one-shot or in micro-batches
+    from dataclasses import replace
+
+    from entropy_dynamics.aggregation import aggregate
+    from entropy_dynamics.losses import compute_policy_loss, kl_to_reference
+    from entropy_dynamics.training.reference import KLConfig
+    from entropy_dynamics.training.update import loss_inputs
+
+    model, _ = tiny_lm
+    config, kl = PolicyLossConfig(agg_mode=agg_mode), KLConfig(coef=0.3, estimator="k3")
+    mask = batch.rollout.response_mask
+    generator = torch.Generator().manual_seed(1)
+    ref = batch.old.logprobs + 0.2 * torch.randn(mask.shape, generator=generator)
+    penalized = replace(batch, ref_logprobs=torch.where(mask, ref, float("nan")))
+
+    model.zero_grad(set_to_none=True)
+    inputs = loss_inputs(ResponseStats(model, 1.0), config, batch, torch.arange(6))
+    per_token = kl_to_reference(inputs.logprobs, ref, "k3")  # (N, R)
+    direct = compute_policy_loss(config, inputs).loss + 0.3 * aggregate(per_token, mask, agg_mode)
+    direct.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    kl_mean = per_token.detach()[mask].mean()
+
+    for micro in (0, 4):
+        loss, metrics, grads = _kl_gradient(model, penalized, config, kl, micro)
+        torch.testing.assert_close(loss, direct.detach(), rtol=1e-5, atol=1e-7)
+        if micro == 0:  # the metric is averaged over micro-batches, as every loss metric
+            torch.testing.assert_close(metrics["actor/kl_ref"], kl_mean, rtol=1e-4, atol=1e-7)
+        for a, b in zip(grads, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    _, metrics, _ = _kl_gradient(model, batch, config, None, 0)
+    assert "actor/kl_ref" not in metrics  # no penalty, no metric
+    with pytest.raises(ValueError, match="unfused loss"):
+        accumulate_gradients(ResponseStats(model, 1.0), config, penalized, torch.arange(6),
+                             kl=kl, fused=True)  # fmt: skip

@@ -23,11 +23,13 @@ from entropy_dynamics.tasks.countdown import CountdownConfig
 from entropy_dynamics.tasks.math import MathConfig
 from entropy_dynamics.theory import MIN_TEMPERATURE
 from entropy_dynamics.training.config_io import apply_overrides, from_dict, load_yaml, to_dict
+from entropy_dynamics.training.reference import KLConfig
 
 __all__ = [
     "AlgorithmConfig",
     "EvalConfig",
     "ForecastConfig",
+    "KLConfig",
     "LoggingConfig",
     "ModelConfig",
     "OptimConfig",
@@ -211,6 +213,8 @@ class AlgorithmConfig:
     """Sequences per forward/backward; gradients of a mini-batch are accumulated exactly over
     its micro-batches (0: the whole mini-batch at once). Bounds activation memory for long
     responses. KL-Cov selects its top tokens within each micro-batch."""
+    kl: KLConfig = field(default_factory=KLConfig)
+    """The KL penalty to the initial model (off by default)."""
 
     def __post_init__(self) -> None:
         from entropy_dynamics.advantages import available_advantages

@@ -3,7 +3,9 @@
 Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.config`):
 
 - rollout: ``B`` prompts × ``G`` samples from the current policy at temperature ``T`` (top-p 1);
-- reward: outcome reward of the task (Countdown: 1 if the expression hits the target), no KL;
+- reward: outcome reward of the task (Countdown: 1 if the expression hits the target);
+- KL: none by default (DAPO); ``algorithm.kl.coef > 0`` adds ``β · agg(KL_k)`` to a frozen copy
+  of the initial model (:mod:`~entropy_dynamics.training.reference`), on the unfused loss;
 - advantage: GRPO group-relative ``A = (R - mean_group) / (std_group + 1e-6)``, broadcast to tokens;
 - "old" policy: the rollout policy; its statistics are those recorded while sampling when the
   update is on-policy (one epoch of one mini-batch), else recomputed by a teacher-forced forward
@@ -44,7 +46,6 @@ from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
 from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.methods import build_controller
-from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training import checkpoint as ckpt
 from entropy_dynamics.training.config import TrainConfig, save_config
 from entropy_dynamics.training.config_io import to_dict
@@ -62,6 +63,7 @@ from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
 from entropy_dynamics.training.randomness import side_stream
+from entropy_dynamics.training.reference import ReferencePolicy
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import claim_run_dir
 from entropy_dynamics.training.setup import RunSetup
@@ -121,8 +123,15 @@ class Trainer:
             enable = getattr(self.model, "activation_checkpointing_enable", None)
             (enable or self.model.gradient_checkpointing_enable)()
         self.forward = setup.stats
-        self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
         algorithm = config.algorithm
+        self.reference: ReferencePolicy | None = None
+        if algorithm.kl.coef > 0:
+            self.reference = ReferencePolicy(
+                setup.initial_model(), config.rollout.temperature, config.model.fused_stats,
+                setup.valid_vocab,
+            )
+        # the fused loss: not under a forecast, nor with a KL penalty (no log π_θ with gradient)
+        self.fused_loss = self.forward.fuses_loss(self.loss_config) and self.reference is None
         self.stats_from_sampling = (  # on-policy: the sampler's statistics are the old policy's
             config.rollout.statistics == "auto"
             and algorithm.updates_per_step == algorithm.mini_batches == 1
@@ -138,6 +147,8 @@ class Trainer:
             self.step = state["step"]
             self.controller.load_state_dict(state.get("controller", {}))
             ckpt.restore_rng_state(state["rng"])
+            if self.reference is not None:  # the reference is the initial model, loaded again
+                self.reference.check(state.get("reference"), str(config.model.resolved_path()))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, self.run_dir / "config.yaml")
         self.forecaster: EntropyForecast | None = None
@@ -205,6 +216,7 @@ class Trainer:
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
         keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)  # (N, R)
         metrics.update(filter_metrics)
+        ref_logprobs = None if self.reference is None else self.reference.logprobs(rollout)
 
         forecaster, forecast = self.forecaster, None
         if forecaster is not None and positions is not None:  # the forecast needs the dynamics
@@ -215,9 +227,8 @@ class Trainer:
         forecasts: dict[str, Tensor] = {}
         for _ in range(cfg.algorithm.updates_per_step):
             for rows in batches:
-                step_metrics, step_forecast = self._update(
-                    rollout, rows, old, advantages, keep, forecast, pre_update
-                )
+                batch = UpdateBatch(rollout, old, advantages, keep, ref_logprobs)  # (N, R) each
+                step_metrics, step_forecast = self._update(batch, rows, forecast, pre_update)
                 update_metrics.append(step_metrics)
                 for key, value in step_forecast.items():  # forecasts of the K×M steps add up
                     forecasts[key] = forecasts.get(key, 0.0) + value
@@ -257,14 +268,12 @@ class Trainer:
                 before = self.forward.logits(old_features[positions])  # (n, V)
         return old, before, None
 
-    def _update(self, rollout: Rollout, rows, old: TokenStats, advantages, keep, forecast,
-                pre_update: PreUpdate | None = None):  # fmt: skip
+    def _update(self, batch: UpdateBatch, rows, forecast, pre_update: PreUpdate | None = None):
         """One optimizer step on ``rows`` (a ``(B,)`` index tensor), its gradient accumulated
         over micro-batches (:func:`~entropy_dynamics.training.update.accumulate_gradients`);
         returns ``(metrics, forecast of this step)``. ``pre_update`` keeps what the loss pass
         sees of the policy before the step."""
         cfg = self.config
-        batch = UpdateBatch(rollout, old, advantages, keep)  # (N, R) tensors
         self.optimizer.zero_grad(set_to_none=True)
         forecaster, groups = None, None
         if forecast is not None:
@@ -281,6 +290,7 @@ class Trainer:
             forecaster=forecaster,
             groups=groups,
             pre_update=pre_update,
+            kl=cfg.algorithm.kl if self.reference is not None else None,
         )
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         predicted = {}
@@ -349,6 +359,8 @@ class Trainer:
             "data": self.cursor.state(),
             "controller": self.controller.state_dict(),
         }
+        if self.reference is not None:  # the reference is not saved: it is the initial model
+            state["reference"] = self.reference.fingerprint
         return ckpt.save_checkpoint(
             self.run_dir,
             self.step,
