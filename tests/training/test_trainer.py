@@ -357,6 +357,7 @@ def test_kl_penalty_is_off_by_default_and_logged_when_on(tmp_path, random_model_
     config = _config(tmp_path, random_model_dir, "kl", extra)
     trainer = Trainer(config, config.run_dir)
     assert trainer.reference is not None and not trainer.fused_loss  # the unfused loss then
+    assert "formed unfused" in trainer.notice  # and the console says so
     history = trainer.train()
     # step 1 samples from the initial model: π_θ = π_ref at every token, KL exactly 0
     assert history[0]["actor/kl_ref"] == 0.0

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,23 @@ from entropy_dynamics.losses import KL_ESTIMATORS, kl_to_reference
 from entropy_dynamics.training.forward import FusedMode, ResponseStats
 from entropy_dynamics.training.rollout import Rollout
 
-__all__ = ["KLConfig", "ReferencePolicy", "kl_penalty", "weights_fingerprint"]
+if TYPE_CHECKING:  # setup imports the config, which imports this module
+    from entropy_dynamics.training.setup import RunSetup
+
+__all__ = [
+    "UNFUSED_NOTICE",
+    "KLConfig",
+    "ReferencePolicy",
+    "kl_penalty",
+    "start_reference",
+    "weights_fingerprint",
+]
+
+UNFUSED_NOTICE = (
+    "algorithm.kl.coef > 0: the loss is formed unfused (the fused loss has no KL term); the "
+    "statistics stay fused"
+)
+"""What the trainer says when the KL penalty turns the fused loss off."""
 
 
 @dataclass
@@ -140,3 +156,15 @@ class ReferencePolicy:
                 "weights changed since), so the KL penalty's reference would differ; restore "
                 "that model, or start a new run"
             )
+
+
+def start_reference(setup: RunSetup, kl: KLConfig) -> ReferencePolicy | None:
+    """The run's reference: a frozen copy of its initial model
+    (:meth:`~entropy_dynamics.training.setup.RunSetup.initial_model`), its statistics formed as
+    the policy's; ``None`` when ``kl.coef == 0`` (no second model in memory)."""
+    if kl.coef == 0:
+        return None
+    cfg = setup.config
+    return ReferencePolicy(
+        setup.initial_model(), cfg.rollout.temperature, cfg.model.fused_stats, setup.valid_vocab
+    )

@@ -63,7 +63,7 @@ from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
 from entropy_dynamics.training.randomness import side_stream
-from entropy_dynamics.training.reference import ReferencePolicy
+from entropy_dynamics.training.reference import UNFUSED_NOTICE, start_reference
 from entropy_dynamics.training.rollout import Rollout, generate
 from entropy_dynamics.training.run_dir import claim_run_dir
 from entropy_dynamics.training.setup import RunSetup
@@ -124,14 +124,11 @@ class Trainer:
             (enable or self.model.gradient_checkpointing_enable)()
         self.forward = setup.stats
         algorithm = config.algorithm
-        self.reference: ReferencePolicy | None = None
-        if algorithm.kl.coef > 0:
-            self.reference = ReferencePolicy(
-                setup.initial_model(), config.rollout.temperature, config.model.fused_stats,
-                setup.valid_vocab,
-            )
-        # the fused loss: not under a forecast, nor with a KL penalty (no log π_θ with gradient)
-        self.fused_loss = self.forward.fuses_loss(self.loss_config) and self.reference is None
+        self.reference = start_reference(setup, algorithm.kl)  # None: no KL penalty
+        self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
+        if self.fused_loss and self.reference is not None:  # it has no log π_θ for the KL term
+            self.fused_loss = False
+            self.notice = "\n".join(filter(None, [self.notice, UNFUSED_NOTICE]))
         self.stats_from_sampling = (  # on-policy: the sampler's statistics are the old policy's
             config.rollout.statistics == "auto"
             and algorithm.updates_per_step == algorithm.mini_batches == 1
@@ -340,15 +337,9 @@ class Trainer:
         training's draws are untouched."""
         cfg = self.config.eval
         with side_stream(self.config.seed, self.setup.device):
-            result = evaluate(
-                self.model,
-                self.tokenizer,
-                self.task,
-                self.eval_problems,
-                k=cfg.k,
-                temperature=cfg.temperature,
-                max_new_tokens=self.config.rollout.max_new_tokens,
-            )
+            result = evaluate(self.model, self.tokenizer, self.task, self.eval_problems, k=cfg.k,
+                              temperature=cfg.temperature,
+                              max_new_tokens=self.config.rollout.max_new_tokens)  # fmt: skip
         self.model.train()
         return result.to_metrics("eval")
 
@@ -361,14 +352,8 @@ class Trainer:
         }
         if self.reference is not None:  # the reference is not saved: it is the initial model
             state["reference"] = self.reference.fingerprint
-        return ckpt.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model,
-            self.tokenizer,
-            state,
-            keep=self.config.keep_checkpoints,
-        )
+        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                    keep=self.config.keep_checkpoints)  # fmt: skip
 
     def train(self, callback: Callback | None = None) -> list[dict[str, float]]:
         """Run until ``config.steps``; call ``callback(event, step, metrics)`` after each step.
