@@ -397,3 +397,29 @@ def test_resume_with_a_kl_penalty_is_exact_and_checks_the_reference(
     changed.save_pretrained(model_dir)
     with pytest.raises(ConfigError, match="not the one this run started from"):
         Trainer(moved, moved.run_dir, resume=True)
+
+
+def test_the_finished_model_is_exported_and_the_state_is_readable(
+    tmp_path, random_model_dir
+) -> None:
+    from entropy_dynamics.models.loading import load_model_and_tokenizer
+    from entropy_dynamics.training.checkpoint import config_hash
+    from entropy_dynamics.training.config_io import to_dict
+
+    config = _config(tmp_path, random_model_dir, "export", ["steps=2", "checkpoint_every=1"])
+    Trainer(config, config.run_dir).train()
+    run = config.run_dir
+    model, tokenizer = load_model_and_tokenizer(run / "model", device="cpu")  # our loader
+    final = _weights(run, 2)
+    assert all(torch.equal(p.detach(), final[n]) for n, p in model.named_parameters() if n in final)
+    assert tokenizer.pad_token is not None
+    assert not (run / "model.tmp").exists()
+    # trainer_state.json beside the binary state: step, config hash, the metrics so far
+    for step in (1, 2):
+        state = json.loads(
+            (run / "checkpoints" / f"step_{step:06d}" / "trainer_state.json").read_text()
+        )
+        assert state["step"] == step
+        assert state["config_hash"] == config_hash(to_dict(config))
+        assert [row["step"] for row in state["log_history"]] == [0, 1, 2][: step + 1]
+        assert "entropy/mean" in state["log_history"][-1]

@@ -59,6 +59,9 @@ def train_command(
     method: str = typer.Option(None, "--method", "-m", help=live_help(method_help)),
     name: str = typer.Option(None, "--name", help="Run name (directory under output_dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run's last checkpoint."),
+    resume_from: Path = typer.Option(
+        None, "--resume-from", help="Continue this checkpoint (or run directory's newest one)."
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Move a run already in the run directory aside, start afresh."
     ),
@@ -89,12 +92,13 @@ def train_command(
 
     try:
         check_backends(cfg.logging)
-        trainer = Trainer(cfg, cfg.run_dir, resume=resume, overwrite=overwrite)
+        trainer = Trainer(cfg, cfg.run_dir, resume=resume, overwrite=overwrite,
+                          resume_from=resume_from)  # fmt: skip
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if trainer.notice:
         console.print(trainer.notice)
-    if resume:
+    if resume or resume_from:
         console.print(f"resuming {cfg.run_dir} from step {trainer.step} of {cfg.steps}")
     console.print(f"run directory: [bold]{cfg.run_dir}[/]  method: [bold]{cfg.algorithm.method}[/]")
     history: list[dict[str, float]] = []
@@ -145,6 +149,10 @@ def _interrupted(stop) -> None:
     import sys
 
     args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    args = [a for a in args if not a.startswith("--resume-from=")]
+    if "--resume-from" in args:  # the run's own newest checkpoint from now on
+        at = args.index("--resume-from")
+        del args[at : at + 2]
     console.print(
         f"[yellow]{stop.signal_name}[/]: stopped after step {stop.step}; checkpoint "
         f"{escape(str(stop.checkpoint))}"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,9 +35,6 @@ from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.losses import KL_ESTIMATORS, kl_to_reference
 from entropy_dynamics.training.forward import FusedMode, ResponseStats
 from entropy_dynamics.training.rollout import Rollout
-
-if TYPE_CHECKING:  # setup imports the config, which imports this module
-    from entropy_dynamics.training.setup import RunSetup
 
 __all__ = [
     "UNFUSED_NOTICE",
@@ -158,8 +155,9 @@ class ReferencePolicy:
             )
 
 
-def start_reference(setup: RunSetup, kl: KLConfig) -> ReferencePolicy | None:
-    """The run's reference: a frozen copy of its initial model
+def start_reference(setup: Any, kl: KLConfig) -> ReferencePolicy | None:
+    """The reference of ``setup`` (a :class:`~entropy_dynamics.training.setup.RunSetup`, not
+    imported: it imports the config, which imports this module): a frozen copy of its initial model
     (:meth:`~entropy_dynamics.training.setup.RunSetup.initial_model`), its statistics formed as
     the policy's; ``None`` when ``kl.coef == 0`` (no second model in memory)."""
     if kl.coef == 0:

@@ -64,8 +64,8 @@ from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupt
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
 from entropy_dynamics.training.randomness import side_stream
 from entropy_dynamics.training.reference import UNFUSED_NOTICE, start_reference
+from entropy_dynamics.training.resume_from import claim
 from entropy_dynamics.training.rollout import Rollout, generate
-from entropy_dynamics.training.run_dir import claim_run_dir
 from entropy_dynamics.training.setup import RunSetup
 from entropy_dynamics.training.step_metrics import (
     dynamics_metrics,
@@ -85,7 +85,9 @@ class Trainer:
 
     A directory that already holds a run is refused unless ``resume`` (continue its last good
     checkpoint; the config must match it, :mod:`~entropy_dynamics.training.run_dir`) or
-    ``overwrite`` (move the old run aside); :attr:`notice` says what was done.
+    ``overwrite`` (move the old run aside); ``resume_from`` continues a chosen checkpoint
+    (:mod:`~entropy_dynamics.training.resume_from`); :attr:`notice` says what was done. A finished
+    run's model is exported to ``run_dir/model/``.
     """
 
     def __init__(
@@ -94,12 +96,13 @@ class Trainer:
         run_dir: str | Path,
         resume: bool = False,
         overwrite: bool = False,
+        resume_from: str | Path | None = None,
     ):
         self.config = config
         self.run_dir = Path(run_dir)
         # the run's lock first: one process per run directory (released by close())
-        self.lock, checkpoint, self.notice = claim_run_dir(
-            self.run_dir, to_dict(config), resume=resume, overwrite=overwrite
+        self.lock, checkpoint, self.notice = claim(
+            self.run_dir, to_dict(config), resume=resume, overwrite=overwrite, path=resume_from
         )
         if config.threads > 0:
             torch.set_num_threads(config.threads)
@@ -352,8 +355,10 @@ class Trainer:
         }
         if self.reference is not None:  # the reference is not saved: it is the initial model
             state["reference"] = self.reference.fingerprint
+        metrics_file, keep = self.run_dir / "metrics.jsonl", self.config.keep_checkpoints
+        readable = ckpt.readable_state(self.step, to_dict(self.config), metrics_file)
         return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
-                                    keep=self.config.keep_checkpoints)  # fmt: skip
+                                    keep=keep, readable=readable)  # fmt: skip
 
     def train(self, callback: Callback | None = None) -> list[dict[str, float]]:
         """Run until ``config.steps``; call ``callback(event, step, metrics)`` after each step.
@@ -364,14 +369,9 @@ class Trainer:
         """
         cfg = self.config
         history = []
-        writer = MetricsWriter(
-            self.run_dir,
-            cfg.tensorboard,
-            resume_step=self.step,
-            logging=cfg.logging,
-            run_name=cfg.run_name,
-            run_config=to_dict(cfg),
-        )
+        writer = MetricsWriter(self.run_dir, cfg.tensorboard, resume_step=self.step,
+                               logging=cfg.logging, run_name=cfg.run_name,
+                               run_config=to_dict(cfg))  # fmt: skip
         with writer, StopRequests() as stop:
             if self.step == 0 and cfg.eval.every > 0:
                 initial = self.evaluate()
@@ -391,4 +391,6 @@ class Trainer:
                 if stop.requested and not last:
                     checkpoint = saved or self.save()
                     raise TrainingInterrupted(stop.requested, self.step, checkpoint)
+        if self.step >= cfg.steps:  # finished: the model a user takes away (TRL's save_model)
+            ckpt.export_model(self.run_dir, self.model, self.tokenizer)
         return history
