@@ -16,6 +16,7 @@ from entropy_dynamics.cli._console import console, fail, print_command
 from entropy_dynamics.cli._help import live_help
 from entropy_dynamics.cli._paths import check_outputs
 from entropy_dynamics.cli._progress import TrainDisplay
+from entropy_dynamics.cli._run_log import start_console_log
 from entropy_dynamics.cli.methods import method_help, show_effective_options
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.checkpoint import CheckpointError
@@ -96,6 +97,7 @@ def train_command(
                           resume_from=resume_from)  # fmt: skip
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    start_console_log(cfg.run_dir)  # from here on, run_dir/console.log gets what is printed
     if trainer.notice:
         console.print(trainer.notice)
     if resume or resume_from:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -22,7 +23,10 @@ from typing import Any
 
 import yaml
 
+from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.checkpoint import latest_checkpoint, verify_checkpoint
+from entropy_dynamics.training.config import TrainConfig
+from entropy_dynamics.training.config_io import from_dict, to_dict
 from entropy_dynamics.training.run_dir import (
     SAFE_ON_RESUME,
     RunDirectoryError,
@@ -98,6 +102,9 @@ def claim_from_checkpoint(
     saved_config = source / "config.yaml"
     if saved_config.is_file():
         saved = yaml.safe_load(saved_config.read_text()) or {}
+        # an older run's config.yaml gets the defaults of options added since (else as written)
+        with contextlib.suppress(ConfigError, TypeError, ValueError):
+            saved = to_dict(from_dict(TrainConfig, saved))
         differences = [
             d for d in config_differences(saved, config) if d.split(":")[0] not in SAFE_ON_RESUME
         ]

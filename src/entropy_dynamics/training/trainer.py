@@ -47,7 +47,7 @@ from entropy_dynamics.aggregation import masked_mean
 from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.methods import build_controller
 from entropy_dynamics.training import checkpoint as ckpt
-from entropy_dynamics.training.config import TrainConfig, save_config
+from entropy_dynamics.training.config import TrainConfig
 from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.cursor import DataCursor
 from entropy_dynamics.training.evaluate import evaluate
@@ -62,6 +62,7 @@ from entropy_dynamics.training.forward import dropout_of
 from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
+from entropy_dynamics.training.provenance import write_config
 from entropy_dynamics.training.randomness import side_stream
 from entropy_dynamics.training.reference import UNFUSED_NOTICE, start_reference
 from entropy_dynamics.training.resume_from import claim
@@ -150,7 +151,7 @@ class Trainer:
             if self.reference is not None:  # the reference is the initial model, loaded again
                 self.reference.check(state.get("reference"), str(config.model.resolved_path()))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.run_dir / "config.yaml")
+        write_config(config, self.run_dir)  # config.yaml, with provenance.json beside it
         self.forecaster: EntropyForecast | None = None
         self.probe: Target | None = None
         if config.forecast.enabled:
