@@ -196,14 +196,20 @@ def eval_command(
         None, "--model", help="Model directory or .gguf file (default: embedded)."
     ),
     run: Path = typer.Option(None, "--run", help="Run directory: evaluate its last checkpoint."),
-    k: int = typer.Option(16, "--k", min=1, help="Samples per problem (Avg@k, Pass@k)."),
+    k: int = typer.Option(
+        None, "--k", min=1, help="Samples per problem (Avg@k, Pass@k); default: eval.k."
+    ),
     split: Literal["test", "validation"] = typer.Option(
         "test",
         "--split",
         help="The split evaluated: test (results) or validation (monitoring, choices).",
     ),
-    problems: int = typer.Option(200, "--problems", min=1, help="The split's first N problems."),
-    temperature: float = typer.Option(1.0, "--temperature", min=1e-6, help="Sampling temperature."),
+    problems: int = typer.Option(
+        None, "--problems", min=1, help="The split's first N problems; default: eval.problems."
+    ),
+    temperature: float = typer.Option(
+        None, "--temperature", min=1e-6, help="Sampling temperature; default: eval.temperature."
+    ),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     ks: str = typer.Option(None, "--ks", help="Pass@k values, e.g. 1,4,16 (default: 1 and --k)."),
     output: Path = typer.Option(
@@ -219,10 +225,16 @@ def eval_command(
         "eval settings on the test split, and the validation split's beside them.",
     ),
 ) -> None:
-    """Evaluate a model on the test (or validation) split: Avg@k and unbiased Pass@k."""
+    """Evaluate a model on the test (or validation) split: Avg@k and unbiased Pass@k, with the
+    run's own eval settings (eval.k, eval.problems, eval.temperature of its config.yaml; a
+    default run's without --run) unless given."""
     from entropy_dynamics.cli.experiments import parse_ks
     from entropy_dynamics.study.evaluation import EVAL_FILE, EvalSettings, held_out_evaluation
 
+    defaults = _eval_defaults(run)
+    k = defaults.k if k is None else k
+    problems = defaults.problems if problems is None else problems
+    temperature = defaults.temperature if temperature is None else temperature
     try:
         k_list = tuple(k_value for k_value in parse_ks(ks or f"1,{k}") if k_value <= k)
     except ValueError as exc:
@@ -255,6 +267,20 @@ def eval_command(
             final_evaluation(run, setup=setup)
         where = escape(str(run / FINAL_EVAL_FILE))
         console.print(f"final evaluation (test split, validation beside it): {where}")
+
+
+def _eval_defaults(run: Path | None):
+    """The :class:`~entropy_dynamics.training.config.EvalConfig` of ``run``'s ``config.yaml``
+    (the defaults' without a run, or a run without one)."""
+    from entropy_dynamics.training.config import EvalConfig, load_config
+
+    saved = None if run is None else run / "config.yaml"
+    if saved is None or not saved.is_file():
+        return EvalConfig()
+    try:
+        return load_config(saved).eval
+    except (ConfigError, OSError, ValueError) as exc:
+        fail(f"--run: {exc}")
 
 
 def _eval_setup(model: Path | None, run: Path | None):
