@@ -313,6 +313,12 @@ class LoggingConfig:
     (``mlflow ui --backend-store-uri RUN/mlruns``)."""
     mlflow_experiment: str = "entropy-dynamics"
     """MLflow experiment the run is filed under."""
+    samples_every: int = 50
+    """Log sample completions every N steps (0: never; TRL's ``log_completions``, verl's
+    ``log_val_generations``): ``RUN/samples.jsonl`` with the prompt, completion, reward, advantage
+    and each token's ``H`` and ``S_k``, TensorBoard's text tab and the report; computes nothing."""
+    samples: int = 4
+    """Completions logged per logged step: one per prompt first, then the following ones."""
 
     def __post_init__(self) -> None:
         _require(
@@ -322,6 +328,8 @@ class LoggingConfig:
             not self.mlflow or bool(self.mlflow_experiment.strip()),
             "logging.mlflow_experiment is empty",
         )
+        _require(self.samples_every >= 0, "logging.samples_every must be >= 0")
+        _require(self.samples >= 0, "logging.samples must be >= 0")
 
 
 @dataclass

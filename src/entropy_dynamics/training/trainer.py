@@ -4,8 +4,7 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
 
 - rollout: ``B`` prompts × ``G`` samples from the current policy at temperature ``T`` (top-p 1);
 - reward: outcome reward of the task (Countdown: 1 if the expression hits the target);
-- KL: none by default (DAPO); ``algorithm.kl.coef > 0`` adds ``β · agg(KL_k)`` to a frozen copy
-  of the initial model (:mod:`~entropy_dynamics.training.reference`), on the unfused loss;
+- KL: none (DAPO); ``algorithm.kl.coef > 0``: ``β · agg(KL_k)`` to the frozen initial model;
 - advantage: GRPO group-relative ``A = (R - mean_group) / (std_group + 1e-6)``, broadcast to tokens;
 - "old" policy: the rollout policy; its statistics are those recorded while sampling when the
   update is on-policy (one epoch of one mini-batch), else recomputed by a teacher-forced forward
@@ -67,6 +66,7 @@ from entropy_dynamics.training.randomness import side_stream
 from entropy_dynamics.training.reference import UNFUSED_NOTICE, start_reference
 from entropy_dynamics.training.resume_from import claim
 from entropy_dynamics.training.rollout import Rollout, generate
+from entropy_dynamics.training.samples import SampleLog
 from entropy_dynamics.training.setup import RunSetup
 from entropy_dynamics.training.step_metrics import (
     dynamics_metrics,
@@ -113,9 +113,7 @@ class Trainer:
             config.algorithm.method, config.algorithm.control, self.loss_config, config.steps
         )
         self.advantage_fn = get_advantage_fn(config.algorithm.advantage)
-        self.step = 0
-        self.bad_updates = 0  # non-finite updates in a row
-
+        self.step, self.bad_updates = 0, 0  # bad: non-finite updates in a row
         # model, tokenizer, prompted task, vocabulary, statistics: after the seed, as always
         self.setup = setup = RunSetup.build(config, checkpoint)
         setup.check_context()
@@ -152,6 +150,8 @@ class Trainer:
                 self.reference.check(state.get("reference"), str(config.model.resolved_path()))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(config, self.run_dir)  # config.yaml, with provenance.json beside it
+        self.samples = SampleLog(self.run_dir, config.logging.samples_every, config.logging.samples,
+                                 self.tokenizer, self.step, config.tensorboard)  # fmt: skip
         self.forecaster: EntropyForecast | None = None
         self.probe: Target | None = None
         if config.forecast.enabled:
@@ -212,6 +212,8 @@ class Trainer:
         old, before, pre_update = self._rollout_policy(rollout, positions)
         metrics.update(rollout_metrics(rollout, old, advantages))
         metrics["stats/from_sampling"] = torch.tensor(float(pre_update is not None))
+        prompts = [self.task.prompt(p) for p in problems]
+        self.samples.write(self.step + 1, prompts, rollout, reward, seq_adv, old)  # when due
         self.loss_config, control_metrics = self.controller.begin(self.step, old, mask)
         metrics.update(control_metrics)
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
@@ -335,6 +337,7 @@ class Trainer:
     def close(self) -> None:
         """Release the run directory's lock (safe to call twice; exiting the process does too)."""
         self.lock.release()
+        self.samples.close()
 
     def evaluate(self) -> dict[str, float]:
         """Avg@k / Pass@k on the validation split (``eval/*``), on a stream of its own:
