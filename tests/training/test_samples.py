@@ -89,4 +89,5 @@ def test_a_run_logs_its_samples(tmp_path, random_model_dir) -> None:
     Trainer(config, config.run_dir).train()
     rows = [json.loads(line) for line in (config.run_dir / SAMPLES_FILE).read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 2, 2]
-    assert {"prompt", "completion", "reward", "advantage", "tokens", "entropy", "s_k"} <= set(rows[0])
+    fields = {"prompt", "completion", "reward", "advantage", "tokens", "entropy", "s_k"}
+    assert fields <= set(rows[0])
