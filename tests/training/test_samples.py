@@ -91,3 +91,18 @@ def test_a_run_logs_its_samples(tmp_path, random_model_dir) -> None:
     assert [r["step"] for r in rows] == [2, 2, 2]
     fields = {"prompt", "completion", "reward", "advantage", "tokens", "entropy", "s_k"}
     assert fields <= set(rows[0])
+
+
+def test_logging_samples_changes_nothing_a_run_computes(tmp_path, random_model_dir) -> None:
+    from run_helpers import comparable
+
+    rows = {}
+    for every in (0, 1):
+        args = run_args(random_model_dir, tmp_path, f"every{every}", 2,
+                        f"logging.samples_every={every}")  # fmt: skip
+        config = load_config(None, args)
+        Trainer(config, config.run_dir).train()
+        rows[every] = comparable(config.run_dir)
+    assert rows[0] == rows[1]
+    assert not (tmp_path / "every0" / SAMPLES_FILE).exists()
+    assert (tmp_path / "every1" / SAMPLES_FILE).exists()
