@@ -314,9 +314,8 @@ class LoggingConfig:
     mlflow_experiment: str = "entropy-dynamics"
     """MLflow experiment the run is filed under."""
     samples_every: int = 50
-    """Log sample completions every N steps (0: never; TRL's ``log_completions``, verl's
-    ``log_val_generations``): ``RUN/samples.jsonl`` with the prompt, completion, reward, advantage
-    and each token's ``H`` and ``S_k``, TensorBoard's text tab and the report; computes nothing."""
+    """Log sample completions every N steps (0: never; TRL ``log_completions``): prompt, reward,
+    advantage, each token's ``H`` and ``S_k`` in ``RUN/samples.jsonl``, TensorBoard, the report."""
     samples: int = 4
     """Completions logged per logged step: one per prompt first, then the following ones."""
 
