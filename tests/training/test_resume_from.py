@@ -89,3 +89,23 @@ def test_bad_checkpoints_and_other_configs_are_refused(tmp_path, random_model_di
     same = _config(tmp_path, random_model_dir, "dst2", "steps=2")
     with pytest.raises(RunDirectoryError, match="checksums"):
         Trainer(same, same.run_dir, resume_from=checkpoint)
+
+
+def test_train_resume_from_on_the_command_line(tmp_path, random_model_dir) -> None:
+    from typer.testing import CliRunner
+
+    from entropy_dynamics.cli import app
+    from run_helpers import run_args
+
+    first = run_args(random_model_dir, tmp_path, "a", 2, "checkpoint_every=1")
+    assert CliRunner().invoke(app, ["train", *first]).exit_code == 0
+    checkpoint = tmp_path / "a" / "checkpoints" / "step_000001"
+    second = run_args(random_model_dir, tmp_path, "b", 2, "checkpoint_every=1")
+    args = ["train", *second, "--resume-from", str(checkpoint)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    said = "".join(done.output.split())  # wrapped at 80 columns off a terminal
+    assert "continuingfromcheckpoint" in said and "fromstep1of2" in said
+    assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")] == [1, 2]
+    refused = CliRunner().invoke(app, [*args[:-2], "--resume-from", str(tmp_path / "nope")])
+    assert refused.exit_code == 2 and "--resume-from" in refused.output
