@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from entropy_dynamics.cli import app
 
 FLAGS = {
-    "train": "--config -c --method -m --name --resume --overwrite --dry-run --quiet -q",
+    "train": "--config -c --method -m --name --resume --resume-from --overwrite --dry-run --quiet "
+    "-q",
     "eval": "--model --run --split --k --problems --seed --temperature --ks --output -o "
     "--final-eval",
     "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
@@ -29,6 +30,7 @@ FLAGS = {
     "--chat-template --device --dtype --grading-timeout --max-new-tokens --max-problems "
     "--on-error --seed --temperature --top-p",
     "methods": "",
+    "config": "",
 }
 """Documented commands and their flags (the README's): users' scripts rely on them."""
 

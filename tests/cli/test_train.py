@@ -47,3 +47,21 @@ def test_eval_of_the_validation_split_says_so(tmp_path, random_model_dir) -> Non
 def test_final_eval_needs_a_run(tmp_path) -> None:
     done = CliRunner().invoke(app, ["eval", "--final-eval", "--problems", "1", "--k", "1"])
     assert done.exit_code == 2 and "--final-eval needs --run" in done.output
+
+
+def test_eval_defaults_are_the_runs_own_eval_settings(tmp_path, random_model_dir) -> None:
+    # the run: eval.k=2, eval.problems=2 (SMALL); eval --run without flags scores the same
+    from entropy_dynamics.training.config import load_config
+
+    train_one_step(tmp_path, random_model_dir, "r")
+    run = tmp_path / "r"
+    settings = load_config(run / "config.yaml").eval
+    assert (settings.k, settings.problems) == (2, 2)
+    done = CliRunner().invoke(app, ["eval", "--run", str(run)])
+    assert done.exit_code == 0, done.output
+    scores = json.loads((run / "eval.json").read_text())
+    assert len(scores["per_problem_correct"]) == 2 and "eval/avg@2" in scores["metrics"]
+    done = CliRunner().invoke(app, ["eval", "--run", str(run), "--k", "3", "--problems", "1"])
+    assert done.exit_code == 0, done.output  # a flag overrides the run's setting
+    scores = json.loads((run / "eval.json").read_text())
+    assert len(scores["per_problem_correct"]) == 1 and "eval/avg@3" in scores["metrics"]

@@ -21,6 +21,7 @@ from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.rollout import Rollout
 from entropy_dynamics.training.trainer import Trainer
+from entropy_dynamics.training.update import UpdateBatch
 
 B, P, C = 8, 6, 10
 # Options that make both filters drop tokens on this small batch (the paper's mu would not).
@@ -98,6 +99,7 @@ def our_update(
     keep, _ = select_tokens(trainer.loss_config, old, advantages, mask)
     old_logprobs = torch.where(mask, old.logprobs + noise, 0.0)
     old = TokenStats(old_logprobs, old.entropy, old.discriminator, old.expected_discriminator)
-    metrics, _ = trainer._update(rollout, torch.arange(B), old, advantages, keep, None)
+    batch = UpdateBatch(rollout, old, advantages, keep)
+    metrics, _ = trainer._update(batch, torch.arange(B), None)
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
     return start, keep & mask, metrics["actor/loss"], grads, old_logprobs

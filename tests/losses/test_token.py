@@ -1,5 +1,6 @@
 """The per-token policy losses (``losses/token.py``): PPO-clip's trust region, clip-higher and the
-dual clip, on hand-made ratios whose gradients are derived in the comments."""
+dual clip, on hand-made ratios whose gradients are derived in the comments; the estimators of
+the KL to a reference policy in float64."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from loss_helpers import grad_per_token
 
-from entropy_dynamics.losses import PolicyLossConfig, ppo_clip_token_loss
+from entropy_dynamics.losses import PolicyLossConfig, kl_to_reference, ppo_clip_token_loss
 from entropy_dynamics.methods import resolve_method
 
 
@@ -70,3 +71,35 @@ def test_ppo_clip_token_loss_by_hand() -> None:
     torch.testing.assert_close(loss, torch.tensor([[-1.2, -0.9, 0.8, 3.0]], dtype=torch.float64))
     assert clipped.tolist() == [[True, False, True, False]]
     assert dual.tolist() == [[False, False, False, True]]
+
+
+def test_kl_estimators_by_hand_in_float64() -> None:
+    # log π_θ = log 0.5, log π_ref = log 0.25: log r = log(0.25 / 0.5) = -log 2, r = 1/2;
+    # k1 = -log r = log 2, k2 = (log 2)² / 2, k3 = r - 1 - log r = log 2 - 1/2
+    logprobs = torch.tensor([[math.log(0.5), math.log(0.3)]], dtype=torch.float64)
+    ref = torch.tensor([[math.log(0.25), math.log(0.3)]], dtype=torch.float64)
+    ln2 = math.log(2.0)
+    expected = {"k1": ln2, "k2": ln2**2 / 2, "k3": ln2 - 0.5}
+    for name, value in expected.items():
+        got = kl_to_reference(logprobs, ref, name)
+        assert got.dtype == torch.float64
+        assert got[0, 0].item() == pytest.approx(value, rel=1e-15)
+        assert got[0, 1].item() == 0.0  # same probability: every estimator is 0
+    with pytest.raises(ValueError, match="k1, k2, k3"):
+        kl_to_reference(logprobs, ref, "low_var_kl")
+
+
+def test_kl_estimators_gradients_and_expectations() -> None:
+    # d/d log π_θ at log r: k1 → 1, k2 → -log r, k3 → 1 - r; and over the exact distribution
+    # π_θ = (0.5, 0.3, 0.2), E_θ[k1] = E_θ[k3] = KL(π_θ ‖ π_ref) (both unbiased)
+    p = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    q = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    logp = p.log().requires_grad_(True)
+    kl = (p * (p / q).log()).sum().item()
+    for name in ("k1", "k3"):
+        assert (p * kl_to_reference(p.log(), q.log(), name)).sum().item() == pytest.approx(kl)
+    log_r = (q.log() - p.log()).detach()
+    grads = {"k1": torch.ones(3, dtype=torch.float64), "k2": -log_r, "k3": 1 - log_r.exp()}
+    for name, grad in grads.items():
+        (g,) = torch.autograd.grad(kl_to_reference(logp, q.log(), name).sum(), logp)
+        torch.testing.assert_close(g, grad, rtol=1e-12, atol=1e-15)

@@ -104,3 +104,19 @@ def test_report_html_in_a_browser(tmp_path) -> None:
     ]
     assert not broken, f"images that do not load: {broken}"
     _assert_readable_texts(report)
+
+
+@needs_chromium
+def test_report_shows_the_sample_completions_in_a_browser(tmp_path) -> None:
+    from test_report_samples import write_samples
+
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_samples(_write_run(root, f"grpo-seed{seed}", [f"seed={seed}"], 1.0, seed))
+    result = write_report([root], tmp_path / "report", ks=(1, 4))
+    report = open_page(result.html)
+    assert report.errors == []
+    shown = [t["text"] for t in report.texts]
+    assert "Sample completions" in shown
+    assert "1+2*1=" in shown and "1 2 3 -> 0:" in shown  # a completion and its prompt, visible
+    _assert_readable_texts(report)

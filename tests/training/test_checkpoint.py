@@ -118,3 +118,21 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(tmp_path, rand
     trainer = Trainer(more, more.run_dir, resume=True)
     assert trainer.step == 1
     assert "passed over checkpoint step_000002" in trainer.notice
+
+
+def test_readable_state_keeps_rows_up_to_its_step_with_nan_as_null(tmp_path):
+    from entropy_dynamics.training.checkpoint import config_hash, readable_state
+
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [{"step": 0, "eval/acc": 0.5}, {"step": 1, "x": float("nan")}, {"step": 2, "x": 1.0}]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3, "x"')  # torn
+    state = readable_state(1, {"b": 1, "a": {"c": 2}}, metrics)
+    assert state["step"] == 1 and [r["step"] for r in state["log_history"]] == [0, 1]
+    assert state["config_hash"] == config_hash({"a": {"c": 2}, "b": 1})  # key order aside
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+    assert readable_state(1, {}, tmp_path / "none.jsonl")["log_history"] == []
+
+
+def test_train_help_names_resume_from():
+    result = CliRunner().invoke(app, ["train", "--help"])
+    assert result.exit_code == 0 and "--resume-from" in result.output

@@ -102,3 +102,20 @@ def test_resume_without_a_checkpoint_names_the_reason(tmp_path, random_model_dir
     (config.run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     with pytest.raises(RunDirectoryError, match="no complete checkpoint"):
         Trainer(config, config.run_dir, resume=True)
+
+
+def test_a_run_saved_before_new_options_existed_resumes(tmp_path, random_model_dir) -> None:
+    # config.yaml of an older version: no optim.schedule, optim.min_lr_ratio, algorithm.kl
+    import yaml
+
+    config = load_config(None, run_args(random_model_dir, tmp_path, "old", 1))
+    Trainer(config, config.run_dir).train()
+    path = config.run_dir / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    del saved["optim"]["schedule"], saved["optim"]["min_lr_ratio"], saved["algorithm"]["kl"]
+    saved["name"] = ""  # older versions wrote the name unresolved
+    path.write_text(yaml.safe_dump(saved))
+    more = load_config(None, run_args(random_model_dir, tmp_path, "old", 2))
+    trainer = Trainer(more, more.run_dir, resume=True)
+    assert trainer.step == 1
+    trainer.close()

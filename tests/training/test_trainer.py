@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.metrics import read_metrics
 from entropy_dynamics.training.run_dir import RunDirectoryError
@@ -310,3 +312,114 @@ def test_dynamics_every_measures_every_nth_step(tmp_path, random_model_dir) -> N
     history = Trainer(config, config.run_dir).train()
     measured = ["dynamics/delta_h_actual" in row for row in history]
     assert measured == [False, True, False, True]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(step: int):
+    def callback(event: str, at: int, metrics: dict) -> None:
+        if event == "step" and at == step:
+            raise _Stop  # a kill after the checkpoint of the step before
+    return callback
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_resume_under_a_decaying_schedule_is_exact(tmp_path, random_model_dir, schedule) -> None:
+    extra = ["steps=6", "optim.warmup_steps=2", f"optim.schedule={schedule}",
+             "optim.min_lr_ratio=0.1"]  # fmt: skip
+    full = _config(tmp_path, random_model_dir, "full", extra)
+    Trainer(full, full.run_dir).train()
+    part = _config(tmp_path, random_model_dir, "part", extra)
+    trainer = Trainer(part, part.run_dir)
+    with pytest.raises(_Stop):
+        trainer.train(_stop_at(4))  # checkpoint of step 3 written, step 4 logged, no checkpoint
+    trainer.close()
+    Trainer(part, part.run_dir, resume=True).train()
+    rows_full = _comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    assert _comparable(read_metrics(part.run_dir / "metrics.jsonl")) == rows_full
+    lrs = [row["optim/lr"] for row in rows_full if "optim/lr" in row]
+    # the rate after each step's update: step s + 1's, s = 1..6 (2 warm-up steps, 4 decaying)
+    from entropy_dynamics.training.update import lr_multiplier
+
+    expected = [1e-3 * lr_multiplier(s, schedule=schedule, total_steps=6, warmup_steps=2,
+                                      min_lr_ratio=0.1) for s in range(1, 7)]  # fmt: skip
+    assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+def test_kl_penalty_is_off_by_default_and_logged_when_on(tmp_path, random_model_dir) -> None:
+    plain = _config(tmp_path, random_model_dir, "plain", ["steps=1", "eval.every=0"])
+    trainer = Trainer(plain, plain.run_dir)
+    assert trainer.reference is None and trainer.fused_loss  # default: no reference, fused
+    assert not any(k.startswith("actor/kl") for k in trainer.train()[0])
+    extra = ["steps=2", "eval.every=0", "algorithm.kl.coef=0.1", "algorithm.kl.estimator=k1"]
+    config = _config(tmp_path, random_model_dir, "kl", extra)
+    trainer = Trainer(config, config.run_dir)
+    assert trainer.reference is not None and not trainer.fused_loss  # the unfused loss then
+    assert "formed unfused" in trainer.notice  # and the console says so
+    history = trainer.train()
+    # step 1 samples from the initial model: π_θ = π_ref at every token, KL exactly 0
+    assert history[0]["actor/kl_ref"] == 0.0
+    assert history[1]["actor/kl_ref"] != 0.0
+
+
+def test_resume_with_a_kl_penalty_is_exact_and_checks_the_reference(
+    tmp_path, random_model_dir, tiny_lm
+) -> None:
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(random_model_dir, model_dir)
+    extra = ["steps=4", "eval.every=0", "checkpoint_every=2", "algorithm.kl.coef=0.5"]
+    full = _config(tmp_path, model_dir, "full", extra)
+    Trainer(full, full.run_dir).train()
+    part = _config(tmp_path, model_dir, "part", extra)
+    trainer = Trainer(part, part.run_dir)
+    with pytest.raises(_Stop):
+        trainer.train(_stop_at(3))
+    trainer.close()
+    Trainer(part, part.run_dir, resume=True).train()
+    rows_full = _comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    assert _comparable(read_metrics(part.run_dir / "metrics.jsonl")) == rows_full
+    assert all(row["actor/kl_ref"] >= 0 for row in rows_full)  # k3 is never negative
+
+    # the model at model.path changed since the run started: its resume is refused
+    moved = _config(tmp_path, model_dir, "moved", extra)
+    trainer = Trainer(moved, moved.run_dir)
+    with pytest.raises(_Stop):
+        trainer.train(_stop_at(3))
+    trainer.close()
+    model, _ = tiny_lm
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1.0
+    changed.save_pretrained(model_dir)
+    with pytest.raises(ConfigError, match="not the one this run started from"):
+        Trainer(moved, moved.run_dir, resume=True)
+
+
+def test_the_finished_model_is_exported_and_the_state_is_readable(
+    tmp_path, random_model_dir
+) -> None:
+    from entropy_dynamics.models.loading import load_model_and_tokenizer
+    from entropy_dynamics.training.checkpoint import config_hash
+    from entropy_dynamics.training.config_io import to_dict
+
+    config = _config(tmp_path, random_model_dir, "export", ["steps=2", "checkpoint_every=1"])
+    Trainer(config, config.run_dir).train()
+    run = config.run_dir
+    model, tokenizer = load_model_and_tokenizer(run / "model", device="cpu")  # our loader
+    final = _weights(run, 2)
+    assert all(torch.equal(p.detach(), final[n]) for n, p in model.named_parameters() if n in final)
+    assert tokenizer.pad_token is not None
+    assert not (run / "model.tmp").exists()
+    # trainer_state.json beside the binary state: step, config hash, the metrics so far
+    for step in (1, 2):
+        state = json.loads(
+            (run / "checkpoints" / f"step_{step:06d}" / "trainer_state.json").read_text()
+        )
+        assert state["step"] == step
+        assert state["config_hash"] == config_hash(to_dict(config))
+        assert [row["step"] for row in state["log_history"]] == [0, 1, 2][: step + 1]
+        assert "entropy/mean" in state["log_history"][-1]

@@ -3,6 +3,9 @@ the trainer's optimizer."""
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 import torch
 
@@ -16,6 +19,7 @@ from entropy_dynamics.training.update import (
     UpdateBatch,
     accumulate_gradients,
     adamw,
+    lr_multiplier,
     micro_batches,
 )
 
@@ -95,3 +99,99 @@ def test_adamw_warms_up_then_holds(tiny_lm) -> None:
         optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
+def _lrs(model, optim: OptimConfig, total: int) -> list[float]:
+    optimizer, scheduler = adamw(model, optim, total)
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])  # the rate this optimizer step uses
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_schedules_follow_their_closed_forms(tiny_lm, schedule) -> None:
+    # 10 optimizer steps, 2 of warm-up, floor 0.1: step s (0-based) after the warm-up is at
+    # progress q = (s - 2) / 8; linear m + (1 - m)(1 - q), cosine m + (1 - m)(1 + cos(pi q)) / 2
+    model, _ = tiny_lm
+    lr, m, warmup, total = 1e-3, 0.1, 2, 10
+    optim = OptimConfig(lr=lr, warmup_steps=warmup, schedule=schedule, min_lr_ratio=m)
+    expected = []
+    for s in range(total):
+        q = (s - warmup) / (total - warmup)
+        expected.append(lr * {
+            "constant": 1.0,
+            "linear": m + (1 - m) * (1 - q),
+            "cosine": m + (1 - m) * 0.5 * (1 + math.cos(math.pi * q)),
+        }[schedule] if s >= warmup else lr * (s + 1) / warmup)  # fmt: skip
+    assert _lrs(model, optim, total) == pytest.approx(expected, rel=1e-12)
+    if schedule != "constant":  # halfway through the decay: the mean of peak and floor
+        assert lr_multiplier(6, schedule=schedule, total_steps=10, warmup_steps=2,
+                             min_lr_ratio=m) == pytest.approx((1 + m) / 2)  # fmt: skip
+
+
+def test_a_decay_ends_at_its_floor_and_stays_there() -> None:
+    for schedule in ("linear", "cosine"):
+        values = [lr_multiplier(s, schedule=schedule, total_steps=5, warmup_steps=0,
+                                min_lr_ratio=0.2) for s in range(8)]  # fmt: skip
+        assert values[0] == 1.0 and values[5:] == [pytest.approx(0.2)] * 3
+        assert all(a >= b for a, b in itertools.pairwise(values))  # never rises
+
+
+def test_the_default_schedule_is_the_former_constant_one(tiny_lm) -> None:
+    model, _ = tiny_lm
+    assert OptimConfig().schedule == "constant" and OptimConfig().min_lr_ratio == 0.0
+    assert _lrs(model, OptimConfig(lr=1e-3, warmup_steps=3), 6) == pytest.approx(
+        [1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3, 1e-3, 1e-3]
+    )
+
+
+def _kl_gradient(model, batch, config, kl, micro):
+    model.zero_grad(set_to_none=True)
+    loss, metrics = accumulate_gradients(ResponseStats(model, 1.0), config, batch,
+                                         torch.arange(6), micro, kl=kl)  # fmt: skip
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return loss, metrics, grads
+
+
+@pytest.mark.parametrize("agg_mode", ["token-mean", "seq-mean-token-mean"])
+def test_the_kl_penalty_joins_the_loss_and_its_gradient(tiny_lm, batch, agg_mode) -> None:
+    # loss = pg + β · agg(k3) with log π_ref a fixed perturbation of the rollout policy's; the
+    # accumulated gradient is that of the loss formed directly, one-shot or in micro-batches
+    from dataclasses import replace
+
+    from entropy_dynamics.aggregation import aggregate
+    from entropy_dynamics.losses import compute_policy_loss, kl_to_reference
+    from entropy_dynamics.training.reference import KLConfig
+    from entropy_dynamics.training.update import loss_inputs
+
+    model, _ = tiny_lm
+    config, kl = PolicyLossConfig(agg_mode=agg_mode), KLConfig(coef=0.3, estimator="k3")
+    mask = batch.rollout.response_mask
+    generator = torch.Generator().manual_seed(1)
+    ref = batch.old.logprobs + 0.2 * torch.randn(mask.shape, generator=generator)
+    penalized = replace(batch, ref_logprobs=torch.where(mask, ref, float("nan")))
+
+    model.zero_grad(set_to_none=True)
+    inputs = loss_inputs(ResponseStats(model, 1.0), config, batch, torch.arange(6))
+    per_token = kl_to_reference(inputs.logprobs, ref, "k3")  # (N, R)
+    direct = compute_policy_loss(config, inputs).loss + 0.3 * aggregate(per_token, mask, agg_mode)
+    direct.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    kl_mean = per_token.detach()[mask].mean()
+
+    for micro in (0, 4):
+        loss, metrics, grads = _kl_gradient(model, penalized, config, kl, micro)
+        torch.testing.assert_close(loss, direct.detach(), rtol=1e-5, atol=1e-7)
+        if micro == 0:  # the metric is averaged over micro-batches, as every loss metric
+            torch.testing.assert_close(metrics["actor/kl_ref"], kl_mean, rtol=1e-4, atol=1e-7)
+        for a, b in zip(grads, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    _, metrics, _ = _kl_gradient(model, batch, config, None, 0)
+    assert "actor/kl_ref" not in metrics  # no penalty, no metric
+    with pytest.raises(ValueError, match="unfused loss"):
+        accumulate_gradients(ResponseStats(model, 1.0), config, penalized, torch.arange(6),
+                             kl=kl, fused=True)  # fmt: skip

@@ -15,7 +15,7 @@ from entropy_dynamics.cli.experiments import (
     validate_signs_command,
     verify_theory_command,
 )
-from entropy_dynamics.cli.methods import methods_command
+from entropy_dynamics.cli.methods import config_command, methods_command
 from entropy_dynamics.cli.train import eval_command, pretrain_command, train_command
 
 __all__ = ["app", "main"]
@@ -62,6 +62,7 @@ app.command("verify-theory", cls=FlagsAsFlagsCommand)(verify_theory_command)
 app.command("analyze", cls=FlagsAsFlagsCommand)(analyze_command)
 app.command("filter-data", cls=FlagsAsFlagsCommand)(filter_data_command)
 app.command("methods", cls=FlagsAsFlagsCommand)(methods_command)
+app.command("config", cls=FlagsAsFlagsCommand)(config_command)
 
 
 def main() -> None:

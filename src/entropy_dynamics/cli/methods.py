@@ -11,7 +11,7 @@ from rich.table import Table
 
 from entropy_dynamics.cli._console import console, fail
 
-__all__ = ["method_help", "methods_command", "show_effective_options"]
+__all__ = ["config_command", "method_help", "methods_command", "show_effective_options"]
 
 
 def method_help() -> str:
@@ -62,3 +62,11 @@ def show_effective_options(algorithm: Any) -> None:
         console.print(f"filter {loss.filter} runs with {_text(options['filter']) or 'no options'}")
     if get_method(algorithm.method).closed_loop:
         console.print(f"controller of {algorithm.method} runs with {_text(options['control'])}")
+
+
+def config_command() -> None:
+    """Print the config reference: every option of train with its type, default, valid values and
+    meaning, as Markdown (docs/config.md is this output)."""
+    from entropy_dynamics.training.config_reference import config_reference
+
+    typer.echo(config_reference(), nl=False)  # plain text: never wrapped, no markup

@@ -16,6 +16,7 @@ from entropy_dynamics.cli._console import console, fail, print_command
 from entropy_dynamics.cli._help import live_help
 from entropy_dynamics.cli._paths import check_outputs
 from entropy_dynamics.cli._progress import TrainDisplay
+from entropy_dynamics.cli._run_log import start_console_log
 from entropy_dynamics.cli.methods import method_help, show_effective_options
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.checkpoint import CheckpointError
@@ -59,6 +60,9 @@ def train_command(
     method: str = typer.Option(None, "--method", "-m", help=live_help(method_help)),
     name: str = typer.Option(None, "--name", help="Run name (directory under output_dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run's last checkpoint."),
+    resume_from: Path = typer.Option(
+        None, "--resume-from", help="Continue this checkpoint (or run directory's newest one)."
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Move a run already in the run directory aside, start afresh."
     ),
@@ -89,12 +93,14 @@ def train_command(
 
     try:
         check_backends(cfg.logging)
-        trainer = Trainer(cfg, cfg.run_dir, resume=resume, overwrite=overwrite)
+        trainer = Trainer(cfg, cfg.run_dir, resume=resume, overwrite=overwrite,
+                          resume_from=resume_from)  # fmt: skip
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    start_console_log(cfg.run_dir)  # from here on, run_dir/console.log gets what is printed
     if trainer.notice:
         console.print(trainer.notice)
-    if resume:
+    if resume or resume_from:
         console.print(f"resuming {cfg.run_dir} from step {trainer.step} of {cfg.steps}")
     console.print(f"run directory: [bold]{cfg.run_dir}[/]  method: [bold]{cfg.algorithm.method}[/]")
     history: list[dict[str, float]] = []
@@ -145,6 +151,10 @@ def _interrupted(stop) -> None:
     import sys
 
     args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    args = [a for a in args if not a.startswith("--resume-from=")]
+    if "--resume-from" in args:  # the run's own newest checkpoint from now on
+        at = args.index("--resume-from")
+        del args[at : at + 2]
     console.print(
         f"[yellow]{stop.signal_name}[/]: stopped after step {stop.step}; checkpoint "
         f"{escape(str(stop.checkpoint))}"
@@ -186,14 +196,20 @@ def eval_command(
         None, "--model", help="Model directory or .gguf file (default: embedded)."
     ),
     run: Path = typer.Option(None, "--run", help="Run directory: evaluate its last checkpoint."),
-    k: int = typer.Option(16, "--k", min=1, help="Samples per problem (Avg@k, Pass@k)."),
+    k: int = typer.Option(
+        None, "--k", min=1, help="Samples per problem (Avg@k, Pass@k); default: eval.k."
+    ),
     split: Literal["test", "validation"] = typer.Option(
         "test",
         "--split",
         help="The split evaluated: test (results) or validation (monitoring, choices).",
     ),
-    problems: int = typer.Option(200, "--problems", min=1, help="The split's first N problems."),
-    temperature: float = typer.Option(1.0, "--temperature", min=1e-6, help="Sampling temperature."),
+    problems: int = typer.Option(
+        None, "--problems", min=1, help="The split's first N problems; default: eval.problems."
+    ),
+    temperature: float = typer.Option(
+        None, "--temperature", min=1e-6, help="Sampling temperature; default: eval.temperature."
+    ),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     ks: str = typer.Option(None, "--ks", help="Pass@k values, e.g. 1,4,16 (default: 1 and --k)."),
     output: Path = typer.Option(
@@ -209,10 +225,16 @@ def eval_command(
         "eval settings on the test split, and the validation split's beside them.",
     ),
 ) -> None:
-    """Evaluate a model on the test (or validation) split: Avg@k and unbiased Pass@k."""
+    """Evaluate a model on the test (or validation) split: Avg@k and unbiased Pass@k, with the
+    run's own eval settings (eval.k, eval.problems, eval.temperature of its config.yaml; a
+    default run's without --run) unless given."""
     from entropy_dynamics.cli.experiments import parse_ks
     from entropy_dynamics.study.evaluation import EVAL_FILE, EvalSettings, held_out_evaluation
 
+    defaults = _eval_defaults(run)
+    k = defaults.k if k is None else k
+    problems = defaults.problems if problems is None else problems
+    temperature = defaults.temperature if temperature is None else temperature
     try:
         k_list = tuple(k_value for k_value in parse_ks(ks or f"1,{k}") if k_value <= k)
     except ValueError as exc:
@@ -245,6 +267,20 @@ def eval_command(
             final_evaluation(run, setup=setup)
         where = escape(str(run / FINAL_EVAL_FILE))
         console.print(f"final evaluation (test split, validation beside it): {where}")
+
+
+def _eval_defaults(run: Path | None):
+    """The :class:`~entropy_dynamics.training.config.EvalConfig` of ``run``'s ``config.yaml``
+    (the defaults' without a run, or a run without one)."""
+    from entropy_dynamics.training.config import EvalConfig, load_config
+
+    saved = None if run is None else run / "config.yaml"
+    if saved is None or not saved.is_file():
+        return EvalConfig()
+    try:
+        return load_config(saved).eval
+    except (ConfigError, OSError, ValueError) as exc:
+        fail(f"--run: {exc}")
 
 
 def _eval_setup(model: Path | None, run: Path | None):

@@ -3,10 +3,11 @@
 What lives here: the contract — :class:`PolicyLossConfig` (one default per option, with its
 source), the inputs and output, the registry and :func:`compute_policy_loss` (``base``); the tail
 every loss shares — the token filter by name, the aggregation, the entropy bonus, the ``actor/``
-metrics (``tail``, with :func:`select_tokens`); the per-token formulas (``token``); the registered
-losses ``ppo`` (PPO-clip with clip-higher and dual clip), ``kl_cov`` (KL-Cov) and ``entropic``
-(EntroPIC) (``registered``); and the ``ppo`` loss fused with the lm_head, straight from hidden
-states (``fused``). This package re-exports the public names.
+metrics (``tail``, with :func:`select_tokens`); the per-token formulas (``token``, the estimators
+of the KL to a reference policy among them); the registered losses ``ppo`` (PPO-clip with
+clip-higher and dual clip), ``kl_cov`` (KL-Cov) and ``entropic`` (EntroPIC) (``registered``); and
+the ``ppo`` loss fused with the lm_head, straight from hidden states (``fused``). This package
+re-exports the public names.
 
 A new loss is one ``@register_policy_loss`` function; the methods built from the losses (``grpo``,
 ``clip_b``, ``clip_higher``, ...) are the entries of :data:`entropy_dynamics.methods.METHODS`.
@@ -34,13 +35,16 @@ from entropy_dynamics.losses.registered import (
 )
 from entropy_dynamics.losses.tail import select_tokens
 from entropy_dynamics.losses.token import (
+    KL_ESTIMATORS,
     entropic_adjustment,
     kl_cov_token_loss,
+    kl_to_reference,
     ppo_clip_token_loss,
 )
 
 __all__ = [
     "AGG_MODES",
+    "KL_ESTIMATORS",
     "PolicyLossConfig",
     "PolicyLossFn",
     "PolicyLossInputs",
@@ -57,6 +61,7 @@ __all__ = [
     "get_policy_loss",
     "kl_cov_policy_loss",
     "kl_cov_token_loss",
+    "kl_to_reference",
     "ppo_clip_token_loss",
     "ppo_policy_loss",
     "register_policy_loss",

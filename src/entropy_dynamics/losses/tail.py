@@ -6,8 +6,8 @@ bonus and the ``actor/`` metrics (:func:`assemble`), and the per-token inputs it
 - aggregation as verl's ``agg_loss`` (:func:`~entropy_dynamics.aggregation.aggregate`; default
   token-mean, DAPO);
 - an optional entropy bonus ``loss -= entropy_coef · agg(H)`` over all valid tokens;
-- no KL-to-reference term, no ``.item()``: metrics are 0-d tensors under ``actor/`` plus the
-  filter's own namespace.
+- no KL-to-reference term (the trainer adds it, :mod:`entropy_dynamics.training.reference`), no
+  ``.item()``: metrics are 0-d tensors under ``actor/`` plus the filter's own namespace.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 
 - :func:`ppo_clip_token_loss`: PPO-clip with clip-higher and dual clip (GRPO, DAPO);
 - :func:`kl_cov_token_loss`: KL-Cov's unclipped surrogate plus ``|log r|`` on selected tokens;
-- :func:`entropic_adjustment`: EntroPIC's extra term on high-probability tokens.
+- :func:`entropic_adjustment`: EntroPIC's extra term on high-probability tokens;
+- :func:`kl_to_reference`: the per-token estimators k1, k2, k3 of ``KL(π_θ ‖ π_ref)``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from torch import Tensor
 
 from entropy_dynamics.aggregation import aggregate
 
-__all__ = ["entropic_adjustment", "kl_cov_token_loss", "ppo_clip_token_loss"]
+__all__ = [
+    "KL_ESTIMATORS",
+    "entropic_adjustment",
+    "kl_cov_token_loss",
+    "kl_to_reference",
+    "ppo_clip_token_loss",
+]
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+"""The per-token KL estimators of :func:`kl_to_reference`."""
 
 
 def ppo_clip_token_loss(
@@ -104,3 +114,32 @@ def entropic_adjustment(
     high = (mask != 0) & (logprobs.detach() > math.log(prob_threshold))  # (B, T)
     term = alpha * aggregate(-ratio * advantages.abs(), high, agg_mode, norm)
     return term, high
+
+
+def kl_to_reference(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -> Tensor:
+    """Per-token estimate of ``KL(π_θ ‖ π_ref)`` at the sampled tokens (Schulman, "Approximating
+    KL divergence", 2020), with ``log r = log π_ref(k) - log π_θ(k)``:
+
+    - ``k1 = -log r``: unbiased, high variance, can be negative (verl ``kl_loss_type: kl``);
+    - ``k2 = (log r)² / 2``: biased, low variance; its gradient is the true KL's in expectation
+      (verl ``mse``);
+    - ``k3 = r - 1 - log r``: unbiased, never negative, low variance (TRL's only estimator,
+      verl's ``low_var_kl``, which also clamps it to ``[-10, 10]``; no clamp here).
+
+    Args:
+        logprobs: ``(B, T)`` ``log π_θ`` of the sampled tokens (differentiable).
+        ref_logprobs: ``(B, T)`` ``log π_ref`` of the same tokens (no gradient needed); both
+            finite, padding included (mask it before calling).
+        estimator: ``k1``, ``k2`` or ``k3``.
+
+    Returns:
+        ``(B, T)`` the estimate at each token.
+    """
+    log_r = ref_logprobs - logprobs  # (B, T)
+    if estimator == "k1":
+        return -log_r
+    if estimator == "k2":
+        return 0.5 * log_r.square()
+    if estimator == "k3":
+        return torch.exp(log_r) - 1.0 - log_r
+    raise ValueError(f"estimator: unknown {estimator!r}; use one of {', '.join(KL_ESTIMATORS)}")

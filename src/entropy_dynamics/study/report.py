@@ -14,8 +14,9 @@ groups (a μ sweep). Beside them, one "vs baseline" table per metric family
 (:mod:`entropy_dynamics.study.vs_baseline`: Δ, paired-t and hierarchical-bootstrap intervals,
 Holm-adjusted p, n; each table states its method under it), a note for every group whose filter
 was idle, and, when asked, the value of each sweep chosen on the validation split
-(:mod:`entropy_dynamics.study.selection`). Every number names its split. ``summary.json`` holds
-every number of the tables, as strict JSON (``null`` for an undefined number).
+(:mod:`entropy_dynamics.study.selection`); last, the sample completions the runs logged.
+Every number names its split. ``summary.json`` holds every number of the tables, as strict JSON
+(``null`` for an undefined number).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from entropy_dynamics.dynamics import QUADRANT_LABELS
 from entropy_dynamics.study import report_render as render
+from entropy_dynamics.study.report_samples import SAMPLES_HEADER, sample_table
 from entropy_dynamics.study.runs import (
     Group,
     RunData,
@@ -317,6 +319,13 @@ def _selection(ctx: _Context) -> list[Section]:
     return [Section(f"Selection on the {first.split} split", text, [(header, table)])]
 
 
+def _samples(ctx: _Context) -> list[Section]:
+    rows = sample_table([run.path for run in ctx.runs])
+    text = ("The completions each run logged at its last sampled step (logging.samples_every); "
+            "each token's H and S_k are in the run's samples.jsonl.")  # fmt: skip
+    return [Section("Sample completions", text, [(SAMPLES_HEADER, rows)])] if rows else []
+
+
 _SECTIONS = (
     _overview,
     _final_scores,
@@ -327,6 +336,7 @@ _SECTIONS = (
     _filter_section,
     _sweeps,
     _selection,
+    _samples,
 )
 
 

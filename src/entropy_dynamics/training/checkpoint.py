@@ -2,7 +2,9 @@
 
 Layout of ``run_dir/checkpoints/step_000042/``: ``model/`` (an ordinary Hugging Face directory,
 loadable by any tool), ``trainer_state.pt`` (optimizer, scheduler, RNG states, data position,
-step) and ``checksums.json`` (SHA-256 of every other file). A checkpoint is written to a temporary
+step), ``trainer_state.json`` (the same step, the hash of the run's config and the metrics
+history up to it, for people and tools; resuming never reads it) and ``checksums.json`` (SHA-256
+of every other file). A checkpoint is written to a temporary
 directory and renamed into place, so an interrupted write never leaves a half checkpoint behind;
 ``latest`` names the newest complete one.
 
@@ -10,6 +12,9 @@ Safety: ``trainer_state.pt`` holds tensors and plain Python values only and is r
 ``torch.load(..., weights_only=True)``, so a crafted file cannot run code on ``--resume``; anything
 else is refused. A checkpoint whose files do not match its checksums (a disk error, a copy cut
 short) is passed over for the previous good one, and the caller is told.
+
+The finished run's model is also exported to ``run_dir/model/`` (:func:`export_model`, as TRL's
+``save_model``): the directory a user loads, evaluates or fine-tunes further.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import pickle
 import random
@@ -29,16 +35,21 @@ import torch
 
 __all__ = [
     "CHECKSUM_FILE",
+    "READABLE_STATE_FILE",
     "CheckpointError",
     "capture_rng_state",
+    "config_hash",
+    "export_model",
     "latest_checkpoint",
     "load_checkpoint",
+    "readable_state",
     "restore_rng_state",
     "save_checkpoint",
     "verify_checkpoint",
 ]
 
 CHECKSUM_FILE = "checksums.json"
+READABLE_STATE_FILE = "trainer_state.json"
 _STATE_FILE = "trainer_state.pt"
 
 
@@ -85,6 +96,27 @@ def _checksums(directory: Path) -> dict[str, str]:
     return {str(p.relative_to(directory)): _digest(p) for p in files}
 
 
+def config_hash(config: dict[str, Any]) -> str:
+    """SHA-256 of a run's config (a nested dict), keys sorted: equal configs, equal hashes."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def readable_state(step: int, config: dict[str, Any], metrics_file: Path) -> dict[str, Any]:
+    """``trainer_state.json``'s content: ``step``, ``config_hash`` (:func:`config_hash`) and
+    ``log_history``, the rows of ``metrics_file`` up to ``step`` (none if it does not exist;
+    a torn last line is left out)."""
+    rows = []
+    if metrics_file.is_file():
+        for line in metrics_file.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= step:
+                rows.append(row)
+    return {"step": step, "config_hash": config_hash(config), "log_history": rows}
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -92,8 +124,10 @@ def save_checkpoint(
     tokenizer: Any,
     trainer_state: dict[str, Any],
     keep: int = 2,
+    readable: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically; keep the newest ``keep`` checkpoints."""
+    """Write checkpoint ``step`` atomically; keep the newest ``keep`` checkpoints. ``readable``
+    (:func:`readable_state`) is written beside the binary state as ``trainer_state.json``."""
     run_dir = Path(run_dir)
     final = _step_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
@@ -106,6 +140,9 @@ def save_checkpoint(
         model.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
         torch.save({**trainer_state, "step": step, "rng": capture_rng_state()}, tmp / _STATE_FILE)
+        if readable is not None:  # NaN as null: valid JSON for every parser
+            text = json.dumps(_nan_as_null(readable), indent=1, allow_nan=False)
+            (tmp / READABLE_STATE_FILE).write_text(text + "\n")
         (tmp / CHECKSUM_FILE).write_text(json.dumps(_checksums(tmp), indent=1))
     except (OSError, RuntimeError) as exc:
         if not _out_of_space(exc):
@@ -121,6 +158,44 @@ def save_checkpoint(
     complete = sorted(p for p in final.parent.glob("step_*") if not p.name.endswith(".tmp"))
     for old in complete[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _nan_as_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_as_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_as_null(v) for v in value]
+    return value
+
+
+def export_model(run_dir: str | Path, model: Any, tokenizer: Any) -> Path:
+    """Save ``model`` and ``tokenizer`` to ``run_dir/model/`` (``save_pretrained``), written
+    aside and renamed into place, replacing an earlier export of the same run."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    final = Path(run_dir) / "model"
+    tmp = final.with_name("model.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _out_of_space(exc):
+            raise
+        raise CheckpointError(f"{final}: no space left to export the final model") from None
+    if final.exists():
+        old = final.with_name("model.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     return final
 
 

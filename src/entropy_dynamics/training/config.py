@@ -23,11 +23,13 @@ from entropy_dynamics.tasks.countdown import CountdownConfig
 from entropy_dynamics.tasks.math import MathConfig
 from entropy_dynamics.theory import MIN_TEMPERATURE
 from entropy_dynamics.training.config_io import apply_overrides, from_dict, load_yaml, to_dict
+from entropy_dynamics.training.reference import KLConfig
 
 __all__ = [
     "AlgorithmConfig",
     "EvalConfig",
     "ForecastConfig",
+    "KLConfig",
     "LoggingConfig",
     "ModelConfig",
     "OptimConfig",
@@ -156,7 +158,7 @@ class RolloutConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-4
-    """AdamW learning rate, constant after warm-up (paper: 1e-6 for 7B; tiny models need more).
+    """AdamW peak learning rate, after warm-up (paper: 1e-6 for 7B; tiny models need more).
     On the embedded model 1e-4 raises held-out pass@1 over 200 steps; 2e-4 already lowers it."""
     beta1: float = 0.9
     """AdamW β1 (PyTorch default)."""
@@ -170,12 +172,23 @@ class OptimConfig:
     """Global gradient-norm clip (paper: 1.0)."""
     warmup_steps: int = 0
     """Linear warm-up optimizer steps (paper: none)."""
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning rate after the warm-up: ``constant`` (paper; verl's default), or decaying to
+    ``min_lr_ratio · lr`` over the run's optimizer steps, ``linear`` (TRL's default) or
+    ``cosine`` (verl's ``warmup_style: cosine``)."""
+    min_lr_ratio: float = 0.0
+    """Floor of a decaying schedule, a fraction of ``lr`` (verl's ``min_lr_ratio``, 0)."""
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "optim.lr must be > 0")
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2 must be in [0, 1)")
         _require(self.grad_clip > 0, "optim.grad_clip must be > 0")
         _require(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]")
+        _require(
+            self.schedule in ("constant", "linear", "cosine"),
+            f"optim.schedule: must be one of 'constant', 'linear', 'cosine', got {self.schedule!r}",
+        )
 
 
 @dataclass
@@ -200,6 +213,8 @@ class AlgorithmConfig:
     """Sequences per forward/backward; gradients of a mini-batch are accumulated exactly over
     its micro-batches (0: the whole mini-batch at once). Bounds activation memory for long
     responses. KL-Cov selects its top tokens within each micro-batch."""
+    kl: KLConfig = field(default_factory=KLConfig)
+    """The KL penalty to the initial model (off by default)."""
 
     def __post_init__(self) -> None:
         from entropy_dynamics.advantages import available_advantages
@@ -298,6 +313,11 @@ class LoggingConfig:
     (``mlflow ui --backend-store-uri RUN/mlruns``)."""
     mlflow_experiment: str = "entropy-dynamics"
     """MLflow experiment the run is filed under."""
+    samples_every: int = 50
+    """Log sample completions every N steps (0: never; TRL ``log_completions``): prompt, reward,
+    advantage, each token's ``H`` and ``S_k`` in ``RUN/samples.jsonl``, TensorBoard, the report."""
+    samples: int = 4
+    """Completions logged per logged step: one per prompt first, then the following ones."""
 
     def __post_init__(self) -> None:
         _require(
@@ -307,6 +327,8 @@ class LoggingConfig:
             not self.mlflow or bool(self.mlflow_experiment.strip()),
             "logging.mlflow_experiment is empty",
         )
+        _require(self.samples_every >= 0, "logging.samples_every must be >= 0")
+        _require(self.samples >= 0, "logging.samples must be >= 0")
 
 
 @dataclass

@@ -10,6 +10,7 @@ the directory's lock (:mod:`~entropy_dynamics.training.run_lock`), so one proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import fields
@@ -18,8 +19,10 @@ from typing import Any
 
 import yaml
 
+from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.checkpoint import latest_checkpoint
-from entropy_dynamics.training.config import LoggingConfig
+from entropy_dynamics.training.config import LoggingConfig, TrainConfig
+from entropy_dynamics.training.config_io import from_dict, to_dict
 from entropy_dynamics.training.run_lock import RunLock
 
 __all__ = [
@@ -103,6 +106,9 @@ def _unsafe_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
     if not path.is_file():
         return []
     saved = yaml.safe_load(path.read_text()) or {}
+    # an older run's config.yaml gets the defaults of options added since (else as written)
+    with contextlib.suppress(ConfigError, TypeError, ValueError):
+        saved = to_dict(from_dict(TrainConfig, saved))
     return [d for d in config_differences(saved, wanted) if d.split(":")[0] not in SAFE_ON_RESUME]
 
 

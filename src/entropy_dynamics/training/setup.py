@@ -19,6 +19,7 @@ no random numbers of its own, but a caller that seeds torch (the trainer) seeds 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -111,6 +112,19 @@ class RunSetup:
         return ResponseStats(
             self.model, cfg.rollout.temperature, cfg.model.fused_stats, self.valid_vocab
         )
+
+    def initial_model(self) -> nn.Module:
+        """A separate copy of the run's initial model, ``config.model`` (not a checkpoint's),
+        on the setup's device: the KL penalty's reference. A copy of :attr:`model` when it is
+        the initial model (not loaded from a checkpoint), else loaded again from
+        ``model.path``."""
+        if self.checkpoint is None:
+            return copy.deepcopy(self.model)
+        cfg = self.config.model
+        model, _ = load_model_and_tokenizer(
+            cfg.resolved_path(), cfg.dtype, str(self.device), cfg.tokenizer
+        )
+        return model
 
     @cached_property
     def train_problems(self) -> list:

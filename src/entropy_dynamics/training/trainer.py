@@ -3,7 +3,8 @@
 Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.config`):
 
 - rollout: ``B`` prompts × ``G`` samples from the current policy at temperature ``T`` (top-p 1);
-- reward: outcome reward of the task (Countdown: 1 if the expression hits the target), no KL;
+- reward: outcome reward of the task (Countdown: 1 if the expression hits the target);
+- KL: none (DAPO); ``algorithm.kl.coef > 0``: ``β · agg(KL_k)`` to the frozen initial model;
 - advantage: GRPO group-relative ``A = (R - mean_group) / (std_group + 1e-6)``, broadcast to tokens;
 - "old" policy: the rollout policy; its statistics are those recorded while sampling when the
   update is on-policy (one epoch of one mini-batch), else recomputed by a teacher-forced forward
@@ -17,7 +18,8 @@ Algorithmic choices, each one line (defaults in :mod:`entropy_dynamics.training.
 - loss: the configured method from :mod:`entropy_dynamics.losses` (PPO-clip surrogate, a token
   filter such as Clip_B / Clip_V, token-mean aggregation by default); on the fused path PPO-clip
   and its gradient come from one pass over the hidden states (``forward.policy_loss``, issue 16);
-- optimizer: AdamW, constant learning rate after an optional linear warm-up, grad clip 1.0;
+- optimizer: AdamW, grad clip 1.0; learning rate constant after an optional linear warm-up, or
+  decaying (``optim.schedule``: linear, cosine);
 - dynamics: entropy of the step's batch re-measured after the update (actual ΔH) next to the
   first-order prediction from the measured logit change and Theorem 3.3's prediction;
 - forecast (``forecast.enabled``, beyond the paper): before each optimizer step, ``⟨∇θ H̄, Δθ⟩``
@@ -43,9 +45,8 @@ from entropy_dynamics.advantages import broadcast_to_tokens, get_advantage_fn
 from entropy_dynamics.aggregation import masked_mean
 from entropy_dynamics.losses import select_tokens
 from entropy_dynamics.methods import build_controller
-from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training import checkpoint as ckpt
-from entropy_dynamics.training.config import TrainConfig, save_config
+from entropy_dynamics.training.config import TrainConfig
 from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.cursor import DataCursor
 from entropy_dynamics.training.evaluate import evaluate
@@ -60,9 +61,12 @@ from entropy_dynamics.training.forward import dropout_of
 from entropy_dynamics.training.guards import NonFiniteError, nonfinite_update
 from entropy_dynamics.training.interrupts import StopRequests, TrainingInterrupted
 from entropy_dynamics.training.metrics import MetricsWriter, to_floats
+from entropy_dynamics.training.provenance import write_config
 from entropy_dynamics.training.randomness import side_stream
+from entropy_dynamics.training.reference import UNFUSED_NOTICE, start_reference
+from entropy_dynamics.training.resume_from import claim
 from entropy_dynamics.training.rollout import Rollout, generate
-from entropy_dynamics.training.run_dir import claim_run_dir
+from entropy_dynamics.training.samples import SampleLog
 from entropy_dynamics.training.setup import RunSetup
 from entropy_dynamics.training.step_metrics import (
     dynamics_metrics,
@@ -82,7 +86,9 @@ class Trainer:
 
     A directory that already holds a run is refused unless ``resume`` (continue its last good
     checkpoint; the config must match it, :mod:`~entropy_dynamics.training.run_dir`) or
-    ``overwrite`` (move the old run aside); :attr:`notice` says what was done.
+    ``overwrite`` (move the old run aside); ``resume_from`` continues a chosen checkpoint
+    (:mod:`~entropy_dynamics.training.resume_from`); :attr:`notice` says what was done. A finished
+    run's model is exported to ``run_dir/model/``.
     """
 
     def __init__(
@@ -91,12 +97,13 @@ class Trainer:
         run_dir: str | Path,
         resume: bool = False,
         overwrite: bool = False,
+        resume_from: str | Path | None = None,
     ):
         self.config = config
         self.run_dir = Path(run_dir)
         # the run's lock first: one process per run directory (released by close())
-        self.lock, checkpoint, self.notice = claim_run_dir(
-            self.run_dir, to_dict(config), resume=resume, overwrite=overwrite
+        self.lock, checkpoint, self.notice = claim(
+            self.run_dir, to_dict(config), resume=resume, overwrite=overwrite, path=resume_from
         )
         if config.threads > 0:
             torch.set_num_threads(config.threads)
@@ -106,9 +113,7 @@ class Trainer:
             config.algorithm.method, config.algorithm.control, self.loss_config, config.steps
         )
         self.advantage_fn = get_advantage_fn(config.algorithm.advantage)
-        self.step = 0
-        self.bad_updates = 0  # non-finite updates in a row
-
+        self.step, self.bad_updates = 0, 0  # bad: non-finite updates in a row
         # model, tokenizer, prompted task, vocabulary, statistics: after the seed, as always
         self.setup = setup = RunSetup.build(config, checkpoint)
         setup.check_context()
@@ -120,14 +125,19 @@ class Trainer:
             enable = getattr(self.model, "activation_checkpointing_enable", None)
             (enable or self.model.gradient_checkpointing_enable)()
         self.forward = setup.stats
-        self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
         algorithm = config.algorithm
+        self.reference = start_reference(setup, algorithm.kl)  # None: no KL penalty
+        self.fused_loss = self.forward.fuses_loss(self.loss_config)  # not under a forecast
+        if self.fused_loss and self.reference is not None:  # it has no log π_θ for the KL term
+            self.fused_loss = False
+            self.notice = "\n".join(filter(None, [self.notice, UNFUSED_NOTICE]))
         self.stats_from_sampling = (  # on-policy: the sampler's statistics are the old policy's
             config.rollout.statistics == "auto"
             and algorithm.updates_per_step == algorithm.mini_batches == 1
             and dropout_of(self.model) == 0
         )
-        self.optimizer, self.scheduler = adamw(self.model, config.optim)
+        optimizer_steps = config.steps * algorithm.updates_per_step * algorithm.mini_batches
+        self.optimizer, self.scheduler = adamw(self.model, config.optim, optimizer_steps)
         if checkpoint is not None:
             state = ckpt.load_checkpoint(checkpoint)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -136,8 +146,12 @@ class Trainer:
             self.step = state["step"]
             self.controller.load_state_dict(state.get("controller", {}))
             ckpt.restore_rng_state(state["rng"])
+            if self.reference is not None:  # the reference is the initial model, loaded again
+                self.reference.check(state.get("reference"), str(config.model.resolved_path()))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.run_dir / "config.yaml")
+        write_config(config, self.run_dir)  # config.yaml, with provenance.json beside it
+        self.samples = SampleLog(self.run_dir, config.logging.samples_every, config.logging.samples,
+                                 self.tokenizer, self.step, config.tensorboard)  # fmt: skip
         self.forecaster: EntropyForecast | None = None
         self.probe: Target | None = None
         if config.forecast.enabled:
@@ -198,11 +212,14 @@ class Trainer:
         old, before, pre_update = self._rollout_policy(rollout, positions)
         metrics.update(rollout_metrics(rollout, old, advantages))
         metrics["stats/from_sampling"] = torch.tensor(float(pre_update is not None))
+        prompts = [self.task.prompt(p) for p in problems]
+        self.samples.write(self.step + 1, prompts, rollout, reward, seq_adv, old)  # when due
         self.loss_config, control_metrics = self.controller.begin(self.step, old, mask)
         metrics.update(control_metrics)
         # The filter sees the whole rollout batch (its batch statistics), as the reference code.
         keep, filter_metrics = select_tokens(self.loss_config, old, advantages, mask)  # (N, R)
         metrics.update(filter_metrics)
+        ref_logprobs = None if self.reference is None else self.reference.logprobs(rollout)
 
         forecaster, forecast = self.forecaster, None
         if forecaster is not None and positions is not None:  # the forecast needs the dynamics
@@ -213,9 +230,8 @@ class Trainer:
         forecasts: dict[str, Tensor] = {}
         for _ in range(cfg.algorithm.updates_per_step):
             for rows in batches:
-                step_metrics, step_forecast = self._update(
-                    rollout, rows, old, advantages, keep, forecast, pre_update
-                )
+                batch = UpdateBatch(rollout, old, advantages, keep, ref_logprobs)  # (N, R) each
+                step_metrics, step_forecast = self._update(batch, rows, forecast, pre_update)
                 update_metrics.append(step_metrics)
                 for key, value in step_forecast.items():  # forecasts of the K×M steps add up
                     forecasts[key] = forecasts.get(key, 0.0) + value
@@ -255,14 +271,12 @@ class Trainer:
                 before = self.forward.logits(old_features[positions])  # (n, V)
         return old, before, None
 
-    def _update(self, rollout: Rollout, rows, old: TokenStats, advantages, keep, forecast,
-                pre_update: PreUpdate | None = None):  # fmt: skip
+    def _update(self, batch: UpdateBatch, rows, forecast, pre_update: PreUpdate | None = None):
         """One optimizer step on ``rows`` (a ``(B,)`` index tensor), its gradient accumulated
         over micro-batches (:func:`~entropy_dynamics.training.update.accumulate_gradients`);
         returns ``(metrics, forecast of this step)``. ``pre_update`` keeps what the loss pass
         sees of the policy before the step."""
         cfg = self.config
-        batch = UpdateBatch(rollout, old, advantages, keep)  # (N, R) tensors
         self.optimizer.zero_grad(set_to_none=True)
         forecaster, groups = None, None
         if forecast is not None:
@@ -279,6 +293,7 @@ class Trainer:
             forecaster=forecaster,
             groups=groups,
             pre_update=pre_update,
+            kl=cfg.algorithm.kl if self.reference is not None else None,
         )
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         predicted = {}
@@ -322,21 +337,16 @@ class Trainer:
     def close(self) -> None:
         """Release the run directory's lock (safe to call twice; exiting the process does too)."""
         self.lock.release()
+        self.samples.close()
 
     def evaluate(self) -> dict[str, float]:
         """Avg@k / Pass@k on the validation split (``eval/*``), on a stream of its own:
         training's draws are untouched."""
         cfg = self.config.eval
         with side_stream(self.config.seed, self.setup.device):
-            result = evaluate(
-                self.model,
-                self.tokenizer,
-                self.task,
-                self.eval_problems,
-                k=cfg.k,
-                temperature=cfg.temperature,
-                max_new_tokens=self.config.rollout.max_new_tokens,
-            )
+            result = evaluate(self.model, self.tokenizer, self.task, self.eval_problems, k=cfg.k,
+                              temperature=cfg.temperature,
+                              max_new_tokens=self.config.rollout.max_new_tokens)  # fmt: skip
         self.model.train()
         return result.to_metrics("eval")
 
@@ -347,14 +357,12 @@ class Trainer:
             "data": self.cursor.state(),
             "controller": self.controller.state_dict(),
         }
-        return ckpt.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model,
-            self.tokenizer,
-            state,
-            keep=self.config.keep_checkpoints,
-        )
+        if self.reference is not None:  # the reference is not saved: it is the initial model
+            state["reference"] = self.reference.fingerprint
+        metrics_file, keep = self.run_dir / "metrics.jsonl", self.config.keep_checkpoints
+        readable = ckpt.readable_state(self.step, to_dict(self.config), metrics_file)
+        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                    keep=keep, readable=readable)  # fmt: skip
 
     def train(self, callback: Callback | None = None) -> list[dict[str, float]]:
         """Run until ``config.steps``; call ``callback(event, step, metrics)`` after each step.
@@ -365,14 +373,9 @@ class Trainer:
         """
         cfg = self.config
         history = []
-        writer = MetricsWriter(
-            self.run_dir,
-            cfg.tensorboard,
-            resume_step=self.step,
-            logging=cfg.logging,
-            run_name=cfg.run_name,
-            run_config=to_dict(cfg),
-        )
+        writer = MetricsWriter(self.run_dir, cfg.tensorboard, resume_step=self.step,
+                               logging=cfg.logging, run_name=cfg.run_name,
+                               run_config=to_dict(cfg))  # fmt: skip
         with writer, StopRequests() as stop:
             if self.step == 0 and cfg.eval.every > 0:
                 initial = self.evaluate()
@@ -392,4 +395,6 @@ class Trainer:
                 if stop.requested and not last:
                     checkpoint = saved or self.save()
                     raise TrainingInterrupted(stop.requested, self.step, checkpoint)
+        if self.step >= cfg.steps:  # finished: the model a user takes away (TRL's save_model)
+            ckpt.export_model(self.run_dir, self.model, self.tokenizer)
         return history

@@ -14,18 +14,26 @@ the gradient from here.
   policy; on the fused path PPO-clip and its gradient come from one pass over the hidden states
   (:meth:`~entropy_dynamics.training.forward.ResponseStats.policy_loss`, issue 16) unless a
   forecast needs the loss's dependence on ``log p_k``;
+- with a KL penalty (``algorithm.kl.coef > 0``), ``β · agg(KL_k)`` to the reference's
+  ``log π_ref`` (:func:`~entropy_dynamics.training.reference.kl_penalty`) joins the loss,
+  weighted as the entropy term (both over every valid token); the fused PPO-clip loss forms its
+  gradient inside the forward and has no ``log π_θ`` with gradient to add it to, so the trainer
+  takes the unfused loss then;
 - the loss pass is a forward of the policy *before* the step: :class:`PreUpdate` keeps what the
   trainer would otherwise need a second, teacher-forced pass for (``log p_k`` of the policy at
   every response position, the logits at the dynamics positions), when its statistics come from
   the sampling pass (an on-policy update, issue 30);
-- the trainer's optimizer (:func:`adamw`): AdamW, constant learning rate after an optional linear
-  warm-up.
+- the trainer's optimizer (:func:`adamw`): AdamW; its learning rate after an optional linear
+  warm-up constant (the default), or decaying linearly or on a cosine to ``min_lr_ratio · lr``
+  (:func:`lr_multiplier`).
 
 Shapes: ``N`` sequences of the rollout batch, ``R`` response positions, ``n`` rows of a micro-batch.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +45,7 @@ from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training.config import OptimConfig
 from entropy_dynamics.training.forecast import EntropyForecast
 from entropy_dynamics.training.forward import ResponseStats
+from entropy_dynamics.training.reference import KLConfig, kl_penalty
 from entropy_dynamics.training.rollout import Rollout
 
 __all__ = [
@@ -45,6 +54,7 @@ __all__ = [
     "accumulate_gradients",
     "adamw",
     "loss_inputs",
+    "lr_multiplier",
     "micro_batches",
 ]
 
@@ -61,6 +71,8 @@ class UpdateBatch:
     """``(N, R)`` token advantages (the sequence's, 0 on padding)."""
     keep: Tensor
     """``(N, R)`` bool: the filter's tokens, chosen over the whole batch."""
+    ref_logprobs: Tensor | None = None
+    """``(N, R)`` ``log π_ref`` of the KL penalty's reference (``None``: no penalty)."""
 
 
 class PreUpdate:
@@ -143,6 +155,7 @@ def accumulate_gradients(
     forecaster: EntropyForecast | None = None,
     groups: dict[str, Tensor] | None = None,
     pre_update: PreUpdate | None = None,
+    kl: KLConfig | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Backpropagate the loss of ``rows`` into ``.grad``, micro-batch by micro-batch.
 
@@ -158,6 +171,8 @@ def accumulate_gradients(
             (:meth:`~entropy_dynamics.training.forecast.EntropyForecast.add_group_gradients`).
         groups: group name → ``(N, R)`` bool mask, the forecaster's token groups.
         pre_update: keeps the policy's ``log p_k`` and dynamics logits seen by the loss pass.
+        kl: the KL penalty to ``batch.ref_logprobs`` (``None`` or ``coef == 0``: none); not on
+            the fused loss.
 
     Returns:
         ``(loss, metrics)``: the 0-d CPU sum of the micro-batches' weighted losses and the loss
@@ -168,6 +183,9 @@ def accumulate_gradients(
     trained, valid = keep[rows] & mask[rows], mask[rows]  # (B, R) each
     dtype = torch.promote_types(batch.old.logprobs.dtype, torch.get_default_dtype())
     total, metrics = torch.zeros(()), []
+    penalized = kl is not None and kl.coef > 0
+    if penalized and (fused or batch.ref_logprobs is None):
+        raise ValueError("the KL penalty needs batch.ref_logprobs and the unfused loss")
     for chunk in chunks:
         shares = (1.0, 1.0)  # 0-d weights of the pg and entropy terms in the mini-batch's loss
         if len(chunks) > 1:
@@ -188,6 +206,13 @@ def accumulate_gradients(
                 loss = shares[0] * out.pg_loss
                 if config.entropy_coef != 0:
                     loss = loss - config.entropy_coef * shares[1] * out.entropy
+            if penalized:  # over every valid token, as the entropy term
+                chunk_mask, ref = batch.rollout.response_mask[chunk], batch.ref_logprobs[chunk]
+                penalty, kl_mean = kl_penalty(
+                    kl, logprobs, ref, chunk_mask, config.agg_mode, config.loss_agg_norm
+                )  # (n, R) each in, 0-d each out
+                loss = loss + shares[1] * penalty
+                kl_metrics = {"actor/kl_ref": kl_mean, "actor/kl_loss": penalty.detach()}
         if pre_update is not None:
             pre_update.add(stats, chunk, features, logprobs)
         if forecaster is not None:
@@ -195,16 +220,41 @@ def accumulate_gradients(
             forecaster.add_group_gradients(loss, inputs.logprobs, chunk_groups)
         loss.backward()
         total += loss.detach().cpu()
-        metrics.append(out.metrics)
+        metrics.append({**out.metrics, **kl_metrics} if penalized else out.metrics)
     averaged = {k: torch.stack([m[k].float() for m in metrics]).mean() for k in metrics[0]}
     return total, averaged
 
 
+def lr_multiplier(
+    step: int, *, schedule: str, total_steps: int, warmup_steps: int, min_lr_ratio: float
+) -> float:
+    """The learning rate of optimizer step ``step + 1`` as a fraction of the peak: ``step``
+    scheduler steps taken (0-based), ``total_steps`` optimizer steps in the run.
+
+    Warm-up ``(step + 1) / warmup_steps`` while ``step < warmup_steps``; then, with the decay's
+    progress ``q = (step - warmup_steps) / (total_steps - warmup_steps)`` (at most 1):
+    ``constant`` 1; ``linear`` ``m + (1 - m)(1 - q)``; ``cosine`` ``m + (1 - m)(1 + cos(π q)) / 2``,
+    with ``m = min_lr_ratio`` (the forms of Hugging Face's ``get_linear_schedule_with_warmup``
+    and ``get_cosine_schedule_with_warmup``, verl's ``min_lr_ratio`` floor)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    if schedule == "linear":
+        return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
+    if schedule == "cosine":
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"schedule must be constant, linear or cosine, got {schedule!r}")
+
+
 def adamw(
-    model: torch.nn.Module, optim: OptimConfig
+    model: torch.nn.Module, optim: OptimConfig, total_steps: int = 1
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """``(optimizer, scheduler)``: AdamW on ``model``'s parameters as ``optim`` says, its learning
-    rate ramped linearly over ``optim.warmup_steps`` steps, then constant."""
+    rate ramped linearly over ``optim.warmup_steps`` steps, then ``optim.schedule`` over the
+    run's ``total_steps`` optimizer steps (:func:`lr_multiplier`). The scheduler's state is its
+    step count: a resumed run continues the same curve."""
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=optim.lr,
@@ -212,8 +262,11 @@ def adamw(
         eps=optim.eps,
         weight_decay=optim.weight_decay,
     )
-    warmup = max(optim.warmup_steps, 0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+    shape = functools.partial(
+        lr_multiplier,
+        schedule=optim.schedule,
+        total_steps=total_steps,
+        warmup_steps=max(optim.warmup_steps, 0),
+        min_lr_ratio=optim.min_lr_ratio,
     )
-    return optimizer, scheduler
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
