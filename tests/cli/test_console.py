@@ -25,7 +25,7 @@ def test_fail_exits_2_and_a_command_prints_as_one_shell_line(capsys) -> None:
     with pytest.raises(typer.Exit) as stop:
         fail("no [bold]such[/bold] file")
     assert stop.value.exit_code == 2
-    assert "error: no [bold]such[/bold] file" in capsys.readouterr().out
+    assert "error: no [bold]such[/bold] file" in capsys.readouterr().err
     argv = ["entropy-dynamics", "train", "name=a b", *[f"x{i}=1" for i in range(40)]]
     with console.capture() as captured:
         print_command("resume with:", argv)
