@@ -164,6 +164,9 @@ def histogram(groups, out: Path, plt) -> Path:
     ax.set_title("Per-problem pass rates (all-wrong at 0, all-right at 1)")
     if shown:
         ax.legend()
+    else:  # an empty axis would read as "no problem at any rate"
+        ax.text(0.5, 0.5, "no data: no run has per-problem counts\n(final_eval.json, or eval.json "
+                "of eval --run)", ha="center", va="center", transform=ax.transAxes)  # fmt: skip
     return _save(fig, out / "pass_rate_hist.png")
 
 
