@@ -58,3 +58,17 @@ def test_a_pass_at_k_above_k_is_refused_never_dropped(tmp_path) -> None:
         assert done.exit_code == 2, done.output
         assert "error: --ks: Pass@8 needs at least 8 samples" in done.stderr
         assert "raise --k to 8" in done.stderr and done.stdout == ""
+
+
+def test_a_run_whose_groups_all_score_alike_is_warned_and_logged(tmp_path, random_model_dir):
+    # the random model is never right: every group's rewards are equal, nothing is learnt
+    args = ["train", f"model.path={random_model_dir}", f"output_dir={tmp_path}", "name=flat",
+            "steps=3", "eval.every=0", "tensorboard=false", "rollout.prompts_per_step=1",
+            "rollout.group_size=2", "rollout.max_new_tokens=4"]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.stderr.split())
+    assert "step 3: every group of the last 3 steps got one reward for all its samples" in said
+    assert "note: every group of the last 3 steps" in said  # repeated under the summary
+    rows = [json.loads(line) for line in (tmp_path / "flat" / "metrics.jsonl").open()]
+    assert [row["reward/frac_zero_std"] for row in rows] == [1.0, 1.0, 1.0]

@@ -53,11 +53,11 @@ def notice(message: str, label: str = "note", style: str = "yellow") -> None:
 
 
 def print_command(label: str, argv: list[str], err: bool = False) -> None:
-    """``label`` on one line, then ``argv`` as one shell-quoted line (:func:`shlex.join`) that is
-    never wrapped, on a terminal or off it: copied or run as printed, it does what it says. With
+    """``label``, then ``argv`` as one shell-quoted line (:func:`shlex.join`), neither ever
+    wrapped, on a terminal or off it: copied or run as printed, it does what it says. With
     ``err`` both go to stderr, beside the diagnostic they belong to."""
     out = err_console if err else console
-    out.print(label, highlight=False, markup=False)
+    out.print(label, highlight=False, markup=False, soft_wrap=True)
     out.print(shlex.join(argv), soft_wrap=True, markup=False, highlight=False)
 
 
