@@ -27,6 +27,7 @@ from entropy_dynamics.training.filter_activity import idle_filter_notice
 from entropy_dynamics.training.metrics import read_metrics
 
 __all__ = [
+    "DEFINED",
     "OLD_SPLIT",
     "PREDICTIONS",
     "Group",
@@ -65,6 +66,10 @@ PREDICTIONS = {
     "dynamics/forecast_second_order": "forecast, second order",
 }
 """Predictions of the actual ΔH; the forecasts exist only in runs with ``forecast.enabled``."""
+DEFINED = {
+    "dynamics/delta_h_first_order": "first order: ∇H·Δz, Δz = logit change measured after the step",
+}
+"""Axis and legend labels that say what a :data:`PREDICTIONS` name means."""
 FIGURES = ("entropy", "reward", "delta_h_scatter", "quadrants", "pass_rate_hist", "filters")
 OLD_SPLIT = "held-out"
 """The split of a ``final_eval.json`` record without ``"split"`` (written before the splits)."""
