@@ -35,7 +35,8 @@ def test_a_minimum_span_and_whole_steps_and_an_r_that_is_never_nan() -> None:
     plot_style.finish(ax, 0.1, low=0.0, high=1.0)
     bottom, top = ax.get_ylim()
     assert top - bottom == pytest.approx(0.1) and bottom <= 0.248 and top >= 0.250
-    assert ax.get_xlim() == (0.0, 2.0)  # one step: two steps wide, so the ticks are whole
+    assert ax.get_xlim() == (0.5, 1.5)  # one step: a step wide, its tick a whole number
+    assert [t for t in ax.get_xticks() if 0.5 <= t <= 1.5] == [1.0]
     ax.set_ylim(0.0, 0.02)
     plot_style.min_span(ax, 0.1, low=0.0)  # kept at or above its floor
     assert ax.get_ylim() == (0.0, pytest.approx(0.1))

@@ -153,15 +153,17 @@ def min_span(ax, span: float, low: float | None = None, high: float | None = Non
 
 def finish(ax, span: float | None = None, low: float | None = None,
            high: float | None = None) -> None:  # fmt: skip
-    """Whole-number ticks on a step axis (x), at least two steps wide (one step alone would get
-    fractional ticks), and, with ``span``, :func:`min_span`."""
-    from matplotlib.ticker import MaxNLocator
+    """Whole-number ticks on a step axis (x), one per step when there are few, and at least a
+    step wide (a single step would get fractional ticks around it); with ``span``,
+    :func:`min_span`."""
+    from matplotlib.ticker import MaxNLocator, MultipleLocator
 
     left, right = ax.get_xlim()
-    if right - left < 2:
-        centre = round((left + right) / 2)
-        ax.set_xlim(centre - 1, centre + 1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if right - left < 1:
+        centre = (left + right) / 2
+        ax.set_xlim(centre - 0.5, centre + 0.5)
+    few = right - left < 6
+    ax.xaxis.set_major_locator(MultipleLocator(1) if few else MaxNLocator(integer=True))
     if span is not None:
         min_span(ax, span, low, high)
 
