@@ -62,3 +62,20 @@ def test_a_resume_finds_its_checkpoint_and_a_finished_run_is_complete(tmp_path,
     assert done.exit_code == 0, done.output
     assert "is complete" in done.stdout and "resuming" not in done.stdout
     assert "nothing to resume (to train further, raise steps)" in done.stdout
+
+
+def test_resume_from_is_checked_by_the_preflight_too(tmp_path, random_model_dir) -> None:
+    train_one_step(tmp_path, random_model_dir, "r")
+    overrides = [f"model.path={random_model_dir}", f"output_dir={tmp_path}", *SMALL, "steps=3"]
+    source = tmp_path / "r"
+    # the run's own newest checkpoint: a resume of it, not "already holds a run"
+    own = preflight(load_config(None, [*overrides, "name=r"]), resume_from=source)
+    assert own.step == 1 and own.checkpoint.parent.parent == source and not own.complete
+    # into a new run: a fresh directory, from the chosen checkpoint's step
+    new = preflight(load_config(None, [*overrides, "name=s"]), resume_from=own.checkpoint)
+    assert new.step == 1 and not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match="neither a checkpoint"):
+        preflight(load_config(None, [*overrides, "name=s"]), resume_from=tmp_path / "nothing")
+    done = CliRunner().invoke(app, [*_args(random_model_dir, tmp_path, "s"), "--dry-run",
+                                    "--resume-from", str(source)])  # fmt: skip
+    assert done.exit_code == 0, done.output
