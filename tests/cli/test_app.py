@@ -16,7 +16,7 @@ FLAGS = {
     "eval": "--model --run --split --k --problems --seed --temperature --ks --output -o "
     "--final-eval",
     "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
-    "--eval-problems --eval-samples",
+    "--eval-problems --eval-samples --overwrite",
     "compare": "--methods -m --seeds --config -c --output-dir -o --workers -j --dry-run "
     "--final-eval --no-final-eval --report --no-report --ks --baseline --select --select-split",
     "validate-signs": "--config -c --seeds --output-dir -o --workers -j",
@@ -71,8 +71,10 @@ def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys) -> No
     with pytest.raises(SystemExit) as stop:
         app_module.main()
     assert stop.value.code == 1
-    out = " ".join(capsys.readouterr().out.split())
-    assert "internal error: RuntimeError: boom" in out and "--debug" in out
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())  # a diagnostic: on stderr, stdout left clean
+    assert "internal error: RuntimeError: boom" in err and "--debug" in err
+    assert captured.out == ""
     monkeypatch.setitem(app_module._OPTIONS, "debug", True)
     with pytest.raises(RuntimeError, match="boom"):
         app_module.main()

@@ -1,6 +1,6 @@
-"""The grid commands (``cli/experiments.py``): ``--seeds``, ``validate-signs`` end to end, and the
-report written beside its runs. ``compare`` and ``report`` over a grid: ``test_experiments.py``;
-the commands' tables: ``test_tables.py``."""
+"""The grid commands (``cli/experiments.py``): ``--seeds``, ``validate-signs`` end to end (with
+its progress lines off a terminal), and the report written beside its runs. ``compare`` and
+``report`` over a grid: ``test_experiments.py``; the commands' tables: ``test_tables.py``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def test_cli_validate_signs_runs_four_interventions(tmp_path, random_model_dir) 
     ]
     lines = (tmp_path / "signs.md").read_text().splitlines()
     assert sum(line.startswith("| ") for line in lines) == 5  # header + 4 rows
+    # off a terminal the grid says what it does as it goes (it used to print nothing for minutes)
+    events = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert sum(line.endswith(": started") for line in events) == 4
+    assert sum(line.endswith(": done") for line in events) == 4 and events[-1].startswith("[4/4]")
 
 
 def test_report_defaults_to_a_folder_beside_the_runs(tmp_path, random_model_dir, monkeypatch):

@@ -1,6 +1,7 @@
-"""``train``, ``eval`` and ``pretrain`` (``cli/train.py``): eval's scores and the run's final
-evaluation written into the run, and ``--final-eval`` without a run refused. Training's own output:
-``test_progress.py``; refusals of bad input: ``test_bad_inputs.py``."""
+"""``train`` and ``eval`` (``cli/train.py``): eval's scores and the run's final evaluation written
+into the run, ``--final-eval`` without a run and a Pass@k above ``--k`` refused; the dry run's
+pre-flight (the real start's), a finished run's ``--resume``, a run without reward variance.
+Training's own output: ``test_progress.py``; refusals of bad input: ``test_bad_inputs.py``."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from run_helpers import train_one_step
 def test_eval_writes_its_scores_and_the_final_evaluation_into_the_run(tmp_path, random_model_dir):
     train_one_step(tmp_path, random_model_dir, "r")
     run = tmp_path / "r"
-    args = ["eval", "--run", str(run), "--k", "4", "--problems", "3", "--ks", "1,2,4,8"]
+    args = ["eval", "--run", str(run), "--k", "4", "--problems", "3", "--ks", "1,2,4"]
     done = CliRunner().invoke(app, [*args, "--final-eval"])
     assert done.exit_code == 0, done.output
     assert "Evaluation on the test split" in done.output
     scores = json.loads((run / "eval.json").read_text())
     assert scores["split"] == "test"
     assert sorted(k for k in scores["metrics"] if "pass@" in k) == [
-        "eval/pass@1", "eval/pass@2", "eval/pass@4"  # k = 8 > 4 samples is left out
+        "eval/pass@1", "eval/pass@2", "eval/pass@4"
     ]  # fmt: skip
     assert len(scores["per_problem_correct"]) == 3
     assert all(0 <= c <= 4 for c in scores["per_problem_correct"])
@@ -65,3 +66,27 @@ def test_eval_defaults_are_the_runs_own_eval_settings(tmp_path, random_model_dir
     assert done.exit_code == 0, done.output  # a flag overrides the run's setting
     scores = json.loads((run / "eval.json").read_text())
     assert len(scores["per_problem_correct"]) == 1 and "eval/avg@3" in scores["metrics"]
+
+
+def test_a_pass_at_k_above_k_is_refused_never_dropped(tmp_path) -> None:
+    # Pass@8 needs 8 samples per problem: with --k 4 it is a clear exit-2 error (it used to be an
+    # "internal error" alone, and silently dropped beside 1), on stderr, before any model loads
+    for ks in ("8", "1,8"):
+        done = CliRunner().invoke(app, ["eval", "--k", "4", "--ks", ks, "--problems", "1"])
+        assert done.exit_code == 2, done.output
+        assert "error: --ks: Pass@8 needs at least 8 samples" in done.stderr
+        assert "raise --k to 8" in done.stderr and done.stdout == ""
+
+
+def test_a_run_whose_groups_all_score_alike_is_warned_and_logged(tmp_path, random_model_dir):
+    # the random model is never right: every group's rewards are equal, nothing is learnt
+    args = ["train", f"model.path={random_model_dir}", f"output_dir={tmp_path}", "name=flat",
+            "steps=3", "eval.every=0", "tensorboard=false", "rollout.prompts_per_step=1",
+            "rollout.group_size=2", "rollout.max_new_tokens=4"]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.stderr.split())
+    assert "step 3: every group of the last 3 steps got one reward for all its samples" in said
+    assert "note: every group of the last 3 steps" in said  # repeated under the summary
+    rows = [json.loads(line) for line in (tmp_path / "flat" / "metrics.jsonl").open()]
+    assert [row["reward/frac_zero_std"] for row in rows] == [1.0, 1.0, 1.0]

@@ -157,5 +157,6 @@ def test_reward_figure_draws_no_duplicate_series(tmp_path, figures) -> None:
     plot_run(run)
     legend = figures["reward.png"].axes[0].get_legend()
     labels = [t.get_text() for t in legend.get_texts()]
-    assert labels == ["train reward = accuracy", "validation pass@1", "validation pass@4"]
+    assert labels == ["train reward = accuracy", "validation pass@1", "validation pass@4",
+                      plot_style.RAW_NOTE]  # fmt: skip
 

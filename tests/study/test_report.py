@@ -192,7 +192,15 @@ def test_scores_fall_back_to_the_last_logged_evaluation(tmp_path) -> None:
     final = tables["Final evaluation"][0]
     assert (final["Avg@4"], final["Pass@1"], final["Pass@4"]) == ("0.300", "0.300", "0.600")
     assert tables["Per-problem pass rates"][0]["all wrong (0)"] == "—"
+    assert "No data: no run has per-problem counts yet." in result.markdown.read_text()
     assert "Sweep over mu" not in tables
+    # eval --run's per-problem counts (eval.json) fill the histogram and its table
+    record = {"split": "test", "k": 4, "per_problem_correct": [4, 0, 2, 1]}
+    (run / "eval.json").write_text(json.dumps(record))
+    result = write_report([run], tmp_path / "report2", ks=(1, 4))
+    row = _tables(result.markdown.read_text())["Per-problem pass rates"][0]
+    assert (row["problems"], row["all wrong (0)"], row["all right (1)"]) == ("4", "25.0%", "25.0%")
+    assert "No data" not in result.markdown.read_text()
 
 
 def test_report_input_errors(tmp_path) -> None:

@@ -108,3 +108,25 @@ def test_idle_notes_name_the_groups_whose_filter_dropped_nothing(tmp_path) -> No
     notes = idle_notes(group_runs(load_runs([tmp_path])))
     assert list(notes) == ["clip_b"]
     assert notes["clip_b"].startswith("clip_b (idle in 1 of 2 seeds; seed 1): clip_b is idle")
+
+
+def test_two_runs_of_one_config_and_seed_leave_one_out_with_a_warning(tmp_path) -> None:
+    # the whole folder used to be refused; now the rest is reported and both runs are named
+    _run(tmp_path, "a", ["seed=0"], [2, 0])
+    _run(tmp_path, "b", ["seed=0"], [1, 1])  # the same config and seed under another name
+    _run(tmp_path, "c", ["seed=1"], [0, 0])
+    with pytest.warns(UserWarning, match="same config and seed 0") as caught:
+        groups = group_runs(load_runs([tmp_path]))
+    message = str(caught[0].message)
+    assert str(tmp_path / "a") in message and str(tmp_path / "b") in message
+    assert [[r.path.name for r in g.runs] for g in groups] == [["a", "c"]]
+
+
+def test_pass_rates_fall_back_to_the_counts_of_eval_run(tmp_path) -> None:
+    run = _run(tmp_path, "r", [], None)
+    record = {"split": "test", "k": 4, "per_problem_correct": [4, 1, 0]}  # eval --run's eval.json
+    (run / "eval.json").write_text(json.dumps(record))
+    group = group_runs(load_runs([tmp_path]))[0]
+    assert pass_rates(group) == ([1.0, 0.25, 0.0], {4})
+    (run / "eval.json").write_text("{}")  # no counts in it: no data, not an error
+    assert pass_rates(group_runs(load_runs([tmp_path]))[0]) == ([], set())

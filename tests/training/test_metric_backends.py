@@ -25,6 +25,8 @@ from entropy_dynamics.training.metrics import (
     check_backends,
     mlflow_metric_name,
     read_metrics,
+    tracking_summary,
+    wandb_mode,
 )
 from entropy_dynamics.training.trainer import Trainer
 
@@ -198,3 +200,47 @@ def test_training_run_fills_every_backend_alike(tmp_path, random_model_dir, monk
     for key in ("entropy/mean", "reward/mean"):
         values = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
         assert values == [(r["step"], r[key]) for r in rows]
+
+
+def test_wandb_mode_is_offline_unless_the_user_sets_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode() == "offline"  # nothing leaves the machine unless asked
+    (tmp_path / "tracking.json").write_text(json.dumps({"wandb": "abc"}))
+    (tmp_path / "wandb" / "offline-run-20260101_000000-abc").mkdir(parents=True)
+    [(sentence, command)] = tracking_summary(tmp_path, LoggingConfig(wandb=True))
+    assert f"offline run abc written to {tmp_path / 'wandb'}" in sentence
+    assert command == ["wandb", "sync", str(tmp_path / "wandb/offline-run-20260101_000000-abc")]
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert wandb_mode() == "online"
+    [(sentence, command)] = tracking_summary(tmp_path, LoggingConfig(wandb=True))
+    assert "run abc of project" in sentence and "WANDB_MODE=online" in sentence
+    assert command == []  # uploaded as it went: nothing to sync
+    assert tracking_summary(tmp_path, LoggingConfig()) == []
+
+
+def test_train_says_where_its_tracking_runs_went_and_how_to_open_them(tmp_path, monkeypatch,
+                                                                     random_model_dir) -> None:
+    pytest.importorskip("wandb")
+    pytest.importorskip("mlflow")
+    from typer.testing import CliRunner
+
+    from entropy_dynamics.cli import app
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    args = ["train", f"model.path={random_model_dir}", f"output_dir={tmp_path}", "name=t",
+            "steps=1", "eval.every=0", "tensorboard=false", "rollout.prompts_per_step=1",
+            "rollout.group_size=2", "rollout.max_new_tokens=4", "logging.wandb=true",
+            "logging.mlflow=true"]  # fmt: skip
+    done = CliRunner().invoke(app, args, env={"COLUMNS": "40"})
+    assert done.exit_code == 0, done.output
+    run = tmp_path / "t"
+    ids = json.loads((run / "tracking.json").read_text())
+    lines = done.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("W&B: offline run"))
+    assert ids["wandb"] in lines[at] and "WANDB_MODE=offline" in lines[at]
+    [offline] = sorted((run / "wandb").glob("offline-run-*"))
+    assert lines[at + 1] == f"wandb sync {offline}"  # one line to copy, however narrow
+    at = next(i for i, line in enumerate(lines) if line.startswith("MLflow: run"))
+    uri = (run / "mlruns").absolute().as_uri()
+    assert ids["mlflow"] in lines[at] and uri in lines[at]
+    assert lines[at + 1] == f"mlflow ui --backend-store-uri {uri}"

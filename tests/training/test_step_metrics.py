@@ -1,5 +1,6 @@
 """What a training step measures beside its loss (``training/step_metrics.py``): rewards scored
-against each response's own problem, the rollout's statistics, the dynamics' positions."""
+against each response's own problem, the share of groups without reward variance and the notice
+when none has any, the rollout's statistics, the dynamics' positions."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training.step_metrics import (
     dynamics_positions,
+    frac_zero_std,
     reward_metrics,
     rollout_metrics,
+    zero_variance_notice,
 )
 
 
@@ -32,6 +35,25 @@ def test_each_response_is_scored_against_its_own_prompts_problem() -> None:
     assert metrics["reward/mean"].item() == 1.0
     assert metrics["reward/accuracy"].item() == 0.5
     assert metrics["reward/format"].item() == 0.75
+    assert metrics["reward/frac_zero_std"].item() == 0.0  # each group has a right and a wrong
+
+
+def test_the_share_of_groups_without_reward_variance() -> None:
+    # TRL's frac_reward_zero_std: groups 0 and 2 score alike (nothing to learn), group 1 does not
+    reward = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.5, 0.5])
+    index = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert frac_zero_std(reward, index).item() == pytest.approx(2 / 3)
+    # prompts absent from a batch (indices 0 and 1 here) are not counted as groups
+    assert frac_zero_std(torch.tensor([0.0, 0.0]), torch.tensor([2, 2])).item() == 1.0
+
+
+def test_a_run_without_any_reward_variance_is_told_why_it_does_not_learn() -> None:
+    flat = [{"reward/frac_zero_std": 1.0, "reward/accuracy": 0.0}] * 5
+    assert zero_variance_notice(flat[:4], window=5) is None  # too early to tell
+    text = zero_variance_notice(flat, window=5)
+    assert text is not None and "every advantage is zero" in text and "too hard" in text
+    assert "rollout.group_size" in text
+    assert zero_variance_notice([*flat[:4], {"reward/frac_zero_std": 0.5}], window=5) is None
 
 
 def test_rollout_metrics_and_the_dynamics_positions() -> None:

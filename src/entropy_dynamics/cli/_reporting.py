@@ -13,7 +13,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from entropy_dynamics.cli._console import console
+from entropy_dynamics.cli._console import console, notice
 
 __all__ = [
     "check_selectable",
@@ -56,7 +56,7 @@ def print_report(result) -> None:
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
     for note in result.notes:
-        console.print(f"[yellow]note: {escape(note)}[/]", soft_wrap=True)
+        notice(note)
     print_selections(result.selections)
     console.print(f"report: [bold]{result.markdown}[/] and [bold]{result.html}[/]")
 

@@ -6,7 +6,7 @@ import warnings
 
 from rich.table import Table
 
-from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.cli._console import console, fail, notice, warn
 from entropy_dynamics.cli._option_commands import options_command
 from entropy_dynamics.dynamics import QUADRANT_LABELS
 from entropy_dynamics.study.command_options import AnalyzeOptions
@@ -25,9 +25,9 @@ def _problems(setup, options: AnalyzeOptions) -> list:
         warnings.simplefilter("always")
         problems, issues = load_problems(options.data, options.preset)
     for warning in caught:
-        console.print(f"[yellow]warning:[/] {warning.message}")
+        warn(str(warning.message))
     if issues:
-        console.print(f"[yellow]{len(issues)} unusable record(s) of {options.data} skipped[/]")
+        notice(f"{len(issues)} unusable record(s) of {options.data} skipped", label="")
     return problems[: options.problems]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from entropy_dynamics.cli._console import console
+from entropy_dynamics.cli._console import console, err_console, warnings_as_lines
 from entropy_dynamics.cli._help import FlagsAsFlagsCommand, FlagsAsFlagsGroup
 from entropy_dynamics.cli.analyze import analyze_command
 from entropy_dynamics.cli.data import filter_data_command
@@ -16,7 +16,8 @@ from entropy_dynamics.cli.experiments import (
     verify_theory_command,
 )
 from entropy_dynamics.cli.methods import config_command, methods_command
-from entropy_dynamics.cli.train import eval_command, pretrain_command, train_command
+from entropy_dynamics.cli.pretrain import pretrain_command
+from entropy_dynamics.cli.train import eval_command, train_command
 
 __all__ = ["app", "main"]
 
@@ -41,6 +42,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(
         False, "--debug", help="Show the full traceback of an unexpected error."
     ),
@@ -50,6 +52,7 @@ def _root(
 ) -> None:
     """Study and control entropy in reinforcement fine-tuning of LLMs (arXiv 2602.03392)."""
     _OPTIONS["debug"] = debug
+    ctx.with_resource(warnings_as_lines())  # for as long as the command runs
 
 
 app.command("train", cls=FlagsAsFlagsCommand)(train_command)
@@ -73,7 +76,7 @@ def main() -> None:
     except Exception as exc:  # a bug or an unforeseen environment problem
         if _OPTIONS["debug"]:
             raise
-        console.print(
+        err_console.print(
             f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')}\n"
             "run again with --debug (before the command) for the traceback, and please report it"
         )

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import warnings
 
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.cli._console import console, fail, warn
 from entropy_dynamics.cli._option_commands import options_command
 from entropy_dynamics.cli._paths import check_outputs
 from entropy_dynamics.study.command_options import FilterDataOptions
@@ -96,7 +95,7 @@ def _load_problems(options: FilterDataOptions) -> list:
             options.on_error,
         )  # fmt: skip
     for warning in caught:  # the skipped records, each with file:line and why
-        console.print(f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False)
+        warn(str(warning.message))
     return problems[: options.max_problems] if options.max_problems else problems
 
 

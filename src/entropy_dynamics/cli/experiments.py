@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.markup import escape
 from rich.table import Table
 
-from entropy_dynamics.cli._console import console, fail
+from entropy_dynamics.cli._console import console, err_console, fail, notice
 from entropy_dynamics.cli._help import live_help
+from entropy_dynamics.cli._progress import grid_display
 from entropy_dynamics.cli._reporting import (
     check_selectable,
     check_selection,
@@ -96,52 +89,6 @@ def parse_ks(text: str) -> list[int]:
     return ks
 
 
-class GridProgress:
-    """Rich display: one bar for the whole grid, one per run in progress."""
-
-    def __init__(self, progress: Progress, total: int):
-        self.progress = progress
-        self.overall = progress.add_task("[bold]grid", total=total, status="")
-        self.bars: dict[str, TaskID] = {}
-        self.failed: list[str] = []
-
-    def __call__(self, event) -> None:
-        progress, name = self.progress, event.run
-        if event.kind == "start":
-            self.bars[name] = progress.add_task(
-                name, total=event.total, completed=event.step, status=""
-            )
-        elif event.kind == "step" and name in self.bars:
-            m = event.metrics
-            status = f"H={m.get('entropy/mean', float('nan')):.3f} "
-            status += f"acc={m.get('reward/accuracy', float('nan')):.3f}"
-            progress.update(self.bars[name], completed=event.step, status=status)
-        elif event.kind == "evaluate" and name in self.bars:
-            progress.update(self.bars[name], status="final evaluation")
-        elif event.kind in ("done", "skipped", "failed"):
-            if name in self.bars:
-                progress.remove_task(self.bars.pop(name))
-            if event.kind == "failed":
-                self.failed.append(name)
-                progress.console.print(f"[red]failed[/] {name}: {event.message}")
-            elif event.kind == "skipped":
-                progress.console.print(f"[dim]skipped {name} (already complete)[/]")
-            progress.advance(self.overall)
-
-
-@contextmanager
-def _grid_display(total: int):
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
-    with Progress(*columns, console=console) as progress:
-        yield GridProgress(progress, total)
-
-
 def _results_table(results) -> Table:
     table = Table(title="Runs")
     for column in ("run", "status", "directory"):
@@ -201,7 +148,7 @@ def compare_command(
         return
     console.print(f"{len(specs)} runs under [bold]{output_dir}[/] with {workers} worker(s)")
     try:
-        with _grid_display(len(specs)) as display:
+        with grid_display(len(specs)) as display:
             results = run_grid(
                 method_list,
                 seed_list,
@@ -214,12 +161,12 @@ def compare_command(
                 final_eval=final_eval,
             )
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: rerun the same command to resume the grid")
+        notice("rerun the same command to resume the grid", label="interrupted")
         raise typer.Exit(130) from None
     console.print(_results_table(results))
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
-        console.print(f"[red]{r.name}[/]:\n{r.error}")
+        err_console.print(f"[red]{escape(r.name)}[/]:\n{escape(r.error)}", soft_wrap=False)
     try:
         if report and not failed:
             out = output_dir / "report"
@@ -254,7 +201,7 @@ def validate_signs_command(
 
     try:
         seed_list = parse_seeds(seeds)
-        with _grid_display(4 * len(seed_list)) as display:
+        with grid_display(4 * len(seed_list)) as display:
             rows = validate_signs(
                 list(overrides or []), output_dir, seed_list, workers, display, config
             )

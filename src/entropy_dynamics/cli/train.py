@@ -1,5 +1,5 @@
-"""``entropy-dynamics train``, ``eval`` and ``pretrain``: the trainer with its progress, summary and
-dry run; a model's or a run's scores on a named split; the embedded model's pretraining."""
+"""``entropy-dynamics train`` and ``eval``: the trainer with its progress, summary and dry run
+(both after the same pre-flight checks); a model's or a run's scores on a named split."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from typing import Literal
 import typer
 import yaml
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from entropy_dynamics.cli._console import console, fail, print_command
+from entropy_dynamics.cli._console import console, fail, notice, print_command
 from entropy_dynamics.cli._help import live_help
 from entropy_dynamics.cli._paths import check_outputs
-from entropy_dynamics.cli._progress import TrainDisplay
+from entropy_dynamics.cli._progress import TrainDisplay, eval_cells, eval_labels
 from entropy_dynamics.cli._run_log import start_console_log
 from entropy_dynamics.cli.methods import method_help, show_effective_options
 from entropy_dynamics.errors import ConfigError
@@ -24,7 +23,7 @@ from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.guards import NonFiniteError
 from entropy_dynamics.training.interrupts import TrainingInterrupted
 
-__all__ = ["eval_command", "pretrain_command", "train_command"]
+__all__ = ["eval_command", "print_tracking", "train_command"]
 
 SUMMARY_KEYS = (
     ("entropy/mean", "rollout entropy"),
@@ -37,7 +36,7 @@ SUMMARY_KEYS = (
 
 
 def _summary(history: list[dict[str, float]], eval_rows: list[dict[str, float]]) -> Table:
-    eval_keys = sorted({k for row in eval_rows for k in row if k.startswith("eval/")})
+    eval_keys = eval_labels(k for row in eval_rows for k in row)
     table = Table(title="Run summary" + (" (eval/*: the validation split)" if eval_keys else ""))
     table.add_column("metric")
     table.add_column("first", justify="right")
@@ -46,9 +45,9 @@ def _summary(history: list[dict[str, float]], eval_rows: list[dict[str, float]])
         values = [row[key] for row in history if key in row]
         if values:
             table.add_row(label, f"{values[0]:.4g}", f"{values[-1]:.4g}")
-    for key in eval_keys:
+    for key, label in eval_keys:
         values = [row[key] for row in eval_rows if key in row]
-        table.add_row(key, f"{values[0]:.4g}", f"{values[-1]:.4g}")
+        table.add_row(f"eval/{label}", f"{values[0]:.4g}", f"{values[-1]:.4g}")
     return table
 
 
@@ -73,53 +72,79 @@ def train_command(
 ) -> None:
     """Train with GRPO (or any registered method) and show entropy dynamics live."""
     from entropy_dynamics.training.config import load_config
+    from entropy_dynamics.training.preflight import preflight
 
     extra = list(overrides or [])
     if method:
         extra.append(f"algorithm.method={method}")
     if name:
         extra.append(f"name={name}")
-    try:
+    try:  # the dry run and the real start make the same checks (preflight)
         cfg = load_config(config, extra)
-    except (ConfigError, FileNotFoundError) as exc:
+        plan = preflight(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    if dry_run:
-        _dry_run(cfg)
+    for note in plan.notes:
+        notice(note)
+    if plan.complete:
+        console.print(
+            f"{cfg.run_dir} is complete: its last checkpoint is step {plan.step} of "
+            f"steps={cfg.steps}; nothing to resume (to train further, raise steps)",
+            soft_wrap=True,
+        )
         return
+    if dry_run:
+        _dry_run(cfg, plan, overwrite)
+        return
+    _train(cfg, resume, overwrite, quiet, resume_from)
+
+
+def _train(cfg, resume: bool, overwrite: bool, quiet: bool, resume_from=None) -> None:
     from entropy_dynamics.study.run_plots import plot_run
     from entropy_dynamics.training.filter_activity import idle_filter_notice
-    from entropy_dynamics.training.metrics import check_backends
+    from entropy_dynamics.training.step_metrics import zero_variance_notice
     from entropy_dynamics.training.trainer import Trainer
 
     try:
-        check_backends(cfg.logging)
         trainer = Trainer(cfg, cfg.run_dir, resume=resume, overwrite=overwrite,
                           resume_from=resume_from)  # fmt: skip
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     start_console_log(cfg.run_dir)  # from here on, run_dir/console.log gets what is printed
-    if trainer.notice:
-        console.print(trainer.notice)
+    for line in filter(None, trainer.notice.splitlines()):
+        notice(line)
     if resume or resume_from:
         console.print(f"resuming {cfg.run_dir} from step {trainer.step} of {cfg.steps}")
     console.print(f"run directory: [bold]{cfg.run_dir}[/]  method: [bold]{cfg.algorithm.method}[/]")
     history: list[dict[str, float]] = []
     eval_rows: list[dict[str, float]] = []
     loss_cfg = cfg.algorithm.policy_loss()
-    idle_said = False
-    with TrainDisplay(cfg.steps, trainer.step, quiet=quiet) as progress:
+    checks = {  # each notice once during the run; the summary repeats it if it still holds
+        "idle": lambda rows: idle_filter_notice(rows, loss_cfg),
+        "zero": lambda rows: zero_variance_notice(rows, min(5, cfg.steps)),
+    }
+    said: set[str] = set()
+    display = TrainDisplay(
+        cfg.steps, trainer.step, quiet=quiet, eval_every=cfg.eval.every,
+        reward_is_accuracy=_reward_is_accuracy(cfg),
+    )  # fmt: skip
+    with display as progress:
 
         def callback(event: str, step: int, metrics: dict[str, float]) -> None:
-            nonlocal idle_said
             if any(k.startswith("eval/") for k in metrics):
                 eval_rows.append(metrics)
-            if event == "step":
+            if event == "evaluating":
+                progress.evaluating(step)
+            elif event == "eval":
+                progress.evaluated(step, metrics)
+            elif event == "step":
                 history.append(metrics)
                 progress.step(step, metrics)
-                notice = None if idle_said else idle_filter_notice(history, loss_cfg)
-                if notice:  # once per run; the summary repeats it if it still holds
-                    idle_said = True
-                    console.print(f"[yellow]step {step}: {escape(notice)}[/]", soft_wrap=True)
+                for kind, check in checks.items():
+                    text = None if kind in said else check(history)
+                    if text:
+                        said.add(kind)
+                        notice(text, label=f"step {step}")
 
         try:
             trainer.train(callback)
@@ -128,7 +153,7 @@ def train_command(
             _interrupted(stop)
         except NonFiniteError as exc:
             progress.stop()
-            console.print(f"[bold red]stopped:[/] {escape(str(exc))}")
+            notice(str(exc), label="stopped", style="bold red")
             raise typer.Exit(1) from None
         except CheckpointError as exc:  # a full disk: the run stops, its last checkpoint intact
             progress.stop()
@@ -137,13 +162,32 @@ def train_command(
             trainer.close()
     if history:  # the summary first: the plots take a second more
         console.print(_summary(history, eval_rows))
-        notice = idle_filter_notice(history, loss_cfg)
-        if notice:
-            console.print(f"[yellow]note: {escape(notice)}[/]", soft_wrap=True)
+        for check in checks.values():
+            text = check(history)
+            if text:
+                notice(text)
     console.print(f"metrics: {cfg.run_dir / 'metrics.jsonl'}")
     with console.status("writing the plots"):
         plots = plot_run(cfg.run_dir)
-    console.print("plots: " + ", ".join(str(p) for p in plots))
+    console.print("plots: " + ", ".join(str(p) for p in plots), soft_wrap=True)
+    print_tracking(cfg)
+
+
+def print_tracking(cfg) -> None:
+    """Where the run's W&B / MLflow runs were written, and the command that uploads or opens
+    each (:func:`~entropy_dynamics.training.metrics.tracking_summary`)."""
+    from entropy_dynamics.training.metrics import tracking_summary
+
+    for sentence, command in tracking_summary(cfg.run_dir, cfg.logging):
+        if command:
+            print_command(sentence, command)
+        else:
+            console.print(sentence, soft_wrap=True, highlight=False, markup=False)
+
+
+def _reward_is_accuracy(cfg) -> bool:
+    """Whether the task's reward is its accuracy by construction (no partial credit)."""
+    return getattr(getattr(cfg.task, cfg.task.name, None), "format_weight", None) == 0
 
 
 def _interrupted(stop) -> None:
@@ -155,22 +199,21 @@ def _interrupted(stop) -> None:
     if "--resume-from" in args:  # the run's own newest checkpoint from now on
         at = args.index("--resume-from")
         del args[at : at + 2]
-    console.print(
-        f"[yellow]{stop.signal_name}[/]: stopped after step {stop.step}; checkpoint "
-        f"{escape(str(stop.checkpoint))}"
-    )
-    print_command("resume with:", ["entropy-dynamics", *args, "--resume"])
+    where = f"stopped after step {stop.step}; checkpoint {stop.checkpoint}"
+    notice(where, label=stop.signal_name)
+    print_command("resume with:", ["entropy-dynamics", *args, "--resume"], err=True)
     raise typer.Exit(stop.exit_code)
 
 
-def _dry_run(cfg) -> None:
+def _dry_run(cfg, plan, overwrite: bool) -> None:
+    """What ``train`` would load and do, after the same :func:`preflight` as the real start."""
     from entropy_dynamics.training.prompts import uses_chat
-    from entropy_dynamics.training.run_dir import unwritable
+    from entropy_dynamics.training.run_dir import holds_run
     from entropy_dynamics.training.setup import RunSetup
 
     try:
         setup = RunSetup.build(cfg, device="cpu")
-        problem = setup.context_problem() or unwritable(cfg.run_dir)
+        problem = setup.context_problem()
         if problem:
             fail(problem)
         chat = uses_chat(setup.tokenizer, cfg.model.chat_template)
@@ -188,6 +231,13 @@ def _dry_run(cfg) -> None:
         f"statistics {fused}, valid vocabulary {setup.valid_vocab or 'all rows'}, "
         f"policy loss {cfg.algorithm.policy_loss()}"
     )
+    if plan.checkpoint is not None:
+        start = f"resumes {plan.checkpoint} (step {plan.step} of {cfg.steps})"
+    elif overwrite and holds_run(cfg.run_dir):
+        start = "its run is moved aside to <name>.old-<time> (--overwrite), then a fresh start"
+    else:
+        start = "a fresh start"
+    console.print(f"run directory {cfg.run_dir}: {start}", soft_wrap=True)
     show_effective_options(cfg.algorithm)
 
 
@@ -236,9 +286,15 @@ def eval_command(
     problems = defaults.problems if problems is None else problems
     temperature = defaults.temperature if temperature is None else temperature
     try:
-        k_list = tuple(k_value for k_value in parse_ks(ks or f"1,{k}") if k_value <= k)
+        k_list = tuple(parse_ks(ks or f"1,{k}"))
     except ValueError as exc:
         fail(str(exc))
+    above = [k_value for k_value in k_list if k_value > k]
+    if above:  # Pass@k' needs k' samples per problem: refused, never dropped silently
+        fail(
+            f"--ks: Pass@{above[0]} needs at least {above[0]} samples per problem but --k is {k}; "
+            f"raise --k to {above[-1]} or leave {','.join(map(str, above))} out of --ks"
+        )
     if final_eval and run is None:
         fail("--final-eval needs --run (it writes the run's final_eval.json)")
     setup = _eval_setup(model, run)
@@ -255,8 +311,8 @@ def eval_command(
     table = Table(title=f"Evaluation on the {split} split ({n} problems × {k} samples)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in result.to_metrics("eval").items():
-        table.add_row(key, f"{value:.4f}")
+    for label, value in eval_cells(result.to_metrics("eval")):
+        table.add_row(f"eval/{label}", f"{value:.4f}")
     console.print(table)
     if output is not None:
         console.print(f"scores: {escape(str(output))}")
@@ -297,84 +353,3 @@ def _eval_setup(model: Path | None, run: Path | None):
         fail(f"--run: {exc}" if run is not None else str(exc))
     except ValueError as exc:
         fail(str(exc))
-
-
-def pretrain_command(
-    output: Path = typer.Option(
-        Path("countdown-tiny"), "--output", "-o", help="Directory to write the model into."
-    ),
-    steps: int = typer.Option(None, "--steps", min=1, help="Optimiser steps (default: config)."),
-    seed: int = typer.Option(None, "--seed", help="Seed of init, data order and eval sampling."),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Examples per step."),
-    lr: float = typer.Option(None, "--lr", min=0.0, help="Peak AdamW learning rate."),
-    hidden_size: int = typer.Option(None, "--hidden-size", min=1, help="Model width."),
-    num_layers: int = typer.Option(None, "--num-layers", min=1, help="Transformer blocks."),
-    eval_problems: int = typer.Option(
-        None, "--eval-problems", min=0, help="Validation problems to evaluate (0: none)."
-    ),
-    eval_samples: int = typer.Option(
-        None, "--eval-samples", min=1, help="Samples per evaluated problem (Pass@k)."
-    ),
-) -> None:
-    """Pretrain the embedded tiny Qwen2 on Countdown (supervised) and evaluate pass@1, Pass@k."""
-    import shlex
-    from dataclasses import replace
-
-    from entropy_dynamics.training.pretrain import PretrainConfig, pretrain
-
-    overrides = {
-        "steps": steps,
-        "seed": seed,
-        "batch_size": batch_size,
-        "lr": lr,
-        "eval_problems": eval_problems,
-        "eval_samples": eval_samples,
-    }
-    sizes = {"hidden_size": hidden_size, "num_layers": num_layers}
-    try:
-        config = PretrainConfig()
-        config = replace(
-            config,
-            model=replace(config.model, **{k: v for k, v in sizes.items() if v is not None}),
-            **{k: v for k, v in overrides.items() if v is not None},
-        )
-    except ValueError as exc:
-        fail(str(exc))
-    # the effective options (defaults included), so the command reproduces the run exactly
-    effective = {
-        "--output": output,
-        "--seed": config.seed,
-        "--steps": config.steps,
-        "--batch-size": config.batch_size,
-        "--lr": config.lr,
-        "--hidden-size": config.model.hidden_size,
-        "--num-layers": config.model.num_layers,
-        "--eval-problems": config.eval_problems,
-        "--eval-samples": config.eval_samples,
-    }
-    command = shlex.join(
-        ["entropy-dynamics", "pretrain", *(str(x) for item in effective.items() for x in item)]
-    )
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
-        bars: dict[str, int] = {}
-
-        def progress(phase: str, done: int, total: int, info: dict[str, float]) -> None:
-            if phase not in bars:
-                bars[phase] = bar.add_task(phase, total=total, status="")
-            status = " ".join(f"{key}={value:.3f}" for key, value in info.items())
-            bar.update(bars[phase], completed=done, total=total, status=status)
-
-        metrics = pretrain(config, output, progress=progress, provenance={"command": command})
-    table = Table(title=f"Pretrained {output} (eval/*: the validation split)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    console.print(table)

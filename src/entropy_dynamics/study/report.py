@@ -243,11 +243,14 @@ def _pass_rate_section(ctx: _Context) -> list[Section]:
     text = (
         f"Pass rate of each problem of the final evaluation's split ({_split_of(ctx.runs)}) "
         "under the final model (seeds pooled); the paper reports that GRPO piles problems up at "
-        "all-wrong and all-right. Needs each run's final_eval.json: written by `compare` "
+        "all-wrong and all-right. Reads each run's final_eval.json: written by `compare` "
         "(--final-eval), by `eval --run RUN --final-eval`, or add --evaluate-missing to "
-        "`report`. Second table: problems never solved (no correct sample) and always solved "
+        "`report`; else the per-problem counts of `eval --run RUN` (eval.json). Second table: "
+        "problems never solved (no correct sample) and always solved "
         "(every sample correct) per seed; mean over seeds with its 95 % t interval."
     )
+    if not any(pass_rates(g)[0] for g in ctx.groups):
+        text += " No data: no run has per-problem counts yet."
     counts_header, counts, record = pass_rate_counts(ctx.groups)
     for label, entry in record.items():
         ctx.summary["groups"][label]["pass_rate_counts"] = entry

@@ -13,6 +13,7 @@ import numpy as np
 from entropy_dynamics.dynamics import QUADRANT_LABELS
 from entropy_dynamics.study import plot_style as style
 from entropy_dynamics.study.runs import (
+    DEFINED,
     Group,
     band,
     final_value,
@@ -60,7 +61,8 @@ def _legend_below(fig, ncols: int) -> None:
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             by_label.setdefault(label, handle)
-    if by_label:
+    if by_label:  # and which line is raw, which smoothed
+        by_label.update({label: handle for handle, label in style.raw_note(fig.axes)})
         fig.legend(by_label.values(), by_label.keys(), loc="outside lower center", ncols=ncols)
 
 
@@ -77,6 +79,7 @@ def _entropy_multiples(groups, plt):
             _plot_band(ax, reference, "entropy/mean", None, color=style.GREY)
         _plot_band(ax, g, "entropy/mean", None, color=style.COLORS[i % len(style.COLORS)])
         ax.set_title(g.label)
+        style.finish(ax)
     for i in range(len(groups), rows * cols):  # an empty cell: the axes above shows the steps
         axes.flat[i].axis("off")
         axes.flat[i - cols].xaxis.set_tick_params(labelbottom=True)
@@ -91,11 +94,12 @@ def curves(groups, out: Path, plt) -> list[Path]:
     if len(groups) > 4:
         fig = _entropy_multiples(groups, plt)
     else:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(7, 4.8))  # the legend under the axes
         for g in groups:
             _plot_band(ax, g, "entropy/mean", g.label)
         ax.set(xlabel="step", ylabel="rollout token entropy (nats)", title="Entropy over training")
-        ax.legend()
+        style.finish(ax, style.ENTROPY_SPAN, low=0.0)
+        style.legend(ax)
     paths = [_save(fig, out / "entropy.png")]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, g in enumerate(groups):
@@ -107,6 +111,8 @@ def curves(groups, out: Path, plt) -> list[Path]:
             right.errorbar(steps, mean, std, marker="o", capsize=3, color=color, label=g.label)
     left.set(xlabel="step", ylabel="accuracy", title="Training accuracy (rollouts)")
     right.set(xlabel="step", ylabel="Avg@k", title="Held-out Avg@k")
+    for ax in (left, right):  # a change of 0.002 does not fill the axis
+        style.finish(ax, style.RATE_SPAN, low=0.0, high=1.0)
     _legend_below(fig, min(len(groups), 4))
     return [*paths, _save(fig, out / "reward.png")]
 
@@ -114,7 +120,7 @@ def curves(groups, out: Path, plt) -> list[Path]:
 def scatter(groups, out: Path, plt) -> Path:
     runs = [r for g in groups for r in g.runs]
     predictions = predictions_in(runs)
-    fig, axes = plt.subplots(1, len(predictions), figsize=(6 * len(predictions), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(predictions), figsize=(6 * len(predictions), 6), squeeze=False)
     for ax, (key, name) in zip(axes[0], predictions.items(), strict=True):
         every_x, every_y = points(runs, key)
         for g in groups:
@@ -126,9 +132,9 @@ def scatter(groups, out: Path, plt) -> Path:
             ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.6, label="y = x")
         ax.axhline(0, color="grey", linewidth=0.3)
         ax.axvline(0, color="grey", linewidth=0.3)
-        ax.set(xlabel=f"predicted ΔH: {name}", ylabel="actual ΔH")
-        ax.set_title(f"{name}: r = {r:.3f}, slope = {slope:.3g}")
-        ax.legend()
+        ax.set(xlabel=f"predicted ΔH: {DEFINED.get(key, name)}", ylabel="actual ΔH")
+        ax.set_title(f"{name}: {style.r_text(r)}" + (f", slope = {slope:.3g}" if r == r else ""))
+        style.legend(ax)
     return _save(fig, out / "delta_h_scatter.png")
 
 
@@ -142,6 +148,7 @@ def quadrants(groups, out: Path, plt) -> Path:
         _plot_band(ax, g, "dynamics/delta_h_actual", "total actual ΔH", color="black")
         ax.axhline(0, color="grey", linewidth=0.4)
         ax.set(xlabel="step", ylabel="ΔH contribution", title=g.label)
+        style.finish(ax)
     for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
     _legend_below(fig, 3)
@@ -164,6 +171,9 @@ def histogram(groups, out: Path, plt) -> Path:
     ax.set_title("Per-problem pass rates (all-wrong at 0, all-right at 1)")
     if shown:
         ax.legend()
+    else:  # an empty axis would read as "no problem at any rate"
+        ax.text(0.5, 0.5, "no data: no run has per-problem counts\n(final_eval.json, or eval.json "
+                "of eval --run)", ha="center", va="center", transform=ax.transAxes)  # fmt: skip
     return _save(fig, out / "pass_rate_hist.png")
 
 
@@ -175,6 +185,7 @@ def filters(groups, keys: list[str], out: Path, plt) -> Path:
         for g in groups:
             _plot_band(ax, g, key, g.label)
         ax.set(xlabel="step", ylabel="fraction of tokens", title=key)
+        style.finish(ax)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     _legend_below(fig, min(len(groups), 4))

@@ -27,6 +27,7 @@ from entropy_dynamics.training.filter_activity import idle_filter_notice
 from entropy_dynamics.training.metrics import read_metrics
 
 __all__ = [
+    "DEFINED",
     "OLD_SPLIT",
     "PREDICTIONS",
     "Group",
@@ -65,6 +66,10 @@ PREDICTIONS = {
     "dynamics/forecast_second_order": "forecast, second order",
 }
 """Predictions of the actual ΔH; the forecasts exist only in runs with ``forecast.enabled``."""
+DEFINED = {
+    "dynamics/delta_h_first_order": "first order: ∇H·Δz, Δz = logit change measured after the step",
+}
+"""Axis and legend labels that say what a :data:`PREDICTIONS` name means."""
 FIGURES = ("entropy", "reward", "delta_h_scatter", "quadrants", "pass_rate_hist", "filters")
 OLD_SPLIT = "held-out"
 """The split of a ``final_eval.json`` record without ``"split"`` (written before the splits)."""
@@ -77,6 +82,8 @@ class RunData:
     """Flattened config: dotted key → value."""
     rows: list[dict[str, float]]
     final_eval: dict[str, Any] | None
+    eval_record: dict[str, Any] | None = None
+    """The run's ``eval.json`` (``eval --run``), when it has one: per-problem counts of a split."""
 
     @property
     def method(self) -> str:
@@ -142,7 +149,8 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunData]:
             raise ValueError(f"{path / 'config.yaml'}: not valid YAML ({exc})") from None
         final = path / "final_eval.json"
         final_eval = json.loads(final.read_text()) if final.is_file() else None
-        run = RunData(path, config, read_metrics(path / "metrics.jsonl"), final_eval)
+        run = RunData(path, config, read_metrics(path / "metrics.jsonl"), final_eval,
+                      _eval_record(path / "eval.json"))  # fmt: skip
         done, planned = max((int(r["step"]) for r in run.rows), default=0), config.get("steps")
         if isinstance(planned, int) and done < planned:
             warnings.warn(
@@ -154,6 +162,16 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunData]:
     if not runs:
         raise ValueError("run_dirs: no runs given")
     return runs
+
+
+def _eval_record(path: Path) -> dict[str, Any] | None:
+    """``eval.json``'s record when it holds per-problem counts and their ``k``, else ``None``."""
+    try:
+        record = json.loads(path.read_text())
+        int(record["k"]), list(record["per_problem_correct"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
 
 
 def _sort_key(value: Any) -> tuple:
@@ -181,14 +199,19 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
         key=lambda g: (order.index(g.method), [_sort_key(g.settings.get(k)) for k in differing]),
     )
     for group in result:
-        group.runs.sort(key=lambda r: r.seed)
-        for first, second in zip(group.runs, group.runs[1:], strict=False):
-            if first.seed == second.seed:
-                raise ValueError(
-                    f"runs {first.path} and {second.path} have the same config and seed "
-                    f"{first.seed} (group {group.label}); report one of them, or give them "
-                    "different seeds"
+        group.runs.sort(key=lambda r: (r.seed, str(r.path)))
+        kept = group.runs[:1]
+        for run in group.runs[1:]:
+            if run.seed == kept[-1].seed:  # one seed counted twice would narrow every interval
+                warnings.warn(
+                    f"runs {kept[-1].path} and {run.path} have the same config and seed "
+                    f"{run.seed} (group {group.label}); {run.path} is left out of the report "
+                    "— give it another seed, or report one of them",
+                    stacklevel=2,
                 )
+            else:
+                kept.append(run)
+        group.runs = kept
     return result
 
 
@@ -228,12 +251,18 @@ def run_scores(run: RunData, ks: Sequence[int]) -> tuple[int | None, dict[str, f
 
 
 def pass_rates(group: Group) -> tuple[list[float], set[int]]:
+    """The per-problem pass rates of the group's runs (seeds pooled) and the sample counts they
+    were measured with: each run's ``final_eval.json``, else its ``eval.json`` (``eval --run``)."""
     rates, ns = [], set()
     for run in group.runs:
         if run.final_eval is not None:
-            n = int(run.final_eval["k"])
-            ns.add(n)
-            rates.extend(c / n for c in run.final_eval["correct"])
+            n, correct = int(run.final_eval["k"]), run.final_eval["correct"]
+        elif run.eval_record is not None:
+            n, correct = int(run.eval_record["k"]), run.eval_record["per_problem_correct"]
+        else:
+            continue
+        ns.add(n)
+        rates.extend(c / n for c in correct)
     return rates, ns
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "mlflow_metric_name",
     "read_metrics",
     "to_floats",
+    "tracking_summary",
+    "wandb_mode",
 ]
 
 
@@ -183,8 +185,35 @@ class _RunIds:
         self.path.write_text(json.dumps({**ids, backend: run_id}, indent=1) + "\n")
 
 
+def wandb_mode() -> str:
+    """W&B's mode: the user's ``WANDB_MODE`` when set (``online`` uploads as the run goes),
+    else ``offline`` — nothing leaves the machine unless asked."""
+    return os.environ.get("WANDB_MODE") or "offline"
+
+
+def tracking_summary(run_dir: str | Path, options: LoggingConfig) -> list[tuple[str, list[str]]]:
+    """Where the W&B and MLflow runs of ``options`` went: per back-end one sentence and the
+    command that uploads or opens it (empty when there is none to run)."""
+    run_dir, ids, out = Path(run_dir), _RunIds(Path(run_dir)), []
+    mode, run_id, local = wandb_mode(), ids.get("wandb"), Path(run_dir) / "wandb"
+    if options.wandb and mode in ("offline", "dryrun"):
+        runs = [str(r) for r in sorted(local.glob(f"offline-run-*-{run_id}"))] if run_id else []
+        out.append((f"W&B: offline run {run_id} written to {local} (WANDB_MODE={mode}; "
+                    "WANDB_MODE=online uploads as the run goes); upload it with:",
+                    ["wandb", "sync", *runs] if runs else []))  # fmt: skip
+    elif options.wandb:
+        out.append((f"W&B: run {run_id} of project {options.wandb_project}, WANDB_MODE={mode} "
+                    f"(local files in {local})", []))  # fmt: skip
+    if options.mlflow:
+        uri = options.mlflow_tracking_uri or (run_dir / "mlruns").absolute().as_uri()
+        out.append((f"MLflow: run {ids.get('mlflow')} written to {uri}; browse it with:",
+                    ["mlflow", "ui", "--backend-store-uri", uri]))  # fmt: skip
+    return out
+
+
 class WandbSink:
-    """Weights & Biases, offline unless ``WANDB_MODE`` says otherwise: the run is written to
+    """Weights & Biases, offline unless ``WANDB_MODE`` says otherwise (:func:`wandb_mode`): the
+    run is written to
     ``run_dir/wandb/offline-run-*/run-*.wandb`` and uploaded later with
     ``wandb sync run_dir/wandb/offline-run-*``. The config is the run's config; W&B's console
     capture is off (the CLI's own lines stay as they are). A resumed run continues the same W&B
@@ -207,7 +236,7 @@ class WandbSink:
             name=name,
             config=dict(config),
             dir=str(run_dir),
-            mode=os.environ.get("WANDB_MODE") or "offline",
+            mode=wandb_mode(),
             id=run_id,
             resume="allow" if run_id else None,
             settings=wandb.Settings(console="off", silent=True),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -28,6 +29,7 @@ from entropy_dynamics.training.run_lock import RunLock
 __all__ = [
     "SAFE_ON_RESUME",
     "RunDirectoryError",
+    "check_run_dir",
     "claim_run_dir",
     "config_differences",
     "holds_run",
@@ -60,13 +62,23 @@ class RunDirectoryError(ValueError):
 
 
 def unwritable(run_dir: str | Path) -> str | None:
-    """Why ``run_dir`` cannot be created or written (checked without creating it), or ``None``."""
+    """Why ``run_dir`` cannot be created or written, or ``None``: checked without creating it,
+    by creating and removing an empty probe directory in its nearest existing ancestor (so a
+    place the permissions allow but the file system refuses, ``/proc/x`` or a read-only mount,
+    is found too)."""
     run_dir = Path(run_dir).absolute()
     existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
     if not existing.is_dir():
         return f"output_dir / name: {existing} is a file, so {run_dir} cannot be a run directory"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"output_dir / name: {existing} is not writable, so {run_dir} cannot be created"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".entropy-dynamics-probe-", dir=existing))
+    except OSError as exc:
+        return (
+            f"output_dir / name: cannot create {run_dir}: {existing} refuses new entries "
+            f"({exc.strerror or exc})"
+        )
     return None
 
 
@@ -112,7 +124,7 @@ def _unsafe_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
     return [d for d in config_differences(saved, wanted) if d.split(":")[0] not in SAFE_ON_RESUME]
 
 
-def prepare_run_dir(
+def check_run_dir(
     run_dir: str | Path,
     config: dict[str, Any],
     *,
@@ -121,14 +133,17 @@ def prepare_run_dir(
     has_checkpoint: bool,
     command: str = "entropy-dynamics train",
     damaged: list[str] | None = None,
-) -> str | None:
-    """Make ``run_dir`` ready for a run of ``config`` (a nested dict); return what was done.
-    ``damaged`` lists the checkpoints passed over (with why), for the message when none is left.
+) -> None:
+    """Every refusal :func:`prepare_run_dir` makes, made without changing anything: the checks
+    of a run's start and of ``train --dry-run`` alike
+    (:func:`~entropy_dynamics.training.preflight.preflight`). ``damaged`` lists the checkpoints
+    passed over (with why), for the message when none is left.
 
     Raises:
-        RunDirectoryError: the directory holds a run and neither ``resume`` nor ``overwrite`` was
-            given; or ``resume`` without a checkpoint; or ``resume`` with a config that differs
-            in settings that are not :data:`SAFE_ON_RESUME` (the message names them).
+        RunDirectoryError: the directory cannot be created or written; it holds a run and
+            neither ``resume`` nor ``overwrite`` was given; ``resume`` without a checkpoint, or
+            with a config that differs in settings that are not :data:`SAFE_ON_RESUME` (the
+            message names them); ``overwrite`` where the run cannot be moved aside.
     """
     run_dir = Path(run_dir)
     problem = unwritable(run_dir)
@@ -159,13 +174,9 @@ def prepare_run_dir(
                 f"{', '.join(sorted(SAFE_ON_RESUME))} may change), or start a new run with "
                 f"name=<new name>, or replace this one: {command} ... --overwrite"
             )
-        return None
+        return
     if not holds_run(run_dir):
-        try:  # created now, before any model is loaded: a bad output_dir fails at once
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirectoryError(f"output_dir / name: cannot create {run_dir}: {exc}") from None
-        return None
+        return
     if not overwrite:
         raise RunDirectoryError(
             f"{run_dir} already holds a run. Continue it: add --resume to your command "
@@ -179,6 +190,39 @@ def prepare_run_dir(
             f"but {parent} is not writable; make it writable, or give the new run another "
             "name=<name> (or output_dir=<dir>)"
         )
+
+
+def prepare_run_dir(
+    run_dir: str | Path,
+    config: dict[str, Any],
+    *,
+    resume: bool,
+    overwrite: bool,
+    has_checkpoint: bool,
+    command: str = "entropy-dynamics train",
+    damaged: list[str] | None = None,
+) -> str | None:
+    """Make ``run_dir`` ready for a run of ``config`` (a nested dict) once
+    :func:`check_run_dir` passes: create it, or move the run it holds aside (``overwrite``);
+    return what was done.
+
+    Raises:
+        RunDirectoryError: as :func:`check_run_dir`, or the directory cannot be created or the
+            old run cannot be moved.
+    """
+    run_dir = Path(run_dir)
+    check_run_dir(
+        run_dir, config, resume=resume, overwrite=overwrite, has_checkpoint=has_checkpoint,
+        command=command, damaged=damaged,
+    )  # fmt: skip
+    if resume:
+        return None
+    if not holds_run(run_dir):
+        try:  # created now, before any model is loaded: a bad output_dir fails at once
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirectoryError(f"output_dir / name: cannot create {run_dir}: {exc}") from None
+        return None
     try:
         moved = move_aside(run_dir)
     except OSError as exc:

@@ -25,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_FILE", "RunLock", "RunLockedError"]
+__all__ = ["LOCK_FILE", "RunLock", "RunLockedError", "check_unlocked"]
 
 LOCK_FILE = ".lock"
 
@@ -52,6 +52,31 @@ def _describe(holder: dict[str, Any]) -> str:
     return f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}{since}"
 
 
+def _in_use(run_dir: Path, holder: str) -> RunLockedError:
+    return RunLockedError(
+        f"{run_dir} is in use by {holder}: one run directory takes one process. "
+        "Wait for it to finish (or stop it), or give this run another name=<name>"
+    )
+
+
+def check_unlocked(run_dir: str | Path) -> None:
+    """Refuse a run directory that a live process holds, as :class:`RunLock` would, without
+    taking its lock or writing anything (``train --dry-run``).
+
+    Raises:
+        RunLockedError: another live process holds it (named in the message).
+    """
+    path = Path(run_dir) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return
+    with open(path) as handle:
+        try:  # a shared lock is refused while an exclusive one is held; released at once
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _in_use(path.parent, _describe(_holder(handle.read()))) from None
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 class RunLock:
     """An exclusive lock on ``run_dir`` (created if missing), taken at construction.
 
@@ -75,10 +100,7 @@ class RunLock:
             handle.seek(0)
             holder = _describe(_holder(handle.read()))
             handle.close()
-            raise RunLockedError(
-                f"{self.path.parent} is in use by {holder}: one run directory takes one process. "
-                "Wait for it to finish (or stop it), or give this run another name=<name>"
-            ) from None
+            raise _in_use(self.path.parent, holder) from None
         handle.seek(0)
         previous = _holder(handle.read())
         if previous:  # the lock was free, so its last holder has exited without cleaning up

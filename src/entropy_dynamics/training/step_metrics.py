@@ -16,14 +16,22 @@ from entropy_dynamics.tasks.base import Task, score_all
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout
 
-__all__ = ["dynamics_metrics", "dynamics_positions", "reward_metrics", "rollout_metrics"]
+__all__ = [
+    "dynamics_metrics",
+    "dynamics_positions",
+    "frac_zero_std",
+    "reward_metrics",
+    "rollout_metrics",
+    "zero_variance_notice",
+]
 
 
 def reward_metrics(
     task: Task, problems: list, rollout: Rollout
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """``(reward (N,), metrics)``: each response scored against the problem of its prompt; the
-    mean reward, accuracy and format rate."""
+    mean reward, accuracy and format rate, and the fraction of groups without reward variance
+    (:func:`frac_zero_std`)."""
     owners = [problems[int(i)] for i in rollout.prompt_index]
     scores = score_all(task, owners, rollout.completions)
     reward = torch.tensor([s.reward for s in scores], dtype=torch.float32)  # (N,)
@@ -33,8 +41,42 @@ def reward_metrics(
         "reward/mean": reward.mean(),
         "reward/accuracy": correct.mean(),
         "reward/format": fmt.mean(),
+        "reward/frac_zero_std": frac_zero_std(reward, rollout.prompt_index),
     }
     return reward, metrics
+
+
+def frac_zero_std(reward: Tensor, prompt_index: Tensor) -> Tensor:
+    """The fraction of groups (the samples of one prompt) whose rewards are all equal: zero
+    standard deviation, so every advantage of the group is zero and it teaches nothing (TRL's
+    ``frac_reward_zero_std``). ``reward`` and ``prompt_index`` ``(N,)``; a 0-dim tensor."""
+    index = prompt_index.long().cpu()  # (N,)
+    groups = int(index.max()) + 1
+    high = torch.full((groups,), -torch.inf).scatter_reduce(0, index, reward, "amax")  # (P,)
+    low = torch.full((groups,), torch.inf).scatter_reduce(0, index, reward, "amin")  # (P,)
+    present = torch.bincount(index, minlength=groups) > 0  # (P,) prompts of this batch
+    return (high[present] == low[present]).float().mean()
+
+
+def zero_variance_notice(history: list[dict[str, float]], window: int = 5) -> str | None:
+    """What to tell the user when no group of the last ``window`` steps had any reward
+    variance (``reward/frac_zero_std`` = 1 throughout), else ``None``."""
+    recent = history[-window:]
+    if window < 1 or len(recent) < window:
+        return None
+    if any(row.get("reward/frac_zero_std") != 1.0 for row in recent):
+        return None
+    accuracy = {row.get("reward/accuracy") for row in recent}
+    why = {
+        0.0: "no sample was correct: the problems are too hard for the model",
+        1.0: "every sample was correct: the problems are too easy for the model",
+    }.get(accuracy.pop() if len(accuracy) == 1 else None, "each prompt's samples score alike")
+    return (
+        f"every group of the last {window} steps got one reward for all its samples "
+        f"(reward/frac_zero_std = 1), so every advantage is zero and the policy does not learn; "
+        f"{why} — raise rollout.group_size or rollout.temperature, or give problems nearer "
+        "the model's level"
+    )
 
 
 def rollout_metrics(rollout: Rollout, old: TokenStats, advantages: Tensor) -> dict[str, Tensor]:

@@ -365,7 +365,8 @@ class Trainer:
                                     keep=keep, readable=readable)  # fmt: skip
 
     def train(self, callback: Callback | None = None) -> list[dict[str, float]]:
-        """Run until ``config.steps``; call ``callback(event, step, metrics)`` after each step.
+        """Run until ``config.steps``; call ``callback(event, step, metrics)`` after each step
+        (``"step"``), before each evaluation (``"evaluating"``) and after the first (``"eval"``).
 
         Raises:
             TrainingInterrupted: SIGINT / SIGTERM arrived; the step in progress was finished
@@ -378,6 +379,8 @@ class Trainer:
                                run_config=to_dict(cfg))  # fmt: skip
         with writer, StopRequests() as stop:
             if self.step == 0 and cfg.eval.every > 0:
+                if callback:  # an evaluation takes a while: said before it starts
+                    callback("evaluating", 0, {})
                 initial = self.evaluate()
                 writer.write(0, initial)
                 if callback:
@@ -386,6 +389,8 @@ class Trainer:
                 metrics = self.train_step()
                 last = self.step == cfg.steps
                 if cfg.eval.every > 0 and (self.step % cfg.eval.every == 0 or last):
+                    if callback:
+                        callback("evaluating", self.step, {})
                     metrics.update(self.evaluate())
                 writer.write(self.step, metrics)
                 history.append(metrics)
