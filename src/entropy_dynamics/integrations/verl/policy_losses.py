@@ -4,8 +4,9 @@
 registered in verl's ``POLICY_LOSS_REGISTRY`` as ``ed_<name>`` (e.g. ``ed_ppo``, ``ed_kl_cov``) and
 is selected by ``actor_rollout_ref.actor.policy_loss.loss_mode``. A loss that only closed-loop
 methods use (:func:`entropy_dynamics.methods.controlled_loss`: ``entropic``, whose weight ``α``
-its controller sets each step) is registered to refuse to run with a ``ValueError``: there is no
-controller on verl's driver yet, and without one it would silently compute plain ``ed_ppo``.
+its controller sets each step) is registered to refuse to run with a ``ValueError``: the
+driver runs ``entropy_target`` and ``adaptive_entropy`` only, and without its controller it would
+silently compute plain ``ed_ppo``.
 Each of the others maps verl's actor options to
 :class:`~entropy_dynamics.losses.PolicyLossConfig` (``clip_ratio_low/high`` → ``eps_low/high``,
 ``clip_ratio_c`` → ``dual_clip_c``, ``loss_agg_mode``, ``policy_loss.kl_cov_ratio`` /
