@@ -29,7 +29,7 @@ from entropy_dynamics import theory
 from entropy_dynamics.dynamics import QUADRANTS
 from entropy_dynamics.integrations.control_loop import STATE_FILE, EngineControl
 from entropy_dynamics.integrations.verl import STAT_KEYS, FilterSettings
-from entropy_dynamics.integrations.verl.control import decide_step
+from entropy_dynamics.integrations.verl.control import actor_extra_info, decide_step
 from entropy_dynamics.integrations.verl.policy_losses import LOSS_TIME_ENV, patch_engine_workers
 from entropy_dynamics.integrations.verl.trainer import patch_v1_trainer
 from entropy_dynamics.losses import PolicyLossConfig, select_tokens
@@ -44,7 +44,7 @@ def engine():
     return build_engine(lr=1e-2, micro_batch=3)
 
 
-def _pipeline(engine, tmp_path, node: dict, loss=None, resume_from=None):
+def _pipeline(engine, tmp_path, node: dict, loss=None, resume_from=None, actor=None):
     """A patched stand-in trainer over the small batch, and ``step()``: one step of verl's loop
     on a fresh copy of the batch (verl samples a new one each step), returning its metrics and
     the narrowed mask."""
@@ -74,7 +74,7 @@ def _pipeline(engine, tmp_path, node: dict, loss=None, resume_from=None):
     trainer_config = {
         "algorithm": {"rollout_correction": None},
         "actor_rollout_ref": {
-            "actor": {"calculate_entropy": True}, "rollout": {"temperature": 1.0}
+            "actor": {"calculate_entropy": True, **(actor or {})}, "rollout": {"temperature": 1.0}
         },
         "trainer": {"default_local_dir": str(tmp_path)},
         "entropy_dynamics": node,
@@ -149,6 +149,7 @@ def test_entropy_target_equals_our_trainers_controller_and_resumes_exactly(
         controller.end({**control_metrics, **metrics, **monitor})
         states.append(dict(controller.state))
     assert trainer._entropy_dynamics_control.controller.state == controller.state
+    assert actor_extra_info(trainer) == {}  # entropy_target leaves verl's entropy bonus alone
     assert dropped > 0 and controller.state["integral"] != 0 and controller.state["den"] > 0
     assert [r["entropy_target/target"] for r in rows] == pytest.approx([1.0, 0.95, 0.9, 0.85])
     saved = json.loads((tmp_path / "global_step_2" / STATE_FILE).read_text())
@@ -224,11 +225,12 @@ def test_adaptive_entropy_sets_the_coefficient_verls_loss_uses(engine, tmp_path,
     monkeypatch.delenv(LOSS_TIME_ENV, raising=False)
     patch_engine_workers(workers)  # what the plug-in does to verl.workers.engine_workers
     node = {"method": "adaptive_entropy", "control": {"target": 5.0, "delta": 0.01}}
-    _, _, step, _ = _pipeline(engine, tmp_path, node, loss=workers.ppo_loss)
+    _, _, step, _ = _pipeline(engine, tmp_path, node, loss=workers.ppo_loss,
+                              actor={"entropy_coeff": 0.05})  # fmt: skip
     rows = [step() for _ in range(3)]
-    # TRL's order: the bonus of step t is the coefficient at the end of step t - 1 (none first);
-    # H <= 5 nats throughout, so it grows by 0.01 a step
-    assert [r["adaptive_entropy/coef"] for r in rows] == pytest.approx([0.0, 0.01, 0.02])
+    # TRL's order: the bonus of step t is the coefficient at the end of step t - 1 (none first),
+    # starting from verl's entropy_coeff; H <= 5 nats throughout, so it grows by 0.01 a step
+    assert [r["adaptive_entropy/coef"] for r in rows] == pytest.approx([0.0, 0.06, 0.07])
     per_step = len(seen) // 3
-    assert [seen[i * per_step] for i in range(3)] == pytest.approx([0.0, 0.01, 0.02])
+    assert [seen[i * per_step] for i in range(3)] == pytest.approx([0.0, 0.06, 0.07])
     assert all(r["narrowed"].sum() == rows[0]["narrowed"].sum() for r in rows)  # no filter

@@ -22,6 +22,7 @@ calls these):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -33,6 +34,7 @@ from entropy_dynamics.integrations.verl.filtering import FilterSettings, batch_s
 
 __all__ = [
     "ENTROPY_COEFF_FLAG",
+    "INFER_INFO",
     "actor_extra_info",
     "checkpoint_dir",
     "decide_step",
@@ -45,13 +47,20 @@ ENTROPY_COEFF_FLAG = "ed_entropy_coeff"
 """Non-tensor flag of the actor update: this step's entropy-bonus coefficient
 (``adaptive_entropy``)."""
 _ATTRIBUTE = "_entropy_dynamics_control"  # the EngineControl on the trainer
+INFER_INFO = "_entropy_dynamics_infer_info"
+"""Attribute of the trainer: the ``extra_info`` of the step's old-log-prob pass, which the
+monitor's pass repeats."""
 
 
 def _engine(trainer: Any, settings: FilterSettings) -> EngineControl:
     engine = getattr(trainer, _ATTRIBUTE, None)
     if engine is None:
+        base = settings.loss_config()
+        if settings.method == "adaptive_entropy":  # its first coefficient: verl's entropy_coeff
+            actor = trainer.config.actor_rollout_ref.actor
+            base = dataclasses.replace(base, entropy_coef=float(actor.get("entropy_coeff", 0.0)))
         engine = EngineControl(
-            settings.method or "grpo", settings.control, settings.loss_config(),
+            settings.method or "grpo", settings.control, base,
             steps=int(getattr(trainer, "total_training_steps", 1) or 1),
             monitor_every=settings.monitor_every,
         )  # fmt: skip
@@ -75,7 +84,8 @@ def decide_step(
         engine.finish()
     stats, advantages, mask = batch_stats(padded)
     config, keep, metrics = engine.decide(trainer.global_steps - 1, stats, advantages, mask)
-    trainer._entropy_dynamics_coeff = config.entropy_coef if settings.method else None
+    adaptive = settings.method == "adaptive_entropy"  # entropy_target leaves verl's bonus alone
+    trainer._entropy_dynamics_coeff = config.entropy_coef if adaptive else None
     return keep & mask, {**stats.metrics(mask), **metrics}
 
 
@@ -94,10 +104,12 @@ def _entropy_after(trainer: Any, tq: Any, batch: Any) -> Tensor:
     kept = ["entropy", *STAT_KEYS]
     saved = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=kept)
     info = dict(batch.extra_info)
-    batch.extra_info.update(
-        {STATS_FLAG: True, "calculate_entropy": True, "compute_loss": False,
-         "temperature": trainer.config.actor_rollout_ref.rollout.temperature},
-    )  # fmt: skip
+    batch.extra_info.clear()  # the old-log-prob pass's flags, not the update's
+    batch.extra_info.update(getattr(trainer, INFER_INFO, None) or {
+        "calculate_entropy": True, "compute_loss": False,
+        "temperature": trainer.config.actor_rollout_ref.rollout.temperature,
+    })  # fmt: skip
+    batch.extra_info[STATS_FLAG] = True
     try:
         trainer.actor_rollout_wg.compute_log_prob(batch)
     finally:

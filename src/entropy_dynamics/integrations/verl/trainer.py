@@ -35,6 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from entropy_dynamics.integrations.verl.control import (
+    INFER_INFO,
     actor_extra_info,
     decide_step,
     finish_step,
@@ -129,11 +130,13 @@ def patch_v1_trainer(module: ModuleType) -> None:
     def _compute_old_log_prob(self, batch, metrics):
         if _settings(self) is None:
             return compute_old_log_prob(self, batch, metrics)
-        batch.extra_info[STATS_FLAG] = True
+        sent = batch
+        sent.extra_info[STATS_FLAG] = True
         try:
-            batch = compute_old_log_prob(self, batch, metrics)
+            batch = compute_old_log_prob(self, sent, metrics)
         finally:  # the later passes (reference, update) need no statistics
-            batch.extra_info.pop(STATS_FLAG, None)
+            sent.extra_info.pop(STATS_FLAG, None)
+        setattr(self, INFER_INFO, dict(sent.extra_info))  # the monitor's pass repeats its flags
         return store_response_stats(module.tq, batch)
 
     @functools.wraps(compute_advantage)
