@@ -76,3 +76,14 @@ def test_option_errors_name_where_they_were_set():
         check_engine_control("entropy_target", {"kp": 1}, BASE, 10, "+entropy_dynamics.control")
     with pytest.raises(ValueError, match="monitor_every"):
         EngineControl("entropy_target", {}, BASE, 3, monitor_every=-1)
+
+
+def test_without_a_target_the_first_batchs_entropy_is_held():
+    engine = EngineControl("entropy_target", {"ki": 0.1}, BASE, steps=2)
+    first, advantages, mask = _batch(0)
+    config, _, _ = engine.decide(0, first, advantages, mask)
+    held = float(first.entropy[mask].double().mean())
+    assert config.filter_options["target"] == pytest.approx(held)
+    engine.finish()
+    config, _, _ = engine.decide(1, *_batch(1))
+    assert config.filter_options["target"] == pytest.approx(held)
