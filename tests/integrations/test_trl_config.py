@@ -58,6 +58,10 @@ def test_controller_options_are_checked_when_the_config_is_built(tmp_path):
         config(entropy_filter="clip_b", entropy_control={"target": 0.3})
     with pytest.raises(ValueError, match="monitor_every"):
         config(entropy_dynamics_monitor_every=-1)
+    rise_fall = {"target": 0.3, "schedule": "rise_fall", "target_peak": 0.4}
+    assert config(**target, entropy_control=rise_fall).generation_batches() is None  # fits any
+    with pytest.raises(ValueError, match="peak_step must lie strictly between 0 and 10"):
+        config(**target, max_steps=10, entropy_control={**rise_fall, "peak_step": 50})
     args = config(**target, entropy_control='{"target": 0.3, "ki": 0.1}')
     assert args.entropy_control == {"target": 0.3, "ki": 0.1}
     assert args.control_method() == "entropy_target"

@@ -66,3 +66,5 @@ def test_controller_options_are_checked_when_the_settings_are_read() -> None:
     assert settings.method == "entropy_target" and settings.control == {"target": 0.3, "ki": 0.1}
     assert read(method="adaptive_entropy").method == "adaptive_entropy"
     assert read(monitor_every=5).active  # the monitor alone, no filter
+    rise_fall = {"target": 0.3, "schedule": "rise_fall", "target_peak": 0.4}
+    assert read(filter="entropy_target", control=rise_fall).control == rise_fall  # any length

@@ -46,13 +46,23 @@ def _schedule_steps(steps: int) -> int:
     return max(int(steps), 1)
 
 
+_UNKNOWN_LENGTH = 10**6  # a run whose length is not known yet: any schedule fits it
+
+
 def check_engine_control(
-    method: str, control: Mapping[str, Any], base: PolicyLossConfig, steps: int, where: str
+    method: str,
+    control: Mapping[str, Any],
+    base: PolicyLossConfig,
+    steps: int | None,
+    where: str,
 ) -> None:
     """Validate a run's control options when its config is built: ``ValueError`` naming the
-    option and ``where`` they were set (``"entropy_control"``, ``"+entropy_dynamics.control"``)."""
+    option and ``where`` they were set (``"entropy_control"``, ``"+entropy_dynamics.control"``).
+    ``steps``: the run's batches, or ``None`` when not known yet (a schedule that does not fit
+    the run then fails at its first batch)."""
+    horizon = _UNKNOWN_LENGTH if steps is None or steps < 1 else steps
     try:
-        check_control(method, control, base, _schedule_steps(steps))
+        check_control(method, control, base, horizon)
     except (TypeError, ValueError) as exc:
         message = str(exc).replace("algorithm.control", where)  # our trainer's name for it
         raise ValueError(f"{where}: {message}") from exc

@@ -89,8 +89,19 @@ class EntropyGRPOConfig(GRPOConfig):
             )
         if method is not None:  # a controller option fails here, not at the first step
             check_engine_control(
-                method, self.entropy_control or {}, config, self.max_steps, "entropy_control"
-            )
+                method, self.entropy_control or {}, config, self.generation_batches(),
+                "entropy_control",
+            )  # fmt: skip
+
+    def generation_batches(self) -> int | None:
+        """Generation batches in the run (the controller's steps), or ``None`` when
+        ``max_steps`` is unset (TRL knows the length only once training starts)."""
+        if self.max_steps <= 0:
+            return None
+        per_batch = (self.steps_per_generation or self.gradient_accumulation_steps) * (
+            self.num_iterations
+        )
+        return -(-self.max_steps * self.gradient_accumulation_steps // per_batch)
 
     def control_method(self) -> str | None:
         """The closed-loop method the plug-in runs (``entropy_target``), or ``None``."""

@@ -81,7 +81,9 @@ class FilterSettings:
                 f"{CONFIG_KEY}.monitor_every must be an integer >= 0, got {self.monitor_every!r}"
             )
         if self.method is not None:  # a controller option fails here, not at the first step
-            check_engine_control(self.method, self.control, config, 1, f"{CONFIG_KEY}.control")
+            check_engine_control(  # the run's length: verl's, known at the first step
+                self.method, self.control, config, None, f"{CONFIG_KEY}.control"
+            )
 
     @property
     def active(self) -> bool:
