@@ -12,7 +12,9 @@ controller's step is one generation batch, as our trainer's is one rollout batch
   before TRL logs and saves), :meth:`TrlControl.finish` runs the monitor on the monitored batches
   (one no-grad pass of the local batch through the plug-in's statistics, gathered) and feeds the
   batch's metrics to the controller; the ``dynamics/*`` metrics go to TRL's ``_metrics``, so into
-  the row of that optimizer step in ``log_history``;
+  the row of that optimizer step in ``log_history``. When a generation batch ends between
+  optimizer steps (``steps_per_generation × num_iterations`` not a multiple of
+  ``gradient_accumulation_steps``), the next batch's decision closes it unmeasured;
 - the state is :data:`~entropy_dynamics.integrations.control_loop.STATE_FILE` in each
   ``checkpoint-N`` folder beside ``trainer_state.json``, read back by
   ``train(resume_from_checkpoint=...)``.
