@@ -29,6 +29,11 @@ per-round ratios:
 
     python benchmarks/engine_overhead.py --steps 10 --rounds 3   # needs the trl extra
 
+``--suite control`` measures ``entropy_target``'s controller and the dynamics monitor instead
+(:mod:`_engine_overhead_control`; result ``engine_overhead_control_trl.json``)::
+
+    python benchmarks/engine_overhead.py --suite control --steps 20 --rounds 3
+
 ``--engine verl`` measures the verl plug-in in verl's FSDP2 engine instead
 (:mod:`_engine_overhead_verl`; needs the verl extra, e.g. ``.venvs/verl/bin/python``)::
 
@@ -216,6 +221,13 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=["trl", "verl"], default="trl")
+    parser.add_argument(
+        "--suite",
+        choices=["filters", "control"],
+        default="filters",
+        help="filters: the plug-in's filters over plain TRL; control: entropy_target's "
+        "controller and the dynamics monitor",
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument(
@@ -232,10 +244,17 @@ def main() -> None:
         "and the step-time ratio is the plug-in's cost alone (TRL still runs its whole step: "
         "forward, loss, backward, optimizer); the config's 1e-4 lets trajectories part",
     )
-    parser.add_argument(
-        "--output", type=Path, default=ROOT / "benchmarks/results/engine_overhead_trl.json"
-    )
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    if args.suite == "control":
+        import torch
+        from _engine_overhead_control import main as control_main
+
+        torch.set_num_threads(args.threads)
+        output = args.output or ROOT / "benchmarks/results/engine_overhead_control_trl.json"
+        control_main(_example(), args.steps, args.rounds, args.learning_rate, output)
+        return
+    args.output = args.output or ROOT / "benchmarks/results/engine_overhead_trl.json"
     import torch
     import trl
     from _measure import machine_info

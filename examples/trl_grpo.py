@@ -2,13 +2,14 @@
 
 Needs the ``trl`` extra: ``pip install -e ".[trl]"`` (``bash scripts/test-engines.sh`` builds such
 an environment in ``.venvs/trl``). Every ``EntropyGRPOConfig`` field (TRL's ``GRPOConfig`` plus
-``entropy_filter``, ``entropy_filter_options``, ``entropy_valid_vocab``) is a flag or a key of
-``--config``.
+``entropy_filter``, ``entropy_filter_options``, ``entropy_valid_vocab``, ``entropy_control``,
+``entropy_dynamics_monitor_every``) is a flag or a key of ``--config``.
 
 CPU, the embedded model (verified, a few seconds per step on 2 cores)::
 
     python examples/trl_grpo.py --config configs/trl/clip_b.yaml --max_steps 3
     python examples/trl_grpo.py --config configs/trl/clip_v.yaml --max_steps 3
+    python examples/trl_grpo.py --config configs/trl/entropy_target.yaml --max_steps 5
 
 One GPU with vLLM colocated (NOT verified here: vLLM could not be installed on the test machine)::
 
@@ -98,7 +99,8 @@ def main() -> None:
     trainer = build_trainer(args, script)
     trainer.train()
     for row in trainer.state.log_history:
-        keys = [k for k in row if k.split("/")[0] in ("clip_b", "clip_v", "entropy")]
+        groups = ("clip_b", "clip_v", "entropy", "entropy_target", "dynamics")
+        keys = [k for k in row if k.split("/")[0] in groups]
         print({"step": row.get("step"), "reward": row.get("reward"), **{k: row[k] for k in keys}})
 
 

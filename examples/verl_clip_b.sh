@@ -13,7 +13,7 @@ set -euo pipefail
 MODEL=${MODEL:?set MODEL to a local model directory}
 DATA=${DATA:?set DATA to the DAPO-Math-17k parquet file}
 OUT=${OUT:-data}
-RECIPE=${RECIPE:-clip_b}  # grpo | clip_b | clip_v
+RECIPE=${RECIPE:-clip_b}  # grpo | clip_b | clip_v | entropy_target
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 

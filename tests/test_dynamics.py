@@ -10,6 +10,7 @@ from entropy_dynamics.dynamics import (
     QUADRANT_LABELS,
     QUADRANTS,
     entropy_dynamics_metrics,
+    entropy_monitor_metrics,
     row_chunks,
 )
 
@@ -91,3 +92,31 @@ def test_quadrant_labels_follow_the_signs() -> None:
     assert list(QUADRANT_LABELS) == list(QUADRANTS)
     assert QUADRANT_LABELS["pos_adv_neg_dev"] == "A > 0, S_k < E_p[S]"
     assert QUADRANT_LABELS["neg_adv_pos_dev"] == "A < 0, S_k > E_p[S]"
+
+
+def test_monitor_from_entropies_equals_the_logit_metrics_and_correlates_on_exact_updates() -> None:
+    # The monitor reads per-token H before / after (what fused statistics give); on the same
+    # positions its ΔH and quadrants equal entropy_dynamics_metrics' from the logits. With the
+    # logits moved exactly along GRPO's direction by a small lr, the actual change is Theorem
+    # 3.3's -lr w A (S - E_p[S]) up to O(lr²): the correlation is ~1.
+    logits, tokens, adv, w = _batch(n=40)
+    lr = 1e-3
+    after = logits + theory.grpo_logit_update(logits, tokens, w * adv, lr)
+    reference = entropy_dynamics_metrics(logits, after, tokens, adv, w)
+    deviation = theory.discriminator(logits, tokens) - theory.expected_discriminator(logits)
+    mask = torch.ones(40, dtype=torch.bool)
+    mask[-3:] = False  # padding: excluded, whatever its values
+    h0, h1 = theory.entropy(logits), theory.entropy(after)
+    h1 = torch.where(mask, h1, torch.nan)
+    got = entropy_monitor_metrics(
+        h0.view(4, 10), h1.view(4, 10), adv.view(4, 10), deviation.view(4, 10),
+        w.view(4, 10), mask.view(4, 10),
+    )  # fmt: skip
+    inside = entropy_dynamics_metrics(logits[mask], after[mask], tokens[mask], adv[mask], w[mask])
+    for key in ("delta_h_actual", "delta_h_kept", "delta_h_dropped", "batch_deviation_mean",
+                *(f"quadrant/{q}" for q in QUADRANTS)):  # fmt: skip
+        torch.testing.assert_close(got[f"dynamics/{key}"], inside[f"dynamics/{key}"])
+    assert reference["dynamics/delta_h_actual"] != got["dynamics/delta_h_actual"]  # mask bites
+    assert got["dynamics/thm33_correlation"] > 0.999
+    flat = entropy_monitor_metrics(h0, h0, adv, deviation, w, torch.ones(40, dtype=torch.bool))
+    assert flat["dynamics/thm33_correlation"] == 0.0  # no change: no correlation, not NaN

@@ -8,6 +8,8 @@
 #   4. check_kernels.py: the statistics kernels vs float64 (issue 7), if time is left
 #   5. check_triton_matmul.py: the matmul kernels with the statistics in their epilogue vs
 #      float64, timed against the bare matmul and the statistics forward, if time is left
+#   6. check_controller.py: entropy_target's controller and the dynamics monitor (the engines'
+#      closed loop, issue 27) on CUDA vs CPU at a real shape, timed against the statistics pass
 # The peers (TRL's fused head, verl's FusedLinearForPPO, Liger) are used when their pure-Python
 # wheels are carried in .whl/ (trl 1.16.0, liger_kernel 0.8.5, verl 0.9.1); without them their
 # rows read "not importable". The machine has no network: nothing is fetched.
@@ -34,4 +36,6 @@ echo "== 4. statistics kernels vs float64"
 timeout 60 python3 benchmarks/gpu/check_kernels.py --out "$out/check_kernels.json" | tail -20
 echo "== 5. matmul kernels with the statistics in the epilogue"
 timeout 120 python3 benchmarks/gpu/check_triton_matmul.py --out "$out/check_triton_matmul.json" | tail -40
+echo "== 6. closed-loop controller and monitor on CUDA vs CPU"
+timeout 90 python3 benchmarks/gpu/check_controller.py --out "$out/check_controller.json" | tail -5
 echo "done"

@@ -53,6 +53,7 @@ __all__ = [
     "QUADRANT_LABELS",
     "entropy_change_terms",
     "entropy_dynamics_metrics",
+    "entropy_monitor_metrics",
     "forecast_change",
     "optimizer_update",
     "quadrant_masks",
@@ -180,6 +181,58 @@ def entropy_dynamics_metrics(
     }
     for name, in_quadrant in quadrant_masks(advantages, deviation).items():
         metrics[f"dynamics/quadrant/{name}"] = (actual * in_quadrant).sum() / max(n, 1)
+    return metrics
+
+
+@torch.no_grad()
+def entropy_monitor_metrics(
+    entropy_before: Tensor,
+    entropy_after: Tensor,
+    advantages: Tensor,
+    deviation: Tensor,
+    weights: Tensor,
+    response_mask: Tensor,
+) -> dict[str, Tensor]:
+    """The engines' dynamics monitor: the actual entropy change of a batch from the per-token
+    entropies before and after an update (fused statistics, no logits), by quadrant, and how well
+    Theorem 3.3's per-token predictor ``-w_t A_t (S_t - E_p[S]_t)`` tracks it.
+
+    The same keys as :func:`entropy_dynamics_metrics` where they mean the same
+    (``delta_h_actual``, ``delta_h_kept``, ``delta_h_dropped``, ``quadrant/*``,
+    ``batch_deviation_mean``) plus ``dynamics/thm33_correlation``: the Pearson correlation, over
+    the valid tokens, of the predictor with the actual change (0 when either is constant). The
+    predictor's scale needs the logit change, which an engine never forms: only its shape is read.
+
+    Args:
+        entropy_before: ``(B, T)`` ``H`` of each position before the update.
+        entropy_after: ``(B, T)`` ``H`` at the same positions after it.
+        advantages: ``(B, T)`` token advantages ``A_t`` of the update.
+        deviation: ``(B, T)`` ``S_k - E_p[S]`` before the update.
+        weights: ``(B, T)`` loss weight of each position (the keep-mask; 0 = dropped).
+        response_mask: ``(B, T)`` bool or 0/1, true on valid response tokens.
+
+    Returns:
+        0-d float64 tensors under ``dynamics/``.
+    """
+    valid = response_mask.bool()  # (B, T)
+    actual = (entropy_after.double() - entropy_before.double())[valid]  # (n,)
+    adv, dev = advantages.double()[valid], deviation.double()[valid]  # (n,)
+    coef = weights.double()[valid] * adv  # (n,) loss weight × advantage
+    predictor = -coef * dev  # (n,) Theorem 3.3 per unit step
+    n = max(actual.numel(), 1)
+    trained = coef != 0
+    centred_a, centred_p = actual - actual.mean(), predictor - predictor.mean()
+    scale = (centred_a.square().sum() * centred_p.square().sum()).sqrt()
+    correlation = (centred_a * centred_p).sum() / scale if scale > 0 else scale.new_zeros(())
+    metrics = {
+        "dynamics/delta_h_actual": actual.sum() / n,
+        "dynamics/delta_h_kept": masked_mean(actual, trained),
+        "dynamics/delta_h_dropped": masked_mean(actual, ~trained),
+        "dynamics/thm33_correlation": correlation,
+        "dynamics/batch_deviation_mean": dev.sum() / n,
+    }
+    for name, in_quadrant in quadrant_masks(adv, dev).items():
+        metrics[f"dynamics/quadrant/{name}"] = (actual * in_quadrant).sum() / n
     return metrics
 
 

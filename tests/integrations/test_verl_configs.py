@@ -66,6 +66,14 @@ def test_recipe_composes_over_verls_trainer_config(name: str) -> None:
     assert actor.loss_agg_mode == "token-mean" and actor.use_kl_loss is False
 
 
+def test_entropy_target_recipe_runs_our_controller_and_the_monitor() -> None:
+    config = _compose("entropy_target")  # its keys outside the node: checked above, every recipe
+    settings = FilterSettings.from_config(config)
+    assert settings.method == "entropy_target" and settings.monitor_every == 1
+    assert settings.control == {"schedule": "constant", "ki": 0.1, "integral_limit": 0.1}
+    assert config.actor_rollout_ref.rollout.n == 16
+
+
 def _compose_verl():
     from verl.trainer import config as verl_config
 

@@ -42,3 +42,29 @@ def test_the_keep_mask_is_our_trainers_on_the_rollout_statistics() -> None:
     del batch[STAT_KEYS[0]]
     with pytest.raises(KeyError, match="calculate_ed_stats"):
         decide_keep(settings.loss_config(), batch)
+
+
+def test_controller_options_are_checked_when_the_settings_are_read() -> None:
+    def read(**node):
+        return FilterSettings.from_config({"entropy_dynamics": node})
+
+    with pytest.raises(ValueError, match=r"entropy_dynamics\.control: .*target_final"):
+        read(filter="entropy_target", control={"target": 0.3, "schedule": "linear"})
+    with pytest.raises(ValueError, match=r"entropy_dynamics\.control: entropy_target has no"):
+        read(filter="entropy_target", control={"kp": 1.0})
+    with pytest.raises(ValueError, match=r"set entropy_dynamics\.control\.target"):
+        read(filter="entropy_target", filter_options={"target": 0.3})
+    with pytest.raises(ValueError, match="no closed-loop method"):
+        read(filter="clip_b", control={"target": 0.3})
+    with pytest.raises(ValueError, match="does not run in verl"):
+        read(method="entropic")
+    with pytest.raises(ValueError, match="filter=entropy_target"):
+        read(method="entropy_target", filter="clip_b")
+    with pytest.raises(ValueError, match="monitor_every"):
+        read(monitor_every=-1)
+    settings = read(filter="entropy_target", control={"target": 0.3, "ki": 0.1})
+    assert settings.method == "entropy_target" and settings.control == {"target": 0.3, "ki": 0.1}
+    assert read(method="adaptive_entropy").method == "adaptive_entropy"
+    assert read(monitor_every=5).active  # the monitor alone, no filter
+    rise_fall = {"target": 0.3, "schedule": "rise_fall", "target_peak": 0.4}
+    assert read(filter="entropy_target", control=rise_fall).control == rise_fall  # any length

@@ -1,22 +1,19 @@
 """The filter on the whole batch in verl's v1 trainer (``integrations/verl/trainer.py``; issue 13):
 the patch asks the old-log-prob pass for the statistics, stores their response part and narrows
 ``response_mask`` and ``loss_mask`` with the whole batch's keep-mask (a stand-in for TransferQueue
-and the worker group around the real engine); without a filter it does nothing."""
+and the worker group around the real engine: ``verl_v1``); without a filter it does nothing."""
 
 from __future__ import annotations
-
-import types
 
 import pytest
 import torch
 
 pytest.importorskip("verl")
 
-from omegaconf import OmegaConf
-from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 from verl_batch import B, C, small_batch
 from verl_cpu import build_engine, flags, padded_batch
+from verl_v1 import FakeTransferQueue, nested, trainer_module
 
 from entropy_dynamics.integrations.verl import STAT_KEYS, STATS_FLAG, FilterSettings, decide_keep
 from entropy_dynamics.integrations.verl.trainer import patch_v1_trainer
@@ -32,57 +29,6 @@ def data():
     return small_batch()
 
 
-class FakeTransferQueue:
-    """TransferQueue's key-value calls on one batch held in memory (the real one needs a Ray
-    controller and storage units)."""
-
-    def __init__(self, fields: dict[str, torch.Tensor]) -> None:
-        self.store = dict(fields)
-
-    def kv_batch_get(self, keys, partition_id, select_fields):
-        return TensorDict({f: self.store[f] for f in select_fields}, batch_size=len(keys))
-
-    def kv_batch_put(self, keys, partition_id, fields):
-        self.store.update(dict(fields.items()))
-        return KVBatchMeta(keys=list(keys), tags=[{}] * len(keys), partition_id=partition_id)
-
-
-def _trainer_module(engine, rollout, tq):
-    """A stand-in for ``verl.trainer.ppo.v1.trainer_base`` whose PPOTrainer does what verl's
-    does with TransferQueue: the old-log-prob pass runs the real engine with the batch's
-    extra_info as non-tensor flags and stores every output field."""
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import response_from_nested
-
-    class PPOTrainer:
-        def __init__(self, config):
-            self.config = OmegaConf.create(config)
-            self.seen_flags = []
-
-        def _compute_old_log_prob(self, batch, metrics):
-            self.seen_flags.append(dict(batch.extra_info))
-            tu.assign_non_tensor(rollout, **batch.extra_info)
-            with engine.eval_mode():
-                output = engine.infer_batch(rollout, loss_function=None)["model_output"]
-            tq.store.update(output)
-            tq.store["old_log_probs"] = response_from_nested(
-                output["log_probs"], tq.store["response_mask"]
-            )
-            return batch
-
-        def _compute_advantage(self, batch, metrics):
-            tq.store["advantages"] = tq.store["response_advantages"]
-            return batch
-
-    return types.SimpleNamespace(PPOTrainer=PPOTrainer, tq=tq)
-
-
-def _nested(padded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return torch.nested.as_nested_tensor(
-        [row[: int(n)] for row, n in zip(padded, mask.sum(1), strict=True)], layout=torch.jagged
-    )
-
-
 @pytest.mark.parametrize("with_filter", [True, False], ids=["clip_b", "no-filter"])
 def test_v1_trainer_patch_narrows_both_masks_on_the_whole_batch(engine, data, with_filter):
     prompts, prompt_mask, responses, response_mask, advantages = data
@@ -92,12 +38,12 @@ def test_v1_trainer_patch_narrows_both_masks_on_the_whole_batch(engine, data, wi
     flags(rollout, micro_batch_size_per_gpu=3)
     tq = FakeTransferQueue(
         {
-            "response_mask": _nested(response_mask.long(), response_mask),
-            "loss_mask": _nested(response_mask.long(), response_mask),
-            "response_advantages": _nested(advantages.float(), response_mask),
+            "response_mask": nested(response_mask.long(), response_mask),
+            "loss_mask": nested(response_mask.long(), response_mask),
+            "response_advantages": nested(advantages.float(), response_mask),
         }
     )
-    module = _trainer_module(engine, rollout, tq)
+    module = trainer_module(engine, rollout, tq)
     patch_v1_trainer(module)
     config = {"algorithm": {"rollout_correction": None}}
     if with_filter:

@@ -112,7 +112,7 @@ def entropy_target(
     ``entropy_target/saturated`` is 1 when the bound is still not met (cap reached, or no
     candidate left). Drops are whole tokens, so the forecast may overshoot the bound.
     ``target=None`` keeps every token (no target: the trainer's controller sets one each step;
-    in an engine plug-in, set it yourself).
+    likewise in the TRL and verl plug-ins).
 
     Args:
         stats: fields ``(B, T)``; reads ``entropy``, ``discriminator``,

@@ -2,7 +2,8 @@
 
 What lives here: the options (``config``: :class:`EntropyGRPOConfig`, the filter on top of
 ``GRPOConfig``, and :func:`trl_aggregation`, TRL's ``loss_type`` as our aggregation mode), the
-statistics the decoder hook records and their alignment with the completions (``capture``), and
+statistics the decoder hook records and their alignment with the completions (``capture``),
+``entropy_target``'s controller and the dynamics monitor per generation batch (``control``), and
 the trainer subclass (``trainer``: :class:`EntropyGRPOTrainer`). This package re-exports the
 public names; it needs the ``trl`` extra.
 
@@ -35,6 +36,10 @@ This subclass therefore changes *what TRL trains on*, not how it computes the lo
   the kept tokens, as :mod:`entropy_dynamics.losses` does. Everything else (clipping, ``beta``,
   ``scale_rewards``, ``top_entropy_quantile``, the entropy bonus and its adaptive mode, vLLM
   importance sampling) is TRL's unchanged; they see the kept tokens only;
+- closed loop: with ``entropy_filter="entropy_target"`` the controller our trainer uses sets the
+  filter's target, ``κ`` and integral term for each generation batch (``entropy_control``); with
+  ``entropy_dynamics_monitor_every=N`` the batch's actual entropy change is measured after its
+  last optimizer step; the controller's state goes into each ``checkpoint-N`` (:mod:`.control`);
 - metrics: ``entropy/mean``, ``discriminator/*`` (the keys of our trainer) and the filter's own
   (``clip_b/*``, ``clip_v/*``, ...) go through TRL's ``_metrics``, hence ``log_history`` and
   every ``report_to`` backend.

@@ -1,19 +1,23 @@
-"""The TRL plug-in's options: ``GRPOConfig`` plus the token filter, and TRL's ``loss_type`` as one
-of our aggregation modes.
+"""The TRL plug-in's options: ``GRPOConfig`` plus the token filter, the controller of
+``entropy_target`` and the dynamics monitor; and TRL's ``loss_type`` as one of our aggregation
+modes.
 
-Every TRL option keeps its meaning and default; the filter and its options are checked when the
-config is built (an unknown filter or option fails there, not at the first step).
+Every TRL option keeps its meaning and default; the filter, its options and the controller's
+options are checked when the config is built (an unknown filter or option fails there, not at the
+first step).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from trl import GRPOConfig
 
+from entropy_dynamics.control import EntropyTargetOptions
 from entropy_dynamics.filters import available_filters
+from entropy_dynamics.integrations.control_loop import check_engine_control
 from entropy_dynamics.losses import PolicyLossConfig
 
 __all__ = ["EntropyGRPOConfig", "trl_aggregation"]
@@ -21,7 +25,8 @@ __all__ = ["EntropyGRPOConfig", "trl_aggregation"]
 
 @dataclass
 class EntropyGRPOConfig(GRPOConfig):
-    """``GRPOConfig`` plus the token filter; every TRL option keeps its meaning and default."""
+    """``GRPOConfig`` plus the token filter, ``entropy_target``'s controller and the dynamics
+    monitor; every TRL option keeps its meaning and default."""
 
     entropy_filter: str = field(
         default="none",
@@ -46,28 +51,82 @@ class EntropyGRPOConfig(GRPOConfig):
         },
     )
 
+    entropy_control: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Options of entropy_target's controller (our trainer's algorithm.control), a "
+            "dict or a JSON string: "
+            + ", ".join(f.name for f in fields(EntropyTargetOptions))
+            + '. E.g. \'{"target": 0.3, "ki": 0.1}\'; unset: hold the first batch\'s entropy. '
+            "Its step is one generation batch; the schedule spans the run's generation batches."
+        },
+    )
+    entropy_dynamics_monitor_every: int = field(
+        default=0,
+        metadata={
+            "help": "Every N-th generation batch, after its last optimizer step, one no-grad "
+            "forward of the batch measures the actual entropy change (dynamics/*: ΔH, by "
+            "quadrant, correlation with Theorem 3.3's -A(S_k - E_p[S])); entropy_target refits "
+            "its step scale from it. 0: off."
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.entropy_filter_options, str):
-            try:
-                self.entropy_filter_options = json.loads(self.entropy_filter_options)
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"entropy_filter_options must be a JSON object such as '{{\"mu\": 2.5}}', "
-                    f"got {self.entropy_filter_options!r} ({exc})"
-                ) from exc
-        if not isinstance(self.entropy_filter_options, dict | None):
+        for name in ("entropy_filter_options", "entropy_control"):
+            setattr(self, name, _json_object(name, getattr(self, name)))
+        if self.entropy_dynamics_monitor_every < 0:
             raise ValueError(
-                "entropy_filter_options must be a dict or a JSON object string, got "
-                f"{type(self.entropy_filter_options).__name__}"
+                "entropy_dynamics_monitor_every must be >= 0 (0: no monitor), got "
+                f"{self.entropy_dynamics_monitor_every}"
             )
-        self.filter_config()  # an unknown filter or option fails here, not at the first step
+        config = self.filter_config()  # an unknown filter or option fails here
+        method = self.control_method()
+        if method is None and self.entropy_control:
+            raise ValueError(
+                f"entropy_control sets a controller, which entropy_filter={self.entropy_filter!r} "
+                "has not; use entropy_filter='entropy_target' (or drop entropy_control)"
+            )
+        if method is not None:  # a controller option fails here, not at the first step
+            check_engine_control(
+                method, self.entropy_control or {}, config, self.generation_batches(),
+                "entropy_control",
+            )  # fmt: skip
+
+    def generation_batches(self) -> int | None:
+        """Generation batches in the run (the controller's steps), or ``None`` when
+        ``max_steps`` is unset (TRL knows the length only once training starts)."""
+        if self.max_steps <= 0:
+            return None
+        per_batch = (self.steps_per_generation or self.gradient_accumulation_steps) * (
+            self.num_iterations
+        )
+        return -(-self.max_steps * self.gradient_accumulation_steps // per_batch)
+
+    def control_method(self) -> str | None:
+        """The closed-loop method the plug-in runs (``entropy_target``), or ``None``."""
+        return "entropy_target" if self.entropy_filter == "entropy_target" else None
 
     def filter_config(self) -> PolicyLossConfig:
         """The :class:`PolicyLossConfig` whose ``filter`` the plug-in runs (validated)."""
         return PolicyLossConfig(
             filter=self.entropy_filter, filter_options=dict(self.entropy_filter_options or {})
         )
+
+
+def _json_object(name: str, value: Any) -> dict[str, Any] | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{name} must be a JSON object such as '{{\"mu\": 2.5}}', got {value!r} ({exc})"
+            ) from exc
+    if not isinstance(value, dict | None):
+        raise ValueError(
+            f"{name} must be a dict or a JSON object string, got {type(value).__name__}"
+        )
+    return value
 
 
 def trl_aggregation(

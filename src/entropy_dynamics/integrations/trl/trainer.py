@@ -7,11 +7,13 @@ TRL's loss: the package's docstring (:mod:`entropy_dynamics.integrations.trl`).
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
@@ -23,7 +25,7 @@ from entropy_dynamics.integrations.trl.capture import (
     generation_hidden,
 )
 from entropy_dynamics.integrations.trl.config import EntropyGRPOConfig
-from entropy_dynamics.losses import select_tokens
+from entropy_dynamics.integrations.trl.control import FinishBatch, TrlControl
 from entropy_dynamics.stats import TokenStats, token_stats, token_stats_from_hidden
 
 __all__ = ["EntropyGRPOTrainer"]
@@ -61,6 +63,9 @@ class EntropyGRPOTrainer(GRPOTrainer):
             )
         super().__init__(*args, **kwargs)
         self.filter_config = config.filter_config()
+        self.control = TrlControl(self)  # entropy_target's controller, the dynamics monitor
+        if self.control.active:
+            self.add_callback(FinishBatch(self.control))
         self._capture: Capture | None = None  # armed: the decoder hook computes statistics
         self._captured: Capture | None = None  # the last armed pass's
         self._arm_next_pass = False
@@ -308,7 +313,7 @@ class EntropyGRPOTrainer(GRPOTrainer):
         gathered = [self._gather(t.float()) for t in (*fields, advantages.float())]
         whole_mask = self._gather(mask.long()) != 0  # (P·B, C_max)
         whole = TokenStats(*gathered[:4])
-        keep, metrics = select_tokens(self.filter_config, whole, gathered[4], whole_mask)
+        keep, metrics = self.control.decide(output, whole, gathered[4], whole_mask)
         metrics.update(whole.metrics(whole_mask))
         start = self.accelerator.process_index * local_rows
         local_keep = keep[start : start + local_rows, :width].to(completion_mask.dtype)
@@ -320,3 +325,19 @@ class EntropyGRPOTrainer(GRPOTrainer):
         for key, value in metrics.items():
             self._metrics[mode][key].append(float(value))
         return output
+
+    # ------------------------------------------------------------------ the controller's state
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """TRL's ``train``; resuming also restores the controller from the checkpoint."""
+        path = resume_from_checkpoint
+        if path is True:
+            path = get_last_checkpoint(self.args.output_dir)  # None: TRL's own error follows
+        if path:
+            self.control.engine, self.control.resume_from = None, str(path)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:  # beside trainer_state.json
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self.control.save(os.path.join(self._get_output_dir(trial=trial), folder))

@@ -13,9 +13,13 @@ run asks for a filter; it patches each verl module right after verl imports it
 - ``verl.trainer.ppo.v1.trainer_base`` (the driver): with ``+entropy_dynamics.filter=clip_b``
   (and ``+entropy_dynamics.filter_options.mu=2.5``, ...), the statistics come from verl's
   old-log-prob pass and the keep-mask is decided on the whole batch after advantages, narrowing
-  ``response_mask`` and ``loss_mask`` (:mod:`.trainer`);
+  ``response_mask`` and ``loss_mask`` (:mod:`.trainer`); with ``+entropy_dynamics.filter=
+  entropy_target`` (``+entropy_dynamics.control.*``) or ``+entropy_dynamics.method=
+  adaptive_entropy``, our trainer's controller decides each step, and
+  ``+entropy_dynamics.monitor_every=N`` measures the actual entropy change after the update;
+  the controller's state goes into each ``global_step_N`` checkpoint (:mod:`.control`);
 - ``verl.trainer.ppo.core_algos``: each of our policy losses as ``ed_<name>`` (``ed_ppo``,
-  ``ed_kl_cov``; ``ed_entropic`` refuses to run, as its controller exists in our trainer only;
+  ``ed_kl_cov``; ``ed_entropic`` refuses to run, as its controller runs in our trainer only;
   :mod:`.policy_losses`);
 - ``verl.workers.engine_workers``: the loss-time fallback for verl's legacy trainer, when
   ``ENTROPY_DYNAMICS_VERL_LOSS_TIME_FILTER`` is set (:mod:`.policy_losses`).

@@ -4,8 +4,9 @@
 registered in verl's ``POLICY_LOSS_REGISTRY`` as ``ed_<name>`` (e.g. ``ed_ppo``, ``ed_kl_cov``) and
 is selected by ``actor_rollout_ref.actor.policy_loss.loss_mode``. A loss that only closed-loop
 methods use (:func:`entropy_dynamics.methods.controlled_loss`: ``entropic``, whose weight ``α``
-its controller sets each step) is registered to refuse to run with a ``ValueError``: there is no
-controller on verl's driver yet, and without one it would silently compute plain ``ed_ppo``.
+its controller sets each step) is registered to refuse to run with a ``ValueError``: the
+driver runs ``entropy_target`` and ``adaptive_entropy`` only, and without its controller it would
+silently compute plain ``ed_ppo``.
 Each of the others maps verl's actor options to
 :class:`~entropy_dynamics.losses.PolicyLossConfig` (``clip_ratio_low/high`` → ``eps_low/high``,
 ``clip_ratio_c`` → ``dual_clip_c``, ``loss_agg_mode``, ``policy_loss.kl_cov_ratio`` /
@@ -14,6 +15,12 @@ with ``response_mask`` as the keep-mask (the whole-batch filter already narrowed
 its micro-batch aggregate to verl's global one (``batch_num_tokens``, ``global_batch_size``,
 ``dp_size`` of ``config.global_batch_info``), so that gradient accumulation and data parallelism
 add up as with verl's own losses. verl's ``ppo_loss`` adds the entropy bonus and the KL loss.
+
+**The step's entropy coefficient.** Every worker's ``ppo_loss`` is wrapped
+(:func:`with_step_entropy_coeff`): when the actor update carries the non-tensor flag
+:data:`~entropy_dynamics.integrations.verl.control.ENTROPY_COEFF_FLAG` (``adaptive_entropy``'s
+controller on the driver sets it each step), it replaces ``actor.entropy_coeff`` for that update;
+without it the loss is verl's.
 
 **Loss-time fallback** (:func:`loss_time_ppo_loss`), for trainers that drop the statistics before
 the advantage step (verl's legacy ``RayPPOTrainer``, ``trainer.use_v1=false``): verl's
@@ -27,6 +34,7 @@ variable :data:`LOSS_TIME_ENV` (a JSON object, e.g. ``{"filter": "clip_b", "filt
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -36,6 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from entropy_dynamics.integrations.verl.control import ENTROPY_COEFF_FLAG
 from entropy_dynamics.integrations.verl.engine import STAT_KEYS
 from entropy_dynamics.integrations.verl.filtering import CONFIG_KEY, FilterSettings, decide_keep
 from entropy_dynamics.losses import (
@@ -196,12 +205,36 @@ def loss_time_ppo_loss(
 loss_time_ppo_loss.needs_entropy_dynamics_stats = True  # type: ignore[attr-defined]
 
 
+def with_step_entropy_coeff(loss: Any) -> Any:
+    """``loss`` (verl's ``ppo_loss`` signature) with ``config.entropy_coeff`` replaced by the
+    micro-batch's non-tensor ``ENTROPY_COEFF_FLAG`` when it carries one."""
+
+    @functools.wraps(loss)
+    def wrapped(config: Any, model_output: Any, data: Any, dp_group: Any = None):
+        from verl.utils import tensordict_utils as tu
+
+        coeff = tu.get_non_tensor_data(data, ENTROPY_COEFF_FLAG, None)
+        if coeff is not None:  # verl's configs are frozen dataclasses: a copy for this call
+            config = copy.copy(config)
+            object.__setattr__(config, "entropy_coeff", float(coeff))
+        return loss(config, model_output, data, dp_group)
+
+    wrapped.needs_entropy_dynamics_stats = getattr(  # type: ignore[attr-defined]
+        loss, "needs_entropy_dynamics_stats", False
+    )
+    return wrapped
+
+
 def patch_engine_workers(module: ModuleType) -> None:
-    """With :data:`LOSS_TIME_ENV` set, make ``module`` (``verl.workers.engine_workers``) bind
-    :func:`loss_time_ppo_loss` where it binds ``ppo_loss`` (``ActorRolloutRefWorker.init_model``).
-    """
+    """Make ``module`` (``verl.workers.engine_workers``) bind, where it binds ``ppo_loss``
+    (``ActorRolloutRefWorker.init_model``), verl's loss with the step's entropy coefficient and,
+    with :data:`LOSS_TIME_ENV` set, :func:`loss_time_ppo_loss`."""
+    if getattr(module.ppo_loss, "_entropy_dynamics", False):
+        return
     raw = os.environ.get(LOSS_TIME_ENV, "").strip()
     if not raw:
+        module.ppo_loss = with_step_entropy_coeff(module.ppo_loss)
+        module.ppo_loss._entropy_dynamics = True
         return
     try:
         values = json.loads(raw)
@@ -211,8 +244,15 @@ def patch_engine_workers(module: ModuleType) -> None:
             f'{{"filter": "clip_b", "filter_options": {{"mu": 2.5}}}}, got {raw!r} ({exc})'
         ) from exc
     settings = FilterSettings.from_config({CONFIG_KEY: values})
-    if settings is None:  # filter "none"
-        return
-    loss = functools.partial(loss_time_ppo_loss, settings=settings)
-    loss.needs_entropy_dynamics_stats = True  # type: ignore[attr-defined]
-    module.ppo_loss = loss
+    if settings is not None and (settings.method is not None or settings.monitor_every):
+        raise ValueError(
+            f"{LOSS_TIME_ENV}: the loss-time fallback runs a filter only; a controller or the "
+            "monitor runs on the v1 trainer's driver (+entropy_dynamics.* in its config)"
+        )
+    if settings is None or settings.filter == "none":
+        module.ppo_loss = with_step_entropy_coeff(module.ppo_loss)
+    else:
+        loss = functools.partial(loss_time_ppo_loss, settings=settings)
+        loss.needs_entropy_dynamics_stats = True  # type: ignore[attr-defined]
+        module.ppo_loss = with_step_entropy_coeff(loss)
+    module.ppo_loss._entropy_dynamics = True
