@@ -64,6 +64,8 @@ class PageReport:
     texts: list[dict] = field(default_factory=list)
     """Each visible text node: ``text``, computed ``color``, ``opacity`` and the ``background``
     of its nearest ancestor with an opaque one."""
+    shown: str = ""
+    """The page's rendered text as a reader sees it (``document.body.innerText``), whole."""
 
 
 class _Pipe:
@@ -187,6 +189,7 @@ def open_page(path: Path, timeout: float = 60.0) -> PageReport:
                 return json.loads(result["result"]["value"])
 
             report = PageReport(images=evaluate(_IMAGES_JS), texts=evaluate(_TEXTS_JS))
+            report.shown = evaluate("JSON.stringify(document.body.innerText)")
             report.errors = _errors(pipe.events)
         finally:
             pipe.close()

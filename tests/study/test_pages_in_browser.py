@@ -120,3 +120,26 @@ def test_report_shows_the_sample_completions_in_a_browser(tmp_path) -> None:
     assert "Sample completions" in shown
     assert "1+2*1=" in shown and "1 2 3 -> 0:" in shown  # a completion and its prompt, visible
     _assert_readable_texts(report)
+
+
+@needs_chromium
+def test_report_shows_a_non_empty_pass_rate_histogram_in_a_browser(tmp_path) -> None:
+    import json
+
+    def page(with_counts: bool):
+        root = tmp_path / f"runs-{with_counts}"
+        for seed in (0, 1):
+            run = _write_run(root, f"grpo-seed{seed}", [f"seed={seed}"], 1.0, seed)
+            if with_counts:  # what eval --run writes: per-problem correct counts of k samples
+                scores = {"split": "test", "k": 4, "per_problem_correct": [0, 2, 4, 1 + seed],
+                          "metrics": {"eval/pass@1": 0.5}}  # fmt: skip
+                (run / "eval.json").write_text(json.dumps(scores))
+        result = write_report([root], tmp_path / f"report-{with_counts}", ks=(1, 4))
+        report = open_page(result.html)
+        assert report.errors == [] and all(i["complete"] and i["width"] for i in report.images)
+        return " ".join(report.shown.split())
+
+    shown = page(with_counts=True)
+    assert "Per-problem pass rates" in shown and "No data" not in shown
+    assert "25.0%" in shown  # the never-solved share: 1 problem of 4 in each run, pooled
+    assert "No data: no run has per-problem counts yet." in page(with_counts=False)
