@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ import torch
 
 pytest.importorskip("trl")
 
+from test_trl_trainer import _example
 from trl import TrlParser
 
 from entropy_dynamics import theory
@@ -39,14 +38,6 @@ CONTROL = {
 FILTER = {"band": 0.02, "gain": 1.0, "max_share": 0.2, "step_scale": 0.5}
 
 
-def _example():
-    if "trl_grpo_example" not in sys.modules:
-        path = ROOT / "examples" / "trl_grpo.py"
-        spec = importlib.util.spec_from_file_location("trl_grpo_example", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["trl_grpo_example"]
 
 
 def _trainer(output_dir: Path, *flags: str):
