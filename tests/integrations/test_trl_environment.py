@@ -1,26 +1,14 @@
 """The trl suite's virtual environment (scripts/test-engines.sh) runs the caller's torch, and
-nothing of the caller's other packages leaks into it."""
+nothing of the caller's other packages leaks into it (checks in engine_environment.py)."""
 
 from __future__ import annotations
 
-import os
-import sys
-
-import pytest
-import torch
+from engine_environment import assert_callers_torch, assert_isolated
 
 
 def test_the_engine_environment_has_the_callers_torch() -> None:
-    expected = os.environ.get("ENTROPY_DYNAMICS_MAIN_TORCH")
-    if expected is None:
-        pytest.skip("run through scripts/test-engines.sh, which names the caller's torch")
-    assert torch.__version__ == expected
+    assert_callers_torch()
 
 
 def test_the_engine_environment_is_isolated() -> None:
-    if os.environ.get("ENTROPY_DYNAMICS_MAIN_TORCH") is None:
-        pytest.skip("run through scripts/test-engines.sh, which builds the isolated environment")
-    assert sys.prefix != sys.base_prefix  # a virtual environment
-    config = os.path.join(sys.prefix, "pyvenv.cfg")
-    with open(config) as handle:
-        assert "include-system-site-packages = false" in handle.read()
+    assert_isolated()
