@@ -1,13 +1,14 @@
 """Tasks: problems, prompts and outcome rewards behind the :class:`~.base.Task` protocol.
 
 ``build_task(config.task)`` is what the trainer calls; Countdown (TinyZero) is the embedded task,
-``math`` reads GSM8K / MATH / DAPO-Math-style dataset files and grades with ``math-verify``.
+``countdown_search`` asks its problems for a search trace that ends in the answer, ``math`` reads
+GSM8K / MATH / DAPO-Math-style dataset files and grades with ``math-verify``.
 
 What lives here: the protocol (``base``), each task with its config and reward (``countdown``,
-``math``), the math dataset layouts and their loading (``math_problems``), and the tasks' private
-helpers (``_countdown_solver``, ``_math_grading``, ``_records``). Imports: the
-top-level mathematics at most (and ``errors``); never ``models``, ``training``, ``study`` or
-``cli``.
+``countdown_search``, ``math``), the math dataset layouts and their loading (``math_problems``),
+and the tasks' private helpers (``_countdown_solver``, ``_countdown_traces``, ``_math_grading``,
+``_records``). Imports: the top-level mathematics at most (and ``errors``); never ``models``,
+``training``, ``study`` or ``cli``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ from entropy_dynamics.tasks.countdown import (
     score,
     solve,
 )
+from entropy_dynamics.tasks.countdown_search import (
+    STRATEGIES,
+    CountdownSearchConfig,
+    CountdownSearchTask,
+    parse_trace,
+    score_trace,
+    search_trace,
+)
 from entropy_dynamics.tasks.math import (
     DEFAULT_PROMPT_TEMPLATE,
     DataIssue,
@@ -41,10 +50,13 @@ __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "PROMPT_TEMPLATE",
     "SPLITS",
+    "STRATEGIES",
     "TASKS",
     "CountdownConfig",
     "CountdownProblem",
     "CountdownReward",
+    "CountdownSearchConfig",
+    "CountdownSearchTask",
     "CountdownTask",
     "DataIssue",
     "MathConfig",
@@ -58,12 +70,18 @@ __all__ = [
     "format_prompt",
     "generate_problems",
     "load_problems",
+    "parse_trace",
     "score",
+    "score_trace",
+    "search_trace",
     "solve",
 ]
 
 TASKS: dict[str, Callable[[Any], Task]] = {
     "countdown": lambda task_config: CountdownTask(task_config.countdown),
+    "countdown_search": lambda task_config: CountdownSearchTask(
+        task_config.countdown, task_config.countdown_search
+    ),
     "math": lambda task_config: MathTask(task_config.math),
 }
 """Task builders by name; each takes the ``task`` section of the training config."""

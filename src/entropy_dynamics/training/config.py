@@ -20,6 +20,7 @@ import yaml
 from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.finite import check_finite_fields
 from entropy_dynamics.tasks.countdown import CountdownConfig
+from entropy_dynamics.tasks.countdown_search import CountdownSearchConfig
 from entropy_dynamics.tasks.math import MathConfig
 from entropy_dynamics.theory import MIN_TEMPERATURE
 from entropy_dynamics.training.config_io import apply_overrides, from_dict, load_yaml, to_dict
@@ -80,11 +81,14 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: Literal["countdown", "math"] = "countdown"
-    """The task: ``countdown`` (TinyZero, the embedded default) or ``math`` (a dataset file,
-    graded with math-verify; set ``task.math.path``)."""
+    name: Literal["countdown", "countdown_search", "math"] = "countdown"
+    """The task: ``countdown`` (TinyZero, the embedded default), ``countdown_search`` (the same
+    problems answered by a search trace ending in ``answer: expression``) or ``math`` (a dataset
+    file, graded with math-verify; set ``task.math.path``)."""
     countdown: CountdownConfig = field(default_factory=CountdownConfig)
-    """Countdown generator and reward options."""
+    """Countdown generator and reward options (``countdown_search``'s problems too)."""
+    countdown_search: CountdownSearchConfig = field(default_factory=CountdownSearchConfig)
+    """Trace options of ``countdown_search``: response cap, trace length, the solver's caps."""
     math: MathConfig = field(default_factory=MathConfig)
     """Math dataset and grading options (GSM8K / MATH / DAPO-Math-17k layouts)."""
 
