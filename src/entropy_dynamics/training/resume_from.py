@@ -15,23 +15,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from entropy_dynamics.errors import ConfigError
 from entropy_dynamics.training.checkpoint import latest_checkpoint, verify_checkpoint
-from entropy_dynamics.training.config import TrainConfig
-from entropy_dynamics.training.config_io import from_dict, to_dict
 from entropy_dynamics.training.run_dir import (
     SAFE_ON_RESUME,
     RunDirectoryError,
     claim_run_dir,
-    config_differences,
+    unsafe_differences,
 )
 from entropy_dynamics.training.run_lock import RunLock
 
@@ -99,21 +93,13 @@ def claim_from_checkpoint(
                 f"new run: {command} ... name=<new name> --resume-from {checkpoint}"
             )
         return claim_run_dir(run_dir, config, resume=True, overwrite=False, command=command)
-    saved_config = source / "config.yaml"
-    if saved_config.is_file():
-        saved = yaml.safe_load(saved_config.read_text()) or {}
-        # an older run's config.yaml gets the defaults of options added since (else as written)
-        with contextlib.suppress(ConfigError, TypeError, ValueError):
-            saved = to_dict(from_dict(TrainConfig, saved))
-        differences = [
-            d for d in config_differences(saved, config) if d.split(":")[0] not in SAFE_ON_RESUME
-        ]
-        if differences:
-            raise RunDirectoryError(
-                f"--resume-from: {checkpoint} belongs to a run of another config "
-                f"({'; '.join(differences[:6])}); resume with that run's settings (only "
-                f"{', '.join(sorted(SAFE_ON_RESUME))} may change)"
-            )
+    differences = unsafe_differences(source, config)
+    if differences:
+        raise RunDirectoryError(
+            f"--resume-from: {checkpoint} belongs to a run of another config "
+            f"({'; '.join(differences[:6])}); resume with that run's settings (only "
+            f"{', '.join(sorted(SAFE_ON_RESUME))} may change)"
+        )
     lock, _, notice = claim_run_dir(
         run_dir, config, resume=False, overwrite=overwrite, command=command
     )

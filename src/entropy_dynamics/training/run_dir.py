@@ -35,6 +35,7 @@ __all__ = [
     "holds_run",
     "move_aside",
     "prepare_run_dir",
+    "unsafe_differences",
     "unwritable",
 ]
 
@@ -113,7 +114,9 @@ def config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: st
     return out
 
 
-def _unsafe_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
+def unsafe_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
+    """The differences between the run in ``run_dir`` (its ``config.yaml``; none without one) and
+    ``wanted`` that a resume may not make (outside :data:`SAFE_ON_RESUME`)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return []
@@ -166,7 +169,7 @@ def check_run_dir(
                 )
             fresh = f"{command} ... --overwrite"
             raise RunDirectoryError(f"--resume: {hint}; start afresh with: {fresh}")
-        differences = _unsafe_differences(run_dir, config)
+        differences = unsafe_differences(run_dir, config)
         if differences:
             raise RunDirectoryError(
                 f"--resume: {run_dir} holds a run of another config "
