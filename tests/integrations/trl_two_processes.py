@@ -203,4 +203,10 @@ def control(trainer, rank: int, world: int, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    try:
+        main(*sys.argv[1:])
+    finally:
+        # a gloo group left to interpreter exit can abort one rank ("terminate called without an
+        # active exception") after all the work is done: close it while both ranks still run
+        if dist.is_initialized():
+            dist.destroy_process_group()
