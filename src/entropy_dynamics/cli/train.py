@@ -242,6 +242,11 @@ def _dry_run(cfg, plan, overwrite: bool) -> None:
 
 
 def eval_command(
+    overrides: list[str] = typer.Argument(
+        None,
+        help="Config overrides of a --model's setup, e.g. task.name=countdown_search "
+        "rollout.max_new_tokens=512 (a --run has its config.yaml).",
+    ),
     model: Path = typer.Option(
         None, "--model", help="Model directory or .gguf file (default: embedded)."
     ),
@@ -280,6 +285,7 @@ def eval_command(
     default run's without --run) unless given."""
     from entropy_dynamics.cli.experiments import parse_ks
     from entropy_dynamics.study.evaluation import EVAL_FILE, EvalSettings, held_out_evaluation
+    from entropy_dynamics.training.evaluate import DEFAULT_MAX_NEW_TOKENS
 
     defaults = _eval_defaults(run)
     k = defaults.k if k is None else k
@@ -297,8 +303,12 @@ def eval_command(
         )
     if final_eval and run is None:
         fail("--final-eval needs --run (it writes the run's final_eval.json)")
-    setup = _eval_setup(model, run)
-    settings = EvalSettings(problems, k, temperature, seed, k_list, split=split)
+    if overrides and run is not None:
+        fail("key=value overrides apply to --model; a --run is evaluated with its config.yaml")
+    setup = _eval_setup(model, run, list(overrides or []))
+    # the longest answer: eval's default, or the setup's response cap if longer (countdown_search)
+    max_new_tokens = max(DEFAULT_MAX_NEW_TOKENS, setup.config.rollout.max_new_tokens)
+    settings = EvalSettings(problems, k, temperature, seed, k_list, max_new_tokens, split)
     output = output or (run / EVAL_FILE if run is not None else None)
     try:  # the scores never go over a file of the model they score
         check_outputs({"--output": output}, {"--model": setup.model_path})
@@ -339,16 +349,16 @@ def _eval_defaults(run: Path | None):
         fail(f"--run: {exc}")
 
 
-def _eval_setup(model: Path | None, run: Path | None):
+def _eval_setup(model: Path | None, run: Path | None, overrides: list[str]):
     """``eval``'s setup: the run's newest checkpoint with the run's config, else ``model`` (or
-    the embedded one) with the default task and prompt format."""
-    from entropy_dynamics.training.config import ModelConfig, TrainConfig
+    the embedded one) with the default config and ``overrides`` (``task.name=...``)."""
+    from entropy_dynamics.training.config import load_config
     from entropy_dynamics.training.setup import RunSetup
 
     try:
         if run is not None:
             return RunSetup.from_run(run)
-        return RunSetup.build(TrainConfig(model=ModelConfig(path=str(model or ""))))
+        return RunSetup.build(load_config(None, [f"model.path={model or ''}", *overrides]))
     except FileNotFoundError as exc:
         fail(f"--run: {exc}" if run is not None else str(exc))
     except ValueError as exc:
