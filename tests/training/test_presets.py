@@ -39,9 +39,9 @@ def test_the_users_yaml_and_overrides_win_over_the_preset(tmp_path) -> None:
 def test_a_task_the_config_contradicts_or_an_unknown_one_is_refused(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("task:\n  name: countdown\n")
-    with pytest.raises(ConfigError, match=r"--task countdown_search: .*c.yaml.*task.name=countdown"):
+    with pytest.raises(ConfigError, match=r"--task countdown_search: .*c\.yaml.*name=countdown"):
         load_config(path, [], task="countdown_search")
-    with pytest.raises(ConfigError, match="task.name=math"):
+    with pytest.raises(ConfigError, match=r"task\.name=math"):
         load_config(None, ["task.name=math"], task="countdown")
     with pytest.raises(ConfigError, match="unknown task 'sudoku'; choose from countdown, "):
         task_preset("sudoku")

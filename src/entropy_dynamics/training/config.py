@@ -219,6 +219,11 @@ class AlgorithmConfig:
     """Sequences per forward/backward; gradients of a mini-batch are accumulated exactly over
     its micro-batches (0: the whole mini-batch at once). Bounds activation memory for long
     responses. KL-Cov selects its top tokens within each micro-batch."""
+    micro_batch_tokens: int = 0
+    """Padded response tokens per forward/backward (0: off): the mini-batch's rows, sorted by
+    length, packed into micro-batches of at most this many ``rows × longest response`` tokens
+    (at most ``micro_batch_size`` rows, when set), each run only up to its longest response —
+    verl's dynamic batch size. Saves the padding of long, uneven responses."""
     kl: KLConfig = field(default_factory=KLConfig)
     """The KL penalty to the initial model (off by default)."""
 
@@ -228,6 +233,7 @@ class AlgorithmConfig:
         _require(self.updates_per_step >= 1, "algorithm.updates_per_step must be >= 1")
         _require(self.mini_batches >= 1, "algorithm.mini_batches must be >= 1")
         _require(self.micro_batch_size >= 0, "algorithm.micro_batch_size must be >= 0")
+        _require(self.micro_batch_tokens >= 0, "algorithm.micro_batch_tokens must be >= 0")
         _require(
             self.advantage in available_advantages(),
             f"algorithm.advantage: unknown {self.advantage!r}; use one of "

@@ -290,6 +290,7 @@ class Trainer:
             batch,
             rows,
             cfg.algorithm.micro_batch_size,
+            micro_batch_tokens=cfg.algorithm.micro_batch_tokens,
             fused=self.fused_loss,
             forecaster=forecaster,
             groups=groups,
