@@ -71,6 +71,7 @@ def _config(method: str, args: argparse.Namespace):
             "tensorboard=false",
             f"checkpoint_every={10**6}",
             *([f"rollout.max_new_tokens={args.max_new_tokens}"] if args.max_new_tokens else []),
+            *args.set,
         ],
         task=args.task,
     )
@@ -304,6 +305,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dynamics", action="store_true", help="include our ΔH measurement")
     parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override of ours"
+    )
     parser.add_argument(
         "--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure"
     )
