@@ -59,6 +59,23 @@ def test_eval_of_a_model_takes_config_overrides(tmp_path, random_model_dir) -> N
     assert bad.exit_code == 2 and "task.nme" in bad.output
 
 
+def test_train_task_countdown_search_runs_on_its_embedded_model(tmp_path) -> None:
+    # --task: the task, its embedded model (no model.path) and its settings, under key=value
+    quick = ["rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=48",
+             "eval.every=0", "eval.problems=1", "eval.k=1", "tensorboard=false", "steps=1"]
+    args = ["train", "--task", "countdown_search", f"output_dir={tmp_path}", "name=s", *quick]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    saved = (tmp_path / "s" / "config.yaml").read_text()
+    assert "name: countdown_search" in saved and "micro_batch_tokens: 2048" in saved
+    assert "max_new_tokens: 48" in saved  # the user's value over the preset's 512
+    provenance = json.loads((tmp_path / "s" / "provenance.json").read_text())
+    assert provenance["resolved"]["model.path"].endswith("countdown-search-tiny")
+    refused = CliRunner().invoke(app, ["train", "--task", "sudoku", "--dry-run"])
+    assert refused.exit_code == 2, refused.output
+    assert "choose from countdown, countdown_search, math" in refused.output
+
+
 def test_eval_overrides_need_a_model_not_a_run(tmp_path) -> None:
     done = CliRunner().invoke(app, ["eval", "--run", str(tmp_path), "task.name=countdown_search"])
     assert done.exit_code == 2 and "apply to --model" in done.output

@@ -15,6 +15,7 @@ def test_countdown_search_preset_samples_as_far_as_the_grader_reads() -> None:
     cfg = load_config(None, [], task="countdown_search")
     assert cfg.task.name == "countdown_search"
     assert cfg.rollout.max_new_tokens == CountdownSearchConfig().max_response_chars == 512
+    assert cfg.algorithm.micro_batch_tokens == 2048
     # no model.path: the task's own embedded model
     assert cfg.model.path == ""
     assert cfg.model.resolved_path(cfg.task.name).name == "countdown-search-tiny"
