@@ -24,6 +24,11 @@ the same way: one fixed rollout, both variants interleaved from the same weights
 
     python benchmarks/trainer_throughput.py --steps 10 --prompts 16 --group 8 --repeats 15
     python benchmarks/trainer_throughput.py --parts fused_loss --output OUT.json
+    python benchmarks/trainer_throughput.py --task countdown_search --parts throughput --skip-trl
+
+``--task`` takes a task with its settings (``train --task``): ``countdown_search`` samples search
+traces from its embedded model up to its 512-token cap. ``peak_rss_mb`` is the process's peak
+resident memory after the part (it only grows: read it per part, in the order run).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -59,13 +65,15 @@ def _config(method: str, args: argparse.Namespace):
             f"seed={args.seed}",
             f"rollout.prompts_per_step={args.prompts}",
             f"rollout.group_size={args.group}",
-            f"rollout.max_new_tokens={args.max_new_tokens}",
             f"optim.lr={args.lr}",
             "eval.every=0",
             f"dynamics={str(args.dynamics).lower()}",
             "tensorboard=false",
             f"checkpoint_every={10**6}",
+            *([f"rollout.max_new_tokens={args.max_new_tokens}"] if args.max_new_tokens else []),
+            *args.set,
         ],
+        task=args.task,
     )
 
 
@@ -107,7 +115,14 @@ def _ours(method: str, args: argparse.Namespace, run_dir: Path) -> dict[str, obj
         "response_tokens": tokens,
         "statistics_from_sampling": metrics["stats/from_sampling"],
         "phases_s": phases.medians(),
+        "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if platform.system() == "Darwin" else 2**10)
 
 
 def _filter_overhead(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
@@ -282,11 +297,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="learn repeats per method")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--task", default="countdown", help="a task with its settings (--task)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="default: the task's (24 for countdown)"
+    )
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dynamics", action="store_true", help="include our ΔH measurement")
     parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override of ours"
+    )
     parser.add_argument(
         "--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure"
     )
@@ -294,6 +315,10 @@ def main() -> None:
         "--output", type=Path, default=Path(__file__).parent / "results/trainer_throughput.json"
     )
     args = parser.parse_args()
+    if args.task != "countdown" and not args.skip_trl and "throughput" in args.parts:
+        parser.error("--task: TRL's side is measured on countdown only; add --skip-trl")
+    if args.max_new_tokens is None:  # the task's own cap (TRL samples as far)
+        args.max_new_tokens = load_config(None, [], task=args.task).rollout.max_new_tokens
     results: dict[str, object] = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},

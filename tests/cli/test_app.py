@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 from entropy_dynamics.cli import app
 
 FLAGS = {
-    "train": "--config -c --method -m --name --resume --resume-from --overwrite --dry-run --quiet "
+    "train": "--config -c --task -t --method -m --name --resume --resume-from --overwrite --dry-run --quiet "
     "-q",
-    "eval": "--model --run --split --k --problems --seed --temperature --ks --output -o "
+    "eval": "--model --task -t --run --split --k --problems --seed --temperature --ks --output -o "
     "--final-eval",
-    "pretrain": "--output -o --steps --seed --batch-size --lr --hidden-size --num-layers "
-    "--eval-problems --eval-samples --overwrite",
+    "pretrain": "--output -o --config -c --task --steps --seed --batch-size --lr --hidden-size "
+    "--num-layers --eval-problems --eval-samples --overwrite",
     "compare": "--methods -m --seeds --config -c --output-dir -o --workers -j --dry-run "
     "--final-eval --no-final-eval --report --no-report --ks --baseline --select --select-split",
     "validate-signs": "--config -c --seeds --output-dir -o --workers -j",

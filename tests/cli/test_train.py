@@ -1,5 +1,6 @@
 """``train`` and ``eval`` (``cli/train.py``): eval's scores and the run's final evaluation written
-into the run, ``--final-eval`` without a run and a Pass@k above ``--k`` refused; the dry run's
+into the run, ``--final-eval`` without a run and a Pass@k above ``--k`` refused, a
+``--model``'s config overrides; the dry run's
 pre-flight (the real start's), a finished run's ``--resume``, a run without reward variance.
 Training's own output: ``test_progress.py``; refusals of bad input: ``test_bad_inputs.py``."""
 
@@ -43,6 +44,41 @@ def test_eval_of_the_validation_split_says_so(tmp_path, random_model_dir) -> Non
     assert json.loads(output.read_text())["split"] == "validation"
     refused = CliRunner().invoke(app, [*args, "--split", "train"])
     assert refused.exit_code == 2 and "--split" in refused.output
+
+
+def test_eval_of_a_model_takes_config_overrides(tmp_path, random_model_dir) -> None:
+    # countdown_search with a 40-token cap: a random model rarely stops, so its answers run past
+    # eval's default 32 tokens, which only the override's cap allows
+    output = tmp_path / "search.json"
+    args = ["eval", "--model", str(random_model_dir), "--k", "2", "--problems", "1", "-o"]
+    overrides = ["task.name=countdown_search", "rollout.max_new_tokens=40"]
+    done = CliRunner().invoke(app, [*args, str(output), *overrides])
+    assert done.exit_code == 0, done.output
+    assert json.loads(output.read_text())["metrics"]["eval/response_length"] > 32
+    bad = CliRunner().invoke(app, [*args, str(output), "task.nme=countdown_search"])
+    assert bad.exit_code == 2 and "task.nme" in bad.output
+
+
+def test_train_task_countdown_search_runs_on_its_embedded_model(tmp_path) -> None:
+    # --task: the task, its embedded model (no model.path) and its settings, under key=value
+    quick = ["rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=48",
+             "eval.every=0", "eval.problems=1", "eval.k=1", "tensorboard=false", "steps=1"]
+    args = ["train", "--task", "countdown_search", f"output_dir={tmp_path}", "name=s", *quick]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    saved = (tmp_path / "s" / "config.yaml").read_text()
+    assert "name: countdown_search" in saved and "micro_batch_tokens: 2048" in saved
+    assert "max_new_tokens: 48" in saved  # the user's value over the preset's 512
+    provenance = json.loads((tmp_path / "s" / "provenance.json").read_text())
+    assert provenance["resolved"]["model.path"].endswith("countdown-search-tiny")
+    refused = CliRunner().invoke(app, ["train", "--task", "sudoku", "--dry-run"])
+    assert refused.exit_code == 2, refused.output
+    assert "choose from countdown, countdown_search, math" in refused.output
+
+
+def test_eval_overrides_need_a_model_not_a_run(tmp_path) -> None:
+    done = CliRunner().invoke(app, ["eval", "--run", str(tmp_path), "task.name=countdown_search"])
+    assert done.exit_code == 2 and "apply to --model" in done.output
 
 
 def test_final_eval_needs_a_run(tmp_path) -> None:

@@ -93,7 +93,8 @@ def test_evaluate_on_known_scores(tiny_lm) -> None:
     metrics = result.to_metrics("heldout")
     assert metrics["heldout/avg@3"] == result.avg_at_k
     assert {"heldout/pass@1", "heldout/pass@2", "heldout/pass@3"} <= set(metrics)
-    assert {"heldout/format_rate", "heldout/response_length", "heldout/entropy"} <= set(metrics)
+    shown = {"heldout/format_rate", "heldout/response_length", "heldout/entropy"}
+    assert shown | {"heldout/response_length_median"} <= set(metrics)
 
 
 class _FirstCharTask:
@@ -134,6 +135,9 @@ def test_evaluate_matches_a_direct_rollout(tiny_lm) -> None:
     assert result.format_rate == pytest.approx(sum(s.format for s in scores) / len(scores))
     mask = rollout.response_mask
     assert result.mean_response_length == pytest.approx(float(mask.sum()) / len(scores))
+    lengths = sorted(mask.sum(dim=1).tolist())
+    middle = (lengths[(len(lengths) - 1) // 2] + lengths[len(lengths) // 2]) / 2
+    assert result.median_response_length == middle
     entropy = rollout.sampling_entropy[mask].double().mean()
     assert result.mean_entropy == pytest.approx(float(entropy), rel=1e-6)
     assert result.truncated_rate == pytest.approx(float(rollout.truncated.float().mean()))

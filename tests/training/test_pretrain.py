@@ -12,10 +12,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from entropy_dynamics.models import ModelSize, build_tokenizer, count_parameters
 from entropy_dynamics.tasks.countdown import CountdownConfig
+from entropy_dynamics.tasks.countdown_search import CountdownSearchConfig, parse_trace
 from entropy_dynamics.training.pretrain import (
     METRICS_FILE,
     PretrainConfig,
     encode_examples,
+    example_stream,
     lr_schedule,
     pretrain,
 )
@@ -70,6 +72,60 @@ def test_pretrain_config_names_the_bad_field():
         PretrainConfig(steps=0)
     with pytest.raises(ValueError, match=r"PretrainConfig\.min_lr_ratio"):
         PretrainConfig(min_lr_ratio=1.5)
+
+
+def test_pretrain_config_refuses_an_unknown_task_or_trace_choice():
+    with pytest.raises(ValueError, match=r"PretrainConfig\.task_name"):
+        PretrainConfig(task_name="math")
+    with pytest.raises(ValueError, match=r"PretrainConfig\.search_traces"):
+        PretrainConfig(search_traces="some")
+    assert PretrainConfig(search={"max_nodes": 5}).search == CountdownSearchConfig(max_nodes=5)
+
+
+def _search_config(search_traces: str, max_nodes: int) -> PretrainConfig:
+    return PretrainConfig(
+        task=CountdownConfig(n_train=40, n_validation=4, n_test=4),
+        task_name="countdown_search",
+        search=CountdownSearchConfig(max_nodes=max_nodes),
+        search_traces=search_traces,
+    )
+
+
+def test_countdown_search_examples_are_solving_traces_of_solved_problems():
+    # max_nodes=3: many strategies give up, so some problems have no solving trace at all
+    task, stream = example_stream(_search_config("solved", max_nodes=3))
+    train = task.train_problems()
+    assert 0 < len(stream.problems) < len(train)  # the unsolved ones are skipped
+    assert all(task.reference_solutions(p) for p in stream.problems)
+    prompts, completions = stream.sample(64)
+    by_prompt = {task.prompt(p): p for p in stream.problems}
+    for prompt, completion in zip(prompts, completions, strict=True):
+        assert prompt.endswith(":\n")  # countdown_search's prompt, not Countdown's
+        problem = by_prompt[prompt]
+        assert task.score(problem, completion).correct == 1.0
+        assert completion in task.search_traces(problem).values()  # a solver trace, verbatim
+    # the same seed, the same stream
+    assert example_stream(_search_config("solved", max_nodes=3))[1].sample(64) == (
+        prompts,
+        completions,
+    )
+
+
+def test_countdown_search_all_traces_include_those_that_give_up():
+    _, stream = example_stream(_search_config("all", max_nodes=3))
+    solved = example_stream(_search_config("solved", max_nodes=3))[1]
+    assert stream.problems == solved.problems  # still only problems some strategy solves
+    _, completions = stream.sample(200)
+    answers = [parse_trace(c).answer for c in completions]
+    assert "none" in answers and any(a not in (None, "none") for a in answers)
+
+
+def test_countdown_examples_are_unchanged_by_the_task_option():
+    # the default is Countdown: prompts "a b c -> t: ", one solution each (no trace)
+    _, stream = example_stream(PretrainConfig(task=CountdownConfig(n_train=20)))
+    prompts, completions = stream.sample(8)
+    assert all(prompt.endswith(": ") for prompt in prompts)
+    assert all("\n" not in c and "answer" not in c for c in completions)
 
 
 @pytest.mark.slow

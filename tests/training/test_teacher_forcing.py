@@ -13,9 +13,28 @@ from entropy_dynamics.training.rollout import generate
 from entropy_dynamics.training.teacher_forcing import (
     check_shared_prompts,
     full_outputs,
+    narrowed,
     response_logits,
     shared_prompt_outputs,
 )
+
+
+def shortened(rollout, lengths: list[int]):
+    """``rollout`` with row ``i``'s response ending after ``lengths[i]`` tokens (padding after)."""
+    import dataclasses
+
+    width = rollout.response_ids.shape[1]
+    mask = torch.arange(width) < torch.tensor(lengths)[:, None]  # (N, R)
+    attention = rollout.attention_mask.clone()
+    attention[:, rollout.prompt_length :] = mask.long()
+    return dataclasses.replace(
+        rollout,
+        response_ids=rollout.response_ids * mask,
+        response_mask=mask,
+        attention_mask=attention,
+        input_ids=torch.cat([rollout.input_ids[:, : rollout.prompt_length],
+                             rollout.response_ids * mask], 1),
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +88,35 @@ def test_response_logits_match_an_unpadded_forward(tiny_lm, rollout) -> None:
         with torch.no_grad():
             expected = model(input_ids=ids).logits[0, prompt.shape[1] - 1 : -1].double()
         torch.testing.assert_close(logits[row - 2, :length], expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["auto", "never"], ids=["hidden states", "logits"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared prompts", "full forward"])
+def test_rows_run_only_up_to_their_longest_response(tiny_lm, rollout, mode, shared) -> None:
+    model = copy.deepcopy(tiny_lm[0])
+    lengths = [6, 2, 3, 1, 6, 2, 3, 3, 1]
+    short = shortened(rollout, lengths)
+    rows = torch.tensor([1, 2, 5, 8])  # longest 3 of R = 6
+    cut, cut_rows = narrowed(short, rows)
+    assert cut_rows is None and cut.response_ids.shape == (4, 3)
+    assert cut.input_ids.shape[1] == short.prompt_length + 3
+    assert torch.equal(cut.response_mask, short.response_mask[rows, :3])
+    same, same_rows = narrowed(short, torch.tensor([0, 1]))  # row 0 is as long as R
+    assert same is short and same_rows.tolist() == [0, 1]
+    stats = ResponseStats(model, 1.0, mode, shared_prompts=shared)
+    mask = short.response_mask[rows]
+    weights = torch.randn(*mask.shape, 1, generator=torch.Generator().manual_seed(2))
+    results = []
+    calls = (lambda: full_outputs(stats._run, short, rows), lambda: stats.features(short, rows))
+    for forward in calls:
+        model.zero_grad()
+        outputs = forward()  # (n, R, ·) both
+        assert outputs.shape[:2] == mask.shape
+        (outputs * weights)[mask].sum().backward()
+        results.append((outputs.detach(), [p.grad.clone() for p in model.parameters()]))
+    (full, full_grads), (narrow, narrow_grads) = results
+    full = full[..., : narrow.shape[-1]]  # logits: the valid vocabulary, as features has it
+    torch.testing.assert_close(narrow[mask], full[mask], rtol=1e-5, atol=1e-5)
+    assert not narrow[:, 3:].any()  # the columns no row reaches were never run
+    for a, b in zip(narrow_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

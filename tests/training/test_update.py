@@ -47,12 +47,25 @@ def test_micro_batches() -> None:
     assert [c.tolist() for c in micro_batches(rows, 5)] == [[0, 1, 2, 3, 4]]
 
 
-def _gradient(model, batch, config, micro, fused=False):
+def test_micro_batches_packed_by_length() -> None:
+    rows = torch.tensor([0, 1, 2, 3, 4, 5])
+    lengths = torch.tensor([9, 2, 5, 2, 30, 4])
+    chunks = micro_batches(rows, 0, lengths, max_tokens=12)
+    # ascending lengths, each chunk's rows × its longest ≤ 12, a longer row alone
+    assert [c.tolist() for c in chunks] == [[1, 3, 5], [2], [0], [4]]
+    assert [c.tolist() for c in micro_batches(rows, 2, lengths, 100)] == [[1, 3], [5, 2], [0, 4]]
+    assert [c.tolist() for c in micro_batches(rows[:3], 0, lengths, 0)] == [[0, 1, 2]]  # off
+    packed = micro_batches(rows[[4, 0, 2]], 0, lengths, 10**6)  # a subset, one chunk
+    assert [c.tolist() for c in packed] == [[2, 0, 4]]
+
+
+def _gradient(model, batch, config, micro, fused=False, tokens=0):
     model.zero_grad(set_to_none=True)
     stats = ResponseStats(model, 1.0)
     loss, metrics = accumulate_gradients(
-        stats, config, batch, torch.arange(6), micro, fused=fused and stats.fuses_loss(config)
-    )
+        stats, config, batch, torch.arange(6), micro, fused=fused and stats.fuses_loss(config),
+        micro_batch_tokens=tokens,
+    )  # fmt: skip
     assert loss.shape == () and "actor/pg_loss" in metrics
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
@@ -65,11 +78,14 @@ def test_micro_batches_give_the_one_shot_gradient(tiny_lm, batch, agg_mode) -> N
     model, _ = tiny_lm
     config = PolicyLossConfig(agg_mode=agg_mode, entropy_coef=0.01)
     whole_loss, whole = _gradient(model, batch, config, 0)
-    micro_loss, micro = _gradient(model, batch, config, 4)
     assert any(g.abs().sum() > 0 for g in whole)
-    torch.testing.assert_close(micro_loss, whole_loss, rtol=1e-5, atol=1e-7)
-    for a, b in zip(micro, whole, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    lengths = batch.rollout.response_mask.sum(1)
+    assert len(micro_batches(torch.arange(6), 0, lengths, 12)) > 1
+    for micro_size, tokens in ((4, 0), (0, 12), (2, 12)):  # by rows; packed by length
+        micro_loss, micro = _gradient(model, batch, config, micro_size, tokens=tokens)
+        torch.testing.assert_close(micro_loss, whole_loss, rtol=1e-5, atol=1e-7)
+        for a, b in zip(micro, whole, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_the_fused_loss_gives_the_unfused_gradient(tiny_lm, batch) -> None:

@@ -44,6 +44,16 @@ def pretrain_command(
     output: Path = typer.Option(
         Path("countdown-tiny"), "--output", "-o", help="Directory to write the model into."
     ),
+    config_file: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML of PretrainConfig fields (configs/pretrain_countdown_search.yaml); the "
+        "options below override it.",
+    ),
+    task: str = typer.Option(
+        None, "--task", help="Examples of: countdown (default) or countdown_search (traces)."
+    ),
     steps: int = typer.Option(None, "--steps", min=1, help="Optimiser steps (default: config)."),
     seed: int = typer.Option(None, "--seed", help="Seed of init, data order and eval sampling."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Examples per step."),
@@ -62,10 +72,12 @@ def pretrain_command(
         help="Move a model already in --output aside (to DIR.old-TIME) and write afresh.",
     ),
 ) -> None:
-    """Pretrain the embedded tiny Qwen2 on Countdown (supervised) and evaluate pass@1, Pass@k."""
+    """Pretrain the embedded tiny Qwen2 on Countdown or its search traces (supervised) and
+    evaluate pass@1, Pass@k."""
     import shlex
     from dataclasses import replace
 
+    from entropy_dynamics.training.config_io import from_dict, load_yaml
     from entropy_dynamics.training.pretrain import PretrainConfig, pretrain
 
     overrides = {
@@ -75,20 +87,27 @@ def pretrain_command(
         "lr": lr,
         "eval_problems": eval_problems,
         "eval_samples": eval_samples,
+        "task_name": task,
     }
     sizes = {"hidden_size": hidden_size, "num_layers": num_layers}
     try:
-        config = PretrainConfig()
+        config = (
+            PretrainConfig()
+            if config_file is None
+            else from_dict(PretrainConfig, load_yaml(config_file))
+        )
         config = replace(
             config,
             model=replace(config.model, **{k: v for k, v in sizes.items() if v is not None}),
             **{k: v for k, v in overrides.items() if v is not None},
         )
-    except ValueError as exc:
+    except ValueError as exc:  # ConfigError included
         fail(str(exc))
     _claim_output(output, overwrite)  # before the minutes of training, never after
     # the effective options (defaults included), so the command reproduces the run exactly
     effective = {
+        **({} if config_file is None else {"--config": config_file}),
+        "--task": config.task_name,
         "--output": output,
         "--seed": config.seed,
         "--steps": config.steps,

@@ -25,6 +25,11 @@ from entropy_dynamics.training.interrupts import TrainingInterrupted
 
 __all__ = ["eval_command", "print_tracking", "train_command"]
 
+TASK_HELP = (
+    "A task with its settings (training/presets.py), under --config and key=value: countdown "
+    "(the default), countdown_search (search traces, its embedded model, 512-token answers), "
+    "math (set task.math.path)."
+)
 SUMMARY_KEYS = (
     ("entropy/mean", "rollout entropy"),
     ("reward/accuracy", "train accuracy"),
@@ -56,6 +61,7 @@ def train_command(
         None, help="Config overrides, e.g. rollout.group_size=16"
     ),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config file."),
+    task: str = typer.Option(None, "--task", "-t", help=TASK_HELP),
     method: str = typer.Option(None, "--method", "-m", help=live_help(method_help)),
     name: str = typer.Option(None, "--name", help="Run name (directory under output_dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run's last checkpoint."),
@@ -80,7 +86,7 @@ def train_command(
     if name:
         extra.append(f"name={name}")
     try:  # the dry run and the real start make the same checks (preflight)
-        cfg = load_config(config, extra)
+        cfg = load_config(config, extra, task=task)
         plan = preflight(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
@@ -242,9 +248,15 @@ def _dry_run(cfg, plan, overwrite: bool) -> None:
 
 
 def eval_command(
-    model: Path = typer.Option(
-        None, "--model", help="Model directory or .gguf file (default: embedded)."
+    overrides: list[str] = typer.Argument(
+        None,
+        help="Config overrides of a --model's setup, e.g. task.name=countdown_search "
+        "rollout.max_new_tokens=512 (a --run has its config.yaml).",
     ),
+    model: Path = typer.Option(
+        None, "--model", help="Model directory or .gguf file (default: the task's embedded one)."
+    ),
+    task: str = typer.Option(None, "--task", "-t", help=TASK_HELP),
     run: Path = typer.Option(None, "--run", help="Run directory: evaluate its last checkpoint."),
     k: int = typer.Option(
         None, "--k", min=1, help="Samples per problem (Avg@k, Pass@k); default: eval.k."
@@ -280,6 +292,7 @@ def eval_command(
     default run's without --run) unless given."""
     from entropy_dynamics.cli.experiments import parse_ks
     from entropy_dynamics.study.evaluation import EVAL_FILE, EvalSettings, held_out_evaluation
+    from entropy_dynamics.training.evaluate import DEFAULT_MAX_NEW_TOKENS
 
     defaults = _eval_defaults(run)
     k = defaults.k if k is None else k
@@ -297,8 +310,12 @@ def eval_command(
         )
     if final_eval and run is None:
         fail("--final-eval needs --run (it writes the run's final_eval.json)")
-    setup = _eval_setup(model, run)
-    settings = EvalSettings(problems, k, temperature, seed, k_list, split=split)
+    if (overrides or task) and run is not None:
+        fail("--task and key=value overrides apply to --model; a --run has its config.yaml")
+    setup = _eval_setup(model, run, list(overrides or []), task)
+    # the longest answer: eval's default, or the setup's response cap if longer (countdown_search)
+    max_new_tokens = max(DEFAULT_MAX_NEW_TOKENS, setup.config.rollout.max_new_tokens)
+    settings = EvalSettings(problems, k, temperature, seed, k_list, max_new_tokens, split)
     output = output or (run / EVAL_FILE if run is not None else None)
     try:  # the scores never go over a file of the model they score
         check_outputs({"--output": output}, {"--model": setup.model_path})
@@ -339,16 +356,17 @@ def _eval_defaults(run: Path | None):
         fail(f"--run: {exc}")
 
 
-def _eval_setup(model: Path | None, run: Path | None):
+def _eval_setup(model: Path | None, run: Path | None, overrides: list[str], task: str | None):
     """``eval``'s setup: the run's newest checkpoint with the run's config, else ``model`` (or
-    the embedded one) with the default task and prompt format."""
-    from entropy_dynamics.training.config import ModelConfig, TrainConfig
+    the task's embedded one) with the default config, the ``task`` preset and ``overrides``."""
+    from entropy_dynamics.training.config import load_config
     from entropy_dynamics.training.setup import RunSetup
 
     try:
         if run is not None:
             return RunSetup.from_run(run)
-        return RunSetup.build(TrainConfig(model=ModelConfig(path=str(model or ""))))
+        config = load_config(None, [f"model.path={model or ''}", *overrides], task=task)
+        return RunSetup.build(config)
     except FileNotFoundError as exc:
         fail(f"--run: {exc}" if run is not None else str(exc))
     except ValueError as exc:

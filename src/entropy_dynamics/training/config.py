@@ -50,7 +50,8 @@ def _require(condition: bool, message: str) -> None:
 @dataclass
 class ModelConfig:
     path: str = ""
-    """Local Hugging Face model directory or ``.gguf`` file; empty: the embedded Countdown model."""
+    """Local Hugging Face model directory or ``.gguf`` file; empty: the task's embedded
+    model (``countdown-search-tiny`` for ``countdown_search``, else ``countdown-tiny``)."""
     tokenizer: str = ""
     """Tokenizer directory for a ``.gguf`` model whose own tokenizer should not be used; empty:
     the model's (a GGUF file carries its tokenizer)."""
@@ -71,12 +72,13 @@ class ModelConfig:
     ``auto`` when the model allows it (plain ``nn.Linear`` head, logits = ``lm_head(decoder(x))``),
     ``always`` refuses a model that does not, ``never`` materialises the logits."""
 
-    def resolved_path(self) -> Path:
+    def resolved_path(self, task: str = "countdown") -> Path:
+        """``path``, or when empty the embedded model of ``task`` (``models.EMBEDDED_MODELS``)."""
         if self.path:
             return Path(self.path).expanduser()
         from entropy_dynamics.models import default_model_path
 
-        return default_model_path()
+        return default_model_path(task)
 
 
 @dataclass
@@ -217,6 +219,11 @@ class AlgorithmConfig:
     """Sequences per forward/backward; gradients of a mini-batch are accumulated exactly over
     its micro-batches (0: the whole mini-batch at once). Bounds activation memory for long
     responses. KL-Cov selects its top tokens within each micro-batch."""
+    micro_batch_tokens: int = 0
+    """Padded response tokens per forward/backward (0: off): the mini-batch's rows, sorted by
+    length, packed into micro-batches of at most this many ``rows × longest response`` tokens
+    (at most ``micro_batch_size`` rows, when set), each run only up to its longest response —
+    verl's dynamic batch size. Saves the padding of long, uneven responses."""
     kl: KLConfig = field(default_factory=KLConfig)
     """The KL penalty to the initial model (off by default)."""
 
@@ -226,6 +233,7 @@ class AlgorithmConfig:
         _require(self.updates_per_step >= 1, "algorithm.updates_per_step must be >= 1")
         _require(self.mini_batches >= 1, "algorithm.mini_batches must be >= 1")
         _require(self.micro_batch_size >= 0, "algorithm.micro_batch_size must be >= 0")
+        _require(self.micro_batch_tokens >= 0, "algorithm.micro_batch_tokens must be >= 0")
         _require(
             self.advantage in available_advantages(),
             f"algorithm.advantage: unknown {self.advantage!r}; use one of "
@@ -409,10 +417,20 @@ class TrainConfig:
         return Path(self.output_dir) / self.run_name
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults ← YAML file ← ``key=value`` overrides, validated."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, task: str | None = None
+) -> TrainConfig:
+    """Defaults ← task preset (``--task``) ← YAML file ← ``key=value`` overrides, validated."""
     data = load_yaml(path) if path else {}
+    if task is not None:
+        from entropy_dynamics.training.presets import task_preset, under
+
+        data = under(data, task_preset(task))
     data = apply_overrides(data, list(overrides or []))
+    named = data.get("task", {}).get("name") if isinstance(data.get("task"), dict) else None
+    if task is not None and named != task:
+        where = f"{path} or " if path else ""
+        raise ConfigError(f"--task {task}: {where}an override sets task.name={named}; drop one")
     try:
         return from_dict(TrainConfig, data)
     except ConfigError as exc:

@@ -7,6 +7,7 @@ without replacement from the ``n`` is correct. ``Avg@k`` is the mean correctness
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ class EvalResult:
         per_problem_pass_rate: ``per_problem_correct / k`` (for the pass-rate histogram).
         format_rate: mean format score over all samples.
         mean_response_length: mean response tokens per sample (EOS included).
+        median_response_length: median response tokens per sample (EOS included).
         mean_entropy: mean token entropy of ``softmax(z / T)`` over all response tokens.
         truncated_rate: fraction of samples that reached ``max_new_tokens`` without EOS.
     """
@@ -69,6 +71,7 @@ class EvalResult:
     mean_entropy: float
     per_problem_correct: list[int] = field(default_factory=list, repr=False)
     truncated_rate: float = 0.0
+    median_response_length: float = 0.0
 
     def to_metrics(self, prefix: str = "eval") -> dict[str, float]:
         """Flat metrics: ``{prefix}/avg@k``, ``{prefix}/pass@k'`` for each k', and the rest."""
@@ -76,6 +79,7 @@ class EvalResult:
         metrics.update({f"{prefix}/pass@{k}": v for k, v in sorted(self.pass_at.items())})
         metrics[f"{prefix}/format_rate"] = self.format_rate
         metrics[f"{prefix}/response_length"] = self.mean_response_length
+        metrics[f"{prefix}/response_length_median"] = self.median_response_length
         metrics[f"{prefix}/entropy"] = self.mean_entropy
         return metrics
 
@@ -122,6 +126,7 @@ def evaluate(
     per_batch = max(1, batch_size // k)
     correct_counts: list[int] = []
     formats, tokens, truncated, entropy_sum = 0.0, 0, 0, 0.0
+    lengths: list[int] = []
     for start in range(0, len(problems), per_batch):
         chunk = problems[start : start + per_batch]
         rollout = generate(
@@ -139,6 +144,7 @@ def evaluate(
             correct_counts.append(sum(float(s.correct) >= 0.5 for s in scores[j * k : (j + 1) * k]))
         formats += sum(float(s.format) for s in scores)
         tokens += int(rollout.response_mask.sum())
+        lengths += rollout.response_mask.sum(dim=1).tolist()
         truncated += int(rollout.truncated.sum())
         entropy_sum += float(rollout.sampling_entropy.sum())  # 0 on padding
         if progress is not None:
@@ -154,4 +160,5 @@ def evaluate(
         mean_entropy=entropy_sum / tokens,
         per_problem_correct=correct_counts,
         truncated_rate=truncated / n_samples,
+        median_response_length=float(statistics.median(lengths)),
     )

@@ -38,6 +38,7 @@ from entropy_dynamics.training.rollout import Rollout
 from entropy_dynamics.training.teacher_forcing import (
     check_shared_prompts,
     full_outputs,
+    narrowed,
     shared_prompt_outputs,
 )
 
@@ -181,9 +182,13 @@ class ResponseStats:
         return LMHead(self.head.weight, self.head.bias, self.temperature, self.valid_vocab)
 
     def features(self, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:
-        """``(n, R, d)`` hidden states (fused) or ``(n, R, V)`` logits, predicting each token."""
+        """``(n, R, d)`` hidden states (fused) or ``(n, R, V)`` logits, predicting each token;
+        the forward runs up to the rows' longest response only (zeros after it)."""
         forward = shared_prompt_outputs if self.shares_prompts else full_outputs
-        outputs = forward(self._run, rollout, rows)
+        outputs = forward(self._run, *narrowed(rollout, rows))  # (n, r ≤ R, ·)
+        width = rollout.response_ids.shape[1]
+        if outputs.shape[1] < width:  # the rows' padding columns, never run: zeros
+            outputs = nn.functional.pad(outputs, (0, 0, 0, width - outputs.shape[1]))
         return outputs if self.fused else self._cut(outputs)
 
     def logits(self, features: Tensor) -> Tensor:

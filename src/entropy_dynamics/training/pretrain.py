@@ -5,7 +5,12 @@ is deliberately a short run, not a run to convergence:
 
 - data: prompts from the task's training split; the target of each example is *one* reference
   solution chosen at random among all of the problem's solutions, followed by ``<eos>``, so the
-  model learns a distribution over many valid answers rather than one canonical answer;
+  model learns a distribution over many valid answers rather than one canonical answer. With
+  ``task_name="countdown_search"`` the prompts are ``countdown_search``'s and the targets are
+  the solver's search traces (:meth:`.CountdownSearchTask.search_traces`): one of the
+  strategies' traces that solve the problem (``search_traces="solved"``) or one of all the
+  strategies' traces, those ending in ``answer: none`` included (``"all"``, as in Gandhi et al.,
+  2024, stream of search); problems that no strategy solves are skipped either way;
 - loss: next-token cross-entropy on completion tokens only (prompt and padding masked out),
   averaged over completion tokens of the batch;
 - optimiser: AdamW, linear warm-up then cosine decay to ``min_lr_ratio · lr``, gradient clipping;
@@ -26,21 +31,34 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from entropy_dynamics.finite import check_finite_fields
 from entropy_dynamics.models.architecture import ModelSize, build_model, count_parameters
 from entropy_dynamics.models.tokenizer import build_tokenizer, save_tokenizer
-from entropy_dynamics.tasks.countdown import CountdownConfig, CountdownTask
+from entropy_dynamics.tasks.countdown import CountdownConfig, CountdownProblem, CountdownTask
+from entropy_dynamics.tasks.countdown_search import CountdownSearchConfig, CountdownSearchTask
 
-__all__ = ["METRICS_FILE", "PretrainConfig", "encode_examples", "lr_schedule", "pretrain"]
+__all__ = [
+    "METRICS_FILE",
+    "PRETRAIN_TASKS",
+    "ExampleStream",
+    "PretrainConfig",
+    "encode_examples",
+    "example_stream",
+    "lr_schedule",
+    "pretrain",
+]
 
 METRICS_FILE = "pretrain_metrics.json"
 
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 """``progress(phase, done, total, info)`` with phase ``"train"`` or ``"eval"``."""
+
+PRETRAIN_TASKS = ("countdown", "countdown_search")
+"""The tasks whose training split :func:`pretrain` can take its examples from."""
 
 
 @dataclass
@@ -54,6 +72,14 @@ class PretrainConfig:
     task: CountdownConfig = field(default_factory=CountdownConfig)
     """Countdown generator (its train split is the training data; its validation split is
     evaluated)."""
+    task_name: Literal["countdown", "countdown_search"] = "countdown"
+    """The task of the examples and the evaluation: ``countdown`` (answers) or
+    ``countdown_search`` (the solver's search traces, options in ``search``)."""
+    search: CountdownSearchConfig = field(default_factory=CountdownSearchConfig)
+    """Trace options of ``countdown_search`` (used when ``task_name`` is ``countdown_search``)."""
+    search_traces: Literal["solved", "all"] = "solved"
+    """Which traces are examples with ``countdown_search``: those that solve the problem, or
+    every strategy's trace, those that give up included (Gandhi et al., 2024, train on both)."""
     steps: int = 600
     """Optimiser steps; fewer steps → lower pass@1 (the target is a partial success rate)."""
     batch_size: int = 64
@@ -85,6 +111,8 @@ class PretrainConfig:
             self.model = ModelSize(**self.model)
         if isinstance(self.task, dict):
             self.task = CountdownConfig(**self.task)
+        if isinstance(self.search, dict):
+            self.search = CountdownSearchConfig(**self.search)
         checks = {
             "steps": self.steps >= 1,
             "batch_size": self.batch_size >= 1,
@@ -97,6 +125,8 @@ class PretrainConfig:
             "eval_samples": self.eval_samples >= 1,
             "eval_temperature": self.eval_temperature > 0,
             "max_new_tokens": self.max_new_tokens >= 1,
+            "task_name": self.task_name in PRETRAIN_TASKS,
+            "search_traces": self.search_traces in ("solved", "all"),
         }
         for name, ok in checks.items():
             if not ok:
@@ -138,12 +168,20 @@ def encode_examples(
     return input_ids, attention_mask, labels
 
 
-class _Batches:
-    """Deterministic stream of (prompt, one random solution) pairs from the training split."""
+class ExampleStream:
+    """Deterministic stream of (prompt, one random solution) pairs from the training split:
+    ``examples(problem)`` lists a problem's targets, computed once, on first use."""
 
-    def __init__(self, task: CountdownTask, seed: int) -> None:
+    def __init__(
+        self,
+        task: CountdownTask | CountdownSearchTask,
+        problems: list[CountdownProblem],
+        examples: Callable[[CountdownProblem], list[str]],
+        seed: int,
+    ) -> None:
         self.task = task
-        self.problems = [p for p in task.train_problems() if p.num_solutions > 0]
+        self.problems = problems
+        self.examples = examples
         if not self.problems:
             raise ValueError("PretrainConfig.task: the training split has no solvable problem")
         self.rng = random.Random(seed)
@@ -161,11 +199,35 @@ class _Batches:
         for _ in range(batch_size):
             index = self._next_index()
             if index not in self.solutions:
-                self.solutions[index] = list(self.task.reference_solutions(self.problems[index]))
+                self.solutions[index] = self.examples(self.problems[index])
             problem = self.problems[index]
             prompts.append(self.task.prompt(problem))
             completions.append(self.rng.choice(self.solutions[index]))
         return prompts, completions
+
+
+def example_stream(
+    config: PretrainConfig,
+) -> tuple[CountdownTask | CountdownSearchTask, ExampleStream]:
+    """The task of ``config.task_name`` and its stream of training examples (see the module
+    docstring); its ``problems`` are those with at least one example."""
+    if config.task_name == "countdown":
+        task = CountdownTask(config.task)
+        problems = [p for p in task.train_problems() if p.num_solutions > 0]
+        examples = lambda p: list(task.reference_solutions(p))  # noqa: E731
+        return task, ExampleStream(task, problems, examples, config.seed)
+    search = CountdownSearchTask(config.task, config.search)
+
+    def traces(problem: CountdownProblem) -> list[str]:
+        solved = search.reference_solutions(problem)
+        if config.search_traces == "solved" or not solved:
+            return solved
+        return list(dict.fromkeys(search.search_traces(problem).values()))  # every strategy's
+
+    pairs = [(p, traces(p)) for p in search.train_problems()]
+    kept = [p for p, examples in pairs if examples]
+    lookup = dict(pairs)
+    return search, ExampleStream(search, kept, lookup.__getitem__, config.seed)
 
 
 def _evaluate(model, tokenizer, task, config: PretrainConfig, progress: ProgressFn | None):
@@ -211,7 +273,8 @@ def pretrain(
     progress: ProgressFn | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train a fresh tiny Qwen2 on Countdown, evaluate it, save it to ``output_dir``.
+    """Train a fresh tiny Qwen2 on ``config.task_name``'s examples, evaluate it, save it to
+    ``output_dir``.
 
     ``output_dir`` receives a Hugging Face model directory (``config.json``, ``model.safetensors``,
     ``generation_config.json``, ``tokenizer.json``, ``tokenizer_config.json``) and
@@ -223,8 +286,7 @@ def pretrain(
     """
     output_dir = Path(output_dir)
     tokenizer = build_tokenizer()
-    task = CountdownTask(config.task)
-    batches = _Batches(task, config.seed)
+    task, batches = example_stream(config)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, tokenizer)

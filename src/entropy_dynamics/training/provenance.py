@@ -4,7 +4,8 @@
   before) naming the package version, the git commit of its source tree when it is a checkout
   (with ``+modified`` when it has uncommitted changes), the torch, transformers and Python
   versions, the command line, and the values the config leaves to be resolved: the run name
-  (``name`` itself is written resolved) and the method's full policy-loss options
+  (``name`` itself is written resolved), the model an empty ``model.path`` stands for, and the
+  method's full policy-loss options
   (``algorithm.loss`` holds only the user's overrides of them);
 - ``provenance.json`` holds the same, for tools.
 
@@ -77,6 +78,7 @@ def provenance(config: TrainConfig, argv: list[str] | None = None) -> dict[str, 
         "command": shlex.join([Path(argv[0]).name, *argv[1:]]) if argv else "",
         "resolved": {
             "name": config.run_name,
+            "model.path": str(config.model.resolved_path(config.task.name)),
             "algorithm.loss": asdict(config.algorithm.policy_loss()),
         },
     }
@@ -95,6 +97,7 @@ def write_config(config: TrainConfig, run_dir: str | Path, argv: list[str] | Non
         f"Python {info['python']}",
         f"# command: {info['command']}",
         f"# algorithm.loss resolved from method {config.algorithm.method}: {loss.strip()}",
+        *([f"# model.path resolved: {info['resolved']['model.path']}"] * (not config.model.path)),
         f"# more in {PROVENANCE_FILE}",
     ]
     data = {**to_dict(config), "name": config.run_name}

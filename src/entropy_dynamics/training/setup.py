@@ -70,7 +70,8 @@ class RunSetup:
             FileNotFoundError, ValueError: the model, tokenizer or task cannot be built (the
                 message names the config field).
         """
-        path = checkpoint / "model" if checkpoint else config.model.resolved_path()
+        task_model = config.model.resolved_path(config.task.name)
+        path = checkpoint / "model" if checkpoint else task_model
         model, tokenizer = load_model_and_tokenizer(
             path,
             config.model.dtype,
@@ -122,7 +123,7 @@ class RunSetup:
             return copy.deepcopy(self.model)
         cfg = self.config.model
         model, _ = load_model_and_tokenizer(
-            cfg.resolved_path(), cfg.dtype, str(self.device), cfg.tokenizer
+            cfg.resolved_path(self.config.task.name), cfg.dtype, str(self.device), cfg.tokenizer
         )
         return model
 

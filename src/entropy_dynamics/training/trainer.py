@@ -147,7 +147,8 @@ class Trainer:
             self.controller.load_state_dict(state.get("controller", {}))
             ckpt.restore_rng_state(state["rng"])
             if self.reference is not None:  # the reference is the initial model, loaded again
-                self.reference.check(state.get("reference"), str(config.model.resolved_path()))
+                initial = config.model.resolved_path(config.task.name)
+                self.reference.check(state.get("reference"), str(initial))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(config, self.run_dir)  # config.yaml, with provenance.json beside it
         self.samples = SampleLog(self.run_dir, config.logging.samples_every, config.logging.samples,
@@ -289,6 +290,7 @@ class Trainer:
             batch,
             rows,
             cfg.algorithm.micro_batch_size,
+            micro_batch_tokens=cfg.algorithm.micro_batch_tokens,
             fused=self.fused_loss,
             forecaster=forecaster,
             groups=groups,

@@ -3,7 +3,9 @@ the trainer's update and the one-step check (:mod:`entropy_dynamics.study.one_st
 the gradient from here.
 
 - the rows of a mini-batch are split into micro-batches of ``micro_batch_size`` sequences (0: the
-  whole mini-batch at once), one forward + backward each;
+  whole mini-batch at once), or packed by length into micro-batches of at most
+  ``micro_batch_tokens`` padded tokens, one forward + backward each, run up to the micro-batch's
+  longest response;
 - each micro-batch's two loss terms, the policy-gradient term and the entropy bonus, are weighted
   by the micro-batch's share of the mini-batch's aggregate
   (:func:`~entropy_dynamics.aggregation.aggregation_share`, in the statistics' precision, at
@@ -112,9 +114,23 @@ class PreUpdate:
         self.logits[inside] = logits
 
 
-def micro_batches(rows: Tensor, size: int) -> list[Tensor]:
-    """``rows`` in consecutive micro-batches of ``size`` (0 or ``size >= len(rows)``: one)."""
-    return list(rows.split(size)) if size and size < len(rows) else [rows]
+def micro_batches(
+    rows: Tensor, size: int, lengths: Tensor | None = None, max_tokens: int = 0
+) -> list[Tensor]:
+    """``rows`` in consecutive micro-batches of ``size`` (0 or ``size >= len(rows)``: one); with
+    ``max_tokens`` (and ``lengths``, ``(N,)`` response lengths), sorted by length and packed so
+    that each holds at most ``max_tokens`` padded tokens (its rows × its longest; a longer row
+    alone) and at most ``size`` rows."""
+    if not max_tokens or lengths is None:
+        return list(rows.split(size)) if size and size < len(rows) else [rows]
+    ordered = rows[torch.argsort(lengths[rows], stable=True)]
+    chunks, start = [], 0
+    for i, length in enumerate(lengths[ordered].tolist()):  # ascending: row i is the longest
+        n = i - start + 1
+        if n > 1 and (n * length > max_tokens or (size and n > size)):
+            chunks.append(ordered[start:i])
+            start = i
+    return [*chunks, ordered[start:]]
 
 
 def loss_inputs(
@@ -151,6 +167,7 @@ def accumulate_gradients(
     rows: Tensor,
     micro_batch_size: int = 0,
     *,
+    micro_batch_tokens: int = 0,
     fused: bool = False,
     forecaster: EntropyForecast | None = None,
     groups: dict[str, Tensor] | None = None,
@@ -165,6 +182,8 @@ def accumulate_gradients(
         batch: the rollout batch.
         rows: ``(B,)`` indices of the mini-batch's sequences.
         micro_batch_size: sequences per forward + backward (0: all ``B`` at once).
+        micro_batch_tokens: padded response tokens per forward + backward, rows packed by
+            length (0: off; :func:`micro_batches`).
         fused: use the fused PPO-clip loss (``stats.fuses_loss(config)`` must hold); ignored
             under a forecast.
         forecaster: also accumulate each token group's share of the gradient
@@ -178,7 +197,8 @@ def accumulate_gradients(
         ``(loss, metrics)``: the 0-d CPU sum of the micro-batches' weighted losses and the loss
         metrics averaged over the micro-batches.
     """
-    chunks = micro_batches(rows, micro_batch_size)
+    lengths = batch.rollout.response_mask.sum(1)  # (N,)
+    chunks = micro_batches(rows, micro_batch_size, lengths, micro_batch_tokens)
     mask, keep = batch.rollout.response_mask, batch.keep  # (N, R) each
     trained, valid = keep[rows] & mask[rows], mask[rows]  # (B, R) each
     dtype = torch.promote_types(batch.old.logprobs.dtype, torch.get_default_dtype())
