@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from entropy_dynamics.cli import app
 
 FLAGS = {
-    "train": "--config -c --task -t --method -m --name --resume --resume-from --overwrite --dry-run --quiet "
-    "-q",
+    "train": "--config -c --task -t --method -m --name --resume --resume-from --overwrite "
+    "--dry-run --quiet -q",
     "eval": "--model --task -t --run --split --k --problems --seed --temperature --ks --output -o "
     "--final-eval",
     "pretrain": "--output -o --config -c --task --steps --seed --batch-size --lr --hidden-size "
