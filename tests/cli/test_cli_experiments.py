@@ -17,8 +17,11 @@ from run_helpers import FAST, train_one_step
 def test_parse_seeds() -> None:
     assert parse_seeds("3") == [0, 1, 2]
     assert parse_seeds("0,5,7") == [0, 5, 7]
+    assert parse_seeds("0,") == [0]  # a list of one seed
     with pytest.raises(ValueError, match="--seeds"):
         parse_seeds("two")
+    with pytest.raises(ValueError, match=r"for seed 0 alone write --seeds 1 \(or the list"):
+        parse_seeds("0")
 
 
 def test_cli_validate_signs_runs_four_interventions(tmp_path, random_model_dir) -> None:

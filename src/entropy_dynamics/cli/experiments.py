@@ -66,7 +66,7 @@ def methods_list_help() -> str:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"3"`` → seeds 0, 1, 2; ``"0,5,7"`` → those seeds."""
+    """``"3"`` → seeds 0, 1, 2; ``"0,5,7"`` → those seeds; ``"0,"`` → seed 0."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -74,7 +74,10 @@ def parse_seeds(text: str) -> list[int]:
         raise ValueError(message) from None
     if len(values) == 1 and "," not in text:
         if values[0] < 1:
-            raise ValueError(f"--seeds: the number of seeds must be >= 1, got {values[0]}")
+            raise ValueError(
+                f"--seeds: a single number is a count of seeds (0..N-1) and must be >= 1, got "
+                f"{values[0]}; for seed 0 alone write --seeds 1 (or the list --seeds 0,)"
+            )
         return list(range(values[0]))
     return values
 
