@@ -79,6 +79,18 @@ def test_train_task_countdown_search_runs_on_its_embedded_model(tmp_path) -> Non
 def test_eval_overrides_need_a_model_not_a_run(tmp_path) -> None:
     done = CliRunner().invoke(app, ["eval", "--run", str(tmp_path), "task.name=countdown_search"])
     assert done.exit_code == 2 and "apply to --model" in done.output
+    done = CliRunner().invoke(app, ["eval", "--run", str(tmp_path), "--task", "countdown_search"])
+    assert done.exit_code == 2 and "--task" in done.output
+
+
+def test_eval_task_scores_the_tasks_embedded_model(tmp_path) -> None:
+    output = tmp_path / "search.json"
+    args = ["eval", "--task", "countdown_search", "--k", "2", "--problems", "1", "-o", str(output)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    scores = json.loads(output.read_text())
+    assert scores["model"].endswith("countdown-search-tiny")
+    assert scores["metrics"]["eval/format_rate"] > 0  # traces ending in an answer line
 
 
 def test_final_eval_needs_a_run(tmp_path) -> None:
