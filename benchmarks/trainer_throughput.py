@@ -70,7 +70,7 @@ def _config(method: str, args: argparse.Namespace):
             f"dynamics={str(args.dynamics).lower()}",
             "tensorboard=false",
             f"checkpoint_every={10**6}",
-            *([f"rollout.max_new_tokens={args.max_new_tokens}"] if args.max_new_tokens else []),
+            f"rollout.max_new_tokens={args.max_new_tokens}",  # main(): the task's unless given
             *args.set,
         ],
         task=args.task,

@@ -92,6 +92,28 @@ class Rollout:
             self.sampling_expected_discriminator,
         )
 
+    def select(self, index: Tensor, width: int) -> Rollout:
+        """Rows ``index`` (``(n,)``) with their responses cut to the first ``width`` positions
+        (``input_ids`` and ``attention_mask`` to ``P + width``)."""
+
+        def part(x: Tensor | None, columns: int = width) -> Tensor | None:
+            return None if x is None else x[index, :columns] if x.dim() > 1 else x[index]
+
+        return Rollout(
+            input_ids=part(self.input_ids, self.prompt_length + width),
+            attention_mask=part(self.attention_mask, self.prompt_length + width),
+            response_ids=part(self.response_ids),
+            response_mask=part(self.response_mask),
+            sampling_logprobs=part(self.sampling_logprobs),
+            sampling_entropy=part(self.sampling_entropy),
+            prompt_index=part(self.prompt_index),
+            completions=[self.completions[i] for i in index.tolist()],
+            prompt_length=self.prompt_length,
+            truncated=part(self.truncated),
+            sampling_discriminator=part(self.sampling_discriminator),
+            sampling_expected_discriminator=part(self.sampling_expected_discriminator),
+        )
+
 
 def response_mask_from_ids(response_ids: Tensor, eos_token_id: int | list[int]) -> Tensor:
     """Mask of every response token up to and including the first EOS (all tokens if none).

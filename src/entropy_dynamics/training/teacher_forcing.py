@@ -17,7 +17,6 @@ when ``cache`` is given or ``use_cache`` asked).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -79,34 +78,16 @@ def _index(rollout: Rollout, rows: Tensor | slice | None) -> Tensor:
     return every if rows is None else every[rows]
 
 
-def narrowed(rollout: Rollout, rows: Tensor | slice | None) -> tuple[Rollout, Rows]:
+def narrowed(rollout: Rollout, rows: Rows) -> tuple[Rollout, Rows]:
     """``(rollout, rows)``, or when the rows' longest response is shorter than ``R``, the rows
-    alone cut to it (and ``None`` for rows): a forward of them spends nothing on the columns
-    where every one of them is padding. Causal attention never lets a position see a later one,
-    so the outputs at the kept positions are the same."""
+    alone cut to it (:meth:`Rollout.select`, and ``None`` for rows): a forward of them spends
+    nothing on the columns where every one of them is padding. Causal attention never lets a
+    position see a later one, so the outputs at the kept positions are the same."""
     index = _index(rollout, rows)
     width = max(int(rollout.response_mask[index].sum(1).max()), 1) if len(index) else 1
     if width >= rollout.response_ids.shape[1]:
         return rollout, rows
-    cut = rollout.prompt_length + width
-
-    def part(x: Tensor | None, columns: int | None = width) -> Tensor | None:
-        return None if x is None else x[index, :columns] if x.dim() > 1 else x[index]
-
-    return dataclasses.replace(
-        rollout,
-        input_ids=part(rollout.input_ids, cut),
-        attention_mask=part(rollout.attention_mask, cut),
-        response_ids=part(rollout.response_ids),
-        response_mask=part(rollout.response_mask),
-        sampling_logprobs=part(rollout.sampling_logprobs),
-        sampling_entropy=part(rollout.sampling_entropy),
-        prompt_index=part(rollout.prompt_index),
-        completions=[rollout.completions[i] for i in index.tolist()],
-        truncated=part(rollout.truncated),
-        sampling_discriminator=part(rollout.sampling_discriminator),
-        sampling_expected_discriminator=part(rollout.sampling_expected_discriminator),
-    ), None
+    return rollout.select(index, width), None
 
 
 def full_outputs(run: Run, rollout: Rollout, rows: Tensor | slice | None = None) -> Tensor:

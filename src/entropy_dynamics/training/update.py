@@ -197,7 +197,7 @@ def accumulate_gradients(
         ``(loss, metrics)``: the 0-d CPU sum of the micro-batches' weighted losses and the loss
         metrics averaged over the micro-batches.
     """
-    lengths = batch.rollout.response_mask.sum(1)  # (N,)
+    lengths = batch.rollout.response_mask.sum(1) if micro_batch_tokens else None  # (N,)
     chunks = micro_batches(rows, micro_batch_size, lengths, micro_batch_tokens)
     mask, keep = batch.rollout.response_mask, batch.keep  # (N, R) each
     trained, valid = keep[rows] & mask[rows], mask[rows]  # (B, R) each
