@@ -170,7 +170,8 @@ def encode_examples(
 
 class ExampleStream:
     """Deterministic stream of (prompt, one random solution) pairs from the training split:
-    ``examples(problem)`` lists a problem's targets, computed once, on first use."""
+    ``examples(problem)`` lists a problem's targets, asked once per problem, on first use
+    (``countdown_search``'s are computed up front, to keep only problems that have one)."""
 
     def __init__(
         self,
