@@ -89,7 +89,8 @@ def write_config(config: TrainConfig, run_dir: str | Path, argv: list[str] | Non
     ``run_dir/provenance.json``; return the provenance."""
     run_dir = Path(run_dir)
     info = provenance(config, argv)
-    loss = yaml.safe_dump(info["resolved"]["algorithm.loss"], default_flow_style=True, width=1e9)
+    resolved = info["resolved"]
+    loss = yaml.safe_dump(resolved["algorithm.loss"], default_flow_style=True, width=1e9)
     header = [
         f"# entropy-dynamics {info['entropy_dynamics']}"
         + (f" (git {info['git_commit']})" if info["git_commit"] else "")
@@ -97,7 +98,7 @@ def write_config(config: TrainConfig, run_dir: str | Path, argv: list[str] | Non
         f"Python {info['python']}",
         f"# command: {info['command']}",
         f"# algorithm.loss resolved from method {config.algorithm.method}: {loss.strip()}",
-        *([f"# model.path resolved: {info['resolved']['model.path']}"] * (not config.model.path)),
+        *([] if config.model.path else [f"# model.path resolved: {resolved['model.path']}"]),
         f"# more in {PROVENANCE_FILE}",
     ]
     data = {**to_dict(config), "name": config.run_name}
