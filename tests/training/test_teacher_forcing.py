@@ -12,6 +12,7 @@ from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import generate
 from entropy_dynamics.training.teacher_forcing import (
     check_shared_prompts,
+    distinct_prompts,
     full_outputs,
     narrowed,
     response_logits,
@@ -73,6 +74,32 @@ def test_the_check_passes_here_and_names_what_stops_it(tiny_lm) -> None:
     model.gradient_checkpointing_enable()
     assert "checkpointing" in check_shared_prompts(stats._run, model)
     assert ResponseStats(model, 1.0, shared_prompts=False).prompt_reason == "off"
+
+
+def test_groups_in_order_repeat_and_any_other_rows_are_gathered() -> None:
+    a, b, c = [1, 2], [3, 4], [5, 6]
+    runs, owner = distinct_prompts(torch.tensor([a, a, a, b, b, b, a, a, a]))
+    assert owner == 3 and runs.tolist() == [a, b, a]  # a group's prompt may come again
+    prompts, owner = distinct_prompts(torch.tensor([b, a, a, c, b]))  # runs of 1, 2, 1, 1
+    assert prompts[owner].tolist() == [b, a, a, c, b] and len(prompts) == 3
+    single, owner = distinct_prompts(torch.tensor([c]))
+    assert owner == 1 and single.tolist() == [c]
+
+
+def test_the_check_sees_a_cache_that_repeats_wrongly(tiny_lm, monkeypatch) -> None:
+    from transformers.cache_utils import DynamicCache
+
+    model = copy.deepcopy(tiny_lm[0])
+    stats = ResponseStats(model, 1.0)
+
+    def tiled(self, repeats: int) -> None:  # (u, ·) → (u·G, ·) in the wrong order: a, b, a, b
+        for layer in self.layers:
+            layer.keys, layer.values = (
+                x.repeat(repeats, 1, 1, 1) for x in (layer.keys, layer.values)
+            )
+
+    monkeypatch.setattr(DynamicCache, "batch_repeat_interleave", tiled)
+    assert "differs from the full one" in check_shared_prompts(stats._run, model)
 
 
 def test_response_logits_match_an_unpadded_forward(tiny_lm, rollout) -> None:
