@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,11 +17,14 @@ from entropy_dynamics.training.config import OptimConfig
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import generate
 from entropy_dynamics.training.update import (
+    PreUpdate,
     UpdateBatch,
     accumulate_gradients,
     adamw,
+    idle_rows,
     lr_multiplier,
     micro_batches,
+    skips_idle_rows,
 )
 
 PROMPTS = ["7 3 2 -> 23: ", "1 9 -> 10: ", "4 4 8 -> 2: "]
@@ -211,3 +215,82 @@ def test_the_kl_penalty_joins_the_loss_and_its_gradient(tiny_lm, batch, agg_mode
     with pytest.raises(ValueError, match="unfused loss"):
         accumulate_gradients(ResponseStats(model, 1.0), config, penalized, torch.arange(6),
                              kl=kl, fused=True)  # fmt: skip
+
+
+def _idle_batch(batch, rows_without_gradient=(2, 3)):
+    """``batch`` with a group of equal rewards (advantage 0) and, in another group, one row whose
+    every token the filter dropped."""
+    advantages = batch.advantages.clone()
+    advantages[list(rows_without_gradient)] = 0.0  # the group (2, 3): all rewards equal
+    keep = batch.keep.clone()
+    keep[5] = False  # a row dropped whole by the filter
+    return UpdateBatch(batch.rollout, batch.old, advantages, keep)
+
+
+def _skipping(model, batch, config, micro=0, fused=False, skip=True, pre=None):
+    model.zero_grad(set_to_none=True)
+    stats = ResponseStats(model, 1.0)
+    loss, metrics = accumulate_gradients(
+        stats, config, batch, torch.arange(6), micro, fused=fused and stats.fuses_loss(config),
+        skip_idle=skip, pre_update=pre,
+    )  # fmt: skip
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return loss, metrics, grads
+
+
+def test_idle_rows_are_the_rows_without_a_kept_token_of_nonzero_advantage(batch) -> None:
+    idle = idle_rows(_idle_batch(batch), torch.arange(6))
+    assert idle.tolist() == [False, False, True, True, False, True]
+    assert idle_rows(_idle_batch(batch), torch.tensor([0, 3])).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize("micro, fused", [(0, False), (0, True), (2, False)])
+def test_skipping_idle_rows_keeps_the_gradient(tiny_lm, batch, agg_mode, micro, fused) -> None:
+    model, _ = tiny_lm
+    config = PolicyLossConfig(agg_mode=agg_mode)
+    idle = _idle_batch(batch)
+    whole_loss, whole_metrics, whole = _skipping(model, idle, config, micro, fused, skip=False)
+    loss, metrics, grads = _skipping(model, idle, config, micro, fused)
+    assert metrics["actor/frac_rows_skipped"] == pytest.approx(0.5)  # rows 2, 3 and 5
+    assert whole_metrics["actor/frac_rows_skipped"] == 0.0
+    torch.testing.assert_close(loss, whole_loss, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(metrics["actor/frac_kept"], whole_metrics["actor/frac_kept"])
+    for a, b in zip(grads, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_losses_that_need_every_row_run_every_row(tiny_lm, batch) -> None:
+    model, _ = tiny_lm
+    norm = PolicyLossConfig(agg_mode="seq-mean-token-sum-norm")  # divides by the forward's width
+    assert skips_idle_rows(PolicyLossConfig()) and skips_idle_rows(replace(norm, loss_agg_norm=8.0))
+    for config in (PolicyLossConfig(entropy_coef=0.01), PolicyLossConfig(loss="kl_cov"), norm):
+        assert not skips_idle_rows(config)
+        _, metrics, _ = _skipping(model, _idle_batch(batch), config)
+        assert metrics["actor/frac_rows_skipped"] == 0.0
+    every = _idle_batch(batch, rows_without_gradient=range(6))  # nothing to learn: run as before
+    _, metrics, grads = _skipping(model, every, PolicyLossConfig())
+    assert metrics["actor/frac_rows_skipped"] == 0.0 and all(g is not None for g in grads)
+
+
+@pytest.mark.parametrize("with_positions", [True, False], ids=["dynamics", "no dynamics"])
+def test_the_policy_before_the_step_is_known_where_it_is_needed(
+    tiny_lm, batch, with_positions
+) -> None:
+    model, _ = tiny_lm
+    idle = _idle_batch(batch)
+    mask = idle.rollout.response_mask
+    positions = mask.nonzero(as_tuple=True) if with_positions else None  # every valid token
+    pres = [PreUpdate(idle.rollout, positions) for _ in range(2)]
+    for pre, skip in zip(pres, (False, True), strict=True):
+        _skipping(model, idle, PolicyLossConfig(), skip=skip, pre=pre)
+    whole, skipped = pres
+    if with_positions:  # the idle rows ran without gradient: logits and log p known everywhere
+        assert not skipped.skipped.any()
+        torch.testing.assert_close(skipped.logits, whole.logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(skipped.logprobs, whole.logprobs, rtol=1e-5, atol=1e-6)
+    else:  # nothing needs them: not run, and said so
+        assert skipped.skipped.tolist() == [False, False, True, True, False, True]
+        ran = ~skipped.skipped
+        torch.testing.assert_close(skipped.logprobs[ran], whole.logprobs[ran])

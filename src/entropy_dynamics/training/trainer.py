@@ -240,9 +240,11 @@ class Trainer:
             metrics[key] = torch.stack([m[key].float() for m in update_metrics]).mean()
 
         metrics["perf/update_time"] = time.perf_counter() - start
-        current = old.logprobs if pre_update is None else pre_update.logprobs  # (N, R)
+        current, seen = old.logprobs, mask  # (N, R) each
+        if pre_update is not None:  # the rows the loss pass skipped were not run: not compared
+            current, seen = pre_update.logprobs, mask & ~pre_update.skipped.to(mask.device)[:, None]
         metrics["rollout/logprob_mismatch"] = masked_mean(  # sampler vs teacher forcing, same θ
-            (rollout.sampling_logprobs.to(current) - current).abs(), mask
+            (rollout.sampling_logprobs.to(current) - current).abs(), seen
         )
         if positions is not None:
             before = before if pre_update is None else pre_update.logits  # (n, V) before the step
@@ -296,6 +298,7 @@ class Trainer:
             groups=groups,
             pre_update=pre_update,
             kl=cfg.algorithm.kl if self.reference is not None else None,
+            skip_idle=cfg.algorithm.skip_idle_rows,
         )
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         predicted = {}

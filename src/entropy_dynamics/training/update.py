@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from entropy_dynamics.aggregation import aggregation_share
+from entropy_dynamics.aggregation import aggregation_share, masked_mean
 from entropy_dynamics.losses import PolicyLossConfig, PolicyLossInputs, compute_policy_loss
 from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training.config import OptimConfig
@@ -55,9 +55,11 @@ __all__ = [
     "UpdateBatch",
     "accumulate_gradients",
     "adamw",
+    "idle_rows",
     "loss_inputs",
     "lr_multiplier",
     "micro_batches",
+    "skips_idle_rows",
 ]
 
 
@@ -90,12 +92,27 @@ class PreUpdate:
             rows no chunk has covered yet).
         logits: ``(n, V)`` raw logits at ``positions`` (``None`` until a chunk holds one), formed
             with the lm_head of the moment: before the optimizer step.
+        skipped: ``(N,)`` bool, the rows the loss pass left out (no gradient, :func:`idle_rows`)
+            and nothing else ran: their ``logprobs`` are not known.
     """
 
     def __init__(self, rollout: Rollout, positions: tuple[Tensor, Tensor] | None) -> None:
-        self.positions = positions
+        self.rollout, self.positions = rollout, positions
         self.logprobs = torch.zeros(rollout.response_ids.shape, device=rollout.response_ids.device)
         self.logits: Tensor | None = None
+        self.skipped = torch.zeros(rollout.response_ids.shape[0], dtype=torch.bool)
+
+    def fill(self, stats: ResponseStats, rows: Tensor) -> None:
+        """The loss pass leaves ``rows`` (``(n,)``) out: when a dynamics position lies in them,
+        run them without gradient (a forward, no backward) for their logits; else mark them
+        :attr:`skipped`."""
+        if self.positions is None or not bool(torch.isin(self.positions[0], rows).any()):
+            self.skipped[rows.cpu()] = True
+            return
+        with torch.no_grad():
+            features = stats.features(self.rollout, rows)  # (n, R, ·)
+            logprobs = stats.stats(features, self.rollout.response_ids[rows]).logprobs
+        self.add(stats, rows, features, logprobs)
 
     def add(self, stats: ResponseStats, rows: Tensor, features: Tensor, logprobs: Tensor) -> None:
         """Keep what chunk ``rows`` (``(n,)``) shows: its ``(n, R)`` ``logprobs`` and, at the
@@ -173,6 +190,7 @@ def accumulate_gradients(
     groups: dict[str, Tensor] | None = None,
     pre_update: PreUpdate | None = None,
     kl: KLConfig | None = None,
+    skip_idle: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Backpropagate the loss of ``rows`` into ``.grad``, micro-batch by micro-batch.
 
@@ -192,23 +210,32 @@ def accumulate_gradients(
         pre_update: keeps the policy's ``log p_k`` and dynamics logits seen by the loss pass.
         kl: the KL penalty to ``batch.ref_logprobs`` (``None`` or ``coef == 0``: none); not on
             the fused loss.
+        skip_idle: leave out of the forward + backward the rows whose loss has no gradient
+            (:func:`idle_rows`), when the loss allows it (:func:`skips_idle_rows`).
 
     Returns:
         ``(loss, metrics)``: the 0-d CPU sum of the micro-batches' weighted losses and the loss
         metrics averaged over the micro-batches.
     """
-    lengths = batch.rollout.response_mask.sum(1) if micro_batch_tokens else None  # (N,)
-    chunks = micro_batches(rows, micro_batch_size, lengths, micro_batch_tokens)
     mask, keep = batch.rollout.response_mask, batch.keep  # (N, R) each
     trained, valid = keep[rows] & mask[rows], mask[rows]  # (B, R) each
-    dtype = torch.promote_types(batch.old.logprobs.dtype, torch.get_default_dtype())
-    total, metrics = torch.zeros(()), []
     penalized = kl is not None and kl.coef > 0
     if penalized and (fused or batch.ref_logprobs is None):
         raise ValueError("the KL penalty needs batch.ref_logprobs and the unfused loss")
+    live = rows
+    if skip_idle and not penalized and forecaster is None and skips_idle_rows(config):
+        idle = idle_rows(batch, rows)  # (B,) bool
+        if bool(idle.any()) and not bool(idle.all()):
+            live = rows[~idle]
+            if pre_update is not None:
+                pre_update.fill(stats, rows[idle])
+    lengths = batch.rollout.response_mask.sum(1) if micro_batch_tokens else None  # (N,)
+    chunks = micro_batches(live, micro_batch_size, lengths, micro_batch_tokens)
+    dtype = torch.promote_types(batch.old.logprobs.dtype, torch.get_default_dtype())
+    total, metrics = torch.zeros(()), []
     for chunk in chunks:
         shares = (1.0, 1.0)  # 0-d weights of the pg and entropy terms in the mini-batch's loss
-        if len(chunks) > 1:
+        if len(chunks) > 1 or len(live) < len(rows):
             mode = config.agg_mode
             share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained, dtype)
             shares = (share_pg, aggregation_share(mode, mask[chunk], valid, dtype))
@@ -222,7 +249,7 @@ def accumulate_gradients(
             logprobs = inputs.logprobs
             out = compute_policy_loss(config, inputs)  # over (n, R) tokens
             loss = out.loss  # 0-d
-            if len(chunks) > 1:
+            if len(chunks) > 1 or len(live) < len(rows):
                 loss = shares[0] * out.pg_loss
                 if config.entropy_coef != 0:
                     loss = loss - config.entropy_coef * shares[1] * out.entropy
@@ -242,7 +269,28 @@ def accumulate_gradients(
         total += loss.detach().cpu()
         metrics.append({**out.metrics, **kl_metrics} if penalized else out.metrics)
     averaged = {k: torch.stack([m[k].float() for m in metrics]).mean() for k in metrics[0]}
+    averaged["actor/frac_rows_skipped"] = torch.tensor(1.0 - len(live) / max(len(rows), 1))
+    if len(live) < len(rows):  # the skipped rows' tokens count: kept or not, over the mini-batch
+        averaged["actor/frac_kept"] = masked_mean(trained.float(), valid)
     return total, averaged
+
+
+def skips_idle_rows(config: PolicyLossConfig) -> bool:
+    """Whether a row without a trained token of nonzero advantage adds nothing to the loss's
+    gradient: the PPO-clip surrogate and EntroPIC (each token's term is a multiple of its ``A``),
+    no entropy bonus, and an aggregation whose divisor does not depend on the forward's width
+    (``seq-mean-token-sum-norm`` without ``loss_agg_norm`` divides by it). KL-Cov is not: it
+    penalizes tokens it selects among the micro-batch's, whatever their advantage."""
+    if config.loss not in ("ppo", "entropic") or config.entropy_coef != 0:
+        return False
+    return config.agg_mode != "seq-mean-token-sum-norm" or config.loss_agg_norm is not None
+
+
+def idle_rows(batch: UpdateBatch, rows: Tensor) -> Tensor:
+    """``(B,)`` bool: the ``rows`` with no valid, kept token of nonzero advantage — a group whose
+    rewards are all equal (GRPO's advantage 0), or a row the filter dropped whole."""
+    mask = batch.rollout.response_mask[rows].bool() & batch.keep[rows].bool()
+    return ~(mask & (batch.advantages[rows] != 0)).any(1)
 
 
 def lr_multiplier(
