@@ -124,7 +124,8 @@ def test_evaluate_matches_a_direct_rollout(tiny_lm) -> None:
         max_new_tokens=4,
     )
     scores = [task.score(problems[i // k], text) for i, text in enumerate(rollout.completions)]
-    correct = [sum(s.correct for s in scores[j * k : (j + 1) * k]) for j in range(len(problems))]
+    groups = [scores[j * k : (j + 1) * k] for j in range(len(problems))]
+    correct = [int(sum(s.correct for s in group)) for group in groups]
     assert result.per_problem_correct == correct
     assert sum(correct) > 0 and min(correct) < k  # the scores are not all equal
     assert result.avg_at_k == pytest.approx(sum(correct) / (k * len(problems)))

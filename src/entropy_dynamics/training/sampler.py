@@ -90,7 +90,9 @@ def decode(
             logits[:, valid_vocab:] = float("-inf")
         if do_sample:  # the exponential race: argmax p_i / E_i, E_i ~ Exp(1), picks i w.p. p_i
             probs = nucleus(logits / temperature, top_p).softmax(-1)  # (n_active, V)
-            token = probs.div_(torch.empty_like(probs).exponential_()).argmax(-1)  # (n_active,)
+            # E_i = -log U_i, U_i ~ U[0, 1): on a CPU 6x faster than exponential_() (a scalar loop)
+            race = torch.rand_like(probs).log_().neg_()
+            token = probs.div_(race).argmax(-1)  # (n_active,)
         else:
             token = logits.argmax(-1)
         stats = token_stats(logits, token, temperature)  # of softmax(z / T), before top-p
