@@ -4,6 +4,7 @@ processes, ``compare`` and ``report`` over a grid. The plan itself: ``test_grid.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -168,3 +169,17 @@ def test_grid_in_worker_processes(tmp_path, model_dir) -> None:
     for r in results:
         assert [row["step"] for row in read_metrics(r.run_dir / "metrics.jsonl")] == [1]
 
+
+@pytest.mark.parametrize("takes_term", [True, False], ids=["stops on SIGTERM", "ignores it"])
+def test_a_worker_whose_grid_is_gone_stops(takes_term) -> None:
+    # A worker's parent is the grid's process; this one is told its parent is another (-1), as
+    # after the grid was killed: it signals itself, and exits after the grace whatever it does.
+    ignore = "" if takes_term else "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    script = (
+        f"import signal, time\n{ignore}"
+        "from entropy_dynamics.study.experiments import stop_when_orphaned\n"
+        "stop_when_orphaned(-1, poll_s=0.01, grace_s=1.0)\n"
+        "time.sleep(600)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], timeout=120, capture_output=True)
+    assert done.returncode == (-signal.SIGTERM if takes_term else 1), done.stderr

@@ -21,6 +21,9 @@ import json
 import multiprocessing
 import os
 import queue as queue_module
+import signal
+import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +39,7 @@ from entropy_dynamics.training.config_io import to_dict
 from entropy_dynamics.training.run_dir import config_differences
 
 __all__ = [
+    "ORPHAN_GRACE_S",
     "RunEvent",
     "RunResult",
     "RunSpec",
@@ -46,6 +50,7 @@ __all__ = [
     "run_grid",
     "run_status",
     "split_top_level",
+    "stop_when_orphaned",
 ]
 
 MANIFEST_FILE = "grid.json"
@@ -159,10 +164,27 @@ def execute_run(spec: RunSpec, progress: Progress | None = None, final_eval: boo
 
 _WORKER_QUEUE: Any = None
 
+ORPHAN_GRACE_S = 120.0
+"""Seconds a worker whose grid process has gone gets to stop its run cleanly before it exits."""
 
-def _init_worker(events, threads: int) -> None:
+
+def stop_when_orphaned(parent: int, poll_s: float = 1.0, grace_s: float = ORPHAN_GRACE_S) -> None:
+    """Watch (on a worker's thread) for the grid process ``parent`` to go — killed, or its
+    terminal closed — and then stop: SIGTERM to this worker, which a run in progress takes as a
+    clean stop (the step finished, a checkpoint written: a rerun of the grid resumes it), then
+    exit after ``grace_s`` seconds whatever the worker does. Without it an orphaned worker waits
+    forever for the next run from a parent that is no more."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace_s)
+    os._exit(1)
+
+
+def _init_worker(events, threads: int, parent: int) -> None:
     global _WORKER_QUEUE
     _WORKER_QUEUE = events
+    threading.Thread(target=stop_when_orphaned, args=(parent,), daemon=True).start()
     if threads > 0:
         import torch
 
@@ -234,7 +256,7 @@ def _run_parallel(specs, workers: int, emit: Progress, final_eval: bool) -> list
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
-    executor = ProcessPoolExecutor(workers, context, _init_worker, (events, threads))
+    executor = ProcessPoolExecutor(workers, context, _init_worker, (events, threads, os.getpid()))
     results: dict[str, RunResult] = {}
     try:
         futures = {executor.submit(_worker_run, (spec, final_eval)): spec for spec in specs}
