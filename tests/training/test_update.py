@@ -265,7 +265,9 @@ def test_losses_that_need_every_row_run_every_row(tiny_lm, batch) -> None:
     model, _ = tiny_lm
     norm = PolicyLossConfig(agg_mode="seq-mean-token-sum-norm")  # divides by the forward's width
     assert skips_idle_rows(PolicyLossConfig()) and skips_idle_rows(replace(norm, loss_agg_norm=8.0))
-    for config in (PolicyLossConfig(entropy_coef=0.01), PolicyLossConfig(loss="kl_cov"), norm):
+    bonus, kl_cov = PolicyLossConfig(entropy_coef=0.01), PolicyLossConfig(loss="kl_cov")
+    entropic = PolicyLossConfig(loss="entropic", entropic_alpha=0.5)  # a mean over its own tokens
+    for config in (bonus, kl_cov, entropic, norm):
         assert not skips_idle_rows(config)
         _, metrics, _ = _skipping(model, _idle_batch(batch), config)
         assert metrics["actor/frac_rows_skipped"] == 0.0

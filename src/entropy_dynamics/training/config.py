@@ -227,8 +227,8 @@ class AlgorithmConfig:
     skip_idle_rows: bool = True
     """Leave out of the loss's forward + backward the rows that add nothing to its gradient: no
     kept token with a nonzero advantage (a group whose rewards are all equal), on a loss where
-    each token's term is a multiple of its advantage (``ppo``, ``entropic``; no entropy bonus, KL
-    penalty or forecast). The gradient is the same up to float rounding; ``actor/entropy``,
+    each token's term is a multiple of its advantage (``ppo``; no entropy bonus, KL penalty or
+    forecast). The gradient is the same up to float rounding; ``actor/entropy``,
     ``actor/ppo_kl``, ``actor/pg_loss`` and the clip fractions are then over the rows that ran
     (``actor/frac_rows_skipped`` says how many did not)."""
     kl: KLConfig = field(default_factory=KLConfig)

@@ -277,11 +277,12 @@ def accumulate_gradients(
 
 def skips_idle_rows(config: PolicyLossConfig) -> bool:
     """Whether a row without a trained token of nonzero advantage adds nothing to the loss's
-    gradient: the PPO-clip surrogate and EntroPIC (each token's term is a multiple of its ``A``),
-    no entropy bonus, and an aggregation whose divisor does not depend on the forward's width
-    (``seq-mean-token-sum-norm`` without ``loss_agg_norm`` divides by it). KL-Cov is not: it
-    penalizes tokens it selects among the micro-batch's, whatever their advantage."""
-    if config.loss not in ("ppo", "entropic") or config.entropy_coef != 0:
+    gradient: the PPO-clip surrogate (each token's term a multiple of its ``A``), no entropy
+    bonus, and an aggregation whose divisor does not depend on the forward's width
+    (``seq-mean-token-sum-norm`` without ``loss_agg_norm`` divides by it). Not KL-Cov (it
+    penalizes tokens it selects among the micro-batch's, whatever their advantage), nor EntroPIC
+    (its term's mean runs over the high-probability tokens of the rows that run)."""
+    if config.loss != "ppo" or config.entropy_coef != 0:
         return False
     return config.agg_mode != "seq-mean-token-sum-norm" or config.loss_agg_norm is not None
 
