@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from entropy_dynamics.study.statistics import paired_difference, t_interval
+from entropy_dynamics.training.metrics import read_metrics
 from report_helpers import CORRECT, write_run
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
@@ -146,3 +147,41 @@ def test_default_run_pairs_start_and_end_by_seed(tmp_path) -> None:
         np.mean([np.mean(c) / 4 for c in CORRECT["grpo"]])
     )
     assert "| validation Pass@8 | 0.600 [0.600, 0.600] | 0.500 [" in (out / "table.md").read_text()
+
+
+def test_lengths_per_task_side_by_side(tmp_path) -> None:
+    # response/length_mean of seed s at step t: 10 + s for the first 20 steps, 4 + s after;
+    # actor/frac_kept as report_helpers writes it (1 for grpo)
+    tasks = {}
+    for task, scale in (("short", 1.0), ("long", 10.0)):
+        root = tmp_path / task
+        for method in ("grpo", "clip_b"):
+            for seed in range(3):
+                run = write_run(root, method, seed)
+                rows = read_metrics(run / "metrics.jsonl")
+                for row in rows:
+                    row["response/length_mean"] = scale * ((10 if row["step"] <= 20 else 4) + seed)
+                (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tasks[task] = root
+    out = tmp_path / "out"
+    args = [arg for task, root in tasks.items() for arg in ("--task", task, str(root))]
+    done = subprocess.run(
+        [sys.executable, str(RESULTS / "lengths.py"), *args, "-o", str(out), "--no-figure"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "lengths.json").read_text())
+    assert set(summary) == {"short", "long"}
+    for task, scale in (("short", 1.0), ("long", 10.0)):
+        grpo, clip_b = summary[task]["grpo"], summary[task]["clip_b"]
+        steps = len(read_metrics(tasks[task] / "grpo-seed0" / "metrics.jsonl"))
+        lengths = [scale * (np.mean([10] * 20 + [4] * (steps - 20)) + s) for s in range(3)]
+        interval = t_interval([length * 128 for length in lengths])  # 16 prompts x 8 samples
+        assert grpo["mean_ci"]["tokens_per_batch"] == pytest.approx(
+            [interval.mean, interval.low, interval.high]
+        )
+        first = [v["length_first"] for v in grpo["per_seed"].values()]
+        assert first == pytest.approx([scale * (10 + s) for s in range(3)])
+        assert grpo["mean_ci"]["frac_dropped"][0] == pytest.approx(0.0)
+        assert clip_b["mean_ci"]["frac_dropped"][0] > 0
+    assert "| long | clip_b | 3 |" in (out / "lengths.md").read_text()
