@@ -322,6 +322,7 @@ def _stop_at(step: int):
     def callback(event: str, at: int, metrics: dict) -> None:
         if event == "step" and at == step:
             raise _Stop  # a kill after the checkpoint of the step before
+
     return callback
 
 
@@ -423,3 +424,28 @@ def test_the_finished_model_is_exported_and_the_state_is_readable(
         assert state["config_hash"] == config_hash(to_dict(config))
         assert [row["step"] for row in state["log_history"]] == [0, 1, 2][: step + 1]
         assert "entropy/mean" in state["log_history"][-1]
+
+
+def test_rows_without_a_gradient_are_skipped_to_the_same_training(tmp_path) -> None:
+    # The embedded model earns rewards, so some groups have all rewards equal (A = 0): plain GRPO
+    # leaves those rows out of the loss pass. The training must not notice beyond rounding.
+    rows, weights = {}, {}
+    for skip in (True, False):
+        name = f"skip{skip}"
+        overrides = [
+            f"output_dir={tmp_path}", f"name={name}", "steps=3", "eval.every=0",
+            "rollout.prompts_per_step=4", "rollout.group_size=4", "checkpoint_every=3",
+            "tensorboard=false", f"algorithm.skip_idle_rows={str(skip).lower()}",
+        ]  # fmt: skip
+        config = load_config(None, overrides)
+        rows[skip] = Trainer(config, config.run_dir).train()
+        weights[skip] = _weights(config.run_dir, 3)
+    assert any(r["actor/frac_rows_skipped"] > 0 for r in rows[True])
+    assert all(r["actor/frac_rows_skipped"] == 0 for r in rows[False])
+    for a, b in zip(rows[True], rows[False], strict=True):
+        assert a["reward/mean"] == b["reward/mean"] and a["actor/frac_kept"] == b["actor/frac_kept"]
+        for key in ("dynamics/delta_h_actual", "dynamics/delta_h_first_order", "actor/grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-9), key
+        assert a["rollout/logprob_mismatch"] < 1e-5
+    for name, value in weights[True].items():
+        torch.testing.assert_close(value, weights[False][name], rtol=1e-4, atol=1e-6)
