@@ -11,6 +11,10 @@ the gradient from here.
   (:func:`~entropy_dynamics.aggregation.aggregation_share`, in the statistics' precision, at
   least float32), so the accumulated gradient is the one-shot gradient of the mini-batch for
   every aggregation mode;
+- rows that add nothing to the gradient (no kept token of nonzero advantage: a group of equal
+  rewards) are left out of the forward + backward where the loss makes that exact
+  (:func:`skips_idle_rows`, ``algorithm.skip_idle_rows``), their tokens still counted in the
+  shares' denominators (issue 30);
 - the loss is the configured one (:func:`~entropy_dynamics.losses.compute_policy_loss`) on the
   current policy's statistics, with the filter's ``S_k`` and ``E_p[S]`` those of the rollout
   policy; on the fused path PPO-clip and its gradient come from one pass over the hidden states
