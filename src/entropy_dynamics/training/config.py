@@ -305,7 +305,7 @@ class ForecastConfig:
     second_order: bool = False
     """Also the second-order forecast along the step (two more gradients per target)."""
     groups: bool = False
-    """Split the forecast by token group: four extra backward passes of the loss (about 3× the
+    """Split the forecast by token group: four extra backward passes of the loss (about 4× the
     learn phase on the embedded default, ``benchmarks/forecast_cost.py``)."""
 
     def __post_init__(self) -> None:
