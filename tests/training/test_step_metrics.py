@@ -13,6 +13,7 @@ from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.training.step_metrics import (
     dynamics_positions,
     frac_zero_std,
+    logits_at,
     reward_metrics,
     rollout_metrics,
     zero_variance_notice,
@@ -67,3 +68,27 @@ def test_rollout_metrics_and_the_dynamics_positions() -> None:
     assert "entropy/mean" in metrics
     rows, cols = dynamics_positions(mask, limit=2)  # the first two valid positions, row-major
     assert rows.tolist() == [0, 0] and cols.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("tokens", [0, 8], ids=["one pass", "packed by length"])
+def test_the_logits_after_the_step_come_from_the_rows_that_hold_a_position(tiny_lm, tokens):
+    from entropy_dynamics.training.forward import ResponseStats
+    from entropy_dynamics.training.rollout import generate
+
+    model, tokenizer = tiny_lm
+    torch.manual_seed(0)
+    rollout = generate(model, tokenizer, ["1 2 -> 3: ", "12 7 3 -> 16: "], num_samples=3,
+                       max_new_tokens=6)  # fmt: skip
+    forward = ResponseStats(model, 1.0)
+    rows, cols = dynamics_positions(rollout.response_mask, 7)  # the first 7: a few rows only
+    assert len(torch.unique(rows)) < rollout.response_mask.shape[0]
+    with torch.no_grad():
+        expected = forward.logits(forward.features(rollout)[rows, cols])  # the whole batch
+    calls = []
+    features = forward.features
+    forward.features = lambda r, chunk=None: calls.append(chunk) or features(r, chunk)
+    after = logits_at(forward, rollout, (rows, cols), micro_batch_tokens=tokens)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+    ran = torch.cat(calls)
+    assert sorted(ran.tolist()) == torch.unique(rows).tolist()  # every holder once, no other
+    assert (len(calls) > 1) == (tokens > 0)

@@ -276,23 +276,22 @@ def test_losses_that_need_every_row_run_every_row(tiny_lm, batch) -> None:
     assert metrics["actor/frac_rows_skipped"] == 0.0 and all(g is not None for g in grads)
 
 
-@pytest.mark.parametrize("with_positions", [True, False], ids=["dynamics", "no dynamics"])
-def test_the_policy_before_the_step_is_known_where_it_is_needed(
-    tiny_lm, batch, with_positions
-) -> None:
+@pytest.mark.parametrize("held", ["every row", "rows 0-2", "none"])
+def test_the_policy_before_the_step_is_known_where_it_is_needed(tiny_lm, batch, held) -> None:
+    # the idle rows are 2, 3 and 5: those holding a dynamics position run without gradient
     model, _ = tiny_lm
     idle = _idle_batch(batch)
-    mask = idle.rollout.response_mask
-    positions = mask.nonzero(as_tuple=True) if with_positions else None  # every valid token
+    mask = idle.rollout.response_mask.clone()
+    if held == "rows 0-2":
+        mask[3:] = False
+    positions = None if held == "none" else mask.nonzero(as_tuple=True)
     pres = [PreUpdate(idle.rollout, positions) for _ in range(2)]
     for pre, skip in zip(pres, (False, True), strict=True):
         _skipping(model, idle, PolicyLossConfig(), skip=skip, pre=pre)
     whole, skipped = pres
-    if with_positions:  # the idle rows ran without gradient: logits and log p known everywhere
-        assert not skipped.skipped.any()
+    expected = {"every row": [], "rows 0-2": [3, 5], "none": [2, 3, 5]}[held]
+    assert skipped.skipped.nonzero()[:, 0].tolist() == expected
+    if positions is not None:
         torch.testing.assert_close(skipped.logits, whole.logits, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(skipped.logprobs, whole.logprobs, rtol=1e-5, atol=1e-6)
-    else:  # nothing needs them: not run, and said so
-        assert skipped.skipped.tolist() == [False, False, True, True, False, True]
-        ran = ~skipped.skipped
-        torch.testing.assert_close(skipped.logprobs[ran], whole.logprobs[ran])
+    ran = ~skipped.skipped  # log p is known on the rows that ran, with or without gradient
+    torch.testing.assert_close(skipped.logprobs[ran], whole.logprobs[ran], rtol=1e-5, atol=1e-6)

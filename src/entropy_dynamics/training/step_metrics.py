@@ -15,11 +15,13 @@ from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.tasks.base import Task, score_all
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout
+from entropy_dynamics.training.update import micro_batches
 
 __all__ = [
     "dynamics_metrics",
     "dynamics_positions",
     "frac_zero_std",
+    "logits_at",
     "reward_metrics",
     "rollout_metrics",
     "zero_variance_notice",
@@ -99,6 +101,35 @@ def dynamics_positions(mask: Tensor, limit: int) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
+def logits_at(
+    forward: ResponseStats,
+    rollout: Rollout,
+    positions: tuple[Tensor, Tensor],
+    micro_batch_tokens: int = 0,
+) -> Tensor:
+    """``(n, V)`` logits of the policy ``forward`` measures now at ``positions`` (``(rows,
+    cols)``, ``(n,)`` each), from a no-grad forward of the rows that hold one — only those, each
+    micro-batch run up to its rows' longest response; with ``micro_batch_tokens`` the rows packed
+    by length into micro-batches of at most that many padded tokens, as the update packs them
+    (:func:`~entropy_dynamics.training.update.micro_batches`): long, uneven answers are not run
+    to the batch's longest."""
+    pos_rows, pos_cols = positions
+    rows = torch.unique(pos_rows)  # (m,) sorted
+    lengths = rollout.response_mask.sum(1) if micro_batch_tokens else None  # (N,)
+    local = torch.full((rollout.response_ids.shape[0],), -1, dtype=torch.long, device=rows.device)
+    after = None
+    for chunk in micro_batches(rows, 0, lengths, micro_batch_tokens):
+        local[chunk] = torch.arange(len(chunk), device=chunk.device)  # batch row → chunk row
+        inside = torch.isin(pos_rows, chunk)  # (n,) the positions this chunk holds
+        features = forward.features(rollout, chunk)  # (c, R, ·)
+        logits = forward.logits(features[local[pos_rows[inside]], pos_cols[inside]])
+        if after is None:
+            after = logits.new_empty((len(pos_rows), logits.shape[-1]))
+        after[inside] = logits
+    return after
+
+
+@torch.no_grad()
 def dynamics_metrics(
     forward: ResponseStats,
     rollout: Rollout,
@@ -107,10 +138,12 @@ def dynamics_metrics(
     advantages: Tensor,
     keep: Tensor,
     temperature: float,
+    micro_batch_tokens: int = 0,
 ) -> dict[str, Tensor]:
     """Actual vs predicted ΔH at ``positions``, from their ``(n, V)`` logits ``before`` the step
-    and those of the policy ``forward`` measures now; ``advantages`` and ``keep`` ``(N, R)``."""
-    after = forward.logits(forward.features(rollout)[positions])  # (n, V)
+    and those of the policy ``forward`` measures now (:func:`logits_at`); ``advantages`` and
+    ``keep`` ``(N, R)``."""
+    after = logits_at(forward, rollout, positions, micro_batch_tokens)  # (n, V)
     return entropy_dynamics_metrics(
         before,
         after,

@@ -249,7 +249,7 @@ class Trainer:
         if positions is not None:
             before = before if pre_update is None else pre_update.logits  # (n, V) before the step
             at = (rollout, positions, before, advantages, keep, cfg.rollout.temperature)
-            metrics.update(dynamics_metrics(self.forward, *at))
+            metrics.update(dynamics_metrics(self.forward, *at, cfg.algorithm.micro_batch_tokens))
         if forecast is not None:
             delta_h = metrics["dynamics/delta_h_actual"]
             metrics.update(forecaster.step_metrics(forecast, forecasts, delta_h))

@@ -106,17 +106,22 @@ class PreUpdate:
         self.logits: Tensor | None = None
         self.skipped = torch.zeros(rollout.response_ids.shape[0], dtype=torch.bool)
 
-    def fill(self, stats: ResponseStats, rows: Tensor) -> None:
-        """The loss pass leaves ``rows`` (``(n,)``) out: when a dynamics position lies in them,
-        run them without gradient (a forward, no backward) for their logits; else mark them
-        :attr:`skipped`."""
-        if self.positions is None or not bool(torch.isin(self.positions[0], rows).any()):
-            self.skipped[rows.cpu()] = True
+    def fill(self, stats: ResponseStats, rows: Tensor, micro_batch_tokens: int = 0) -> None:
+        """The loss pass leaves ``rows`` (``(n,)``) out: those that hold a dynamics position run
+        without gradient (a forward, no backward) for their logits, packed by length as the
+        update's micro-batches (:func:`micro_batches`); the others are marked :attr:`skipped`."""
+        held = torch.zeros_like(rows, dtype=torch.bool)
+        if self.positions is not None:
+            held = torch.isin(rows, self.positions[0])  # (n,)
+        self.skipped[rows[~held].cpu()] = True
+        if not bool(held.any()):
             return
-        with torch.no_grad():
-            features = stats.features(self.rollout, rows)  # (n, R, ·)
-            logprobs = stats.stats(features, self.rollout.response_ids[rows]).logprobs
-        self.add(stats, rows, features, logprobs)
+        lengths = self.rollout.response_mask.sum(1) if micro_batch_tokens else None  # (N,)
+        for chunk in micro_batches(rows[held], 0, lengths, micro_batch_tokens):
+            with torch.no_grad():
+                features = stats.features(self.rollout, chunk)  # (c, R, ·)
+                logprobs = stats.stats(features, self.rollout.response_ids[chunk]).logprobs
+            self.add(stats, chunk, features, logprobs)
 
     def add(self, stats: ResponseStats, rows: Tensor, features: Tensor, logprobs: Tensor) -> None:
         """Keep what chunk ``rows`` (``(n,)``) shows: its ``(n, R)`` ``logprobs`` and, at the
@@ -232,7 +237,7 @@ def accumulate_gradients(
         if bool(idle.any()) and not bool(idle.all()):
             live = rows[~idle]
             if pre_update is not None:
-                pre_update.fill(stats, rows[idle])
+                pre_update.fill(stats, rows[idle], micro_batch_tokens)
     lengths = batch.rollout.response_mask.sum(1) if micro_batch_tokens else None  # (N,)
     chunks = micro_batches(live, micro_batch_size, lengths, micro_batch_tokens)
     dtype = torch.promote_types(batch.old.logprobs.dtype, torch.get_default_dtype())
