@@ -52,12 +52,12 @@ def run_values(run) -> dict[str, float]:
     }
 
 
-def summarize(tasks: dict[str, list[str]], rename: dict[str, str]) -> dict:
-    """``{task: {group label: {"seeds", "per_seed", "mean_ci"}}}``."""
+def summarize(tasks: dict[str, list], rename: dict[str, str]) -> dict:
+    """``{task: {group label: {"seeds", "per_seed", "mean_ci"}}}`` of each task's run groups."""
     out: dict = {}
-    for task, paths in tasks.items():
+    for task, groups in tasks.items():
         out[task] = {}
-        for group in group_runs(load_runs(paths)):
+        for group in groups:
             per_seed = {run.seed: run_values(run) for run in group.runs}
             intervals = {}
             for key in COLUMNS:
@@ -93,12 +93,12 @@ def table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(tasks: dict[str, list[str]], rename: dict[str, str], out: Path) -> Path:
-    """Response length over training, one panel per task."""
+def figure(tasks: dict[str, list], rename: dict[str, str], out: Path) -> Path:
+    """Response length over training, one panel per task (its run groups)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
-    for ax, (task, paths) in zip(axes[0], tasks.items(), strict=True):
-        for color, group in zip(COLORS * 3, group_runs(load_runs(paths)), strict=False):
+    for ax, (task, groups) in zip(axes[0], tasks.items(), strict=True):
+        for color, group in zip(COLORS * 3, groups, strict=False):
             curves = [[r["response/length_mean"] for r in run.train_rows] for run in group.runs]
             width = min(len(c) for c in curves)
             curves = np.array([c[:width] for c in curves])
@@ -123,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     if any(len(task) < 2 for task in args.task):
         parser.error("--task: a name, then at least one grid or run directory")
-    tasks = {task[0]: task[1:] for task in args.task}
+    tasks = {task[0]: group_runs(load_runs(task[1:])) for task in args.task}  # read once
     rename = dict(item.split("->", 1) for item in args.rename)
     summary = summarize(tasks, rename)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from entropy_dynamics.stats import TokenStats
 from entropy_dynamics.tasks.base import Task, score_all
 from entropy_dynamics.training.forward import ResponseStats
 from entropy_dynamics.training.rollout import Rollout
-from entropy_dynamics.training.update import micro_batches
+from entropy_dynamics.training.update import position_logits, rollout_micro_batches
 
 __all__ = [
     "dynamics_metrics",
@@ -111,21 +111,11 @@ def logits_at(
     cols)``, ``(n,)`` each), from a no-grad forward of the rows that hold one — only those, each
     micro-batch run up to its rows' longest response; with ``micro_batch_tokens`` the rows packed
     by length into micro-batches of at most that many padded tokens, as the update packs them
-    (:func:`~entropy_dynamics.training.update.micro_batches`): long, uneven answers are not run
-    to the batch's longest."""
-    pos_rows, pos_cols = positions
-    rows = torch.unique(pos_rows)  # (m,) sorted
-    lengths = rollout.response_mask.sum(1) if micro_batch_tokens else None  # (N,)
-    local = torch.full((rollout.response_ids.shape[0],), -1, dtype=torch.long, device=rows.device)
+    (:func:`~entropy_dynamics.training.update.rollout_micro_batches`): long, uneven answers are
+    not run to the batch's longest."""
     after = None
-    for chunk in micro_batches(rows, 0, lengths, micro_batch_tokens):
-        local[chunk] = torch.arange(len(chunk), device=chunk.device)  # batch row → chunk row
-        inside = torch.isin(pos_rows, chunk)  # (n,) the positions this chunk holds
-        features = forward.features(rollout, chunk)  # (c, R, ·)
-        logits = forward.logits(features[local[pos_rows[inside]], pos_cols[inside]])
-        if after is None:
-            after = logits.new_empty((len(pos_rows), logits.shape[-1]))
-        after[inside] = logits
+    for chunk in rollout_micro_batches(rollout, torch.unique(positions[0]), 0, micro_batch_tokens):
+        after = position_logits(after, forward, forward.features(rollout, chunk), chunk, positions)
     return after
 
 

@@ -63,6 +63,8 @@ __all__ = [
     "loss_inputs",
     "lr_multiplier",
     "micro_batches",
+    "position_logits",
+    "rollout_micro_batches",
     "skips_idle_rows",
 ]
 
@@ -116,8 +118,7 @@ class PreUpdate:
         self.skipped[rows[~held].cpu()] = True
         if not bool(held.any()):
             return
-        lengths = self.rollout.response_mask.sum(1) if micro_batch_tokens else None  # (N,)
-        for chunk in micro_batches(rows[held], 0, lengths, micro_batch_tokens):
+        for chunk in rollout_micro_batches(self.rollout, rows[held], 0, micro_batch_tokens):
             with torch.no_grad():
                 features = stats.features(self.rollout, chunk)  # (c, R, ·)
                 logprobs = stats.stats(features, self.rollout.response_ids[chunk]).logprobs
@@ -127,17 +128,41 @@ class PreUpdate:
         """Keep what chunk ``rows`` (``(n,)``) shows: its ``(n, R)`` ``logprobs`` and, at the
         dynamics positions among its rows, the logits of its ``(n, R, ·)`` ``features``."""
         self.logprobs[rows] = logprobs.detach().to(self.logprobs.dtype)
-        if self.positions is None:
-            return
-        pos_rows, pos_cols = self.positions
-        local = torch.full((self.logprobs.shape[0],), -1, dtype=torch.long, device=rows.device)
-        local[rows] = torch.arange(len(rows), device=rows.device)  # batch row → chunk row
-        inside = local[pos_rows] >= 0  # (n_pos,) positions this chunk holds
-        with torch.no_grad():
-            logits = stats.logits(features[local[pos_rows[inside]], pos_cols[inside]].detach())
-        if self.logits is None:
-            self.logits = logits.new_empty((len(pos_rows), logits.shape[-1]))
-        self.logits[inside] = logits
+        if self.positions is not None:
+            self.logits = position_logits(self.logits, stats, features, rows, self.positions)
+
+
+@torch.no_grad()
+def position_logits(
+    out: Tensor | None,
+    stats: ResponseStats,
+    features: Tensor,
+    rows: Tensor,
+    positions: tuple[Tensor, Tensor],
+) -> Tensor:
+    """Write the raw logits at those of ``positions`` (``(rows, cols)`` of the batch, ``(n_pos,)``
+    each) that lie in chunk ``rows`` (``(n,)``) into ``out`` (``(n_pos, V)``, allocated on the
+    first call when ``None``), from the chunk's ``(n, R, ·)`` ``features``; return ``out``.
+    Called chunk by chunk, ``out`` ends holding every position's logits."""
+    pos_rows, pos_cols = positions
+    size = int(torch.cat([rows, pos_rows]).max()) + 1
+    local = torch.full((size,), -1, dtype=torch.long, device=rows.device)
+    local[rows] = torch.arange(len(rows), device=rows.device)  # batch row → chunk row
+    inside = local[pos_rows] >= 0  # (n_pos,) positions this chunk holds
+    logits = stats.logits(features[local[pos_rows[inside]], pos_cols[inside]].detach())
+    if out is None:
+        out = logits.new_empty((len(pos_rows), logits.shape[-1]))
+    out[inside] = logits
+    return out
+
+
+def rollout_micro_batches(
+    rollout: Rollout, rows: Tensor, size: int = 0, max_tokens: int = 0
+) -> list[Tensor]:
+    """:func:`micro_batches` of ``rows`` with the rollout's response lengths (packed by them
+    when ``max_tokens``)."""
+    lengths = rollout.response_mask.sum(1) if max_tokens else None  # (N,)
+    return micro_batches(rows, size, lengths, max_tokens)
 
 
 def micro_batches(
@@ -238,13 +263,13 @@ def accumulate_gradients(
             live = rows[~idle]
             if pre_update is not None:
                 pre_update.fill(stats, rows[idle], micro_batch_tokens)
-    lengths = batch.rollout.response_mask.sum(1) if micro_batch_tokens else None  # (N,)
-    chunks = micro_batches(live, micro_batch_size, lengths, micro_batch_tokens)
+    chunks = rollout_micro_batches(batch.rollout, live, micro_batch_size, micro_batch_tokens)
+    partial = len(chunks) > 1 or len(live) < len(rows)  # each chunk weighed by its share
     dtype = torch.promote_types(batch.old.logprobs.dtype, torch.get_default_dtype())
     total, metrics = torch.zeros(()), []
     for chunk in chunks:
         shares = (1.0, 1.0)  # 0-d weights of the pg and entropy terms in the mini-batch's loss
-        if len(chunks) > 1 or len(live) < len(rows):
+        if partial:
             mode = config.agg_mode
             share_pg = aggregation_share(mode, keep[chunk] & mask[chunk], trained, dtype)
             shares = (share_pg, aggregation_share(mode, mask[chunk], valid, dtype))
@@ -258,7 +283,7 @@ def accumulate_gradients(
             logprobs = inputs.logprobs
             out = compute_policy_loss(config, inputs)  # over (n, R) tokens
             loss = out.loss  # 0-d
-            if len(chunks) > 1 or len(live) < len(rows):
+            if partial:
                 loss = shares[0] * out.pg_loss
                 if config.entropy_coef != 0:
                     loss = loss - config.entropy_coef * shares[1] * out.entropy
