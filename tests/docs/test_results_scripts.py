@@ -185,3 +185,35 @@ def test_lengths_per_task_side_by_side(tmp_path) -> None:
         assert grpo["mean_ci"]["frac_dropped"][0] == pytest.approx(0.0)
         assert clip_b["mean_ci"]["frac_dropped"][0] > 0
     assert "| long | clip_b | 3 |" in (out / "lengths.md").read_text()
+
+
+def test_pass_rates_histogram_counts_problems_per_number_solved(tmp_path) -> None:
+    root = tmp_path / "runs"
+    for method in ("grpo", "clip_b"):
+        for seed in range(3):
+            write_run(root, method, seed)
+    initial = tmp_path / "base.json"  # as `entropy-dynamics eval --output` writes it
+    initial.write_text(json.dumps({"split": "test", "k": 4, "per_problem_correct": [0, 0, 4, 1]}))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(RESULTS / "pass_rates.py"), str(root), "-o", str(out),
+         "--initial", str(initial), "--rename", "clip_b->Clip_B", "--no-figure"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "pass_rates.json").read_text())
+    assert summary["n"] == 4 and summary["initial"] == [2, 1, 0, 0, 1]
+    # report_helpers.CORRECT, counted by hand: problems with 0, 1, 2, 3, 4 of 4 correct
+    grpo = summary["groups"]["grpo"]
+    assert grpo["per_seed"] == {"0": [2, 0, 1, 0, 1], "1": [2, 0, 0, 0, 2], "2": [2, 0, 2, 0, 0]}
+    assert summary["groups"]["Clip_B"]["per_seed"]["0"] == [0, 2, 1, 0, 1]
+    interval = t_interval([1, 2, 0])  # always solved, over the three seeds
+    assert grpo["per_count"][4] == pytest.approx([interval.mean, interval.low, interval.high])
+    # bands at n = 4: never, 1, 2, 3 of 4, always; a band sums its counts
+    assert [label for label, _, _ in summary["bands"]] == [
+        "0 of 4 (never)", "1 of 4", "2 of 4", "3 of 4", "4 of 4 (always)"
+    ]  # fmt: skip
+    assert summary["groups"]["Clip_B"]["per_band"][1][0] == pytest.approx(5 / 3)  # 2, 1, 2
+    text = (out / "pass_rates.md").read_text()
+    assert "| *model before training* | 1 | 2 | 1 | 0 | 0 | 1 |" in text
+    assert "| Clip_B | 3 | 0.3 [" in text
