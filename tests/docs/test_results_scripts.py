@@ -75,22 +75,21 @@ def test_collapse_on_runs_pairs_by_seed_and_bootstraps(tmp_path) -> None:
     assert "Holm-adjusted over the" in (out / "table.md").read_text()
 
 
-def test_collapse_counts_never_and_always_solved_and_the_initial_model(tmp_path) -> None:
+def _grid_and_initial(tmp_path) -> tuple[Path, Path]:
+    """Three seeds of grpo and clip_b (``report_helpers``) and the untrained model's scores as
+    ``entropy-dynamics eval --output`` writes them: 0, 0, 4, 1 of 4 samples correct."""
     root = tmp_path / "runs"
     for method in ("grpo", "clip_b"):
         for seed in range(3):
             write_run(root, method, seed)
-    initial = tmp_path / "base.json"  # as `entropy-dynamics eval --output` writes it
-    initial.write_text(
-        json.dumps(
-            {
-                "split": "test",
-                "k": 4,
-                "per_problem_correct": [0, 0, 4, 1],
-                "metrics": {"eval/entropy": 0.4},
-            }
-        )
-    )
+    initial = tmp_path / "base.json"
+    record = {"split": "test", "k": 4, "per_problem_correct": [0, 0, 4, 1]}
+    initial.write_text(json.dumps({**record, "metrics": {"eval/entropy": 0.4}}))
+    return root, initial
+
+
+def test_collapse_counts_never_and_always_solved_and_the_initial_model(tmp_path) -> None:
+    root, initial = _grid_and_initial(tmp_path)
     out = tmp_path / "out"
     _run(str(root), "-o", str(out), "--ks", "1,4", "--no-figure", "--initial", str(initial))
     summary = json.loads((out / "summary.json").read_text())
@@ -188,12 +187,7 @@ def test_lengths_per_task_side_by_side(tmp_path) -> None:
 
 
 def test_pass_rates_histogram_counts_problems_per_number_solved(tmp_path) -> None:
-    root = tmp_path / "runs"
-    for method in ("grpo", "clip_b"):
-        for seed in range(3):
-            write_run(root, method, seed)
-    initial = tmp_path / "base.json"  # as `entropy-dynamics eval --output` writes it
-    initial.write_text(json.dumps({"split": "test", "k": 4, "per_problem_correct": [0, 0, 4, 1]}))
+    root, initial = _grid_and_initial(tmp_path)
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, str(RESULTS / "pass_rates.py"), str(root), "-o", str(out),
