@@ -9,10 +9,12 @@ Reads ``entropy-dynamics compare`` grids (or run directories) through the report
 tokens per batch, the mean over steps of ``response/length_mean`` × the batch's rows
 (``rollout.prompts_per_step`` × ``rollout.group_size``); the mean response length over the first
 and the last 20 steps; the dropped share ``1 − mean actor/frac_kept`` (tokens of the whole batch,
-over the steps). Per group the mean over seeds with its 95 % Student-t interval
-(``study.statistics.t_interval``). Writes ``OUT/lengths.md`` (the table), ``OUT/lengths.json``
-(per seed and per group) and ``OUT/lengths.png`` (response length over training, per task: seed
-mean, band min..max over seeds).
+over the steps) and a filter's share of the tokens with negative advantage it dropped
+(``clip_b/frac_clipped_neg``, ``clip_v/frac_clipped_neg``: the drops that change the gradient).
+Per group the mean over seeds with its 95 % Student-t interval (``collapse.mean_interval``:
+``study.statistics.t_interval`` over the finite values). Writes ``OUT/lengths.md`` (the table),
+``OUT/lengths.json`` (per seed and per group) and ``OUT/lengths.png`` (response length over
+training, per task: seed mean, band min..max over seeds).
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+from collapse import mean_interval  # the sibling script: mean and t interval, NaN left out
 
 from entropy_dynamics.study.plot_style import COLORS, pyplot, save
 from entropy_dynamics.study.runs import group_runs, load_runs
-from entropy_dynamics.study.statistics import t_interval
 
 LAST = 20
 COLUMNS = {
@@ -34,7 +36,9 @@ COLUMNS = {
     "length_first": f"mean response length, first {LAST} steps",
     "length_last": f"mean response length, last {LAST} steps",
     "frac_dropped": "dropped share (1 − actor/frac_kept)",
+    "frac_dropped_neg": "dropped share of the tokens with A < 0 (clip_*/frac_clipped_neg)",
 }
+PERCENT = ("frac_dropped", "frac_dropped_neg")
 
 
 def run_values(run) -> dict[str, float]:
@@ -43,12 +47,16 @@ def run_values(run) -> dict[str, float]:
     lengths = [r["response/length_mean"] for r in train if "response/length_mean" in r]
     rows = int(run.config["rollout.prompts_per_step"]) * int(run.config["rollout.group_size"])
     kept = [r["actor/frac_kept"] for r in train if "actor/frac_kept" in r]
+    # a filter's share of the negative-advantage tokens (the ones whose drop changes the
+    # gradient; Clip_V also drops zero-advantage candidates, which only leave the denominator)
+    negative = [v for r in train for k, v in r.items() if k.endswith("/frac_clipped_neg")]
     nan = math.nan
     return {
         "tokens_per_batch": float(np.mean(lengths)) * rows if lengths else nan,
         "length_first": float(np.mean(lengths[:LAST])) if lengths else nan,
         "length_last": float(np.mean(lengths[-LAST:])) if lengths else nan,
         "frac_dropped": 1.0 - float(np.mean(kept)) if kept else nan,
+        "frac_dropped_neg": float(np.mean(negative)) if negative else nan,
     }
 
 
@@ -60,9 +68,8 @@ def summarize(tasks: dict[str, list], rename: dict[str, str]) -> dict:
         for group in groups:
             per_seed = {run.seed: run_values(run) for run in group.runs}
             intervals = {}
-            for key in COLUMNS:
-                interval = t_interval([v[key] for v in per_seed.values()])
-                intervals[key] = [interval.mean, interval.low, interval.high]
+            for key in COLUMNS:  # NaN where a method lacks the metric (no filter)
+                intervals[key] = mean_interval([v[key] for v in per_seed.values()])
             out[task][rename.get(group.label, group.label)] = {
                 "method": group.method,
                 "seeds": sorted(per_seed),
@@ -75,6 +82,8 @@ def summarize(tasks: dict[str, list], rename: dict[str, str]) -> dict:
 def _cell(ci: list[float], percent: bool) -> str:
     scale, unit, digits = (100.0, " %", 3) if percent else (1.0, "", 1)
     mean, low, high = (v * scale for v in ci)
+    if not math.isfinite(mean):
+        return "—"
     if not math.isfinite(low):
         return f"{mean:.{digits}f}{unit}"
     return f"{mean:.{digits}f}{unit} [{low:.{digits}f}, {high:.{digits}f}]"
@@ -86,7 +95,7 @@ def table(summary: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for task, groups in summary.items():
         for label, group in groups.items():
-            cells = [_cell(group["mean_ci"][k], k == "frac_dropped") for k in COLUMNS]
+            cells = [_cell(group["mean_ci"][k], k in PERCENT) for k in COLUMNS]
             lines.append(
                 f"| {task} | {label} | {len(group['seeds'])} | " + " | ".join(cells) + " |"
             )

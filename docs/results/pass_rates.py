@@ -21,10 +21,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from collapse import mean_interval  # the sibling script: mean and t interval over seeds
 
 from entropy_dynamics.study.plot_style import COLORS, GREY, pyplot, save
 from entropy_dynamics.study.runs import final_record, group_runs, load_runs
-from entropy_dynamics.study.statistics import t_interval
 
 
 def counts(correct, n: int) -> list[int]:
@@ -44,11 +44,6 @@ def bands(n: int) -> list[tuple[str, int, int]]:
         if hi > lo
     ]
     return [(f"0 of {n} (never)", 0, 0), *inner, (f"{n} of {n} (always)", n, n)]
-
-
-def _interval(values: list[float]) -> list[float]:
-    interval = t_interval(values)
-    return [interval.mean, interval.low, interval.high]
 
 
 def summarize(groups, rename: dict[str, str], initial: Path | None = None) -> dict:
@@ -76,9 +71,9 @@ def summarize(groups, rename: dict[str, str], initial: Path | None = None) -> di
     out["bands"] = bands(n)
     for entry in out["groups"].values():
         seeds = list(entry["per_seed"].values())
-        entry["per_count"] = [_interval([s[j] for s in seeds]) for j in range(n + 1)]
+        entry["per_count"] = [mean_interval([s[j] for s in seeds]) for j in range(n + 1)]
         entry["per_band"] = [
-            _interval([sum(s[lo : hi + 1]) for s in seeds]) for _, lo, hi in out["bands"]
+            mean_interval([sum(s[lo : hi + 1]) for s in seeds]) for _, lo, hi in out["bands"]
         ]
     return out
 

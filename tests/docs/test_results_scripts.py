@@ -160,6 +160,8 @@ def test_lengths_per_task_side_by_side(tmp_path) -> None:
                 rows = read_metrics(run / "metrics.jsonl")
                 for row in rows:
                     row["response/length_mean"] = scale * ((10 if row["step"] <= 20 else 4) + seed)
+                    if method == "clip_b":  # the share of negative-advantage tokens it dropped
+                        row["clip_b/frac_clipped_neg"] = 0.01 * (seed + 1)
                 (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         tasks[task] = root
     out = tmp_path / "out"
@@ -183,7 +185,11 @@ def test_lengths_per_task_side_by_side(tmp_path) -> None:
         assert first == pytest.approx([scale * (10 + s) for s in range(3)])
         assert grpo["mean_ci"]["frac_dropped"][0] == pytest.approx(0.0)
         assert clip_b["mean_ci"]["frac_dropped"][0] > 0
-    assert "| long | clip_b | 3 |" in (out / "lengths.md").read_text()
+        assert clip_b["mean_ci"]["frac_dropped_neg"][0] == pytest.approx(0.02)
+        assert math.isnan(grpo["mean_ci"]["frac_dropped_neg"][0])  # no filter: no such metric
+    text = (out / "lengths.md").read_text()
+    assert "| long | clip_b | 3 |" in text and "| 2.000 % [" in text
+    assert re.search(r"\| long \| grpo \| 3 \|.* \| — \|$", text, re.M)
 
 
 def test_pass_rates_histogram_counts_problems_per_number_solved(tmp_path) -> None:
