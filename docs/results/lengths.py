@@ -106,13 +106,16 @@ def figure(tasks: dict[str, list], rename: dict[str, str], out: Path) -> Path:
     """Response length over training, one panel per task (its run groups)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    names = dict.fromkeys(rename.get(g.label, g.label) for gs in tasks.values() for g in gs)
+    colors = dict(zip(names, COLORS * 3, strict=False))  # a method's colour in every panel
     for ax, (task, groups) in zip(axes[0], tasks.items(), strict=True):
-        for color, group in zip(COLORS * 3, groups, strict=False):
+        for group in groups:
             curves = [[r["response/length_mean"] for r in run.train_rows] for run in group.runs]
             width = min(len(c) for c in curves)
             curves = np.array([c[:width] for c in curves])
             steps = np.arange(1, width + 1)
             label = rename.get(group.label, group.label)
+            color = colors[label]
             ax.plot(steps, curves.mean(axis=0), color=color, label=label)
             ax.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.12)
         ax.set(xlabel="step", ylabel="mean response length (tokens)", title=task)
