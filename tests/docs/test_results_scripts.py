@@ -230,3 +230,25 @@ def test_pass_rates_histogram_counts_problems_per_number_solved(tmp_path) -> Non
     text = (out / "pass_rates.md").read_text()
     assert "| *model before training* | 1 | 2 | 1 | 0 | 0 | 1 |" in text
     assert "| Clip_B | 3 | 0.3 [" in text
+
+
+def test_traces_counts_operations_backtracking_and_moves_per_problem(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(RESULTS))  # the script imports its sibling collapse.py
+    traces = __import__("importlib").import_module("traces")
+    completions = [  # two problems, k = 2 answers each
+        "7*3=21 [5 8 21]\nback [3 5 7 8]\n8*3=24 [5 7 24]\nanswer: 8*3-(7-5)",
+        "8*3=24 [5 7 24]\n24-2=22 [22]\nanswer: 8*3-2",
+        "answer: none",
+        "2+2=4 [4] dead end\nanswer: 2+2",
+    ]
+    values = traces.trace_values(completions, [True, False, False, False], k=2)
+    assert values == pytest.approx(
+        {
+            "operations": (2 + 2 + 0 + 1) / 4,
+            "backs": 1 / 4,
+            "backtracking": 1 / 4,
+            "first_moves": (2 + 1) / 2,  # {7*3, 8*3}; {2+2} (no operation: no first move)
+            "operations_tried": (3 + 1) / 2,  # {7*3, 8*3, 24-2}; {2+2}
+            "correct": 1 / 4,
+        }
+    )
