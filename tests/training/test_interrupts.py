@@ -21,17 +21,27 @@ from entropy_dynamics.training.metrics import read_metrics
 from run_helpers import comparable, run_args, weights
 
 
+def _wait_until(condition, timeout: float = 60.0) -> None:
+    """Run Python code until ``condition()`` holds (signal handlers run between bytecodes, when
+    the interpreter next checks), for at most ``timeout`` s: generous, a lost signal fails
+    loudly after it instead of a guess at how long delivery takes."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_a_first_signal_is_recorded_and_a_second_stops_at_once() -> None:
     from entropy_dynamics.training.interrupts import StopRequests
 
     before = signal.getsignal(signal.SIGINT)
     with StopRequests() as stop:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.01)  # let the handler run
+        # raise_signal: delivered to this (the main) thread, not to any thread of the process
+        signal.raise_signal(signal.SIGINT)
+        _wait_until(lambda: stop.requested is not None)
         assert stop.requested == "SIGINT"
         with pytest.raises(KeyboardInterrupt):  # the default handler is back
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1.0)
+            signal.raise_signal(signal.SIGINT)
+            _wait_until(lambda: False)
     assert signal.getsignal(signal.SIGINT) is before
 
 
