@@ -33,16 +33,21 @@ def _wait_until(condition, timeout: float = 60.0) -> None:
 def test_a_first_signal_is_recorded_and_a_second_stops_at_once() -> None:
     from entropy_dynamics.training.interrupts import StopRequests
 
-    before = signal.getsignal(signal.SIGINT)
-    with StopRequests() as stop:
-        # raise_signal: delivered to this (the main) thread, not to any thread of the process
-        signal.raise_signal(signal.SIGINT)
-        _wait_until(lambda: stop.requested is not None)
-        assert stop.requested == "SIGINT"
-        with pytest.raises(KeyboardInterrupt):  # the default handler is back
+    # Python's own handler as the one to restore: a process started in the background by a shell
+    # without job control (nohup ... &) inherits SIGINT ignored, and would then ignore the second
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with StopRequests() as stop:
+            # raise_signal: delivered to this (the main) thread, not to any thread of the process
             signal.raise_signal(signal.SIGINT)
-            _wait_until(lambda: False)
-    assert signal.getsignal(signal.SIGINT) is before
+            _wait_until(lambda: stop.requested is not None)
+            assert stop.requested == "SIGINT"
+            with pytest.raises(KeyboardInterrupt):  # the previous handler is back
+                signal.raise_signal(signal.SIGINT)
+                _wait_until(lambda: False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def _command(args: list[str]) -> list[str]:
