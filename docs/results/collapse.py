@@ -224,7 +224,8 @@ def add_statistics(groups: dict, ks: list[int], problems: dict | None = None) ->
     return groups
 
 
-def _fmt(ci: list[float | None], digits: int = 3) -> str:
+def fmt_interval(ci: list[float | None], digits: int = 3) -> str:
+    """``mean [low, high]``; the mean alone without an interval (one seed), ``—`` without a mean."""
     if ci[0] is None or not math.isfinite(ci[0]):
         return "—"
     if ci[1] is None or not math.isfinite(ci[1]):  # one seed: no interval
@@ -239,14 +240,14 @@ def table(summary: dict, ks: list[int], initial: dict | None = None) -> str:
     lines = ["| method | seeds | " + " | ".join(names) + " |", "|---" * (len(cols) + 2) + "|"]
     first = next(iter(summary.values()), None)
     if initial is not None:  # the model before training, evaluated once (no interval)
-        row = [_fmt([initial.get(c, math.nan), math.nan, math.nan]) for c in cols]
+        row = [fmt_interval([initial.get(c, math.nan), math.nan, math.nan]) for c in cols]
         lines.append(
             f"| model before training ({initial['split']}) | — | " + " | ".join(row) + " |"
         )
     elif first is not None:  # the model before training, from the first group's step-0 evaluations
         ci = first["mean_ci"]
         start = {"rollout_entropy_last": "rollout_entropy_first"}
-        row = [_fmt(ci.get(start.get(c, f"step0_{c}"), [math.nan] * 3)) for c in cols]
+        row = [fmt_interval(ci.get(start.get(c, f"step0_{c}"), [math.nan] * 3)) for c in cols]
         seeds = len(first["seeds"])
         lines.append(f"| initial model (step 0) | {seeds} | " + " | ".join(row) + " |")
     diff = ["| method | " + " | ".join(f"Δ {n}" for n in names) + " |", "|---" * (len(cols) + 1)]
@@ -256,7 +257,7 @@ def table(summary: dict, ks: list[int], initial: dict | None = None) -> str:
     cells = 0
     for label, entry in summary.items():
         ci = entry["mean_ci"]
-        row = [_fmt(ci.get(c, [math.nan] * 3)) for c in cols]
+        row = [fmt_interval(ci.get(c, [math.nan] * 3)) for c in cols]
         lines.append(f"| {label} | {len(entry['seeds'])} | " + " | ".join(row) + " |")
         if "minus_grpo" in entry:
             d = entry["minus_grpo"]
@@ -306,8 +307,8 @@ def solved_table(summary: dict, initial: dict | None = None) -> str:
         dropped = ci.get("frac_dropped", [math.nan] * 3)[0]
         share = "—" if not math.isfinite(dropped) or dropped <= 0 else f"{100 * dropped:.2f} %"
         share = "< 0.005 %" if share == "0.00 %" else share
-        cells = [_fmt(ci.get(k, [math.nan] * 3), 1) for k in keys]
-        deltas = [_fmt(diff[k], 1) if k in diff else "" for k in keys]
+        cells = [fmt_interval(ci.get(k, [math.nan] * 3), 1) for k in keys]
+        deltas = [fmt_interval(diff[k], 1) if k in diff else "" for k in keys]
         lines.append(f"| {label} | {share} | " + " | ".join(cells + deltas) + " |")
     return (
         "\n" + "\n".join(lines) + "\n\nDropped: the share of response tokens the filter removed, "

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from collapse import mean_interval  # the sibling script: mean and t interval over seeds
+from collapse import fmt_interval, mean_interval  # the sibling script's statistics, format
 
 from entropy_dynamics.study.plot_style import COLORS, GREY, pyplot, save
 from entropy_dynamics.study.runs import final_record, group_runs, load_runs
@@ -86,7 +86,7 @@ def table(summary: dict) -> str:
         cells = [str(sum(summary["initial"][lo : hi + 1])) for _, lo, hi in summary["bands"]]
         lines.append("| *model before training* | 1 | " + " | ".join(cells) + " |")
     for label, entry in summary["groups"].items():
-        cells = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in entry["per_band"]]
+        cells = [fmt_interval(ci, 1) for ci in entry["per_band"]]
         lines.append(f"| {label} | {len(entry['per_seed'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

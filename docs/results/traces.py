@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from collapse import mean_interval
+from collapse import fmt_interval, mean_interval
 
 from entropy_dynamics.study.runs import group_runs, load_runs
 from entropy_dynamics.tasks._countdown_traces import parse_trace
@@ -80,10 +80,7 @@ def table(summary: dict) -> str:
     head = ["model", "seeds", *COLUMNS.values()]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, entry in summary.items():
-        cells = [
-            f"{m:.2f}" if np.isnan(lo) else f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
-            for m, lo, hi in (entry["mean_ci"][key] for key in COLUMNS)
-        ]
+        cells = [fmt_interval(entry["mean_ci"][key], 2) for key in COLUMNS]
         lines.append(f"| {label} | {len(entry['per_seed'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -101,16 +98,18 @@ def main() -> None:
     rename = dict(item.split("->", 1) for item in args.rename)
     groups = group_runs(load_runs(args.paths))
     summary: dict = {}
+    if args.initial:  # the embedded model of the first run's task, untrained
+        task = groups[0].runs[0].config["task.name"]
+        base = RunSetup.build(load_config(None, ["model.path="], task=task))
+        summary["model before training"] = {
+            "per_seed": {"-": measure(base, args.problems, args.k, args.seed)}
+        }
     for group in groups:
         per_seed = {}
         for run in group.runs:
             setup = RunSetup.from_run(run.path)
             per_seed[run.seed] = measure(setup, args.problems, args.k, args.seed)
             print(f"{run.path}: {per_seed[run.seed]}", flush=True)
-        if args.initial and not summary:  # the embedded model of the runs' task, untrained
-            base = load_config(None, ["model.path="], task=setup.config.task.name)
-            values = measure(RunSetup.build(base), args.problems, args.k, args.seed)
-            summary["model before training"] = {"per_seed": {"-": values}}
         summary[rename.get(group.label, group.label)] = {"per_seed": per_seed}
     for entry in summary.values():
         values = list(entry["per_seed"].values())

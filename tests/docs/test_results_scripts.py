@@ -3,6 +3,7 @@ from the library (``entropy_dynamics.study.statistics``): no private bootstrap o
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
@@ -234,7 +235,7 @@ def test_pass_rates_histogram_counts_problems_per_number_solved(tmp_path) -> Non
 
 def test_traces_counts_operations_backtracking_and_moves_per_problem(monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(RESULTS))  # the script imports its sibling collapse.py
-    traces = __import__("importlib").import_module("traces")
+    traces = importlib.import_module("traces")
     completions = [  # two problems, k = 2 answers each
         "7*3=21 [5 8 21]\nback [3 5 7 8]\n8*3=24 [5 7 24]\nanswer: 8*3-(7-5)",
         "8*3=24 [5 7 24]\n24-2=22 [22]\nanswer: 8*3-2",
