@@ -8,7 +8,7 @@ Samples ``--k`` answers to each of the first ``--problems`` problems of the test
 answers up to the run's ``rollout.max_new_tokens``; ``torch.manual_seed(--seed)`` before each
 model) from each run's newest checkpoint (``RunSetup.from_run``) and, with ``--initial``, from the
 untrained model of the runs' task. Reads every answer with the task's trace parser
-(``tasks._countdown_traces.parse_trace``). Per model: operations per answer, ``back`` lines per
+(``entropy_dynamics.tasks.parse_trace``). Per model: operations per answer, ``back`` lines per
 answer, the share of answers that backtrack, distinct first operations among a problem's k answers
 and distinct operations (``left op right``) over them (means over problems), and the share of
 correct answers. Per group (runs that differ only in seed) the mean over seeds with its 95 %
@@ -26,7 +26,7 @@ import torch
 from collapse import fmt_interval, mean_interval
 
 from entropy_dynamics.study.runs import group_runs, load_runs
-from entropy_dynamics.tasks._countdown_traces import parse_trace
+from entropy_dynamics.tasks import parse_trace
 from entropy_dynamics.tasks.base import score_all
 from entropy_dynamics.training.config import load_config
 from entropy_dynamics.training.rollout import generate
